@@ -13,10 +13,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// Writes a map with integer keys the fastjson way: `{0:"a",1:"b"}`, compact, in the given order.
-pub fn write_bare_key_map<'a>(
-    out: &mut String,
-    entries: impl IntoIterator<Item = (i64, &'a str)>,
-) {
+pub fn write_bare_key_map<'a>(out: &mut String, entries: impl IntoIterator<Item = (i64, &'a str)>) {
     out.push('{');
     for (i, (key, value)) in entries.into_iter().enumerate() {
         if i > 0 {

@@ -184,10 +184,14 @@ mod tests {
         // Go: no serializeTypeCurrentRPC, empty remark.
         let go = br#"{"code":34,"language":"GO","version":317,"opaque":3,"flag":0,"remark":"","extFields":{}}"#;
         let c = decode(go).unwrap();
-        assert_eq!((c.code, c.language, c.version, c.opaque), (34, LanguageCode::Go, 317, 3));
+        assert_eq!(
+            (c.code, c.language, c.version, c.opaque),
+            (34, LanguageCode::Go, 317, 3)
+        );
         assert_eq!(c.remark.as_deref(), Some(""));
         // Bare keys, null and numeric ext values, unknown language and properties.
-        let odd = br#"{code:11,"language":"KLINGON","extFields":{"a":1,"b":true,"c":null},"x":[1]}"#;
+        let odd =
+            br#"{code:11,"language":"KLINGON","extFields":{"a":1,"b":true,"c":null},"x":[1]}"#;
         let c = decode(odd).unwrap();
         assert_eq!(c.code, 11);
         assert_eq!(c.language, LanguageCode::Other);
