@@ -1,1 +1,6 @@
+//! Thruster broker and name server.
 
+pub mod logging;
+pub mod namesrv;
+pub mod remoting;
+pub mod runtime;

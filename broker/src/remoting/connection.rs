@@ -1,0 +1,219 @@
+//! One connection: a reader that splits frames and dispatches each request to its own task, and
+//! a writer that sends responses in completion order (responses are matched by opaque, so
+//! order does not matter to clients).
+//!
+//! Bad input never takes the process down: a frame that breaks the stream (oversized, lengths
+//! that do not add up) closes this connection; a frame whose header cannot be parsed gets a
+//! SYSTEM_ERROR response and then the connection is closed (the opaque is unknown, so the peer
+//! cannot match anything more to us).
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use thruster_client::protocol::{
+    decode_frame, encode, response_code, RemotingCommand, SerializeType,
+};
+use tracing::{debug, warn};
+
+use super::server::ServerConfig;
+use crate::runtime::{self, LocalSender, Semaphore, TcpStream};
+
+/// Handles requests. Implemented by the name server and the broker.
+#[allow(async_fn_in_trait)] // processors live on one reactor; futures need not be Send
+pub trait RequestProcessor: 'static {
+    /// Handles one request; `None` means no response (one-way requests get none regardless).
+    async fn process(
+        &self,
+        context: &ConnectionContext,
+        request: RemotingCommand,
+    ) -> Option<RemotingCommand>;
+}
+
+/// What a processor knows of the connection a request came on.
+#[derive(Clone)]
+pub struct ConnectionContext {
+    pub id: u64,
+    pub peer: SocketAddr,
+    /// Frames queued here are written to the peer (responses, and server-initiated requests such
+    /// as NOTIFY_CONSUMER_IDS_CHANGED).
+    pub outbound: LocalSender<RemotingCommand>,
+}
+
+/// Lets the reader and the writer task share one socket on one reactor: each poll borrows it
+/// for the duration of that poll only.
+struct SharedStream(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for SharedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SharedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Responses encoded into one write when several are ready.
+const WRITE_BATCH_MAX_BYTES: usize = 256 * 1024;
+
+pub async fn serve_connection<P: RequestProcessor>(
+    stream: TcpStream,
+    id: u64,
+    peer: SocketAddr,
+    processor: Rc<P>,
+    config: &ServerConfig,
+) {
+    if let Err(error) = runtime::set_nodelay(&stream) {
+        debug!(%peer, %error, "TCP_NODELAY");
+    }
+    let stream = Rc::new(RefCell::new(stream));
+    // Bounded by the in-flight limit: every queued item holds (or held) a permit.
+    let (outbound, outbound_rx) =
+        runtime::bounded_channel::<RemotingCommand>(config.in_flight_per_connection_max);
+    let writer_stream = SharedStream(stream.clone());
+    let writer = write_loop(writer_stream, outbound_rx, peer);
+    let context = ConnectionContext { id, peer, outbound };
+    let in_flight = Rc::new(Semaphore::new(config.in_flight_per_connection_max as u64));
+
+    let reader = read_loop(
+        SharedStream(stream.clone()),
+        &context,
+        processor,
+        in_flight,
+        config.frame_max_bytes,
+    );
+    // The writer runs as its own task so a slow peer never blocks request processing.
+    let (writer_done_tx, writer_done_rx) = runtime::bounded_channel::<()>(1);
+    runtime::spawn_detached(async move {
+        writer.await;
+        let _ = writer_done_tx.send(()).await;
+    });
+    reader.await;
+    // Dropping our sender lets the writer finish once in-flight requests have answered.
+    drop(context);
+    let _ = writer_done_rx.recv().await;
+    runtime::shutdown(&stream.borrow()).await;
+}
+
+async fn read_loop<P: RequestProcessor>(
+    mut stream: SharedStream,
+    context: &ConnectionContext,
+    processor: Rc<P>,
+    in_flight: Rc<Semaphore>,
+    frame_max_bytes: usize,
+) {
+    let peer = context.peer;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        loop {
+            let frame = match decode_frame(&mut buf, frame_max_bytes) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    warn!(%peer, %error, "unframeable input, closing connection");
+                    return;
+                }
+            };
+            let request = match frame.into_command() {
+                Ok(request) => request,
+                Err(error) => {
+                    warn!(%peer, %error, "undecodable header, answering SYSTEM_ERROR and closing");
+                    let mut probe = RemotingCommand::bare_request(0);
+                    probe.serialize_type = SerializeType::Json;
+                    let response = probe.error(
+                        response_code::SYSTEM_ERROR,
+                        format!("undecodable request header: {error}"),
+                    );
+                    let _ = context.outbound.send(response).await;
+                    return;
+                }
+            };
+            if request.is_response() {
+                // Replies to server-initiated requests; none of ours expects one yet.
+                debug!(%peer, opaque = request.opaque, code = request.code, "unsolicited response dropped");
+                continue;
+            }
+            let Ok(permit) = in_flight.clone().acquire_static_permit(1).await else {
+                return;
+            };
+            let processor = processor.clone();
+            let context = context.clone();
+            runtime::spawn_detached(async move {
+                let oneway = request.is_oneway();
+                let code = request.code;
+                let opaque = request.opaque;
+                let response = processor.process(&context, request).await;
+                if let (Some(response), false) = (response, oneway) {
+                    debug_assert_eq!(response.opaque, opaque);
+                    if context.outbound.send(response).await.is_err() {
+                        debug!(peer = %context.peer, code, "connection gone before the response");
+                    }
+                }
+                drop(permit);
+            });
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(error) => {
+                debug!(%peer, %error, "read failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Writes queued frames until every sender is gone or the socket fails.
+async fn write_loop(
+    mut stream: SharedStream,
+    outbound: runtime::LocalReceiver<RemotingCommand>,
+    peer: SocketAddr,
+) {
+    let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    while let Some(first) = outbound.recv().await {
+        let mut next = Some(first);
+        // Coalesce whatever else is ready into one write, up to a bound.
+        while let Some(command) = next.take() {
+            if let Err(error) = encode(&command, &mut out) {
+                warn!(%peer, %error, code = command.code, "frame could not be encoded");
+            }
+            if out.len() < WRITE_BATCH_MAX_BYTES {
+                next = futures_lite::future::poll_once(outbound.recv())
+                    .await
+                    .flatten();
+            }
+        }
+        if let Err(error) = stream.write_all(&out).await {
+            debug!(%peer, %error, "write failed");
+            return;
+        }
+        out.clear();
+    }
+}
