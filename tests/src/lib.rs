@@ -1,1 +1,209 @@
+//! Harness for multi-process tests: start the real binaries on ephemeral loopback ports with
+//! temp dirs, and talk to them with a small blocking remoting client.
+//!
+//! Binaries are found next to the test executable's directory (`target/<profile>/`);
+//! `cargo test --workspace` builds them before running any test.
 
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use thruster_client::protocol::{decode_frame, encode, RemotingCommand, FRAME_MAX_BYTES_DEFAULT};
+
+/// How long a started process may take to report its listening address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a test waits for any one response.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Path of a workspace binary.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build --workspace --bins`) first",
+        path.display()
+    );
+    path
+}
+
+/// A server process started for one test; killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log_path: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `name` with `args` (which should make it listen on port 0) and waits for its
+    /// `... listening on <addr>` line on stdout. Its stderr goes to a log file in `dir`.
+    pub fn start(name: &str, args: &[&str]) -> ServerProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join(format!("{name}.log"));
+        let log = File::create(&log_path).expect("log file");
+        let mut child = Command::new(binary(name))
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, addr)) = line.split_once(" listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => addr.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{name} did not report a listening address within {START_TIMEOUT:?}; log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+        };
+        ServerProcess {
+            child,
+            addr,
+            dir,
+            log_path,
+        }
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- server log ({}) ---\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// A blocking remoting client for tests: one request at a time.
+pub struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+    next_opaque: i32,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream =
+            TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(RESPONSE_TIMEOUT))
+            .expect("read timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            stream,
+            buf: BytesMut::new(),
+            next_opaque: 1,
+        }
+    }
+
+    /// Sends `request` with a fresh opaque and returns the response with that opaque.
+    pub fn invoke(&mut self, mut request: RemotingCommand) -> RemotingCommand {
+        request.opaque = self.next_opaque;
+        self.next_opaque += 1;
+        self.send(&request).expect("send");
+        loop {
+            let response = self
+                .read_command()
+                .expect("read response")
+                .expect("connection closed before the response");
+            if response.is_response() && response.opaque == request.opaque {
+                return response;
+            }
+        }
+    }
+
+    pub fn send(&mut self, command: &RemotingCommand) -> io::Result<()> {
+        let mut wire = BytesMut::new();
+        encode(command, &mut wire).expect("encodable");
+        self.send_bytes(&wire)
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Half-closes the sending side (the server then sees end of input).
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Reads the next frame; `Ok(None)` when the server closed the connection.
+    pub fn read_command(&mut self) -> io::Result<Option<RemotingCommand>> {
+        let deadline = Instant::now() + RESPONSE_TIMEOUT;
+        loop {
+            if let Some(frame) = decode_frame(&mut self.buf, FRAME_MAX_BYTES_DEFAULT)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            {
+                let command = frame
+                    .into_command()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                return Ok(Some(command));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "no frame in time"));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(None),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+/// For outcomes that happen on the server's own schedule (expiry scans), not a sleep-and-hope.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

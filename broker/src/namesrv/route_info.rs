@@ -586,7 +586,7 @@ mod tests {
             counter: 1,
             ..DataVersion::default()
         };
-        assert_eq!(routes.query_data_version(&key, &same, 900).0, false);
+        assert!(!routes.query_data_version(&key, &same, 900).0);
         assert!(routes.scan_not_active(1_500).is_empty());
         let other = DataVersion {
             counter: 2,

@@ -115,7 +115,10 @@ pub async fn serve_connection<P: RequestProcessor>(
     // Dropping our sender lets the writer finish once in-flight requests have answered.
     drop(context);
     let _ = writer_done_rx.recv().await;
-    runtime::shutdown(&stream.borrow()).await;
+    // Reader and writer are done and have dropped their handles on the socket.
+    if let Ok(stream) = Rc::try_unwrap(stream) {
+        runtime::shutdown(&stream.into_inner()).await;
+    }
 }
 
 async fn read_loop<P: RequestProcessor>(

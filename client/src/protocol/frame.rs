@@ -278,14 +278,9 @@ mod tests {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut buf = BytesMut::from(&data[..]);
-            loop {
-                match decode_frame(&mut buf, 256) {
-                    Ok(Some(frame)) => {
-                        prop_assert!(frame.header.len() + frame.body.len() + 8 <= 256);
-                        let _ = frame.into_command();
-                    }
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(frame)) = decode_frame(&mut buf, 256) {
+                prop_assert!(frame.header.len() + frame.body.len() + 8 <= 256);
+                let _ = frame.into_command();
             }
         }
 
