@@ -1,8 +1,10 @@
 //! Harness for multi-process tests: start the real binaries on ephemeral loopback ports with
 //! temp dirs, and talk to them with a small blocking remoting client.
 //!
-//! Binaries are found next to the test executable's directory (`target/<profile>/`);
-//! `cargo test --workspace` builds them before running any test.
+//! Binaries are found next to the test executable's directory (`target/<profile>/`).
+//! `cargo test --workspace` builds them before running any test because their packages have
+//! integration tests of their own (e.g. `broker/tests/cli.rs`); `cargo test -p thruster-tests`
+//! alone does not, hence the hint in [`binary`].
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
