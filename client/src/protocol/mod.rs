@@ -10,6 +10,7 @@ pub mod fastjson;
 pub mod frame;
 pub mod header;
 pub mod json_header;
+pub mod message;
 
 pub use codes::{flag, request_code, response_code, LanguageCode};
 pub use command::{ExtFields, RemotingCommand, SerializeType};
