@@ -4,3 +4,4 @@ pub mod logging;
 pub mod namesrv;
 pub mod remoting;
 pub mod runtime;
+pub mod store;

@@ -128,3 +128,166 @@ pub fn bounded_channel<T>(capacity: usize) -> (LocalSender<T>, LocalReceiver<T>)
     let (sender, receiver) = glommio::channels::local_channel::new_bounded(capacity);
     (Rc::new(sender), receiver)
 }
+
+/// An aligned buffer that can be written with O_DIRECT.
+pub type IoBuffer = glommio::io::DmaBuffer;
+
+/// A zeroed, aligned buffer from the heap, for long-lived use (CommitLog chunks).
+pub fn alloc_io_buffer_long_lived(size_bytes: usize) -> IoBuffer {
+    let mut buffer = glommio::allocate_dma_buffer_global(size_bytes);
+    buffer.as_bytes_mut().fill(0);
+    buffer
+}
+
+/// An aligned buffer for one I/O (from the reactor's registered arena when it has room).
+pub fn alloc_io_buffer(size_bytes: usize) -> IoBuffer {
+    glommio::allocate_dma_buffer(size_bytes)
+}
+
+/// Runs blocking work (msync, statvfs, directory fsync) on the reactor's helper thread so the
+/// reactor keeps serving.
+pub async fn spawn_blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(work).await
+}
+
+/// A file opened with O_DIRECT, read and written through io_uring. Errors name the file and
+/// the offset.
+pub struct DirectFile {
+    inner: glommio::io::DmaFile,
+    path: std::path::PathBuf,
+}
+
+impl DirectFile {
+    /// Opens `path` for reading and writing, creating it if missing.
+    pub async fn open(path: &std::path::Path) -> io::Result<DirectFile> {
+        probe_device_once(path).await?;
+        let inner = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(path)
+            .await
+            .map_err(|e| context(e, "opening", path, 0))?;
+        Ok(DirectFile {
+            inner,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Writes all of `buffer` at `pos` (both aligned). Short writes are errors.
+    pub async fn write_at(&self, buffer: IoBuffer, pos: u64) -> io::Result<()> {
+        let len = buffer.len();
+        let written = self
+            .inner
+            .write_at(buffer, pos)
+            .await
+            .map_err(|e| context(e, "writing", &self.path, pos))?;
+        self.check_written(written, len, pos)
+    }
+
+    /// Like `write_at`, keeping the buffer shared (no copy).
+    pub async fn write_shared_at(&self, buffer: Rc<IoBuffer>, pos: u64) -> io::Result<()> {
+        let len = buffer.len();
+        let written = self
+            .inner
+            .write_rc_at(buffer, pos)
+            .await
+            .map_err(|e| context(e, "writing", &self.path, pos))?;
+        self.check_written(written, len, pos)
+    }
+
+    fn check_written(&self, written: usize, len: usize, pos: u64) -> io::Result<()> {
+        if written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!(
+                    "short write to {} at {pos}: {written} of {len} bytes",
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at `pos` (any alignment); fewer at the end of the file.
+    pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<bytes::Bytes> {
+        let result = self
+            .inner
+            .read_at(pos, len)
+            .await
+            .map_err(|e| context(e, "reading", &self.path, pos))?;
+        Ok(bytes::Bytes::copy_from_slice(&result))
+    }
+
+    pub async fn fdatasync(&self) -> io::Result<()> {
+        self.inner
+            .fdatasync()
+            .await
+            .map_err(|e| context(e, "fdatasync", &self.path, 0))
+    }
+
+    pub async fn size_bytes(&self) -> io::Result<u64> {
+        self.inner
+            .file_size()
+            .await
+            .map_err(|e| context(e, "stat", &self.path, 0))
+    }
+
+    pub async fn truncate(&self, size_bytes: u64) -> io::Result<()> {
+        self.inner
+            .truncate(size_bytes)
+            .await
+            .map_err(|e| context(e, "truncating", &self.path, size_bytes))
+    }
+
+    /// The O_DIRECT alignment for offsets and lengths.
+    pub fn alignment(&self) -> u64 {
+        self.inner.alignment()
+    }
+}
+
+thread_local! {
+    static PROBED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> = Default::default();
+}
+
+/// glommio decides once per device whether O_DIRECT reads may use its polled ring, by reading
+/// the first DMA file opened there. When that file is empty the kernel answers the probe with
+/// an early success, glommio caches "pollable", and every later read on a device without poll
+/// queues (virtio disks, this machine's) fails with EOPNOTSUPP. So the first open per device
+/// is of a 4 KiB file with real data, which makes the probe see the truth.
+async fn probe_device_once(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let device = std::fs::metadata(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("stat {}: {e}", dir.display())))?
+        .dev();
+    if PROBED_DEVICES.with(|p| p.borrow().contains(&device)) {
+        return Ok(());
+    }
+    let probe = dir.join(format!(".thruster-io-probe-{}", std::process::id()));
+    std::fs::write(&probe, [0u8; 4096])
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", probe.display())))?;
+    let opened = glommio::io::DmaFile::open(&probe).await;
+    let _ = std::fs::remove_file(&probe);
+    let file = opened.map_err(|e| context(e, "probing", &probe, 0))?;
+    let _ = file.close().await;
+    PROBED_DEVICES.with(|p| p.borrow_mut().insert(device));
+    Ok(())
+}
+
+fn context(
+    error: glommio::GlommioError<()>,
+    what: &str,
+    path: &std::path::Path,
+    pos: u64,
+) -> io::Error {
+    let error = io::Error::from(error);
+    io::Error::new(
+        error.kind(),
+        format!("{what} {} at {pos}: {error}", path.display()),
+    )
+}

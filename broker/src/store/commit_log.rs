@@ -1,0 +1,1104 @@
+//! One shard's CommitLog: segment files named by their 20-digit start offset, written with
+//! O_DIRECT through io_uring from an in-memory chunk buffer.
+//!
+//! Write buffer: records are encoded straight into aligned chunks (`chunk_bytes`, zeroed at
+//! allocation). A flush writes, per dirty chunk, either the whole chunk without copying (a
+//! sealed chunk never written before) or the dirty aligned range copied into a transient
+//! buffer (the partial tail block is rewritten as it fills). One flush at a time per shard, so
+//! two writes of the same tail block can never race. Flushed chunks stay in memory while they
+//! fit in `memory_window_bytes` and serve tail reads; older data is read from the files.
+//! Unflushed data is never evicted, and appends wait for a flush when it exceeds the window, so
+//! memory is bounded.
+//!
+//! Segments are prepared (created and, with `prewrite_segments`, written full of zeros) ahead
+//! of the writer by a background task; an append that must roll before the next segment is
+//! ready gets `AppendError::NeedSegment` and retries after awaiting it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::buf::UninitSlice;
+use bytes::{BufMut, Bytes};
+use thruster_client::protocol::message::{self, RecordStart, BLANK_BYTES, MAGIC_BLANK};
+use tracing::{info, warn};
+
+use crate::runtime::{self, DirectFile, IoBuffer};
+
+/// O_DIRECT block size.
+pub const BLOCK_BYTES: u64 = 4096;
+/// Recovery reads the log in pieces of this size (larger than any record).
+const SCAN_READ_BYTES: usize = 8 << 20;
+/// Zeros written per I/O when preparing a segment.
+const PREWRITE_BYTES: usize = 1 << 20;
+
+pub fn segment_file_name(start: u64) -> String {
+    format!("{start:020}")
+}
+
+fn align_down(v: u64) -> u64 {
+    v & !(BLOCK_BYTES - 1)
+}
+
+fn align_up(v: u64) -> u64 {
+    (v + BLOCK_BYTES - 1) & !(BLOCK_BYTES - 1)
+}
+
+/// One segment file.
+pub struct Segment {
+    pub start: u64,
+    pub file: DirectFile,
+}
+
+impl Segment {
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+}
+
+enum ChunkData {
+    /// Still being appended to.
+    Active(IoBuffer),
+    /// Full (or its segment rolled): immutable, shareable with writers and readers.
+    Sealed(Rc<IoBuffer>),
+    /// Only while `seal` moves the buffer.
+    Moving,
+}
+
+struct Chunk {
+    /// Global offset of the chunk's first byte (chunk-aligned within its segment).
+    start: u64,
+    segment: Rc<Segment>,
+    data: ChunkData,
+    /// Bytes of the chunk holding log data.
+    written: usize,
+    /// Bytes known durable.
+    flushed: usize,
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match &self.data {
+            ChunkData::Active(buffer) => buffer.as_bytes(),
+            ChunkData::Sealed(buffer) => buffer.as_bytes(),
+            ChunkData::Moving => unreachable!("observed mid-seal"),
+        }
+    }
+
+    fn seal(&mut self) {
+        if let ChunkData::Active(_) = self.data {
+            let ChunkData::Active(buffer) = std::mem::replace(&mut self.data, ChunkData::Moving)
+            else {
+                unreachable!()
+            };
+            self.data = ChunkData::Sealed(Rc::new(buffer));
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.start + self.written as u64
+    }
+}
+
+/// A piece of stored data, as the network layer should send it.
+#[derive(Clone)]
+pub enum Slice {
+    /// In a sealed chunk: shared, no copy.
+    Shared {
+        buffer: Rc<IoBuffer>,
+        start: usize,
+        len: usize,
+    },
+    /// Copied (from the chunk still being appended to, or read from disk).
+    Owned(Bytes),
+    /// On disk: `len` bytes at `pos` of a segment file (for sendfile/splice).
+    File {
+        segment: Rc<Segment>,
+        pos: u64,
+        len: usize,
+    },
+}
+
+impl Slice {
+    pub fn len(&self) -> usize {
+        match self {
+            Slice::Shared { len, .. } | Slice::File { len, .. } => *len,
+            Slice::Owned(bytes) => bytes.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for Slice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Slice::Shared { start, len, .. } => write!(f, "Shared({start}+{len})"),
+            Slice::Owned(b) => write!(f, "Owned({})", b.len()),
+            Slice::File { segment, pos, len } => write!(f, "File({}@{pos}+{len})", segment.start),
+        }
+    }
+}
+
+/// Reads the slices into one buffer (disk slices with O_DIRECT reads).
+pub async fn materialize(slices: &[Slice]) -> io::Result<Bytes> {
+    if let [Slice::Owned(bytes)] = slices {
+        return Ok(bytes.clone());
+    }
+    let mut out = Vec::with_capacity(slices.iter().map(Slice::len).sum());
+    for slice in slices {
+        match slice {
+            Slice::Shared { buffer, start, len } => {
+                out.extend_from_slice(&buffer.as_bytes()[*start..start + len])
+            }
+            Slice::Owned(bytes) => out.extend_from_slice(bytes),
+            Slice::File { segment, pos, len } => {
+                let bytes = segment.file.read_at(*pos, *len).await?;
+                if bytes.len() != *len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} ends before {pos}+{len}", segment.path().display()),
+                    ));
+                }
+                out.extend_from_slice(&bytes);
+            }
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendError {
+    /// The segment is full and the next one is not prepared yet.
+    NeedSegment,
+    /// More unflushed data than the memory window: wait for a flush.
+    NeedFlush,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReadError {
+    #[error("offset {pos} is below the log's minimum {min}")]
+    BelowMinimum { pos: u64, min: u64 },
+    #[error("range {pos}+{len} reaches past the log's end {end}")]
+    PastEnd { pos: u64, len: usize, end: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct CommitLogSettings {
+    pub dir: PathBuf,
+    pub base_offset: u64,
+    pub segment_bytes: u64,
+    pub chunk_bytes: usize,
+    pub memory_window_bytes: usize,
+    pub prewrite_segments: bool,
+}
+
+/// What a flush must write; built under the log's borrow, executed without it.
+pub struct FlushPlan {
+    pub target: u64,
+    writes: Vec<FlushWrite>,
+    synced: Vec<Rc<Segment>>,
+    /// (chunk start, flushed bytes once done).
+    marks: Vec<(u64, usize)>,
+}
+
+enum FlushWrite {
+    Shared {
+        segment: Rc<Segment>,
+        pos: u64,
+        buffer: Rc<IoBuffer>,
+    },
+    Copied {
+        segment: Rc<Segment>,
+        pos: u64,
+        buffer: IoBuffer,
+    },
+}
+
+impl FlushPlan {
+    /// Performs the writes (concurrently) and one fdatasync per touched segment.
+    pub async fn execute(&mut self) -> io::Result<()> {
+        let writes = std::mem::take(&mut self.writes);
+        let mut pending = Vec::with_capacity(writes.len());
+        for write in writes {
+            pending.push(async move {
+                match write {
+                    FlushWrite::Shared {
+                        segment,
+                        pos,
+                        buffer,
+                    } => segment.file.write_shared_at(buffer, pos).await,
+                    FlushWrite::Copied {
+                        segment,
+                        pos,
+                        buffer,
+                    } => segment.file.write_at(buffer, pos).await,
+                }
+            });
+        }
+        for result in join_all(pending).await {
+            result?;
+        }
+        for segment in &self.synced {
+            segment.file.fdatasync().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Awaits every future (they make progress concurrently on the reactor).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (future, result) in futures.iter_mut().zip(results.iter_mut()) {
+            if result.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *result = Some(value),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results
+        .into_iter()
+        .map(|r| r.expect("every future completed"))
+        .collect()
+}
+
+pub struct CommitLog {
+    settings: CommitLogSettings,
+    segments: BTreeMap<u64, Rc<Segment>>,
+    next_segment: Option<Rc<Segment>>,
+    chunks: VecDeque<Chunk>,
+    write_pos: u64,
+    flushed_pos: u64,
+}
+
+impl CommitLog {
+    pub fn settings(&self) -> &CommitLogSettings {
+        &self.settings
+    }
+
+    /// Next byte to be written.
+    pub fn write_pos(&self) -> u64 {
+        self.write_pos
+    }
+
+    /// Everything below this is durable.
+    pub fn flushed_pos(&self) -> u64 {
+        self.flushed_pos
+    }
+
+    /// First byte still stored (start of the oldest segment).
+    pub fn min_offset(&self) -> u64 {
+        self.segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.settings.base_offset)
+    }
+
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.write_pos - self.flushed_pos
+    }
+
+    pub fn has_next_segment(&self) -> bool {
+        self.next_segment.is_some()
+    }
+
+    /// Start of the segment holding `pos`.
+    pub fn segment_start_of(&self, pos: u64) -> u64 {
+        let base = self.settings.base_offset;
+        base + (pos - base) / self.settings.segment_bytes * self.settings.segment_bytes
+    }
+
+    /// Start offset of the segment that follows the newest one.
+    pub fn next_segment_start(&self) -> u64 {
+        self.segments
+            .keys()
+            .next_back()
+            .map_or(self.settings.base_offset, |s| {
+                s + self.settings.segment_bytes
+            })
+    }
+
+    /// Segments, oldest first.
+    pub fn segments(&self) -> impl Iterator<Item = &Rc<Segment>> {
+        self.segments.values()
+    }
+
+    /// Opens the log directory and recovers it: scans forward from `scan_from` (a record
+    /// boundary known durable, e.g. from the checkpoint; clamped to the existing segments),
+    /// validating each record, and calls `on_record(pos, bytes)` for every intact record found.
+    /// The first invalid record ends the log: what follows it is zeroed and later segments are
+    /// deleted. Returns the log and the end offset.
+    pub async fn open(
+        settings: CommitLogSettings,
+        scan_from: u64,
+        check_crc: bool,
+        mut on_record: impl FnMut(u64, &Bytes),
+    ) -> io::Result<CommitLog> {
+        std::fs::create_dir_all(&settings.dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating {}: {e}", settings.dir.display()),
+            )
+        })?;
+        let mut log = CommitLog {
+            segments: BTreeMap::new(),
+            next_segment: None,
+            chunks: VecDeque::new(),
+            write_pos: settings.base_offset,
+            flushed_pos: settings.base_offset,
+            settings,
+        };
+        for start in list_segments(
+            &log.settings.dir,
+            log.settings.base_offset,
+            log.settings.segment_bytes,
+        )? {
+            let file = DirectFile::open(&log.settings.dir.join(segment_file_name(start))).await?;
+            log.segments.insert(start, Rc::new(Segment { start, file }));
+        }
+        if log.segments.is_empty() {
+            let start = log.settings.base_offset;
+            let segment = prepare_segment(&log.settings, start).await?;
+            log.segments.insert(start, segment);
+            log.load_tail(start).await?;
+            return Ok(log);
+        }
+        let min = log.min_offset();
+        let newest = *log.segments.keys().next_back().expect("non-empty");
+        let mut pos = scan_from.clamp(min, newest + log.settings.segment_bytes);
+        if pos >= newest + log.settings.segment_bytes {
+            pos = newest;
+        }
+        let end = log.scan(pos, check_crc, &mut on_record).await?;
+        log.truncate_after(end).await?;
+        log.load_tail(end).await?;
+        info!(dir = %log.settings.dir.display(), scan_from = pos, end, "commit log recovered");
+        Ok(log)
+    }
+
+    /// Scans from `pos` to the end of valid data.
+    async fn scan(
+        &self,
+        mut pos: u64,
+        check_crc: bool,
+        on_record: &mut impl FnMut(u64, &Bytes),
+    ) -> io::Result<u64> {
+        let segment_bytes = self.settings.segment_bytes;
+        'segments: loop {
+            let segment_start = self.segment_start_of(pos);
+            let Some(segment) = self.segments.get(&segment_start).cloned() else {
+                return Ok(pos);
+            };
+            let segment_end = segment_start + segment_bytes;
+            let mut buffer = Bytes::new();
+            let mut buffer_pos = pos;
+            loop {
+                if pos + BLANK_BYTES as u64 > segment_end {
+                    warn!(
+                        pos,
+                        "log end: no room for a record header before the segment end"
+                    );
+                    return Ok(pos);
+                }
+                let offset_in_buffer = (pos - buffer_pos) as usize;
+                let need_more = offset_in_buffer + BLANK_BYTES > buffer.len()
+                    || matches!(message::peek_record(&buffer[offset_in_buffer..]), Ok(RecordStart::Message { total_size }) if offset_in_buffer + total_size > buffer.len() && pos + total_size as u64 <= segment_end);
+                if need_more {
+                    let len = SCAN_READ_BYTES.min((segment_end - pos) as usize);
+                    buffer = segment.file.read_at(pos - segment_start, len).await?;
+                    buffer_pos = pos;
+                    if buffer.len() < BLANK_BYTES {
+                        return Ok(pos);
+                    }
+                    continue;
+                }
+                let here = buffer.slice(offset_in_buffer..);
+                match message::peek_record(&here) {
+                    Ok(RecordStart::Blank { total_size })
+                        if pos + total_size as u64 == segment_end =>
+                    {
+                        pos = segment_end;
+                        continue 'segments;
+                    }
+                    Ok(RecordStart::Message { total_size })
+                        if total_size > 0
+                            && pos + total_size as u64 + BLANK_BYTES as u64 <= segment_end =>
+                    {
+                        match message::decode_record(&here, check_crc) {
+                            Ok(record) if record.physical_offset == pos as i64 => {
+                                on_record(pos, &here.slice(..total_size));
+                                pos += total_size as u64;
+                            }
+                            Ok(record) => {
+                                warn!(file = %segment.path().display(), pos, stored = record.physical_offset, "log end: record claims another position");
+                                return Ok(pos);
+                            }
+                            Err(error) => {
+                                warn!(file = %segment.path().display(), pos, %error, "log end: invalid record");
+                                return Ok(pos);
+                            }
+                        }
+                    }
+                    Ok(start) => {
+                        if !here[..BLANK_BYTES].iter().all(|b| *b == 0) {
+                            warn!(file = %segment.path().display(), pos, ?start, "log end: record does not fit its segment");
+                        }
+                        return Ok(pos);
+                    }
+                    Err(error) => {
+                        if !here[..BLANK_BYTES].iter().all(|b| *b == 0) {
+                            warn!(file = %segment.path().display(), pos, %error, "log end: torn or corrupt data");
+                        }
+                        return Ok(pos);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes `end` the end of the log: zeroes what a crashed run may have written after it (at
+    /// most one flush, which is bounded by the memory window) and deletes later segments.
+    async fn truncate_after(&mut self, end: u64) -> io::Result<()> {
+        let segment_start = self.segment_start_of(end);
+        let later: Vec<u64> = self
+            .segments
+            .range(segment_start + 1..)
+            .map(|(s, _)| *s)
+            .collect();
+        for start in later {
+            let segment = self.segments.remove(&start).expect("listed");
+            std::fs::remove_file(segment.path()).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("removing {}: {e}", segment.path().display()),
+                )
+            })?;
+            warn!(file = %segment.path().display(), "deleted segment past the end of the log");
+        }
+        if !self.segments.contains_key(&segment_start) {
+            let segment = prepare_segment(&self.settings, segment_start).await?;
+            self.segments.insert(segment_start, segment);
+            return Ok(());
+        }
+        let segment = self.segments[&segment_start].clone();
+        let segment_end = segment_start + self.settings.segment_bytes;
+        let zero_from = align_down(end - segment_start);
+        let zero_to = (align_up(end - segment_start)
+            + (self.settings.memory_window_bytes + self.settings.chunk_bytes) as u64)
+            .min(segment_end - segment_start)
+            .min(align_up(segment.file.size_bytes().await?));
+        if zero_to <= zero_from {
+            return Ok(());
+        }
+        let head = segment
+            .file
+            .read_at(zero_from, (end - segment_start - zero_from) as usize)
+            .await?;
+        let mut pos = zero_from;
+        while pos < zero_to {
+            let len = ((zero_to - pos) as usize).min(PREWRITE_BYTES);
+            let mut buffer = runtime::alloc_io_buffer(len);
+            buffer.as_bytes_mut().fill(0);
+            if pos == zero_from {
+                buffer.as_bytes_mut()[..head.len()].copy_from_slice(&head);
+            }
+            segment.file.write_at(buffer, pos).await?;
+            pos += len as u64;
+        }
+        segment.file.fdatasync().await
+    }
+
+    /// Loads the chunk containing `end` back into memory so appends continue it.
+    async fn load_tail(&mut self, end: u64) -> io::Result<()> {
+        let segment_start = self.segment_start_of(end);
+        let segment = self.segments[&segment_start].clone();
+        let chunk_bytes = self.settings.chunk_bytes as u64;
+        let chunk_start = segment_start + (end - segment_start) / chunk_bytes * chunk_bytes;
+        let mut buffer = runtime::alloc_io_buffer_long_lived(self.settings.chunk_bytes);
+        let written = (end - chunk_start) as usize;
+        if written > 0 {
+            let bytes = segment
+                .file
+                .read_at(chunk_start - segment_start, written)
+                .await?;
+            buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
+        }
+        self.chunks.clear();
+        self.chunks.push_back(Chunk {
+            start: chunk_start,
+            segment,
+            data: ChunkData::Active(buffer),
+            written,
+            flushed: written,
+        });
+        self.write_pos = end;
+        self.flushed_pos = end;
+        Ok(())
+    }
+
+    /// Installs a prepared next segment.
+    pub fn set_next_segment(&mut self, segment: Rc<Segment>) {
+        debug_assert_eq!(segment.start, self.next_segment_start());
+        self.next_segment = Some(segment);
+    }
+
+    /// Appends `len` bytes written by `encode`, which receives the position they start at and a
+    /// writer that must receive exactly `len` bytes. Rolls to the next segment (writing a BLANK
+    /// record) when `len` does not fit with room for a BLANK after it.
+    pub fn append<R>(
+        &mut self,
+        len: usize,
+        encode: impl FnOnce(u64, &mut ChunkWriter<'_>) -> R,
+    ) -> Result<(u64, R), AppendError> {
+        assert!(
+            len as u64 + BLANK_BYTES as u64 <= self.settings.segment_bytes,
+            "record larger than a segment"
+        );
+        if self.unflushed_bytes() > self.settings.memory_window_bytes as u64 {
+            return Err(AppendError::NeedFlush);
+        }
+        let segment_end = self.segment_start_of(self.write_pos) + self.settings.segment_bytes;
+        if self.write_pos + len as u64 + BLANK_BYTES as u64 > segment_end {
+            let Some(next) = self.next_segment.take() else {
+                return Err(AppendError::NeedSegment);
+            };
+            let blank_total = (segment_end - self.write_pos) as i32;
+            let start = self.write_pos;
+            let mut writer = ChunkWriter {
+                log: self,
+                pos: start,
+                end: start + BLANK_BYTES as u64,
+            };
+            writer.put_i32(blank_total);
+            writer.put_i32(MAGIC_BLANK);
+            assert_eq!(writer.pos, writer.end);
+            if let Some(last) = self.chunks.back_mut() {
+                last.seal();
+            }
+            self.write_pos = segment_end;
+            debug_assert_eq!(next.start, segment_end);
+            self.segments.insert(next.start, next);
+        }
+        let start = self.write_pos;
+        let mut writer = ChunkWriter {
+            log: self,
+            pos: start,
+            end: start + len as u64,
+        };
+        let result = encode(start, &mut writer);
+        assert_eq!(
+            writer.pos,
+            writer.end,
+            "encoder wrote {} of {len} bytes",
+            writer.pos - start
+        );
+        self.write_pos = start + len as u64;
+        Ok((start, result))
+    }
+
+    fn chunk_for_write(&mut self, pos: u64) -> &mut Chunk {
+        let chunk_bytes = self.settings.chunk_bytes as u64;
+        let needs_new = match self.chunks.back() {
+            Some(last) => {
+                pos >= last.start + chunk_bytes || matches!(last.data, ChunkData::Sealed(_))
+            }
+            None => true,
+        };
+        if needs_new {
+            if let Some(last) = self.chunks.back_mut() {
+                last.seal();
+            }
+            let segment_start = self.segment_start_of(pos);
+            let segment = self.segments[&segment_start].clone();
+            let start = segment_start + (pos - segment_start) / chunk_bytes * chunk_bytes;
+            debug_assert_eq!(
+                start, pos,
+                "a new chunk starts where the previous one ended"
+            );
+            self.chunks.push_back(Chunk {
+                start,
+                segment,
+                data: ChunkData::Active(runtime::alloc_io_buffer_long_lived(
+                    self.settings.chunk_bytes,
+                )),
+                written: 0,
+                flushed: 0,
+            });
+        }
+        self.chunks.back_mut().expect("a chunk")
+    }
+
+    /// The writes that make everything appended so far durable; `None` when nothing is dirty.
+    pub fn plan_flush(&self) -> Option<FlushPlan> {
+        if self.write_pos == self.flushed_pos {
+            return None;
+        }
+        let mut plan = FlushPlan {
+            target: self.write_pos,
+            writes: Vec::new(),
+            synced: Vec::new(),
+            marks: Vec::new(),
+        };
+        for chunk in self.chunks.iter().filter(|c| c.flushed < c.written) {
+            let pos_in_segment = chunk.start - chunk.segment.start;
+            match &chunk.data {
+                ChunkData::Sealed(buffer) if chunk.flushed == 0 => {
+                    plan.writes.push(FlushWrite::Shared {
+                        segment: chunk.segment.clone(),
+                        pos: pos_in_segment,
+                        buffer: buffer.clone(),
+                    })
+                }
+                _ => {
+                    let lo = align_down(chunk.flushed as u64) as usize;
+                    let hi = (align_up(chunk.written as u64) as usize).min(chunk.bytes().len());
+                    let mut buffer = runtime::alloc_io_buffer(hi - lo);
+                    buffer
+                        .as_bytes_mut()
+                        .copy_from_slice(&chunk.bytes()[lo..hi]);
+                    plan.writes.push(FlushWrite::Copied {
+                        segment: chunk.segment.clone(),
+                        pos: pos_in_segment + lo as u64,
+                        buffer,
+                    });
+                }
+            }
+            if !plan.synced.iter().any(|s| Rc::ptr_eq(s, &chunk.segment)) {
+                plan.synced.push(chunk.segment.clone());
+            }
+            plan.marks.push((chunk.start, chunk.written));
+        }
+        Some(plan)
+    }
+
+    /// Records a completed flush and evicts flushed chunks beyond the memory window.
+    pub fn complete_flush(&mut self, plan: &FlushPlan) {
+        for (start, flushed) in &plan.marks {
+            if let Some(chunk) = self.chunks.iter_mut().find(|c| c.start == *start) {
+                chunk.flushed = chunk.flushed.max(*flushed);
+            }
+        }
+        self.flushed_pos = self.flushed_pos.max(plan.target);
+        let window = self.settings.memory_window_bytes;
+        while self.chunks.len() > 1 && self.chunks.len() * self.settings.chunk_bytes > window {
+            let front = self.chunks.front().expect("non-empty");
+            if front.flushed < front.written || matches!(front.data, ChunkData::Active(_)) {
+                break;
+            }
+            self.chunks.pop_front();
+        }
+    }
+
+    /// The stored bytes `[pos, pos + len)` as slices: memory when resident, file ranges
+    /// otherwise. Only whole records should be asked for.
+    pub fn read_slices(&self, pos: u64, len: usize) -> Result<Vec<Slice>, ReadError> {
+        let min = self.min_offset();
+        if pos < min {
+            return Err(ReadError::BelowMinimum { pos, min });
+        }
+        let end = pos + len as u64;
+        if end > self.write_pos {
+            return Err(ReadError::PastEnd {
+                pos,
+                len,
+                end: self.write_pos,
+            });
+        }
+        let memory_start = self.chunks.front().map_or(self.write_pos, |c| c.start);
+        let mut slices = Vec::with_capacity(1);
+        let mut at = pos;
+        if at < memory_start {
+            let segment_start = self.segment_start_of(at);
+            let Some(segment) = self.segments.get(&segment_start) else {
+                return Err(ReadError::BelowMinimum { pos, min });
+            };
+            let disk_end = end.min(memory_start);
+            slices.push(Slice::File {
+                segment: segment.clone(),
+                pos: at - segment_start,
+                len: (disk_end - at) as usize,
+            });
+            at = disk_end;
+        }
+        if at < end {
+            let first = self.chunks.partition_point(|c| c.end() <= at);
+            for chunk in self.chunks.iter().skip(first) {
+                if at >= end {
+                    break;
+                }
+                let from = (at - chunk.start) as usize;
+                let to = ((end.min(chunk.end())) - chunk.start) as usize;
+                match &chunk.data {
+                    ChunkData::Sealed(buffer) => slices.push(Slice::Shared {
+                        buffer: buffer.clone(),
+                        start: from,
+                        len: to - from,
+                    }),
+                    ChunkData::Active(buffer) => slices.push(Slice::Owned(Bytes::copy_from_slice(
+                        &buffer.as_bytes()[from..to],
+                    ))),
+                    ChunkData::Moving => unreachable!("observed mid-seal"),
+                }
+                at = chunk.start + to as u64;
+            }
+        }
+        debug_assert_eq!(slices.iter().map(Slice::len).sum::<usize>(), len);
+        Ok(slices)
+    }
+
+    /// Deletes whole segments (never the one being written) for which `expired` holds, oldest
+    /// first, stopping at the first that is kept. Returns the new minimum offset.
+    pub fn delete_segments(
+        &mut self,
+        mut expired: impl FnMut(&Segment) -> bool,
+    ) -> io::Result<u64> {
+        let active = self.segment_start_of(self.write_pos);
+        let candidates: Vec<u64> = self.segments.range(..active).map(|(s, _)| *s).collect();
+        for start in candidates {
+            let segment = self.segments[&start].clone();
+            if !expired(&segment) {
+                break;
+            }
+            std::fs::remove_file(segment.path()).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("removing {}: {e}", segment.path().display()),
+                )
+            })?;
+            self.segments.remove(&start);
+            self.chunks.retain(|c| c.segment.start != start);
+            info!(file = %segment.path().display(), "deleted expired commit log segment");
+        }
+        Ok(self.min_offset())
+    }
+}
+
+/// Writes appended bytes into the log's chunks (`BufMut`), crossing chunk boundaries.
+pub struct ChunkWriter<'a> {
+    log: &'a mut CommitLog,
+    pos: u64,
+    end: u64,
+}
+
+// SAFETY: `chunk_mut` hands out the unwritten tail of the active chunk's (initialized, zeroed)
+// buffer, never more than `remaining_mut`; `advance_mut` only records how much was written.
+unsafe impl BufMut for ChunkWriter<'_> {
+    fn remaining_mut(&self) -> usize {
+        (self.end - self.pos) as usize
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        assert!(cnt as u64 <= self.end - self.pos);
+        let chunk_bytes = self.log.settings.chunk_bytes;
+        let chunk = self.log.chunks.back_mut().expect("chunk_mut came first");
+        chunk.written += cnt;
+        debug_assert!(chunk.written <= chunk_bytes);
+        self.pos += cnt as u64;
+        if chunk.written == chunk_bytes {
+            chunk.seal();
+        }
+    }
+
+    fn chunk_mut(&mut self) -> &mut UninitSlice {
+        let pos = self.pos;
+        let remaining = self.remaining_mut();
+        let chunk = self.log.chunk_for_write(pos);
+        let from = (pos - chunk.start) as usize;
+        debug_assert_eq!(from, chunk.written);
+        let ChunkData::Active(buffer) = &mut chunk.data else {
+            unreachable!("chunk_for_write returns an active chunk")
+        };
+        let to = buffer.len().min(from + remaining);
+        UninitSlice::new(&mut buffer.as_bytes_mut()[from..to])
+    }
+}
+
+/// Lists segment start offsets in `dir` that belong to this shard.
+fn list_segments(dir: &Path, base: u64, segment_bytes: u64) -> io::Result<Vec<u64>> {
+    let mut starts = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("listing {}: {e}", dir.display())))?;
+    for entry in entries {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.len() != 20 || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let start: u64 = name.parse().expect("20 digits");
+        if start < base || (start - base) % segment_bytes != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: segment name {name} does not fit segment size {segment_bytes}",
+                    dir.display()
+                ),
+            ));
+        }
+        starts.push(start);
+    }
+    starts.sort_unstable();
+    Ok(starts)
+}
+
+/// Creates the segment file starting at `start`, written full of zeros if so configured.
+pub async fn prepare_segment(settings: &CommitLogSettings, start: u64) -> io::Result<Rc<Segment>> {
+    let path = settings.dir.join(segment_file_name(start));
+    let file = DirectFile::open(&path).await?;
+    if settings.prewrite_segments {
+        let mut size = file.size_bytes().await?;
+        if size < settings.segment_bytes {
+            let zeros = Rc::new(runtime::alloc_io_buffer_long_lived(PREWRITE_BYTES));
+            size = align_down(size);
+            while size < settings.segment_bytes {
+                let len = (settings.segment_bytes - size).min(PREWRITE_BYTES as u64);
+                if len == PREWRITE_BYTES as u64 {
+                    file.write_shared_at(zeros.clone(), size).await?;
+                } else {
+                    file.write_at(runtime::alloc_io_buffer_long_lived(len as usize), size)
+                        .await?;
+                }
+                size += len;
+            }
+            file.fdatasync().await?;
+        }
+    }
+    sync_dir(&settings.dir).await?;
+    Ok(Rc::new(Segment { start, file }))
+}
+
+/// fsyncs a directory so a created or removed file name is durable.
+pub async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_owned();
+    runtime::spawn_blocking(move || {
+        std::fs::File::open(&dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("syncing directory {}: {e}", dir.display()),
+                )
+            })
+    })
+    .await
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::runtime::{run_reactor, ReactorConfig};
+    use thruster_client::protocol::message::{body_crc, RecordRef};
+
+    pub(crate) fn on_reactor<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
+        make: impl FnOnce() -> F + Send + 'static,
+    ) -> T {
+        run_reactor(ReactorConfig::new("store-test"), make).expect("reactor")
+    }
+
+    fn settings(dir: &Path) -> CommitLogSettings {
+        CommitLogSettings {
+            dir: dir.join("commitlog"),
+            base_offset: 0,
+            segment_bytes: 64 << 10,
+            chunk_bytes: 8 << 10,
+            memory_window_bytes: 32 << 10,
+            prewrite_segments: true,
+        }
+    }
+
+    fn body(i: usize) -> Vec<u8> {
+        vec![(i % 251) as u8; 100 + (i * 37) % 900]
+    }
+
+    /// Appends record `i` (a real RocketMQ record) and returns (position, length).
+    fn append(log: &mut CommitLog, i: usize) -> Result<(u64, usize), AppendError> {
+        let body = body(i);
+        let record = |pos: u64| RecordRef {
+            queue_id: 0,
+            flag: 0,
+            queue_offset: i as i64,
+            physical_offset: pos as i64,
+            sys_flag: 0,
+            born_timestamp: 1,
+            born_host: "127.0.0.1:1".parse().unwrap(),
+            store_timestamp: 2,
+            store_host: "127.0.0.1:10911".parse().unwrap(),
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+            body: &body,
+            topic: "T",
+            properties: "",
+        };
+        let len = record(0).encoded_len();
+        let crc = body_crc(&body);
+        log.append(len, |pos, w| record(pos).encode(crc, w))
+            .map(|(pos, ())| (pos, len))
+    }
+
+    async fn append_all(
+        log: &mut CommitLog,
+        s: &CommitLogSettings,
+        range: std::ops::Range<usize>,
+    ) -> Vec<(u64, usize)> {
+        let mut out = Vec::new();
+        for i in range {
+            loop {
+                match append(log, i) {
+                    Ok(p) => {
+                        out.push(p);
+                        break;
+                    }
+                    Err(AppendError::NeedSegment) => {
+                        let next = prepare_segment(s, log.next_segment_start()).await.unwrap();
+                        log.set_next_segment(next);
+                    }
+                    Err(AppendError::NeedFlush) => flush(log).await,
+                }
+            }
+        }
+        out
+    }
+
+    async fn flush(log: &mut CommitLog) {
+        if let Some(mut plan) = log.plan_flush() {
+            plan.execute().await.unwrap();
+            log.complete_flush(&plan);
+        }
+    }
+
+    async fn check(log: &CommitLog, positions: &[(u64, usize)]) {
+        for (i, (pos, len)) in positions.iter().enumerate() {
+            let bytes = materialize(&log.read_slices(*pos, *len).unwrap())
+                .await
+                .unwrap();
+            let record = message::decode_record(&bytes, true).unwrap();
+            assert_eq!(record.physical_offset, *pos as i64);
+            assert_eq!(&record.body[..], &body(i)[..], "record {i}");
+        }
+    }
+
+    #[test]
+    fn appends_cross_chunks_and_segments_and_read_back_from_memory_and_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let s = settings(&root);
+            let mut log = CommitLog::open(s.clone(), 0, true, |_, _| {})
+                .await
+                .unwrap();
+            let positions = append_all(&mut log, &s, 0..400).await;
+            assert!(log.segments().count() >= 3, "rolled across segments");
+            flush(&mut log).await;
+            assert_eq!(log.flushed_pos(), log.write_pos());
+            // Old data is no longer in memory: served as file ranges.
+            let (pos, len) = positions[0];
+            assert!(matches!(
+                log.read_slices(pos, len).unwrap()[0],
+                Slice::File { .. }
+            ));
+            check(&log, &positions).await;
+            assert!(log.read_slices(log.write_pos(), 1).is_err());
+
+            // Reopen: recovery finds every record, in order, and the same end.
+            let end = log.write_pos();
+            drop(log);
+            let mut seen = Vec::new();
+            let log = CommitLog::open(s.clone(), 0, true, |pos, bytes| {
+                seen.push((pos, bytes.len()))
+            })
+            .await
+            .unwrap();
+            assert_eq!(seen, positions);
+            assert_eq!(log.write_pos(), end);
+            check(&log, &positions).await;
+        });
+    }
+
+    #[test]
+    fn unflushed_data_is_bounded_by_the_memory_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let s = settings(&root);
+            let mut log = CommitLog::open(s.clone(), 0, true, |_, _| {})
+                .await
+                .unwrap();
+            let mut refused = false;
+            for i in 0..200 {
+                match append(&mut log, i) {
+                    Err(AppendError::NeedFlush) => {
+                        refused = true;
+                        break;
+                    }
+                    Err(AppendError::NeedSegment) => {
+                        let next = prepare_segment(&s, log.next_segment_start()).await.unwrap();
+                        log.set_next_segment(next);
+                    }
+                    Ok(_) => {
+                        assert!(log.unflushed_bytes() <= (s.memory_window_bytes + 2048) as u64)
+                    }
+                }
+            }
+            assert!(
+                refused,
+                "appends must stop when unflushed data exceeds the window"
+            );
+        });
+    }
+
+    #[test]
+    fn torn_tail_is_cut_at_the_last_intact_record_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let s = settings(&root);
+            let mut log = CommitLog::open(s.clone(), 0, true, |_, _| {})
+                .await
+                .unwrap();
+            let positions = append_all(&mut log, &s, 0..30).await;
+            flush(&mut log).await;
+            drop(log);
+            // Flip a body byte of record 20: records 20.. are lost, 0..20 survive.
+            let (pos, _) = positions[20];
+            let path = s.dir.join(segment_file_name(0));
+            let mut data = std::fs::read(&path).unwrap();
+            data[pos as usize + 95] ^= 0xFF;
+            std::fs::write(&path, &data).unwrap();
+            let mut seen = 0;
+            let mut log = CommitLog::open(s.clone(), 0, true, |_, _| seen += 1)
+                .await
+                .unwrap();
+            assert_eq!(seen, 20);
+            assert_eq!(log.write_pos(), pos);
+            // What followed the cut was zeroed, so it can never come back.
+            let data = std::fs::read(&path).unwrap();
+            assert!(data[pos as usize..positions[29].0 as usize]
+                .iter()
+                .all(|b| *b == 0));
+            let more = append_all(&mut log, &s, 20..25).await;
+            assert_eq!(more[0].0, pos);
+            flush(&mut log).await;
+            drop(log);
+            let mut seen = 0;
+            let log = CommitLog::open(s.clone(), 0, true, |_, _| seen += 1)
+                .await
+                .unwrap();
+            assert_eq!(seen, 25);
+            check(&log, &[&positions[..20], &more[..]].concat()).await;
+        });
+    }
+}

@@ -1,0 +1,171 @@
+//! Store settings, named after RocketMQ's `MessageStoreConfig` keys where one exists.
+
+use std::path::PathBuf;
+
+/// When a put is acknowledged relative to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    /// `SYNC_FLUSH`: after an fdatasync that covers the record (group commit).
+    Sync,
+    /// `ASYNC_FLUSH`: at once; data is flushed every `flush_interval_ms` or when
+    /// `flush_least_bytes` are dirty.
+    Async,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `storePathRootDir`.
+    pub root_dir: PathBuf,
+    /// This shard's id; its physical offsets carry it in their high bits.
+    pub shard_id: u8,
+    /// `mappedFileSizeCommitLog` (default 1 GiB). A multiple of `chunk_bytes`.
+    pub segment_bytes: u64,
+    /// Unit of the in-memory write buffer and of zero-copy writes. A multiple of 4096.
+    pub chunk_bytes: usize,
+    /// Recently written CommitLog bytes kept in memory for tail reads.
+    pub memory_window_bytes: usize,
+    /// Write the next segment full of zeros ahead of the writer: fdatasync into already-written
+    /// blocks is an order of magnitude cheaper here than into blocks that grow the file.
+    pub prewrite_segments: bool,
+    /// `flushDiskType`.
+    pub flush_mode: FlushMode,
+    /// `flushIntervalCommitLog`.
+    pub flush_interval_ms: u64,
+    /// `flushCommitLogLeastPages` × 4 KiB: async flush starts early past this much dirty data.
+    pub flush_least_bytes: u64,
+    /// `syncFlushTimeout`: past it a sync put answers FLUSH_DISK_TIMEOUT.
+    pub sync_flush_timeout_ms: u64,
+    /// `mappedFileSizeConsumeQueue` / 20: entries per ConsumeQueue file.
+    pub consume_queue_entries_per_file: u64,
+    /// `flushIntervalConsumeQueue`: ConsumeQueue / IndexFile msync and checkpoint interval.
+    pub flush_consume_queue_interval_ms: u64,
+    /// `maxMessageSize`: largest record accepted.
+    pub max_message_bytes: usize,
+    /// `checkCRCOnRecover`.
+    pub check_crc_on_recover: bool,
+    /// `messageIndexEnable`.
+    pub message_index_enable: bool,
+    /// `maxHashSlotNum`.
+    pub index_hash_slots: u32,
+    /// `maxIndexNum`.
+    pub index_entries: u32,
+    /// `fileReservedTime`, hours.
+    pub file_reserved_time_hours: u64,
+    /// `deleteWhen`: hours of the day (local time) at which expired files are deleted, e.g. "04"
+    /// or "01;04".
+    pub delete_when: String,
+    /// `diskMaxUsedSpaceRatio`, percent: above it expired files are deleted at any hour.
+    pub disk_max_used_space_ratio: u32,
+    /// `diskSpaceWarningLevelRatio`, percent: above it puts are refused until space returns.
+    pub disk_space_warning_level_ratio: u32,
+}
+
+impl StoreConfig {
+    pub fn new(root_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            root_dir: root_dir.into(),
+            shard_id: 0,
+            segment_bytes: 1 << 30,
+            chunk_bytes: 256 << 10,
+            memory_window_bytes: 64 << 20,
+            prewrite_segments: true,
+            flush_mode: FlushMode::Async,
+            flush_interval_ms: 500,
+            flush_least_bytes: 4 * 4096,
+            sync_flush_timeout_ms: 5_000,
+            consume_queue_entries_per_file: 300_000,
+            flush_consume_queue_interval_ms: 1_000,
+            max_message_bytes: 4 << 20,
+            check_crc_on_recover: true,
+            message_index_enable: true,
+            index_hash_slots: 5_000_000,
+            index_entries: 20_000_000,
+            file_reserved_time_hours: 72,
+            delete_when: "04".into(),
+            disk_max_used_space_ratio: 75,
+            disk_space_warning_level_ratio: 90,
+        }
+    }
+
+    /// Small files for tests: 1 MiB segments, 64 KiB chunks, 1000-entry ConsumeQueue files, a
+    /// small index.
+    pub fn small_for_tests(root_dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            segment_bytes: 1 << 20,
+            chunk_bytes: 64 << 10,
+            memory_window_bytes: 256 << 10,
+            consume_queue_entries_per_file: 1000,
+            index_hash_slots: 1024,
+            index_entries: 4096,
+            max_message_bytes: 256 << 10,
+            ..StoreConfig::new(root_dir)
+        }
+    }
+
+    /// Panics on settings that break the store's invariants (a startup error, not a runtime one).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.chunk_bytes == 0 || self.chunk_bytes % 4096 != 0 {
+            return Err(format!(
+                "chunk_bytes {} must be a positive multiple of 4096",
+                self.chunk_bytes
+            ));
+        }
+        if self.segment_bytes % self.chunk_bytes as u64 != 0
+            || self.segment_bytes < self.chunk_bytes as u64
+        {
+            return Err(format!(
+                "segment_bytes {} must be a multiple of chunk_bytes {}",
+                self.segment_bytes, self.chunk_bytes
+            ));
+        }
+        if self.max_message_bytes as u64 + 8 > self.segment_bytes {
+            return Err("max_message_bytes must fit in a segment".into());
+        }
+        if self.consume_queue_entries_per_file == 0
+            || self.index_hash_slots == 0
+            || self.index_entries < 2
+        {
+            return Err("consume queue and index sizes must be positive".into());
+        }
+        if self.shard_id >= 128 {
+            return Err("shard_id must be below 128 (offsets stay positive)".into());
+        }
+        Ok(())
+    }
+
+    pub fn commit_log_dir(&self) -> PathBuf {
+        self.root_dir
+            .join("commitlog")
+            .join(self.shard_id.to_string())
+    }
+
+    pub fn consume_queue_dir(&self) -> PathBuf {
+        self.root_dir.join("consumequeue")
+    }
+
+    pub fn index_dir(&self) -> PathBuf {
+        self.root_dir.join("index").join(self.shard_id.to_string())
+    }
+
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.root_dir.join(format!("checkpoint-{}", self.shard_id))
+    }
+
+    pub fn abort_path(&self) -> PathBuf {
+        self.root_dir.join(format!("abort-{}", self.shard_id))
+    }
+}
+
+/// Bits of a physical offset below the shard id.
+pub const SHARD_OFFSET_BITS: u32 = 56;
+
+/// First physical offset of a shard: offsets are unique broker-wide because clients see them
+/// (offsetMsgId) and send them back (VIEW_MESSAGE_BY_ID, CONSUMER_SEND_MSG_BACK).
+pub fn shard_base_offset(shard_id: u8) -> u64 {
+    u64::from(shard_id) << SHARD_OFFSET_BITS
+}
+
+/// The shard a physical offset belongs to.
+pub fn shard_of_offset(offset: u64) -> u8 {
+    (offset >> SHARD_OFFSET_BITS) as u8
+}
