@@ -1,6 +1,10 @@
 //! The message store of one shard: CommitLog + ConsumeQueues + IndexFile, recovery and
 //! retention. Knows nothing about the network.
 
+pub mod checkpoint;
 pub mod commit_log;
 pub mod config;
+pub mod consume_queue;
+pub mod index_file;
+pub mod mapped_file;
 pub mod watermark;

@@ -1,0 +1,397 @@
+//! ConsumeQueue: the index of one (topic, queue): entry i is the i-th message of the queue.
+//!
+//! Entry (20 bytes, big-endian): commitlog offset (8) | record size (4) | tag hash code (8).
+//! Files hold `entries_per_file` entries (300 000 = 6 000 000 bytes by default) and are named by
+//! the 20-digit logical byte offset of their first entry, under
+//! `consumequeue/<topic>/<queueId>/`. A filler entry (offset 0, size `i32::MAX`) pads a queue
+//! whose first file does not start at its first entry.
+//!
+//! Entries are placed at the index given by the record's QUEUEOFFSET, so dispatching a record
+//! twice (recovery re-dispatch) writes the same bytes twice: idempotent.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::mapped_file::MappedFile;
+
+pub const ENTRY_BYTES: u64 = 20;
+const FILLER_SIZE: i32 = i32::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CqEntry {
+    pub phys_offset: u64,
+    pub size: u32,
+    pub tags_code: i64,
+}
+
+impl CqEntry {
+    pub fn end(&self) -> u64 {
+        self.phys_offset + u64::from(self.size)
+    }
+
+    fn encode(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&(self.phys_offset as i64).to_be_bytes());
+        out[8..12].copy_from_slice(&(self.size as i32).to_be_bytes());
+        out[12..20].copy_from_slice(&self.tags_code.to_be_bytes());
+    }
+
+    /// `None` for an empty slot; fillers decode with `size == i32::MAX`.
+    fn decode(bytes: &[u8]) -> Option<CqEntry> {
+        let phys = i64::from_be_bytes(bytes[0..8].try_into().expect("8 bytes"));
+        let size = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        let tags_code = i64::from_be_bytes(bytes[12..20].try_into().expect("8 bytes"));
+        (phys >= 0 && size > 0).then_some(CqEntry {
+            phys_offset: phys as u64,
+            size: size as u32,
+            tags_code,
+        })
+    }
+
+    fn is_filler(&self) -> bool {
+        self.size == FILLER_SIZE as u32
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CqError {
+    #[error("queue {queue}: entry {offset} leaves a gap after {max}")]
+    Gap {
+        queue: String,
+        offset: u64,
+        max: u64,
+    },
+}
+
+pub struct ConsumeQueue {
+    topic: String,
+    queue_id: i32,
+    dir: PathBuf,
+    entries_per_file: u64,
+    files: BTreeMap<u64, MappedFile>,
+    /// First readable entry.
+    min_offset: u64,
+    /// Next entry to be written.
+    max_offset: u64,
+    /// Files written since the last sync (by first entry).
+    dirty: std::collections::BTreeSet<u64>,
+}
+
+impl ConsumeQueue {
+    pub fn dir_for(root: &Path, topic: &str, queue_id: i32) -> PathBuf {
+        root.join(topic).join(queue_id.to_string())
+    }
+
+    /// Opens the queue's files and finds its bounds: the max offset is the first empty slot
+    /// after the last file's valid entries.
+    pub fn open(
+        root: &Path,
+        topic: &str,
+        queue_id: i32,
+        entries_per_file: u64,
+    ) -> io::Result<ConsumeQueue> {
+        let dir = Self::dir_for(root, topic, queue_id);
+        let mut queue = ConsumeQueue {
+            topic: topic.to_owned(),
+            queue_id,
+            dir,
+            entries_per_file,
+            files: BTreeMap::new(),
+            min_offset: 0,
+            max_offset: 0,
+            dirty: Default::default(),
+        };
+        if queue.dir.exists() {
+            for entry in std::fs::read_dir(&queue.dir).map_err(|e| {
+                io::Error::new(e.kind(), format!("listing {}: {e}", queue.dir.display()))
+            })? {
+                let name = entry?.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let Ok(byte_offset) = name.parse::<u64>() else {
+                    continue;
+                };
+                if name.len() != 20 || byte_offset % (entries_per_file * ENTRY_BYTES) != 0 {
+                    continue;
+                }
+                let first = byte_offset / ENTRY_BYTES;
+                let file = MappedFile::open(&queue.dir.join(name), entries_per_file * ENTRY_BYTES)?;
+                queue.files.insert(first, file);
+            }
+        }
+        if let Some((&first, _)) = queue.files.iter().next() {
+            queue.min_offset = first;
+            queue.max_offset = first;
+            // Valid entries are contiguous from the start of the first file.
+            'files: for (&file_first, file) in &queue.files {
+                if file_first != queue.max_offset {
+                    break;
+                }
+                for i in 0..entries_per_file {
+                    let at = (i * ENTRY_BYTES) as usize;
+                    if CqEntry::decode(&file.bytes()[at..at + ENTRY_BYTES as usize]).is_none() {
+                        queue.max_offset = file_first + i;
+                        break 'files;
+                    }
+                }
+                queue.max_offset = file_first + entries_per_file;
+            }
+            while queue.min_offset < queue.max_offset
+                && queue.entry(queue.min_offset).is_some_and(|e| e.is_filler())
+            {
+                queue.min_offset += 1;
+            }
+            // Files wholly past the end (after a gap or a torn tail) hold nothing readable.
+            let keep_until = queue.file_first(queue.max_offset);
+            let stale: Vec<u64> = queue
+                .files
+                .range(keep_until + 1..)
+                .map(|(k, _)| *k)
+                .collect();
+            for first in stale {
+                if let Some(file) = queue.files.remove(&first) {
+                    file.remove()?;
+                }
+            }
+        }
+        Ok(queue)
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn queue_id(&self) -> i32 {
+        self.queue_id
+    }
+
+    pub fn min_offset(&self) -> u64 {
+        self.min_offset
+    }
+
+    pub fn max_offset(&self) -> u64 {
+        self.max_offset
+    }
+
+    fn file_first(&self, offset: u64) -> u64 {
+        offset / self.entries_per_file * self.entries_per_file
+    }
+
+    /// The entry at `offset`, if it is within the queue's bounds.
+    pub fn get(&self, offset: u64) -> Option<CqEntry> {
+        if offset < self.min_offset || offset >= self.max_offset {
+            return None;
+        }
+        self.entry(offset)
+    }
+
+    fn entry(&self, offset: u64) -> Option<CqEntry> {
+        let file = self.files.get(&self.file_first(offset))?;
+        let at = ((offset % self.entries_per_file) * ENTRY_BYTES) as usize;
+        CqEntry::decode(&file.bytes()[at..at + ENTRY_BYTES as usize])
+    }
+
+    /// Places `entry` at `offset`. Offsets below the max are already present (re-dispatch)
+    /// and are left alone; an offset past the max is refused unless the queue is empty, in
+    /// which case it starts there (padded with fillers inside its file).
+    pub fn put(&mut self, offset: u64, entry: CqEntry) -> Result<(), CqError> {
+        if offset < self.max_offset {
+            return Ok(());
+        }
+        if offset > self.max_offset {
+            if self.max_offset != self.min_offset {
+                return Err(CqError::Gap {
+                    queue: format!("{}:{}", self.topic, self.queue_id),
+                    offset,
+                    max: self.max_offset,
+                });
+            }
+            let first = self.file_first(offset);
+            for filler in first.max(self.max_offset)..offset {
+                self.write(
+                    filler,
+                    CqEntry {
+                        phys_offset: 0,
+                        size: FILLER_SIZE as u32,
+                        tags_code: 0,
+                    },
+                )
+                .map_err(|_| CqError::Gap {
+                    queue: format!("{}:{}", self.topic, self.queue_id),
+                    offset,
+                    max: self.max_offset,
+                })?;
+            }
+            self.min_offset = offset;
+        }
+        self.write(offset, entry).map_err(|_| CqError::Gap {
+            queue: format!("{}:{}", self.topic, self.queue_id),
+            offset,
+            max: self.max_offset,
+        })?;
+        self.max_offset = offset + 1;
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u64, entry: CqEntry) -> io::Result<()> {
+        let first = self.file_first(offset);
+        if !self.files.contains_key(&first) {
+            let path = self.dir.join(format!("{:020}", first * ENTRY_BYTES));
+            let file = MappedFile::open(&path, self.entries_per_file * ENTRY_BYTES)?;
+            self.files.insert(first, file);
+        }
+        let at = ((offset % self.entries_per_file) * ENTRY_BYTES) as usize;
+        let file = self.files.get_mut(&first).expect("just inserted");
+        entry.encode(&mut file.bytes_mut()[at..at + ENTRY_BYTES as usize]);
+        self.dirty.insert(first);
+        Ok(())
+    }
+
+    /// Removes trailing entries that reference commitlog bytes at or past `log_end` (data lost
+    /// in a crash). Returns how many were removed.
+    pub fn truncate_to_log_end(&mut self, log_end: u64) -> u64 {
+        let mut removed = 0;
+        while self.max_offset > self.min_offset {
+            let last = self.max_offset - 1;
+            match self.entry(last) {
+                Some(e) if !e.is_filler() && e.end() <= log_end => break,
+                _ => {}
+            }
+            let first = self.file_first(last);
+            if let Some(file) = self.files.get_mut(&first) {
+                let at = ((last % self.entries_per_file) * ENTRY_BYTES) as usize;
+                file.bytes_mut()[at..at + ENTRY_BYTES as usize].fill(0);
+                self.dirty.insert(first);
+            }
+            self.max_offset = last;
+            removed += 1;
+        }
+        removed
+    }
+
+    /// The largest commitlog end referenced (0 when empty).
+    pub fn max_phys_end(&self) -> u64 {
+        if self.max_offset == self.min_offset {
+            return 0;
+        }
+        self.entry(self.max_offset - 1).map_or(0, |e| e.end())
+    }
+
+    /// Sync handles of files written since the last call.
+    pub fn take_dirty(&mut self) -> Vec<(std::sync::Arc<std::fs::File>, PathBuf)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .iter()
+            .filter_map(|f| self.files.get(f))
+            .map(MappedFile::sync_handle)
+            .collect()
+    }
+
+    /// After commitlog segments below `log_min` were deleted: drops files whose entries all
+    /// point below it and moves the min offset to the first entry at or above it.
+    pub fn delete_below(&mut self, log_min: u64) -> io::Result<()> {
+        while self.files.len() > 1 {
+            let (&first, _) = self.files.iter().next().expect("non-empty");
+            let last_in_file =
+                (first + self.entries_per_file - 1).min(self.max_offset.saturating_sub(1));
+            match self.entry(last_in_file) {
+                Some(e) if e.end() <= log_min => {
+                    let file = self.files.remove(&first).expect("present");
+                    self.dirty.remove(&first);
+                    file.remove()?;
+                }
+                _ => break,
+            }
+        }
+        let first_file = self.files.keys().next().copied().unwrap_or(self.max_offset);
+        self.min_offset = self.min_offset.max(first_file);
+        while self.min_offset < self.max_offset
+            && self
+                .entry(self.min_offset)
+                .is_none_or(|e| e.is_filler() || e.phys_offset < log_min)
+        {
+            self.min_offset += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u64) -> CqEntry {
+        CqEntry {
+            phys_offset: i * 100,
+            size: 100,
+            tags_code: i as i64 - 5,
+        }
+    }
+
+    #[test]
+    fn entries_span_files_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = ConsumeQueue::open(dir.path(), "T", 3, 10).unwrap();
+        for i in 0..25 {
+            q.put(i, entry(i)).unwrap();
+        }
+        q.put(
+            7,
+            CqEntry {
+                phys_offset: 999,
+                size: 1,
+                tags_code: 0,
+            },
+        )
+        .unwrap(); // re-dispatch: ignored
+        assert_eq!(q.get(7), Some(entry(7)));
+        assert_eq!((q.min_offset(), q.max_offset()), (0, 25));
+        assert_eq!(q.get(25), None);
+        assert!(q.put(27, entry(27)).is_err(), "gaps are refused");
+        assert_eq!(q.max_phys_end(), 2500);
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("T/3"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"00000000000000000200".to_string()),
+            "{names:?}"
+        );
+        drop(q);
+        let q = ConsumeQueue::open(dir.path(), "T", 3, 10).unwrap();
+        assert_eq!((q.min_offset(), q.max_offset()), (0, 25));
+        assert_eq!(q.get(24), Some(entry(24)));
+    }
+
+    #[test]
+    fn truncation_to_the_log_end_and_deletion_below_the_log_min() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = ConsumeQueue::open(dir.path(), "T", 0, 10).unwrap();
+        for i in 0..30 {
+            q.put(i, entry(i)).unwrap();
+        }
+        assert_eq!(q.truncate_to_log_end(2050), 10);
+        assert_eq!(q.max_offset(), 20);
+        drop(q);
+        let mut q = ConsumeQueue::open(dir.path(), "T", 0, 10).unwrap();
+        assert_eq!(q.max_offset(), 20);
+        q.put(20, entry(20)).unwrap();
+        q.delete_below(1_250).unwrap();
+        assert_eq!(q.min_offset(), 13);
+        assert!(!dir.path().join("T/0/00000000000000000000").exists());
+        assert_eq!(q.get(12), None);
+        assert_eq!(q.get(13), Some(entry(13)));
+    }
+
+    #[test]
+    fn a_queue_may_start_past_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = ConsumeQueue::open(dir.path(), "T", 0, 10).unwrap();
+        q.put(13, entry(13)).unwrap();
+        q.put(14, entry(14)).unwrap();
+        assert_eq!((q.min_offset(), q.max_offset()), (13, 15));
+        drop(q);
+        let q = ConsumeQueue::open(dir.path(), "T", 0, 10).unwrap();
+        assert_eq!((q.min_offset(), q.max_offset()), (13, 15));
+        assert_eq!(q.get(13), Some(entry(13)));
+    }
+}

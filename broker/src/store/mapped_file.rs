@@ -1,0 +1,113 @@
+//! A fixed-size file mapped into memory (ConsumeQueue and IndexFile files, as in RocketMQ).
+//!
+//! Small random writes (20-byte entries, hash slots) go to the page cache through the mapping;
+//! durability comes from `sync`, an fdatasync run on the reactor's helper thread (Linux writes
+//! back dirty pages of a shared mapping on fdatasync of the file).
+//!
+//! The mapping is only ever touched by the owning reactor; nothing else writes these files
+//! while the store runs (the store directory is this process's alone).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::MmapMut;
+
+use crate::runtime;
+
+pub struct MappedFile {
+    path: PathBuf,
+    file: Arc<File>,
+    map: MmapMut,
+}
+
+impl MappedFile {
+    /// Opens (creating if needed) `path` at exactly `size_bytes`. A new file reads as zeros.
+    pub fn open(path: &Path, size_bytes: u64) -> io::Result<MappedFile> {
+        let annotate = |what: &str, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| annotate("creating the directory of", e))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| annotate("opening", e))?;
+        let len = file.metadata().map_err(|e| annotate("stat", e))?.len();
+        if len != size_bytes {
+            if len > size_bytes {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} has {len} bytes, expected {size_bytes}", path.display()),
+                ));
+            }
+            file.set_len(size_bytes)
+                .map_err(|e| annotate("sizing", e))?;
+        }
+        // SAFETY: the file is this store's own and is not resized or written by anyone else
+        // while mapped (see the module docs).
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| annotate("mapping", e))?;
+        Ok(MappedFile {
+            path: path.to_owned(),
+            file: Arc::new(file),
+            map,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+
+    /// Makes every write so far durable, off the reactor thread.
+    pub async fn sync(&self) -> io::Result<()> {
+        let file = self.file.clone();
+        let path = self.path.clone();
+        runtime::spawn_blocking(move || {
+            file.sync_data()
+                .map_err(|e| io::Error::new(e.kind(), format!("fdatasync {}: {e}", path.display())))
+        })
+        .await
+    }
+
+    /// A handle that syncs the file later without borrowing the mapping.
+    pub fn sync_handle(&self) -> (Arc<File>, PathBuf) {
+        (self.file.clone(), self.path.clone())
+    }
+
+    /// Deletes the file (the mapping goes with `self`).
+    pub fn remove(self) -> io::Result<()> {
+        let path = self.path.clone();
+        drop(self);
+        std::fs::remove_file(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("removing {}: {e}", path.display())))
+    }
+}
+
+/// fdatasyncs files collected with `sync_handle`, off the reactor thread.
+pub async fn sync_all(handles: Vec<(Arc<File>, PathBuf)>) -> io::Result<()> {
+    if handles.is_empty() {
+        return Ok(());
+    }
+    runtime::spawn_blocking(move || {
+        for (file, path) in handles {
+            file.sync_data().map_err(|e| {
+                io::Error::new(e.kind(), format!("fdatasync {}: {e}", path.display()))
+            })?;
+        }
+        Ok(())
+    })
+    .await
+}
