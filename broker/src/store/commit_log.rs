@@ -840,7 +840,7 @@ fn list_segments(dir: &Path, base: u64, segment_bytes: u64) -> io::Result<Vec<u6
             continue;
         }
         let start: u64 = name.parse().expect("20 digits");
-        if start < base || (start - base) % segment_bytes != 0 {
+        if start < base || !(start - base).is_multiple_of(segment_bytes) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(

@@ -56,6 +56,9 @@ pub struct StoreConfig {
     pub delete_when: String,
     /// `diskMaxUsedSpaceRatio`, percent: above it expired files are deleted at any hour.
     pub disk_max_used_space_ratio: u32,
+    /// `diskSpaceCleanForciblyRatio`, percent: above it the oldest files are deleted even
+    /// before they expire.
+    pub disk_space_clean_forcibly_ratio: u32,
     /// `diskSpaceWarningLevelRatio`, percent: above it puts are refused until space returns.
     pub disk_space_warning_level_ratio: u32,
 }
@@ -83,6 +86,7 @@ impl StoreConfig {
             file_reserved_time_hours: 72,
             delete_when: "04".into(),
             disk_max_used_space_ratio: 75,
+            disk_space_clean_forcibly_ratio: 85,
             disk_space_warning_level_ratio: 90,
         }
     }
@@ -104,13 +108,13 @@ impl StoreConfig {
 
     /// Panics on settings that break the store's invariants (a startup error, not a runtime one).
     pub fn validate(&self) -> Result<(), String> {
-        if self.chunk_bytes == 0 || self.chunk_bytes % 4096 != 0 {
+        if self.chunk_bytes == 0 || !self.chunk_bytes.is_multiple_of(4096) {
             return Err(format!(
                 "chunk_bytes {} must be a positive multiple of 4096",
                 self.chunk_bytes
             ));
         }
-        if self.segment_bytes % self.chunk_bytes as u64 != 0
+        if !self.segment_bytes.is_multiple_of(self.chunk_bytes as u64)
             || self.segment_bytes < self.chunk_bytes as u64
         {
             return Err(format!(

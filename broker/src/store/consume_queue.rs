@@ -276,6 +276,11 @@ impl ConsumeQueue {
         self.entry(self.max_offset - 1).map_or(0, |e| e.end())
     }
 
+    /// Marks every file dirty (after a failed sync, nothing taken is known durable).
+    pub fn mark_all_dirty(&mut self) {
+        self.dirty.extend(self.files.keys().copied());
+    }
+
     /// Sync handles of files written since the last call.
     pub fn take_dirty(&mut self) -> Vec<(std::sync::Arc<std::fs::File>, PathBuf)> {
         let dirty = std::mem::take(&mut self.dirty);

@@ -7,4 +7,11 @@ pub mod config;
 pub mod consume_queue;
 pub mod index_file;
 pub mod mapped_file;
+pub mod message_store;
 pub mod watermark;
+
+pub use commit_log::Slice;
+pub use config::{FlushMode, StoreConfig};
+pub use message_store::{
+    FoundMessage, GetResult, GetStatus, MessageStore, PutMessage, PutResult, PutStatus,
+};

@@ -1,0 +1,1541 @@
+//! `MessageStore`: one shard's store. Puts append to the CommitLog and dispatch inline to the
+//! ConsumeQueue and IndexFile (same reactor, no reput thread); background tasks flush, prepare
+//! segments, sync the ConsumeQueues and index and write the checkpoint, and enforce retention
+//! and disk-space limits.
+//!
+//! Visibility: under SYNC_FLUSH a record is readable only once it is durable (a consumer never
+//! sees a message a crash could still take back); under ASYNC_FLUSH as soon as it is appended.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use thruster_client::protocol::message::{self, body_crc, property, sys_flag, RecordRef};
+use tracing::{error, info, warn};
+
+use super::checkpoint::Checkpoint;
+use super::commit_log::{self, materialize, AppendError, CommitLog, CommitLogSettings, Slice};
+use super::config::{shard_base_offset, FlushMode, StoreConfig};
+use super::consume_queue::{ConsumeQueue, CqEntry};
+use super::index_file::IndexService;
+use super::mapped_file;
+use super::watermark::Watermark;
+use crate::runtime;
+
+/// One message to store.
+#[derive(Debug, Clone)]
+pub struct PutMessage {
+    pub topic: String,
+    pub queue_id: i32,
+    pub flag: i32,
+    pub body: Bytes,
+    pub properties: String,
+    pub sys_flag: i32,
+    pub born_timestamp: i64,
+    pub born_host: SocketAddr,
+    pub store_host: SocketAddr,
+    pub reconsume_times: i32,
+    pub prepared_transaction_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutStatus {
+    Ok,
+    /// Stored, but the sync flush did not complete in time (RocketMQ FLUSH_DISK_TIMEOUT).
+    FlushDiskTimeout,
+    /// Not stored: too large, bad topic, properties too long (MESSAGE_ILLEGAL).
+    MessageIllegal(String),
+    /// Not stored: disk full, flush failing, shutting down (SERVICE_NOT_AVAILABLE).
+    ServiceNotAvailable(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PutResult {
+    pub status: PutStatus,
+    /// Commitlog offset of each stored record.
+    pub phys_offsets: Vec<u64>,
+    /// Queue offset of the first record.
+    pub queue_offset: u64,
+    pub store_timestamp: i64,
+    pub wrote_bytes: usize,
+}
+
+impl PutResult {
+    fn refused(status: PutStatus) -> PutResult {
+        PutResult {
+            status,
+            phys_offsets: Vec::new(),
+            queue_offset: 0,
+            store_timestamp: 0,
+            wrote_bytes: 0,
+        }
+    }
+}
+
+/// Result codes of a queue read (RocketMQ `GetMessageStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetStatus {
+    Found,
+    NoMatchedMessage,
+    MessageWasRemoving,
+    NoMessageInQueue,
+    NoMatchedLogicQueue,
+    OffsetTooSmall,
+    OffsetOverflowOne,
+    OffsetOverflowBadly,
+    OffsetFoundNull,
+}
+
+/// One record found by a read: its location and its bytes as slices (not copies).
+#[derive(Debug, Clone)]
+pub struct FoundMessage {
+    pub queue_offset: u64,
+    pub phys_offset: u64,
+    pub size: u32,
+    pub tags_code: i64,
+    pub slices: Vec<Slice>,
+}
+
+impl FoundMessage {
+    pub async fn bytes(&self) -> io::Result<Bytes> {
+        materialize(&self.slices).await
+    }
+
+    /// Whether the whole record is in memory (RocketMQ's "hot" transfer limits apply).
+    pub fn in_memory(&self) -> bool {
+        !self.slices.iter().any(|s| matches!(s, Slice::File { .. }))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GetResult {
+    pub status: GetStatus,
+    pub next_begin_offset: u64,
+    pub min_offset: u64,
+    pub max_offset: u64,
+    pub messages: Vec<FoundMessage>,
+}
+
+/// Per-pull transfer limits (RocketMQ defaults).
+pub const MEMORY_TRANSFER_MAX_BYTES: usize = 256 << 10;
+pub const MEMORY_TRANSFER_MAX_COUNT: usize = 32;
+pub const DISK_TRANSFER_MAX_BYTES: usize = 64 << 10;
+pub const DISK_TRANSFER_MAX_COUNT: usize = 8;
+/// ConsumeQueue entries scanned per read at least (16000 bytes / 20).
+const SCAN_ENTRIES_MIN: u64 = 800;
+
+/// Reports the used share of the store's file system, in percent.
+pub type DiskUsageProbe = Box<dyn Fn() -> io::Result<u32>>;
+
+struct State {
+    /// Background tasks exit when set (shutdown, or a simulated crash in tests).
+    stopped: Cell<bool>,
+    tasks_running: Cell<u32>,
+    disk_full: Cell<bool>,
+    flush_error: RefCell<Option<String>>,
+    shutting_down: Cell<bool>,
+}
+
+pub struct MessageStore {
+    config: StoreConfig,
+    log: RefCell<CommitLog>,
+    queues: RefCell<HashMap<(String, i32), ConsumeQueue>>,
+    index: RefCell<IndexService>,
+    /// CommitLog bytes made durable.
+    flushed: Watermark,
+    /// CommitLog bytes appended (wakes the flusher).
+    appended: Watermark,
+    /// Readable end of the CommitLog (flushed under SYNC_FLUSH, appended under ASYNC_FLUSH).
+    visible: Watermark,
+    /// Bumped when a segment is consumed (wakes the preparer) and when one is ready.
+    segments_rolled: Watermark,
+    segments_ready: Watermark,
+    state: State,
+    disk_usage: RefCell<DiskUsageProbe>,
+    last_checkpoint: Cell<Checkpoint>,
+    last_checkpoint_ms: Cell<i64>,
+    _lock: std::fs::File,
+}
+
+impl MessageStore {
+    /// Opens (recovering if needed) the store of one shard and starts its background tasks.
+    /// Must run on the shard's reactor.
+    pub async fn open(config: StoreConfig) -> io::Result<Rc<MessageStore>> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        std::fs::create_dir_all(&config.root_dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating {}: {e}", config.root_dir.display()),
+            )
+        })?;
+        let lock = lock_store(&config)?;
+        let crashed = config.abort_path().exists();
+        std::fs::write(config.abort_path(), b"").map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating {}: {e}", config.abort_path().display()),
+            )
+        })?;
+        let checkpoint = Checkpoint::load(&config.checkpoint_path())?;
+        let base = shard_base_offset(config.shard_id);
+        let recover_from = checkpoint.map_or(base, |c| c.recover_from.max(base));
+
+        let mut queues = open_queues(&config)?;
+        let mut index = IndexService::open(
+            &config.index_dir(),
+            config.index_hash_slots,
+            config.index_entries,
+        )?;
+        let settings = CommitLogSettings {
+            dir: config.commit_log_dir(),
+            base_offset: base,
+            segment_bytes: config.segment_bytes,
+            chunk_bytes: config.chunk_bytes,
+            memory_window_bytes: config.memory_window_bytes,
+            prewrite_segments: config.prewrite_segments,
+        };
+        let mut redispatched = 0u64;
+        let mut dispatch_error = None;
+        let log = CommitLog::open(
+            settings,
+            recover_from,
+            config.check_crc_on_recover,
+            |pos, bytes| {
+                let Ok(record) = message::decode_record(bytes, false) else {
+                    return;
+                };
+                redispatched += 1;
+                if let Err(e) = dispatch(
+                    &config,
+                    &mut queues,
+                    &mut index,
+                    pos,
+                    &record.topic,
+                    record.queue_id,
+                    record.queue_offset as u64,
+                    record.total_size as u32,
+                    record.sys_flag,
+                    &record.properties,
+                    record.store_timestamp,
+                ) {
+                    dispatch_error.get_or_insert(e);
+                }
+            },
+        )
+        .await?;
+        if let Some(e) = dispatch_error {
+            return Err(e);
+        }
+        let end = log.write_pos();
+        let mut truncated = 0;
+        for queue in queues.values_mut() {
+            truncated += queue.truncate_to_log_end(end);
+        }
+        info!(
+            shard = config.shard_id,
+            crashed,
+            recover_from,
+            end,
+            redispatched,
+            truncated_queue_entries = truncated,
+            "store recovered"
+        );
+
+        let root = config.root_dir.clone();
+        let store = Rc::new(MessageStore {
+            log: RefCell::new(log),
+            queues: RefCell::new(queues),
+            index: RefCell::new(index),
+            flushed: Watermark::new(end),
+            appended: Watermark::new(end),
+            visible: Watermark::new(end),
+            segments_rolled: Watermark::new(0),
+            segments_ready: Watermark::new(0),
+            state: State {
+                stopped: Cell::new(false),
+                tasks_running: Cell::new(4),
+                disk_full: Cell::new(false),
+                flush_error: RefCell::new(None),
+                shutting_down: Cell::new(false),
+            },
+            disk_usage: RefCell::new(Box::new(move || disk_used_percent(&root))),
+            last_checkpoint: Cell::new(checkpoint.unwrap_or_default()),
+            last_checkpoint_ms: Cell::new(0),
+            _lock: lock,
+            config,
+        });
+        // Everything recovered is durable: record that before serving.
+        store.sync_queues_and_checkpoint().await?;
+        runtime::spawn_detached(flush_loop(Rc::downgrade(&store)));
+        runtime::spawn_detached(prepare_loop(Rc::downgrade(&store)));
+        runtime::spawn_detached(checkpoint_loop(Rc::downgrade(&store)));
+        runtime::spawn_detached(retention_loop(Rc::downgrade(&store)));
+        Ok(store)
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Replaces the disk usage probe (tests simulate a full disk with it).
+    pub fn set_disk_usage_probe(&self, probe: DiskUsageProbe) {
+        *self.disk_usage.borrow_mut() = probe;
+    }
+
+    fn refusal(&self) -> Option<PutStatus> {
+        if self.state.shutting_down.get() {
+            return Some(PutStatus::ServiceNotAvailable(
+                "message store is shutting down".into(),
+            ));
+        }
+        if self.state.disk_full.get() {
+            return Some(PutStatus::ServiceNotAvailable(format!(
+                "disk full: the store's file system is over {}% used",
+                self.config.disk_space_warning_level_ratio
+            )));
+        }
+        if let Some(e) = self.state.flush_error.borrow().as_ref() {
+            return Some(PutStatus::ServiceNotAvailable(format!(
+                "commit log flush failing: {e}"
+            )));
+        }
+        None
+    }
+
+    /// Stores one message.
+    pub async fn put(&self, message: PutMessage) -> PutResult {
+        self.put_batch(vec![message]).await
+    }
+
+    /// Stores messages of one (topic, queue) as consecutive records (a batch), all or none.
+    pub async fn put_batch(&self, messages: Vec<PutMessage>) -> PutResult {
+        assert!(!messages.is_empty());
+        if let Some(status) = self.refusal() {
+            return PutResult::refused(status);
+        }
+        let (topic, queue_id) = (messages[0].topic.clone(), messages[0].queue_id);
+        let mut total = 0usize;
+        let mut crcs = Vec::with_capacity(messages.len());
+        for m in &messages {
+            assert!(
+                m.topic == topic && m.queue_id == queue_id,
+                "a batch belongs to one queue"
+            );
+            let record = record_ref(m, 0, 0, 0);
+            if let Err(e) = record.check_limits() {
+                return PutResult::refused(PutStatus::MessageIllegal(e.to_string()));
+            }
+            let len = record.encoded_len();
+            if len > self.config.max_message_bytes {
+                return PutResult::refused(PutStatus::MessageIllegal(format!(
+                    "message of {len} bytes exceeds maxMessageSize {}",
+                    self.config.max_message_bytes
+                )));
+            }
+            total += len;
+            crcs.push(body_crc(&m.body));
+        }
+        if total + 8 > self.config.segment_bytes as usize {
+            return PutResult::refused(PutStatus::MessageIllegal(format!(
+                "batch of {total} bytes exceeds a commit log segment"
+            )));
+        }
+        let dispatched = matches!(
+            sys_flag::transaction_type(messages[0].sys_flag),
+            sys_flag::TRANSACTION_NOT_TYPE | sys_flag::TRANSACTION_COMMIT
+        );
+        let (start, queue_offset, store_timestamp) = loop {
+            let attempt = {
+                let mut log = self.log.borrow_mut();
+                let mut queues = self.queues.borrow_mut();
+                let queue = match queue_entry(&self.config, &mut queues, &topic, queue_id) {
+                    Ok(q) => q,
+                    Err(e) => {
+                        return PutResult::refused(PutStatus::ServiceNotAvailable(e.to_string()))
+                    }
+                };
+                let queue_offset = if dispatched { queue.max_offset() } else { 0 };
+                let store_timestamp = runtime::now_ms();
+                log.append(total, |start, writer| {
+                    let mut pos = start;
+                    for (i, m) in messages.iter().enumerate() {
+                        let qo = if dispatched {
+                            queue_offset + i as u64
+                        } else {
+                            0
+                        };
+                        let record = record_ref(m, qo, pos, store_timestamp);
+                        record.encode(crcs[i], writer);
+                        pos += record.encoded_len() as u64;
+                    }
+                })
+                .map(|(start, ())| (start, queue_offset, store_timestamp))
+            };
+            match attempt {
+                Ok(done) => break done,
+                Err(AppendError::NeedSegment) => {
+                    let seen = self.segments_ready.get();
+                    self.segments_rolled.advance(self.segments_rolled.get() + 1);
+                    self.segments_ready.wait_for(seen + 1).await;
+                }
+                Err(AppendError::NeedFlush) => {
+                    let flushed = self.flushed.get();
+                    self.flushed.wait_for(flushed + 1).await;
+                }
+            }
+            if let Some(status) = self.refusal() {
+                return PutResult::refused(status);
+            }
+        };
+        // Dispatch inline: same reactor, so readers see the ConsumeQueue and the log agree.
+        let mut pos = start;
+        let mut phys_offsets = Vec::with_capacity(messages.len());
+        {
+            let mut queues = self.queues.borrow_mut();
+            let mut index = self.index.borrow_mut();
+            for (i, m) in messages.iter().enumerate() {
+                let len = record_ref(m, 0, 0, 0).encoded_len();
+                let qo = if dispatched {
+                    queue_offset + i as u64
+                } else {
+                    0
+                };
+                if let Err(e) = dispatch(
+                    &self.config,
+                    &mut queues,
+                    &mut index,
+                    pos,
+                    &topic,
+                    queue_id,
+                    qo,
+                    len as u32,
+                    m.sys_flag,
+                    &m.properties,
+                    store_timestamp,
+                ) {
+                    // The record is in the log; recovery re-dispatches it. Report, do not lose it.
+                    error!(topic = %topic, queue_id, pos, error = %e, "dispatch failed");
+                }
+                phys_offsets.push(pos);
+                pos += len as u64;
+            }
+        }
+        let end = start + total as u64;
+        self.appended.advance(end);
+        if self.config.flush_mode == FlushMode::Async {
+            self.visible.advance(end);
+        }
+        let mut status = PutStatus::Ok;
+        if self.config.flush_mode == FlushMode::Sync {
+            let timeout = runtime::sleep(Duration::from_millis(self.config.sync_flush_timeout_ms));
+            let flushed =
+                futures_lite::future::or(async { Some(self.wait_flushed(end).await) }, async {
+                    timeout.await;
+                    None
+                })
+                .await;
+            status = match flushed {
+                Some(Ok(())) => PutStatus::Ok,
+                Some(Err(e)) => {
+                    PutStatus::ServiceNotAvailable(format!("commit log flush failed: {e}"))
+                }
+                None => PutStatus::FlushDiskTimeout,
+            };
+        }
+        PutResult {
+            status,
+            phys_offsets,
+            queue_offset,
+            store_timestamp,
+            wrote_bytes: total,
+        }
+    }
+
+    async fn wait_flushed(&self, end: u64) -> Result<(), String> {
+        loop {
+            if self.flushed.get() >= end {
+                return Ok(());
+            }
+            if let Some(e) = self.state.flush_error.borrow().clone() {
+                return Err(e);
+            }
+            self.flushed.wait_for(end).await;
+        }
+    }
+
+    /// Reads up to `max_count` messages of a queue from `offset`, skipping those whose tag code
+    /// `filter` rejects.
+    pub fn get_messages(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: u64,
+        max_count: usize,
+        filter: &dyn Fn(i64) -> bool,
+    ) -> GetResult {
+        let queues = self.queues.borrow();
+        let log = self.log.borrow();
+        let visible_end = self.visible.get();
+        let Some(queue) = queues.get(&(topic.to_owned(), queue_id)) else {
+            return empty_result(GetStatus::NoMatchedLogicQueue, 0, 0, 0);
+        };
+        let min = queue.min_offset();
+        let max = visible_max_offset(queue, visible_end);
+        if max == 0 {
+            return empty_result(GetStatus::NoMessageInQueue, 0, min, max);
+        }
+        if offset < min {
+            return empty_result(GetStatus::OffsetTooSmall, min, min, max);
+        }
+        if offset == max {
+            return empty_result(GetStatus::OffsetOverflowOne, offset, min, max);
+        }
+        if offset > max {
+            return empty_result(GetStatus::OffsetOverflowBadly, max, min, max);
+        }
+        let log_min = log.min_offset();
+        // RocketMQ scans at most max(16000, maxMsgNums × 20) bytes of ConsumeQueue per pull.
+        let scan_limit = SCAN_ENTRIES_MIN.max(max_count as u64);
+        let mut messages: Vec<FoundMessage> = Vec::new();
+        let mut bytes = 0usize;
+        let mut status = GetStatus::NoMatchedMessage;
+        let mut next = offset;
+        while next < max && next - offset < scan_limit {
+            let Some(entry) = queue.get(next) else {
+                if messages.is_empty() {
+                    status = GetStatus::OffsetFoundNull;
+                }
+                break;
+            };
+            if entry.phys_offset < log_min {
+                status = GetStatus::MessageWasRemoving;
+                next += 1;
+                continue;
+            }
+            if !filter(entry.tags_code) {
+                next += 1;
+                continue;
+            }
+            let Ok(slices) = log.read_slices(entry.phys_offset, entry.size as usize) else {
+                status = GetStatus::MessageWasRemoving;
+                next += 1;
+                continue;
+            };
+            let found = FoundMessage {
+                queue_offset: next,
+                phys_offset: entry.phys_offset,
+                size: entry.size,
+                tags_code: entry.tags_code,
+                slices,
+            };
+            let (max_bytes, max_msgs) = if found.in_memory() {
+                (MEMORY_TRANSFER_MAX_BYTES, MEMORY_TRANSFER_MAX_COUNT)
+            } else {
+                (DISK_TRANSFER_MAX_BYTES, DISK_TRANSFER_MAX_COUNT)
+            };
+            // The first message always goes, whatever its size.
+            if !messages.is_empty()
+                && (messages.len() >= max_count.min(max_msgs)
+                    || bytes + entry.size as usize > max_bytes)
+            {
+                break;
+            }
+            bytes += entry.size as usize;
+            messages.push(found);
+            next += 1;
+            if messages.len() >= max_count {
+                break;
+            }
+        }
+        if !messages.is_empty() {
+            status = GetStatus::Found;
+        }
+        GetResult {
+            status,
+            next_begin_offset: next,
+            min_offset: min,
+            max_offset: max,
+            messages,
+        }
+    }
+
+    /// Next offset of a queue (0 when unknown), counting only readable messages.
+    pub fn max_offset(&self, topic: &str, queue_id: i32) -> u64 {
+        let visible_end = self.visible.get();
+        self.queues
+            .borrow()
+            .get(&(topic.to_owned(), queue_id))
+            .map_or(0, |q| visible_max_offset(q, visible_end))
+    }
+
+    /// First readable offset of a queue, `None` for an unknown queue.
+    pub fn min_offset(&self, topic: &str, queue_id: i32) -> Option<u64> {
+        self.queues
+            .borrow()
+            .get(&(topic.to_owned(), queue_id))
+            .map(ConsumeQueue::min_offset)
+    }
+
+    /// Queues this store has.
+    pub fn queue_ids(&self) -> Vec<(String, i32)> {
+        let mut ids: Vec<_> = self.queues.borrow().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn commit_log_min_offset(&self) -> u64 {
+        self.log.borrow().min_offset()
+    }
+
+    pub fn commit_log_max_offset(&self) -> u64 {
+        self.visible.get()
+    }
+
+    /// The record at a commitlog offset (VIEW_MESSAGE_BY_ID), as stored.
+    pub async fn read_record(&self, phys_offset: u64) -> io::Result<Option<Bytes>> {
+        if phys_offset >= self.visible.get() {
+            return Ok(None);
+        }
+        let head = match self.log.borrow().read_slices(phys_offset, 8) {
+            Ok(s) => s,
+            Err(_) => return Ok(None),
+        };
+        let head = materialize(&head).await?;
+        let Ok(message::RecordStart::Message { total_size }) = message::peek_record(&head) else {
+            return Ok(None);
+        };
+        if phys_offset + total_size as u64 > self.visible.get() {
+            return Ok(None);
+        }
+        let slices = match self.log.borrow().read_slices(phys_offset, total_size) {
+            Ok(s) => s,
+            Err(_) => return Ok(None),
+        };
+        let bytes = materialize(&slices).await?;
+        Ok(message::decode_record(&bytes, false)
+            .is_ok()
+            .then_some(bytes))
+    }
+
+    /// Records indexed under `topic#key` with store time in `[begin, end]` (QUERY_MESSAGE), and
+    /// the index's last update (timestamp, commitlog offset).
+    pub async fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        max: usize,
+        begin: i64,
+        end: i64,
+    ) -> io::Result<(Vec<Bytes>, i64, u64)> {
+        let (offsets, last) = {
+            let index = self.index.borrow();
+            (
+                index.query(topic, key, max, begin, end),
+                index.last_update(),
+            )
+        };
+        let mut records = Vec::with_capacity(offsets.len());
+        for offset in offsets {
+            if let Some(bytes) = self.read_record(offset).await? {
+                records.push(bytes);
+            }
+        }
+        Ok((records, last.0, last.1))
+    }
+
+    async fn store_timestamp_at(&self, entry: CqEntry) -> io::Result<Option<i64>> {
+        let slices = match self
+            .log
+            .borrow()
+            .read_slices(entry.phys_offset, entry.size as usize)
+        {
+            Ok(s) => s,
+            Err(_) => return Ok(None),
+        };
+        let bytes = materialize(&slices).await?;
+        Ok(message::decode_record(&bytes, false)
+            .ok()
+            .map(|r| r.store_timestamp))
+    }
+
+    /// SEARCH_OFFSET_BY_TIMESTAMP: the first offset whose store time is >= `timestamp`
+    /// (`upper`: the last one <= it), clamped to the queue's bounds.
+    pub async fn search_offset_by_timestamp(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        timestamp: i64,
+        upper: bool,
+    ) -> io::Result<u64> {
+        let (min, max) = {
+            let Some(q) = self
+                .queues
+                .borrow()
+                .get(&(topic.to_owned(), queue_id))
+                .map(|q| (q.min_offset(), visible_max_offset(q, self.visible.get())))
+            else {
+                return Ok(0);
+            };
+            q
+        };
+        let (mut lo, mut hi) = (min, max); // first index with ts >= timestamp (or > for upper)
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let entry = self
+                .queues
+                .borrow()
+                .get(&(topic.to_owned(), queue_id))
+                .and_then(|q| q.get(mid));
+            let ts = match entry {
+                Some(entry) => self.store_timestamp_at(entry).await?.unwrap_or(i64::MIN),
+                None => i64::MIN,
+            };
+            let before = if upper {
+                ts <= timestamp
+            } else {
+                ts < timestamp
+            };
+            if before {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(if upper {
+            lo.saturating_sub(1).max(min)
+        } else {
+            lo.min(max)
+        })
+    }
+
+    /// GET_EARLIEST_MSG_STORETIME: store time of a queue's first readable message.
+    pub async fn earliest_store_time(&self, topic: &str, queue_id: i32) -> io::Result<Option<i64>> {
+        let entry = self
+            .queues
+            .borrow()
+            .get(&(topic.to_owned(), queue_id))
+            .and_then(|q| q.get(q.min_offset()));
+        match entry {
+            Some(entry) if entry.end() <= self.visible.get() => {
+                self.store_timestamp_at(entry).await
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Flushes everything, syncs the ConsumeQueues and index, writes the checkpoint and removes
+    /// the abort file: the next start is a clean one.
+    pub async fn shutdown(&self) -> io::Result<()> {
+        self.state.shutting_down.set(true);
+        self.flush_now().await?;
+        self.sync_queues_and_checkpoint().await?;
+        self.stop_tasks().await;
+        std::fs::remove_file(self.config.abort_path()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("removing {}: {e}", self.config.abort_path().display()),
+            )
+        })?;
+        info!(
+            shard = self.config.shard_id,
+            end = self.flushed.get(),
+            "store shut down cleanly"
+        );
+        Ok(())
+    }
+
+    /// Stops the background tasks and waits until they have exited (each checks the flag at
+    /// least every 200 ms).
+    async fn stop_tasks(&self) {
+        self.state.stopped.set(true);
+        while self.state.tasks_running.get() > 0 {
+            runtime::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Test support: stop like a crashed process, without flushing or checkpointing. What was
+    /// flushed is on disk; what was only in memory is lost when the store is dropped.
+    pub async fn abandon(&self) {
+        self.state.shutting_down.set(true);
+        self.stop_tasks().await;
+    }
+
+    /// Flushes everything appended so far (one flush at a time: waits for a running one).
+    pub async fn flush_now(&self) -> io::Result<()> {
+        let target = self.appended.get();
+        while self.flushed.get() < target {
+            if let Some(e) = self.state.flush_error.borrow().clone() {
+                return Err(io::Error::other(e));
+            }
+            self.flushed.wait_for(target).await;
+        }
+        Ok(())
+    }
+
+    async fn flush_once(&self) -> io::Result<bool> {
+        let Some(mut plan) = self.log.borrow().plan_flush() else {
+            return Ok(false);
+        };
+        plan.execute().await?;
+        self.log.borrow_mut().complete_flush(&plan);
+        self.flushed.advance(plan.target);
+        if self.config.flush_mode == FlushMode::Sync {
+            self.visible.advance(plan.target);
+        }
+        Ok(true)
+    }
+
+    async fn sync_queues_and_checkpoint(&self) -> io::Result<()> {
+        // Everything below `recover_from` is durable in the log, and was dispatched (inline)
+        // before this point, so syncing the dirty queue and index files makes it durable there.
+        let recover_from = self.flushed.get();
+        let mut handles = Vec::new();
+        for queue in self.queues.borrow_mut().values_mut() {
+            handles.extend(queue.take_dirty());
+        }
+        handles.extend(self.index.borrow().sync_handles());
+        if let Err(e) = mapped_file::sync_all(handles).await {
+            // Files whose dirtiness was taken are not known durable: sync them all next time.
+            for queue in self.queues.borrow_mut().values_mut() {
+                queue.mark_all_dirty();
+            }
+            return Err(e);
+        }
+        let now = runtime::now_ms();
+        let checkpoint = Checkpoint {
+            physic_msg_timestamp: now,
+            logics_msg_timestamp: now,
+            index_msg_timestamp: now,
+            recover_from,
+        };
+        checkpoint.store(&self.config.checkpoint_path()).await?;
+        self.last_checkpoint.set(checkpoint);
+        self.last_checkpoint_ms.set(now);
+        Ok(())
+    }
+
+    /// One retention pass: refuse or accept writes by disk usage, delete expired segments.
+    pub async fn enforce_retention(&self, now_ms: i64, hour_of_day: u32) -> io::Result<()> {
+        let used = (self.disk_usage.borrow())()?;
+        let full = used >= self.config.disk_space_warning_level_ratio;
+        if full != self.state.disk_full.get() {
+            if full {
+                warn!(used_percent = used, "disk nearly full: refusing writes");
+            } else {
+                info!(used_percent = used, "disk space back: accepting writes");
+            }
+            self.state.disk_full.set(full);
+        }
+        let at_delete_hour = self
+            .config
+            .delete_when
+            .split(';')
+            .filter_map(|h| h.trim().parse::<u32>().ok())
+            .any(|h| h == hour_of_day);
+        // As RocketMQ: past diskMaxUsedSpaceRatio expired files go at any hour; past
+        // diskSpaceCleanForciblyRatio the oldest go even unexpired (one per pass here).
+        let space_to_delete = used >= self.config.disk_max_used_space_ratio;
+        let clean_forcibly = used >= self.config.disk_space_clean_forcibly_ratio;
+        if !at_delete_hour && !space_to_delete && !clean_forcibly {
+            return Ok(());
+        }
+        let reserved_ms = self.config.file_reserved_time_hours as i64 * 3_600_000;
+        let mut forced_left = usize::from(clean_forcibly);
+        let min = self.log.borrow_mut().delete_segments(|segment| {
+            let expired = std::fs::metadata(segment.path())
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .is_some_and(|t| now_ms - t.as_millis() as i64 >= reserved_ms);
+            if expired {
+                return true;
+            }
+            // Critically full: one more segment goes per pass, expired or not.
+            if forced_left > 0 {
+                forced_left -= 1;
+                return true;
+            }
+            false
+        })?;
+        for queue in self.queues.borrow_mut().values_mut() {
+            queue.delete_below(min)?;
+        }
+        self.index.borrow_mut().delete_below(min)?;
+        Ok(())
+    }
+}
+
+fn empty_result(status: GetStatus, next: u64, min: u64, max: u64) -> GetResult {
+    GetResult {
+        status,
+        next_begin_offset: next,
+        min_offset: min,
+        max_offset: max,
+        messages: Vec::new(),
+    }
+}
+
+/// Max offset counting only entries whose record is readable.
+fn visible_max_offset(queue: &ConsumeQueue, visible_end: u64) -> u64 {
+    let mut max = queue.max_offset();
+    while max > queue.min_offset() {
+        match queue.get(max - 1) {
+            Some(entry) if entry.end() > visible_end => max -= 1,
+            _ => break,
+        }
+    }
+    max
+}
+
+fn record_ref(m: &PutMessage, queue_offset: u64, pos: u64, store_timestamp: i64) -> RecordRef<'_> {
+    RecordRef {
+        queue_id: m.queue_id,
+        flag: m.flag,
+        queue_offset: queue_offset as i64,
+        physical_offset: pos as i64,
+        sys_flag: m.sys_flag,
+        born_timestamp: m.born_timestamp,
+        born_host: message::canonical_host(m.born_host),
+        store_timestamp,
+        store_host: message::canonical_host(m.store_host),
+        reconsume_times: m.reconsume_times,
+        prepared_transaction_offset: m.prepared_transaction_offset,
+        body: &m.body,
+        topic: &m.topic,
+        properties: &m.properties,
+    }
+}
+
+fn queue_entry<'a>(
+    config: &StoreConfig,
+    queues: &'a mut HashMap<(String, i32), ConsumeQueue>,
+    topic: &str,
+    queue_id: i32,
+) -> io::Result<&'a mut ConsumeQueue> {
+    let key = (topic.to_owned(), queue_id);
+    if !queues.contains_key(&key) {
+        let queue = ConsumeQueue::open(
+            &config.consume_queue_dir(),
+            topic,
+            queue_id,
+            config.consume_queue_entries_per_file,
+        )?;
+        queues.insert(key.clone(), queue);
+    }
+    Ok(queues.get_mut(&key).expect("inserted"))
+}
+
+/// Writes a record's ConsumeQueue entry and index keys. Idempotent (recovery re-dispatches).
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    config: &StoreConfig,
+    queues: &mut HashMap<(String, i32), ConsumeQueue>,
+    index: &mut IndexService,
+    pos: u64,
+    topic: &str,
+    queue_id: i32,
+    queue_offset: u64,
+    size: u32,
+    sys_flag: i32,
+    properties: &str,
+    store_timestamp: i64,
+) -> io::Result<()> {
+    let tx = sys_flag::transaction_type(sys_flag);
+    if tx == sys_flag::TRANSACTION_NOT_TYPE || tx == sys_flag::TRANSACTION_COMMIT {
+        let queue = queue_entry(config, queues, topic, queue_id)?;
+        queue
+            .put(
+                queue_offset,
+                CqEntry {
+                    phys_offset: pos,
+                    size,
+                    tags_code: message::tags_code(properties),
+                },
+            )
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    }
+    if config.message_index_enable && tx != sys_flag::TRANSACTION_ROLLBACK {
+        let uniq = message::find_property(properties, property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX);
+        let keys = message::find_property(properties, property::KEYS);
+        let all = uniq
+            .into_iter()
+            .chain(keys.into_iter().flat_map(|k| k.split(' ')));
+        index.put_keys(topic, all, pos, store_timestamp)?;
+    }
+    Ok(())
+}
+
+/// Opens every ConsumeQueue found on disk.
+fn open_queues(config: &StoreConfig) -> io::Result<HashMap<(String, i32), ConsumeQueue>> {
+    let mut queues = HashMap::new();
+    let root = config.consume_queue_dir();
+    let Ok(topics) = std::fs::read_dir(&root) else {
+        return Ok(queues);
+    };
+    for topic in topics {
+        let topic = topic?;
+        let Ok(topic_name) = topic.file_name().into_string() else {
+            continue;
+        };
+        for queue in std::fs::read_dir(topic.path())? {
+            let queue = queue?;
+            let Some(queue_id) = queue
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let cq = ConsumeQueue::open(
+                &root,
+                &topic_name,
+                queue_id,
+                config.consume_queue_entries_per_file,
+            )?;
+            queues.insert((topic_name.clone(), queue_id), cq);
+        }
+    }
+    Ok(queues)
+}
+
+/// Takes the store's `lock` file so two processes never share a store.
+fn lock_store(config: &StoreConfig) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = config.root_dir.join(format!("lock-{}", config.shard_id));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{} is locked: another process uses this store",
+                path.display()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// Used share of the file system holding `path`, in percent.
+fn disk_used_percent(path: &std::path::Path) -> io::Result<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs fills the struct we own; the path is a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let total = stat.f_blocks as u128;
+    if total == 0 {
+        return Ok(0);
+    }
+    let available = stat.f_bavail as u128;
+    Ok((((total - available.min(total)) * 100) / total) as u32)
+}
+
+async fn flush_loop(store: std::rc::Weak<MessageStore>) {
+    let _running = TaskGuard(store.clone());
+    loop {
+        if store.upgrade().is_none_or(|s| s.state.stopped.get()) {
+            return;
+        }
+        let Some(s) = store.upgrade() else { return };
+        let flushed = s.flushed.get();
+        // Wait for work: any append under SYNC_FLUSH (group commit: whatever arrived while the
+        // previous flush ran goes in this one); enough dirty bytes or the interval under ASYNC.
+        match s.config.flush_mode {
+            FlushMode::Sync => {
+                let appended = &s.appended;
+                futures_lite::future::or(
+                    async {
+                        appended.wait_for(flushed + 1).await;
+                    },
+                    runtime::sleep(Duration::from_millis(100)),
+                )
+                .await;
+            }
+            FlushMode::Async => {
+                let appended = &s.appended;
+                let least = s.config.flush_least_bytes.max(1);
+                let interval = Duration::from_millis(s.config.flush_interval_ms);
+                futures_lite::future::or(
+                    async {
+                        appended.wait_for(flushed + least).await;
+                    },
+                    runtime::sleep(interval),
+                )
+                .await;
+            }
+        }
+        match s.flush_once().await {
+            Ok(_) => {
+                if s.state.flush_error.borrow_mut().take().is_some() {
+                    info!("commit log flush recovered");
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "commit log flush failed; retrying");
+                *s.state.flush_error.borrow_mut() = Some(e.to_string());
+                s.flushed.wake_all();
+                drop(s);
+                runtime::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn prepare_loop(store: std::rc::Weak<MessageStore>) {
+    let _running = TaskGuard(store.clone());
+    loop {
+        if store.upgrade().is_none_or(|s| s.state.stopped.get()) {
+            return;
+        }
+        let Some(s) = store.upgrade() else { return };
+        if !s.log.borrow().has_next_segment() {
+            let (settings, start) = {
+                let log = s.log.borrow();
+                (log.settings().clone(), log.next_segment_start())
+            };
+            match commit_log::prepare_segment(&settings, start).await {
+                Ok(segment) => {
+                    let mut log = s.log.borrow_mut();
+                    if !log.has_next_segment() && log.next_segment_start() == start {
+                        log.set_next_segment(segment);
+                    }
+                    drop(log);
+                    s.segments_ready.advance(s.segments_ready.get() + 1);
+                }
+                Err(e) => {
+                    // Typically ENOSPC: writers waiting for this segment are refused meanwhile.
+                    error!(error = %e, start, "preparing the next commit log segment failed");
+                    s.state.disk_full.set(true);
+                    s.segments_ready.advance(s.segments_ready.get() + 1);
+                    drop(s);
+                    runtime::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        let rolled = s.segments_rolled.get();
+        let rolled_mark = &s.segments_rolled;
+        futures_lite::future::or(
+            async {
+                rolled_mark.wait_for(rolled + 1).await;
+            },
+            runtime::sleep(Duration::from_millis(200)),
+        )
+        .await;
+    }
+}
+
+async fn checkpoint_loop(store: std::rc::Weak<MessageStore>) {
+    let _running = TaskGuard(store.clone());
+    loop {
+        if store.upgrade().is_none_or(|s| s.state.stopped.get()) {
+            return;
+        }
+        let Some(interval) = store
+            .upgrade()
+            .map(|s| s.config.flush_consume_queue_interval_ms)
+        else {
+            return;
+        };
+        runtime::sleep(Duration::from_millis(interval.min(200))).await;
+        let Some(s) = store.upgrade() else { return };
+        if s.state.stopped.get() {
+            return;
+        }
+        let due = runtime::now_ms() - s.last_checkpoint_ms.get() >= interval as i64;
+        drop(s);
+        if !due {
+            continue;
+        }
+        let Some(s) = store.upgrade() else { return };
+        if let Err(e) = s.sync_queues_and_checkpoint().await {
+            warn!(error = %e, "consume queue sync / checkpoint failed");
+        }
+    }
+}
+
+async fn retention_loop(store: std::rc::Weak<MessageStore>) {
+    let _running = TaskGuard(store.clone());
+    let mut ticks = 0u32;
+    loop {
+        if store.upgrade().is_none_or(|s| s.state.stopped.get()) {
+            return;
+        }
+        // A pass every 10 s, checking the stop flag every 200 ms.
+        runtime::sleep(Duration::from_millis(200)).await;
+        ticks += 1;
+        if !ticks.is_multiple_of(50) {
+            continue;
+        }
+        let Some(s) = store.upgrade() else { return };
+        let now = runtime::now_ms();
+        let hour = local_hour(now);
+        if let Err(e) = s.enforce_retention(now, hour).await {
+            warn!(error = %e, "retention pass failed");
+        }
+    }
+}
+
+/// Decrements the running-task count when a background task exits.
+struct TaskGuard(std::rc::Weak<MessageStore>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.upgrade() {
+            s.state.tasks_running.set(s.state.tasks_running.get() - 1);
+        }
+    }
+}
+
+fn local_hour(ms: i64) -> u32 {
+    super::index_file::local_time_name(ms)[8..10]
+        .parse()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::commit_log::tests::on_reactor;
+    use thruster_client::protocol::message::encode_properties;
+
+    pub(crate) fn message(
+        topic: &str,
+        queue_id: i32,
+        body: &[u8],
+        tags: &str,
+        keys: &str,
+    ) -> PutMessage {
+        let uniq = format!("U{}", String::from_utf8_lossy(body));
+        PutMessage {
+            topic: topic.into(),
+            queue_id,
+            flag: 0,
+            body: Bytes::copy_from_slice(body),
+            properties: encode_properties(
+                [("TAGS", tags), ("KEYS", keys), ("UNIQ_KEY", uniq.as_str())]
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_empty()),
+            ),
+            sys_flag: 0,
+            born_timestamp: 1_700_000_000_000,
+            born_host: "127.0.0.1:40000".parse().unwrap(),
+            store_host: "127.0.0.1:10911".parse().unwrap(),
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+        }
+    }
+
+    fn config(dir: &std::path::Path, mode: FlushMode) -> StoreConfig {
+        StoreConfig {
+            flush_mode: mode,
+            flush_interval_ms: 20,
+            flush_consume_queue_interval_ms: 50,
+            segment_bytes: 64 << 10,
+            chunk_bytes: 8 << 10,
+            memory_window_bytes: 32 << 10,
+            max_message_bytes: 16 << 10,
+            ..StoreConfig::small_for_tests(dir)
+        }
+    }
+
+    async fn bodies(result: &GetResult) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for m in &result.messages {
+            let bytes = m.bytes().await.unwrap();
+            let record = message::decode_record(&bytes, true).unwrap();
+            assert_eq!(record.queue_offset as u64, m.queue_offset);
+            assert_eq!(record.physical_offset as u64, m.phys_offset);
+            out.push(record.body.to_vec());
+        }
+        out
+    }
+
+    #[test]
+    fn put_get_statuses_filters_and_lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let store = MessageStore::open(config(&root, FlushMode::Sync))
+                .await
+                .unwrap();
+            for i in 0..10 {
+                let tags = if i % 2 == 0 { "even" } else { "odd" };
+                let r = store
+                    .put(message(
+                        "T",
+                        1,
+                        format!("m{i}").as_bytes(),
+                        tags,
+                        &format!("k{i} shared"),
+                    ))
+                    .await;
+                assert_eq!(r.status, PutStatus::Ok);
+                assert_eq!(r.queue_offset, i);
+            }
+            let all = store.get_messages("T", 1, 0, 32, &|_| true);
+            assert_eq!(all.status, GetStatus::Found);
+            assert_eq!(all.next_begin_offset, 10);
+            assert_eq!(
+                bodies(&all).await,
+                (0..10)
+                    .map(|i| format!("m{i}").into_bytes())
+                    .collect::<Vec<_>>()
+            );
+            let even = i64::from(message::java_string_hash("even"));
+            let filtered = store.get_messages("T", 1, 0, 32, &|code| code == even);
+            assert_eq!(filtered.messages.len(), 5);
+            let limited = store.get_messages("T", 1, 3, 2, &|_| true);
+            assert_eq!((limited.messages.len(), limited.next_begin_offset), (2, 5));
+            assert_eq!(
+                store.get_messages("T", 1, 10, 32, &|_| true).status,
+                GetStatus::OffsetOverflowOne
+            );
+            let badly = store.get_messages("T", 1, 11, 32, &|_| true);
+            assert_eq!(
+                (badly.status, badly.next_begin_offset),
+                (GetStatus::OffsetOverflowBadly, 10)
+            );
+            assert_eq!(
+                store.get_messages("T", 2, 0, 32, &|_| true).status,
+                GetStatus::NoMatchedLogicQueue
+            );
+            let none = store.get_messages("T", 1, 0, 32, &|_| false);
+            assert_eq!(
+                (none.status, none.next_begin_offset),
+                (GetStatus::NoMatchedMessage, 10)
+            );
+            assert_eq!(store.max_offset("T", 1), 10);
+            assert_eq!(store.min_offset("T", 1), Some(0));
+
+            let (found, _, _) = store
+                .query_by_key("T", "k3", 32, 0, i64::MAX)
+                .await
+                .unwrap();
+            assert_eq!(found.len(), 1);
+            assert_eq!(
+                &message::decode_record(&found[0], true).unwrap().body[..],
+                b"m3"
+            );
+            let (shared, _, _) = store
+                .query_by_key("T", "shared", 32, 0, i64::MAX)
+                .await
+                .unwrap();
+            assert_eq!(shared.len(), 10);
+            let (by_uniq, _, _) = store
+                .query_by_key("T", "Um7", 32, 0, i64::MAX)
+                .await
+                .unwrap();
+            assert_eq!(by_uniq.len(), 1);
+            let phys = all.messages[4].phys_offset;
+            let record = store.read_record(phys).await.unwrap().unwrap();
+            assert_eq!(
+                &message::decode_record(&record, true).unwrap().body[..],
+                b"m4"
+            );
+            assert!(store
+                .read_record(store.commit_log_max_offset())
+                .await
+                .unwrap()
+                .is_none());
+
+            let t0 = all.messages.first().map(|_| ()).map(|_| 0).unwrap_or(0);
+            assert_eq!(
+                store
+                    .search_offset_by_timestamp("T", 1, t0, false)
+                    .await
+                    .unwrap(),
+                0
+            );
+            assert_eq!(
+                store
+                    .search_offset_by_timestamp("T", 1, i64::MAX, false)
+                    .await
+                    .unwrap(),
+                10
+            );
+            assert!(store.earliest_store_time("T", 1).await.unwrap().is_some());
+
+            let big = message("T", 1, &vec![b'x'; 20 << 10], "", "");
+            assert!(matches!(
+                store.put(big).await.status,
+                PutStatus::MessageIllegal(_)
+            ));
+            let long_topic = message(&"t".repeat(128), 0, b"x", "", "");
+            assert!(matches!(
+                store.put(long_topic).await.status,
+                PutStatus::MessageIllegal(_)
+            ));
+            store.shutdown().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn batches_are_consecutive_records_and_survive_a_clean_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let store = MessageStore::open(config(&root, FlushMode::Async))
+                .await
+                .unwrap();
+            let mut expected = Vec::new();
+            for round in 0..40 {
+                let batch: Vec<PutMessage> = (0..5)
+                    .map(|i| {
+                        message(
+                            "B",
+                            0,
+                            format!("b{round}-{i}").repeat(40).as_bytes(),
+                            "",
+                            "",
+                        )
+                    })
+                    .collect();
+                expected.extend(batch.iter().map(|m| m.body.to_vec()));
+                let r = store.put_batch(batch).await;
+                assert_eq!(r.status, PutStatus::Ok);
+                assert_eq!(r.queue_offset, round * 5);
+                assert_eq!(r.phys_offsets.len(), 5);
+            }
+            assert!(
+                store.log.borrow().segments().count() > 1,
+                "batches crossed segments"
+            );
+            store.shutdown().await.unwrap();
+            drop(store);
+            let store = MessageStore::open(config(&root, FlushMode::Async))
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            let mut offset = 0;
+            while offset < 200 {
+                let r = store.get_messages("B", 0, offset, 32, &|_| true);
+                assert_eq!(r.status, GetStatus::Found);
+                got.extend(bodies(&r).await);
+                offset = r.next_begin_offset;
+            }
+            assert_eq!(got, expected);
+            let r = store.put(message("B", 0, b"after", "", "")).await;
+            assert_eq!(r.queue_offset, 200);
+            store.shutdown().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_full_disk_refuses_writes_until_space_returns_and_expired_segments_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let mut cfg = config(&root, FlushMode::Sync);
+            cfg.file_reserved_time_hours = 1;
+            let store = MessageStore::open(cfg).await.unwrap();
+            for i in 0..600 {
+                assert_eq!(
+                    store
+                        .put(message(
+                            "R",
+                            0,
+                            format!("r{i}").repeat(40).as_bytes(),
+                            "",
+                            ""
+                        ))
+                        .await
+                        .status,
+                    PutStatus::Ok
+                );
+            }
+            let segments_at_start = store.log.borrow().segments().count();
+            assert!(segments_at_start >= 4, "{segments_at_start}");
+            let used = Rc::new(Cell::new(95u32));
+            let probe = used.clone();
+            store.set_disk_usage_probe(Box::new(move || Ok(probe.get())));
+            store
+                .enforce_retention(runtime::now_ms(), 12)
+                .await
+                .unwrap();
+            assert_eq!(store.log.borrow().segments().count(), segments_at_start - 1);
+            match store.put(message("R", 0, b"refused", "", "")).await.status {
+                PutStatus::ServiceNotAvailable(reason) => {
+                    assert!(reason.contains("disk full"), "{reason}")
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+            // Below the warning level writes are accepted again; above diskMaxUsedSpaceRatio
+            // only expired segments go, and none is expired yet.
+            used.set(80);
+            store
+                .enforce_retention(runtime::now_ms(), 12)
+                .await
+                .unwrap();
+            assert_eq!(store.log.borrow().segments().count(), segments_at_start - 1);
+            assert_eq!(
+                store.put(message("R", 0, b"accepted", "", "")).await.status,
+                PutStatus::Ok
+            );
+            // Two hours later, at the delete hour, every expired segment but the active one
+            // goes; readers of old offsets are moved forward.
+            used.set(10);
+            store
+                .enforce_retention(runtime::now_ms() + 2 * 3_600_000, 4)
+                .await
+                .unwrap();
+            assert_eq!(store.log.borrow().segments().count(), 1);
+            let min = store.min_offset("R", 0).unwrap();
+            assert!(min > 0);
+            let r = store.get_messages("R", 0, 0, 32, &|_| true);
+            assert_eq!(
+                (r.status, r.next_begin_offset),
+                (GetStatus::OffsetTooSmall, min)
+            );
+            let r = store.get_messages("R", 0, min, 32, &|_| true);
+            assert_eq!(r.status, GetStatus::Found);
+            store.shutdown().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn sync_flush_hides_records_until_they_are_durable_and_async_shows_them_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let store = MessageStore::open(config(&root.join("a"), FlushMode::Async))
+                .await
+                .unwrap();
+            store.put(message("V", 0, b"x", "", "")).await;
+            assert_eq!(
+                store.get_messages("V", 0, 0, 1, &|_| true).status,
+                GetStatus::Found
+            );
+            store.shutdown().await.unwrap();
+            let store = MessageStore::open(config(&root.join("s"), FlushMode::Sync))
+                .await
+                .unwrap();
+            let r = store.put(message("V", 0, b"y", "", "")).await;
+            assert_eq!(r.status, PutStatus::Ok);
+            assert!(
+                store.flushed.get() >= r.phys_offsets[0] + r.wrote_bytes as u64,
+                "acked only once durable"
+            );
+            assert_eq!(
+                store.get_messages("V", 0, 0, 1, &|_| true).status,
+                GetStatus::Found
+            );
+            store.shutdown().await.unwrap();
+        });
+    }
+}
