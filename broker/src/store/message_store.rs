@@ -151,6 +151,8 @@ pub struct MessageStore {
     appended: Watermark,
     /// Readable end of the CommitLog (flushed under SYNC_FLUSH, appended under ASYNC_FLUSH).
     visible: Watermark,
+    /// Bumped to ask the flusher for a flush now (memory window full, `flush_now`).
+    flush_requests: Watermark,
     /// Bumped when a segment is consumed (wakes the preparer) and when one is ready.
     segments_rolled: Watermark,
     segments_ready: Watermark,
@@ -158,6 +160,8 @@ pub struct MessageStore {
     disk_usage: RefCell<DiskUsageProbe>,
     last_checkpoint: Cell<Checkpoint>,
     last_checkpoint_ms: Cell<i64>,
+    last_flush_ms: Cell<i64>,
+    flush_requests_served: Cell<u64>,
     _lock: std::fs::File,
 }
 
@@ -255,6 +259,7 @@ impl MessageStore {
             flushed: Watermark::new(end),
             appended: Watermark::new(end),
             visible: Watermark::new(end),
+            flush_requests: Watermark::new(0),
             segments_rolled: Watermark::new(0),
             segments_ready: Watermark::new(0),
             state: State {
@@ -267,6 +272,8 @@ impl MessageStore {
             disk_usage: RefCell::new(Box::new(move || disk_used_percent(&root))),
             last_checkpoint: Cell::new(checkpoint.unwrap_or_default()),
             last_checkpoint_ms: Cell::new(0),
+            last_flush_ms: Cell::new(0),
+            flush_requests_served: Cell::new(0),
             _lock: lock,
             config,
         });
@@ -386,6 +393,7 @@ impl MessageStore {
                 }
                 Err(AppendError::NeedFlush) => {
                     let flushed = self.flushed.get();
+                    self.request_flush();
                     self.flushed.wait_for(flushed + 1).await;
                 }
             }
@@ -766,9 +774,14 @@ impl MessageStore {
         self.stop_tasks().await;
     }
 
+    fn request_flush(&self) {
+        self.flush_requests.advance(self.flush_requests.get() + 1);
+    }
+
     /// Flushes everything appended so far (one flush at a time: waits for a running one).
     pub async fn flush_now(&self) -> io::Result<()> {
         let target = self.appended.get();
+        self.request_flush();
         while self.flushed.get() < target {
             if let Some(e) = self.state.flush_error.borrow().clone() {
                 return Err(io::Error::other(e));
@@ -784,6 +797,7 @@ impl MessageStore {
         };
         plan.execute().await?;
         self.log.borrow_mut().complete_flush(&plan);
+        self.last_flush_ms.set(runtime::now_ms());
         self.flushed.advance(plan.target);
         if self.config.flush_mode == FlushMode::Sync {
             self.visible.advance(plan.target);
@@ -1069,16 +1083,36 @@ async fn flush_loop(store: std::rc::Weak<MessageStore>) {
             FlushMode::Async => {
                 let appended = &s.appended;
                 let least = s.config.flush_least_bytes.max(1);
-                let interval = Duration::from_millis(s.config.flush_interval_ms);
+                let requests = &s.flush_requests;
+                // Requests already served are not waited for again; one that arrived while the
+                // previous flush ran is still pending and makes this wait return at once.
+                let served = s.flush_requests_served.get();
+                let interval = Duration::from_millis(s.config.flush_interval_ms.min(200));
                 futures_lite::future::or(
                     async {
                         appended.wait_for(flushed + least).await;
                     },
-                    runtime::sleep(interval),
+                    futures_lite::future::or(
+                        async {
+                            requests.wait_for(served + 1).await;
+                        },
+                        runtime::sleep(interval),
+                    ),
                 )
                 .await;
+                let due = requests.get() > served
+                    || appended.get() >= flushed + least
+                    || runtime::now_ms() - s.last_flush_ms.get()
+                        >= s.config.flush_interval_ms as i64;
+                if !due {
+                    continue;
+                }
             }
         }
+        if s.state.stopped.get() {
+            return; // a crash simulation must not flush on its way out
+        }
+        s.flush_requests_served.set(s.flush_requests.get());
         match s.flush_once().await {
             Ok(_) => {
                 if s.state.flush_error.borrow_mut().take().is_some() {

@@ -15,3 +15,6 @@ pub use config::{FlushMode, StoreConfig};
 pub use message_store::{
     FoundMessage, GetResult, GetStatus, MessageStore, PutMessage, PutResult, PutStatus,
 };
+
+#[cfg(test)]
+mod model_tests;
