@@ -169,15 +169,12 @@ fn run(mode: FlushMode, ops: Vec<Op>) {
                     durable = model.iter().map(Vec::len).collect();
                 }
             }
-            for queue in 0..3 {
-                assert_eq!(
-                    read_queue(&store, queue as i32).await,
-                    model[queue],
-                    "queue {queue} after {op:?}"
-                );
+            for (queue, expected) in model.iter().enumerate() {
+                let actual = read_queue(&store, queue as i32).await;
+                assert_eq!(&actual, expected, "queue {queue} after {op:?}");
                 assert_eq!(
                     store.max_offset("Model", queue as i32) as usize,
-                    model[queue].len()
+                    expected.len()
                 );
             }
         }
