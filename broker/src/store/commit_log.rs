@@ -419,6 +419,12 @@ impl CommitLog {
                 let need_more = offset_in_buffer + BLANK_BYTES > buffer.len()
                     || matches!(message::peek_record(&buffer[offset_in_buffer..]), Ok(RecordStart::Message { total_size }) if offset_in_buffer + total_size > buffer.len() && pos + total_size as u64 <= segment_end);
                 if need_more {
+                    if buffer_pos == pos && !buffer.is_empty() {
+                        // A fresh read from here still does not hold the record: the file ends
+                        // inside it (truncated or torn).
+                        warn!(file = %segment.path().display(), pos, "log end: record cut off by the end of the file");
+                        return Ok(pos);
+                    }
                     let len = SCAN_READ_BYTES.min((segment_end - pos) as usize);
                     buffer = segment.file.read_at(pos - segment_start, len).await?;
                     buffer_pos = pos;
@@ -471,8 +477,8 @@ impl CommitLog {
         }
     }
 
-    /// Makes `end` the end of the log: zeroes what a crashed run may have written after it (at
-    /// most one flush, which is bounded by the memory window) and deletes later segments.
+    /// Makes `end` the end of the log: zeroes what lies after it in its segment and deletes later
+    /// segments.
     async fn truncate_after(&mut self, end: u64) -> io::Result<()> {
         let segment_start = self.segment_start_of(end);
         let later: Vec<u64> = self
@@ -496,31 +502,40 @@ impl CommitLog {
             return Ok(());
         }
         let segment = self.segments[&segment_start].clone();
-        let segment_end = segment_start + self.settings.segment_bytes;
+        let segment_len = self.settings.segment_bytes;
+        let file_len = segment.file.size_bytes().await?;
         let zero_from = align_down(end - segment_start);
-        let zero_to = (align_up(end - segment_start)
-            + (self.settings.memory_window_bytes + self.settings.chunk_bytes) as u64)
-            .min(segment_end - segment_start)
-            .min(align_up(segment.file.size_bytes().await?));
-        if zero_to <= zero_from {
-            return Ok(());
-        }
         let head = segment
             .file
             .read_at(zero_from, (end - segment_start - zero_from) as usize)
             .await?;
+        // Zero from the end of valid data onwards, one piece at a time, until a piece that is
+        // already all zeros: whatever lies after a cut (a torn flush, or the rest of a segment
+        // cut by corruption) must never be taken for records later, when new appends happen to
+        // end where an old record began.
         let mut pos = zero_from;
-        while pos < zero_to {
-            let len = ((zero_to - pos) as usize).min(PREWRITE_BYTES);
+        let mut wrote = false;
+        while pos < segment_len.min(align_up(file_len)) {
+            let len = ((segment_len - pos) as usize).min(PREWRITE_BYTES);
+            let existing = segment.file.read_at(pos, len).await?;
+            let skip = if pos == zero_from { head.len() } else { 0 };
+            if existing.len() <= skip || existing[skip..].iter().all(|b| *b == 0) {
+                break;
+            }
             let mut buffer = runtime::alloc_io_buffer(len);
             buffer.as_bytes_mut().fill(0);
             if pos == zero_from {
                 buffer.as_bytes_mut()[..head.len()].copy_from_slice(&head);
             }
             segment.file.write_at(buffer, pos).await?;
+            wrote = true;
             pos += len as u64;
         }
-        segment.file.fdatasync().await
+        if wrote {
+            warn!(file = %segment.path().display(), from = end, to = segment_start + pos, "zeroed data after the end of the log");
+            segment.file.fdatasync().await?;
+        }
+        Ok(())
     }
 
     /// Loads the chunk containing `end` back into memory so appends continue it.

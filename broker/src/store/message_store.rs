@@ -188,7 +188,13 @@ impl MessageStore {
         })?;
         let checkpoint = Checkpoint::load(&config.checkpoint_path())?;
         let base = shard_base_offset(config.shard_id);
-        let recover_from = checkpoint.map_or(base, |c| c.recover_from.max(base));
+        let mut recover_from = checkpoint.map_or(base, |c| c.recover_from.max(base));
+        if crashed {
+            // After a crash, validate the whole segment holding the checkpoint (as RocketMQ
+            // rescans whole files): damage anywhere in the newest data is found and cut there.
+            recover_from =
+                base + (recover_from - base) / config.segment_bytes * config.segment_bytes;
+        }
 
         let mut queues = open_queues(&config)?;
         let mut index = IndexService::open(

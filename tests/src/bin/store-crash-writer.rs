@@ -1,0 +1,165 @@
+//! Test helper for the crash tests: opens a store under SYNC_FLUSH (recovering it), verifies
+//! what it holds, then (in `write` mode) appends until killed, printing each acknowledgement.
+//!
+//! Output lines (stdout):
+//! * `RECOVERED <queue> <count>`: after verification, per queue. Every queue must hold
+//!   messages `0..count` exactly, in order, each record intact (CRC checked); otherwise the
+//!   helper prints `CORRUPT <why>` and exits 1.
+//! * `ACK <queue> <seq>`: message `seq` of `queue` was acknowledged (durable).
+//!
+//! Usage: `store-crash-writer <dir> write|verify`
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use thruster_broker::runtime::{self, ReactorConfig};
+use thruster_broker::store::{
+    FlushMode, GetStatus, MessageStore, PutMessage, PutStatus, StoreConfig,
+};
+use thruster_client::protocol::message;
+
+pub const QUEUES: i32 = 4;
+const TOPIC: &str = "Crash";
+
+fn body(queue: i32, seq: u64) -> Vec<u8> {
+    let mut body = format!("{queue}:{seq}:").into_bytes();
+    let len = 40 + (seq * 7919 % 3000) as usize;
+    body.resize(len, b'a' + (seq % 26) as u8);
+    body
+}
+
+fn config(dir: &str) -> StoreConfig {
+    StoreConfig {
+        flush_mode: FlushMode::Sync,
+        segment_bytes: 256 << 10,
+        chunk_bytes: 16 << 10,
+        memory_window_bytes: 128 << 10,
+        max_message_bytes: 16 << 10,
+        flush_consume_queue_interval_ms: 100,
+        ..StoreConfig::small_for_tests(dir)
+    }
+}
+
+async fn verify(store: &MessageStore) -> Result<Vec<u64>, String> {
+    let mut counts = Vec::new();
+    for queue in 0..QUEUES {
+        let mut offset = 0;
+        loop {
+            let result = store.get_messages(TOPIC, queue, offset, 32, &|_| true);
+            match result.status {
+                GetStatus::Found => {}
+                GetStatus::OffsetOverflowOne
+                | GetStatus::NoMatchedLogicQueue
+                | GetStatus::NoMessageInQueue => break,
+                other => return Err(format!("queue {queue} offset {offset}: {other:?}")),
+            }
+            for found in &result.messages {
+                let bytes = found.bytes().await.map_err(|e| e.to_string())?;
+                let record = message::decode_record(&bytes, true)
+                    .map_err(|e| format!("queue {queue} offset {}: {e}", found.queue_offset))?;
+                if record.body[..] != body(queue, found.queue_offset)[..] {
+                    return Err(format!(
+                        "queue {queue} offset {}: wrong body",
+                        found.queue_offset
+                    ));
+                }
+                if found.queue_offset != offset {
+                    return Err(format!(
+                        "queue {queue}: offset {} where {offset} was expected",
+                        found.queue_offset
+                    ));
+                }
+                offset += 1;
+            }
+        }
+        counts.push(offset);
+    }
+    Ok(counts)
+}
+
+fn main() -> ExitCode {
+    thruster_broker::logging::init("warn,thruster_broker::store=info");
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(dir), Some(mode)) = (args.get(1).cloned(), args.get(2).cloned()) else {
+        eprintln!("usage: store-crash-writer <dir> write|verify");
+        return ExitCode::from(2);
+    };
+    let reactor = ReactorConfig {
+        io_memory_bytes: 1 << 20,
+        ..ReactorConfig::new("crash-writer")
+    };
+    let code = runtime::run_reactor(reactor, move || async move {
+        let store = match MessageStore::open(config(&dir)).await {
+            Ok(store) => store,
+            Err(e) => {
+                println!("CORRUPT open failed: {e}");
+                return 1u8;
+            }
+        };
+        let counts = match verify(&store).await {
+            Ok(counts) => counts,
+            Err(why) => {
+                println!("CORRUPT {why}");
+                return 1;
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        for (queue, count) in counts.iter().enumerate() {
+            let _ = writeln!(out, "RECOVERED {queue} {count}");
+        }
+        let _ = out.flush();
+        drop(out);
+        if mode != "write" {
+            let _ = store.shutdown().await;
+            return 0;
+        }
+        // One writer task per queue: concurrent puts share group commits.
+        let mut writers = Vec::new();
+        for (queue, start) in counts.into_iter().enumerate() {
+            let store: Rc<MessageStore> = store.clone();
+            let (done_tx, done_rx) = runtime::bounded_channel::<()>(1);
+            runtime::spawn_detached(async move {
+                for seq in start.. {
+                    let put = PutMessage {
+                        topic: TOPIC.into(),
+                        queue_id: queue as i32,
+                        flag: 0,
+                        body: Bytes::from(body(queue as i32, seq)),
+                        properties: String::new(),
+                        sys_flag: 0,
+                        born_timestamp: runtime::now_ms(),
+                        born_host: "127.0.0.1:1".parse().unwrap(),
+                        store_host: "127.0.0.1:10911".parse().unwrap(),
+                        reconsume_times: 0,
+                        prepared_transaction_offset: 0,
+                    };
+                    let result = store.put(put).await;
+                    if result.status != PutStatus::Ok {
+                        println!("REFUSED {queue} {seq} {:?}", result.status);
+                        break;
+                    }
+                    assert_eq!(
+                        result.queue_offset, seq,
+                        "queue offsets follow the sequence"
+                    );
+                    println!("ACK {queue} {seq}");
+                }
+                let _ = done_tx.send(()).await;
+            });
+            writers.push(done_rx);
+        }
+        for done in writers {
+            let _ = done.recv().await;
+        }
+        1
+    });
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            println!("CORRUPT reactor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
