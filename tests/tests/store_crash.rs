@@ -59,7 +59,7 @@ fn kill(mut run: Run) {
 fn every_acknowledged_message_survives_sigkill_at_random_moments() {
     let dir = tempfile::tempdir().unwrap();
     // acked[q] = number of messages of queue q known acknowledged (seqs 0..acked[q]).
-    let mut acked = vec![0u64; QUEUES];
+    let mut acked = [0u64; QUEUES];
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let rounds = 12;
     for round in 0..rounds {
