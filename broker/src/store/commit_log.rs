@@ -199,6 +199,8 @@ pub struct CommitLogSettings {
 /// What a flush must write; built under the log's borrow, executed without it.
 pub struct FlushPlan {
     pub target: u64,
+    /// Whether the plan ends with fdatasync (durability) or only writes sealed chunks out.
+    pub sync: bool,
     writes: Vec<FlushWrite>,
     synced: Vec<Rc<Segment>>,
     /// (chunk start, flushed bytes once done).
@@ -219,7 +221,8 @@ enum FlushWrite {
 }
 
 impl FlushPlan {
-    /// Performs the writes (concurrently) and one fdatasync per touched segment.
+    /// Performs the writes (concurrently) and, for a sync plan, one fdatasync per segment
+    /// written since the last sync.
     pub async fn execute(&mut self) -> io::Result<()> {
         let writes = std::mem::take(&mut self.writes);
         let mut pending = Vec::with_capacity(writes.len());
@@ -242,8 +245,10 @@ impl FlushPlan {
         for result in join_all(pending).await {
             result?;
         }
-        for segment in &self.synced {
-            segment.file.fdatasync().await?;
+        if self.sync {
+            for segment in &self.synced {
+                segment.file.fdatasync().await?;
+            }
         }
         Ok(())
     }
@@ -283,6 +288,8 @@ pub struct CommitLog {
     chunks: VecDeque<Chunk>,
     write_pos: u64,
     flushed_pos: u64,
+    /// Segments written (by write-out plans) since the last fdatasync.
+    unsynced: Vec<Rc<Segment>>,
 }
 
 impl CommitLog {
@@ -311,6 +318,21 @@ impl CommitLog {
 
     pub fn unflushed_bytes(&self) -> u64 {
         self.write_pos - self.flushed_pos
+    }
+
+    /// Bytes appended but not yet written to the files (what the memory window bounds).
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.chunks
+            .iter()
+            .map(|c| (c.written - c.flushed) as u64)
+            .sum()
+    }
+
+    /// Whether a sealed chunk waits to be written out.
+    pub fn has_sealed_unwritten(&self) -> bool {
+        self.chunks
+            .iter()
+            .any(|c| c.flushed < c.written && matches!(c.data, ChunkData::Sealed(_)))
     }
 
     pub fn has_next_segment(&self) -> bool {
@@ -361,6 +383,7 @@ impl CommitLog {
             chunks: VecDeque::new(),
             write_pos: settings.base_offset,
             flushed_pos: settings.base_offset,
+            unsynced: Vec::new(),
             settings,
         };
         for start in list_segments(
@@ -584,7 +607,7 @@ impl CommitLog {
             len as u64 + BLANK_BYTES as u64 <= self.settings.segment_bytes,
             "record larger than a segment"
         );
-        if self.unflushed_bytes() > self.settings.memory_window_bytes as u64 {
+        if self.unwritten_bytes() > self.settings.memory_window_bytes as u64 {
             return Err(AppendError::NeedFlush);
         }
         let segment_end = self.segment_start_of(self.write_pos) + self.settings.segment_bytes;
@@ -658,18 +681,44 @@ impl CommitLog {
         self.chunks.back_mut().expect("a chunk")
     }
 
-    /// The writes that make everything appended so far durable; `None` when nothing is dirty.
+    /// The writes that make everything appended so far durable (ending with fdatasync);
+    /// `None` when nothing is dirty.
     pub fn plan_flush(&self) -> Option<FlushPlan> {
         if self.write_pos == self.flushed_pos {
             return None;
         }
+        Some(self.plan(true))
+    }
+
+    /// Writes sealed chunks out without fdatasync (the async mode streams data to the disk as
+    /// it comes, and syncs on its interval); `None` when there is none.
+    pub fn plan_write_out(&self) -> Option<FlushPlan> {
+        let plan = self.has_sealed_unwritten().then(|| self.plan(false));
+        debug_assert!(
+            plan.as_ref().is_none_or(|p| !p.writes.is_empty()),
+            "a write-out plan must write something"
+        );
+        plan
+    }
+
+    fn plan(&self, sync: bool) -> FlushPlan {
         let mut plan = FlushPlan {
             target: self.write_pos,
+            sync,
             writes: Vec::new(),
-            synced: Vec::new(),
+            synced: if sync {
+                self.unsynced.clone()
+            } else {
+                Vec::new()
+            },
             marks: Vec::new(),
         };
         for chunk in self.chunks.iter().filter(|c| c.flushed < c.written) {
+            // Write-out takes every sealed chunk (whole ones without a copy); the chunk still
+            // being appended to waits for a sync flush.
+            if !sync && !matches!(chunk.data, ChunkData::Sealed(_)) {
+                continue;
+            }
             let pos_in_segment = chunk.start - chunk.segment.start;
             match &chunk.data {
                 ChunkData::Sealed(buffer) if chunk.flushed == 0 => {
@@ -698,7 +747,7 @@ impl CommitLog {
             }
             plan.marks.push((chunk.start, chunk.written));
         }
-        Some(plan)
+        plan
     }
 
     /// Records a completed flush and evicts flushed chunks beyond the memory window.
@@ -708,7 +757,17 @@ impl CommitLog {
                 chunk.flushed = chunk.flushed.max(*flushed);
             }
         }
-        self.flushed_pos = self.flushed_pos.max(plan.target);
+        if plan.sync {
+            self.flushed_pos = self.flushed_pos.max(plan.target);
+            self.unsynced
+                .retain(|s| !plan.synced.iter().any(|t| Rc::ptr_eq(s, t)));
+        } else {
+            for segment in &plan.synced {
+                if !self.unsynced.iter().any(|s| Rc::ptr_eq(s, segment)) {
+                    self.unsynced.push(segment.clone());
+                }
+            }
+        }
         let window = self.settings.memory_window_bytes;
         while self.chunks.len() > 1 && self.chunks.len() * self.settings.chunk_bytes > window {
             let front = self.chunks.front().expect("non-empty");

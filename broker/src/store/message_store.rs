@@ -128,6 +128,15 @@ pub const DISK_TRANSFER_MAX_COUNT: usize = 8;
 /// ConsumeQueue entries scanned per read at least (16000 bytes / 20).
 const SCAN_ENTRIES_MIN: u64 = 800;
 
+/// Counters for benchmarks and runtime info.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreStats {
+    pub puts: u64,
+    pub put_records: u64,
+    pub flushes: u64,
+    pub flushed_bytes: u64,
+}
+
 /// Reports the used share of the store's file system, in percent.
 pub type DiskUsageProbe = Box<dyn Fn() -> io::Result<u32>>;
 
@@ -162,6 +171,7 @@ pub struct MessageStore {
     last_checkpoint_ms: Cell<i64>,
     last_flush_ms: Cell<i64>,
     flush_requests_served: Cell<u64>,
+    stats: Cell<StoreStats>,
     _lock: std::fs::File,
 }
 
@@ -280,6 +290,7 @@ impl MessageStore {
             last_checkpoint_ms: Cell::new(0),
             last_flush_ms: Cell::new(0),
             flush_requests_served: Cell::new(0),
+            stats: Cell::new(StoreStats::default()),
             _lock: lock,
             config,
         });
@@ -294,6 +305,10 @@ impl MessageStore {
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        self.stats.get()
     }
 
     /// Replaces the disk usage probe (tests simulate a full disk with it).
@@ -441,6 +456,10 @@ impl MessageStore {
             }
         }
         let end = start + total as u64;
+        let mut stats = self.stats.get();
+        stats.puts += 1;
+        stats.put_records += messages.len() as u64;
+        self.stats.set(stats);
         self.appended.advance(end);
         if self.config.flush_mode == FlushMode::Async {
             self.visible.advance(end);
@@ -797,13 +816,28 @@ impl MessageStore {
         Ok(())
     }
 
+    /// Writes sealed chunks out (no fdatasync): memory is freed and the disk kept busy.
+    async fn write_out_once(&self) -> io::Result<()> {
+        let Some(mut plan) = self.log.borrow().plan_write_out() else {
+            return Ok(());
+        };
+        plan.execute().await?;
+        self.log.borrow_mut().complete_flush(&plan);
+        Ok(())
+    }
+
     async fn flush_once(&self) -> io::Result<bool> {
         let Some(mut plan) = self.log.borrow().plan_flush() else {
+            self.last_flush_ms.set(runtime::now_ms());
             return Ok(false);
         };
         plan.execute().await?;
         self.log.borrow_mut().complete_flush(&plan);
         self.last_flush_ms.set(runtime::now_ms());
+        let mut stats = self.stats.get();
+        stats.flushes += 1;
+        stats.flushed_bytes += plan.target - self.flushed.get();
+        self.stats.set(stats);
         self.flushed.advance(plan.target);
         if self.config.flush_mode == FlushMode::Sync {
             self.visible.advance(plan.target);
@@ -1087,30 +1121,44 @@ async fn flush_loop(store: std::rc::Weak<MessageStore>) {
                 .await;
             }
             FlushMode::Async => {
+                // Stream sealed chunks to the disk as they fill (big writes, no copy, no sync);
+                // fdatasync on the interval or when asked.
                 let appended = &s.appended;
-                let least = s.config.flush_least_bytes.max(1);
                 let requests = &s.flush_requests;
                 // Requests already served are not waited for again; one that arrived while the
                 // previous flush ran is still pending and makes this wait return at once.
                 let served = s.flush_requests_served.get();
+                let seen = appended.get();
+                let chunk_bytes = s.config.chunk_bytes as u64;
                 let interval = Duration::from_millis(s.config.flush_interval_ms.min(200));
-                futures_lite::future::or(
-                    async {
-                        appended.wait_for(flushed + least).await;
-                    },
+                if !s.log.borrow().has_sealed_unwritten() {
                     futures_lite::future::or(
                         async {
-                            requests.wait_for(served + 1).await;
+                            appended.wait_for(seen + chunk_bytes).await;
                         },
-                        runtime::sleep(interval),
-                    ),
-                )
-                .await;
-                let due = requests.get() > served
-                    || appended.get() >= flushed + least
+                        futures_lite::future::or(
+                            async {
+                                requests.wait_for(served + 1).await;
+                            },
+                            runtime::sleep(interval),
+                        ),
+                    )
+                    .await;
+                }
+                let sync_due = requests.get() > served
                     || runtime::now_ms() - s.last_flush_ms.get()
                         >= s.config.flush_interval_ms as i64;
-                if !due {
+                if !sync_due {
+                    if s.state.stopped.get() {
+                        return;
+                    }
+                    if let Err(e) = s.write_out_once().await {
+                        error!(error = %e, "commit log write-out failed; retrying");
+                        *s.state.flush_error.borrow_mut() = Some(e.to_string());
+                        s.flushed.wake_all();
+                        drop(s);
+                        runtime::sleep(Duration::from_millis(200)).await;
+                    }
                     continue;
                 }
             }
@@ -1138,12 +1186,24 @@ async fn flush_loop(store: std::rc::Weak<MessageStore>) {
 
 async fn prepare_loop(store: std::rc::Weak<MessageStore>) {
     let _running = TaskGuard(store.clone());
+    let mut served_rolls = 0u64;
     loop {
         if store.upgrade().is_none_or(|s| s.state.stopped.get()) {
             return;
         }
         let Some(s) = store.upgrade() else { return };
-        if !s.log.borrow().has_next_segment() {
+        // Prepare the next segment once the active one is half used (earlier only competes
+        // with the writer for the disk), or at once when a writer is waiting for it.
+        // Read before deciding, so a request that arrives while preparing is not slept through.
+        let rolled = s.segments_rolled.get();
+        let wanted = rolled > served_rolls;
+        let half_used = {
+            let log = s.log.borrow();
+            let pos = log.write_pos();
+            pos - log.segment_start_of(pos) >= s.config.segment_bytes / 2
+        };
+        if !s.log.borrow().has_next_segment() && (wanted || half_used) {
+            served_rolls = s.segments_rolled.get();
             let (settings, start) = {
                 let log = s.log.borrow();
                 (log.settings().clone(), log.next_segment_start())
@@ -1168,7 +1228,6 @@ async fn prepare_loop(store: std::rc::Weak<MessageStore>) {
                 }
             }
         }
-        let rolled = s.segments_rolled.get();
         let rolled_mark = &s.segments_rolled;
         futures_lite::future::or(
             async {
