@@ -5,7 +5,8 @@
 //! `cargo bench -p thruster-broker --bench store`
 //! Environment: `THRUSTER_BENCH_DIR` (default `target/bench-store`), `THRUSTER_BENCH_MIB`
 //! (data per measurement, default 1024), `THRUSTER_BENCH_BODY_BYTES` (default 1024),
-//! `THRUSTER_BENCH_PRODUCERS` (concurrent puts, default 64).
+//! `THRUSTER_BENCH_PRODUCERS` (concurrent puts, default 64), `THRUSTER_BENCH_FLUSH_INTERVAL_MS`
+//! (async flush interval, default RocketMQ's 500).
 //!
 //! Targets (issue 3): async-flush appends >= 90 % of raw bandwidth; sync-flush acknowledged
 //! throughput >= 80 % of raw write+fdatasync at the store's own group-commit size.
@@ -123,6 +124,7 @@ async fn store_run(s: &Settings, mode: FlushMode) -> StoreRun {
         chunk_bytes: CHUNK_BYTES,
         memory_window_bytes: 64 << 20,
         message_index_enable: true,
+        flush_interval_ms: env_u64("THRUSTER_BENCH_FLUSH_INTERVAL_MS", 500),
         ..StoreConfig::new(&root).with_flush_mode(mode)
     };
     let store = MessageStore::open(config).await.unwrap();

@@ -71,6 +71,12 @@ pub fn spawn_detached(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();
 }
 
+/// Yields to other tasks if this one has used up its time slice. Work that can complete without
+/// ever waiting (an async-mode put into memory) calls it so background I/O tasks still run.
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await
+}
+
 /// Waits for `duration` on the current reactor.
 pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await

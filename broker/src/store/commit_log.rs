@@ -30,6 +30,9 @@ use crate::runtime::{self, DirectFile, IoBuffer};
 pub const BLOCK_BYTES: u64 = 4096;
 /// Recovery reads the log in pieces of this size (larger than any record).
 const SCAN_READ_BYTES: usize = 8 << 20;
+/// Chunks one write-out plan writes concurrently: enough to keep the device busy, few enough
+/// that writes extending a file do not pile up in io_uring's worker threads.
+const WRITE_OUT_CHUNKS_MAX: usize = 4;
 /// Zeros written per I/O when preparing a segment.
 const PREWRITE_BYTES: usize = 1 << 20;
 
@@ -242,8 +245,16 @@ impl FlushPlan {
                 }
             });
         }
-        for result in join_all(pending).await {
-            result?;
+        // A bounded number in flight: writes that extend a file queue up in io_uring's workers.
+        let mut pending = pending.into_iter();
+        loop {
+            let batch: Vec<_> = pending.by_ref().take(WRITE_OUT_CHUNKS_MAX * 2).collect();
+            if batch.is_empty() {
+                break;
+            }
+            for result in join_all(batch).await {
+                result?;
+            }
         }
         if self.sync {
             for segment in &self.synced {
@@ -714,6 +725,9 @@ impl CommitLog {
             marks: Vec::new(),
         };
         for chunk in self.chunks.iter().filter(|c| c.flushed < c.written) {
+            if !sync && plan.writes.len() >= WRITE_OUT_CHUNKS_MAX {
+                break;
+            }
             // Write-out takes every sealed chunk (whole ones without a copy); the chunk still
             // being appended to waits for a sync flush.
             if !sync && !matches!(chunk.data, ChunkData::Sealed(_)) {

@@ -160,6 +160,8 @@ pub struct MessageStore {
     appended: Watermark,
     /// Readable end of the CommitLog (flushed under SYNC_FLUSH, appended under ASYNC_FLUSH).
     visible: Watermark,
+    /// Bumped after every write-out (async mode) and flush: progress writers may wait for.
+    written_out: Watermark,
     /// Bumped to ask the flusher for a flush now (memory window full, `flush_now`).
     flush_requests: Watermark,
     /// Bumped when a segment is consumed (wakes the preparer) and when one is ready.
@@ -276,6 +278,7 @@ impl MessageStore {
             appended: Watermark::new(end),
             visible: Watermark::new(end),
             flush_requests: Watermark::new(0),
+            written_out: Watermark::new(0),
             segments_rolled: Watermark::new(0),
             segments_ready: Watermark::new(0),
             state: State {
@@ -344,6 +347,8 @@ impl MessageStore {
     /// Stores messages of one (topic, queue) as consecutive records (a batch), all or none.
     pub async fn put_batch(&self, messages: Vec<PutMessage>) -> PutResult {
         assert!(!messages.is_empty());
+        // An async put may never wait; without this a busy producer would starve the flusher.
+        runtime::yield_if_needed().await;
         if let Some(status) = self.refusal() {
             return PutResult::refused(status);
         }
@@ -412,11 +417,19 @@ impl MessageStore {
                     self.segments_rolled.advance(self.segments_rolled.get() + 1);
                     self.segments_ready.wait_for(seen + 1).await;
                 }
-                Err(AppendError::NeedFlush) => {
-                    let flushed = self.flushed.get();
-                    self.request_flush();
-                    self.flushed.wait_for(flushed + 1).await;
-                }
+                Err(AppendError::NeedFlush) => match self.config.flush_mode {
+                    // The flusher streams sealed chunks out continuously: wait for its progress
+                    // (asking for a full sync here would stall every writer behind one huge flush).
+                    FlushMode::Async => {
+                        let written = self.written_out.get();
+                        self.written_out.wait_for(written + 1).await;
+                    }
+                    FlushMode::Sync => {
+                        let flushed = self.flushed.get();
+                        self.request_flush();
+                        self.flushed.wait_for(flushed + 1).await;
+                    }
+                },
             }
             if let Some(status) = self.refusal() {
                 return PutResult::refused(status);
@@ -823,6 +836,7 @@ impl MessageStore {
         };
         plan.execute().await?;
         self.log.borrow_mut().complete_flush(&plan);
+        self.written_out.advance(self.written_out.get() + 1);
         Ok(())
     }
 
@@ -833,6 +847,7 @@ impl MessageStore {
         };
         plan.execute().await?;
         self.log.borrow_mut().complete_flush(&plan);
+        self.written_out.advance(self.written_out.get() + 1);
         self.last_flush_ms.set(runtime::now_ms());
         let mut stats = self.stats.get();
         stats.flushes += 1;
