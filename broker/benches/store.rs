@@ -130,6 +130,7 @@ async fn store_run(s: &Settings, mode: FlushMode) -> StoreRun {
     let store = MessageStore::open(config).await.unwrap();
     let body = Bytes::from(vec![b'x'; s.body_bytes]);
     let record_bytes = store_record_bytes(s.body_bytes);
+    let store_host = "127.0.0.1:10911".parse().unwrap();
     let count = s.total_bytes / record_bytes as u64;
     let next = Rc::new(std::cell::Cell::new(0u64));
     let latency = Rc::new(RefCell::new(
@@ -149,19 +150,12 @@ async fn store_run(s: &Settings, mode: FlushMode) -> StoreRun {
                     break;
                 }
                 next.set(i + 1);
-                let message = PutMessage {
-                    topic: "BenchTopic".into(),
-                    queue_id: (producer % 8) as i32,
-                    flag: 0,
-                    body: body.clone(),
-                    properties: String::new(),
-                    sys_flag: 0,
-                    born_timestamp: 0,
-                    born_host: "127.0.0.1:1".parse().unwrap(),
-                    store_host: "127.0.0.1:10911".parse().unwrap(),
-                    reconsume_times: 0,
-                    prepared_transaction_offset: 0,
-                };
+                let message = PutMessage::new(
+                    "BenchTopic",
+                    (producer % 8) as i32,
+                    body.clone(),
+                    store_host,
+                );
                 let t = Instant::now();
                 let result = store.put(message).await;
                 assert_eq!(result.status, PutStatus::Ok);

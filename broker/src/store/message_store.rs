@@ -42,6 +42,31 @@ pub struct PutMessage {
     pub prepared_transaction_offset: i64,
 }
 
+impl PutMessage {
+    /// A message with no properties, flags or producer details (born host unspecified); set
+    /// the rest with struct update syntax.
+    pub fn new(
+        topic: impl Into<String>,
+        queue_id: i32,
+        body: Bytes,
+        store_host: SocketAddr,
+    ) -> PutMessage {
+        PutMessage {
+            topic: topic.into(),
+            queue_id,
+            flag: 0,
+            body,
+            properties: String::new(),
+            sys_flag: 0,
+            born_timestamp: 0,
+            born_host: SocketAddr::from(([0, 0, 0, 0], 0)),
+            store_host,
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutStatus {
     Ok,
@@ -1336,22 +1361,16 @@ mod tests {
         keys: &str,
     ) -> PutMessage {
         let uniq = format!("U{}", String::from_utf8_lossy(body));
+        let properties = [("TAGS", tags), ("KEYS", keys), ("UNIQ_KEY", uniq.as_str())];
         PutMessage {
-            topic: topic.into(),
-            queue_id,
-            flag: 0,
-            body: Bytes::copy_from_slice(body),
-            properties: encode_properties(
-                [("TAGS", tags), ("KEYS", keys), ("UNIQ_KEY", uniq.as_str())]
-                    .into_iter()
-                    .filter(|(_, v)| !v.is_empty()),
-            ),
-            sys_flag: 0,
+            properties: encode_properties(properties.into_iter().filter(|(_, v)| !v.is_empty())),
             born_timestamp: 1_700_000_000_000,
-            born_host: "127.0.0.1:40000".parse().unwrap(),
-            store_host: "127.0.0.1:10911".parse().unwrap(),
-            reconsume_times: 0,
-            prepared_transaction_offset: 0,
+            ..PutMessage::new(
+                topic,
+                queue_id,
+                Bytes::copy_from_slice(body),
+                "127.0.0.1:10911".parse().unwrap(),
+            )
         }
     }
 

@@ -39,19 +39,12 @@ fn body(queue: i32, seq: usize, len: usize) -> Vec<u8> {
 }
 
 fn put_message(queue: i32, body: Vec<u8>) -> PutMessage {
-    PutMessage {
-        topic: "Model".into(),
-        queue_id: queue,
-        flag: 0,
-        body: Bytes::from(body),
-        properties: String::new(),
-        sys_flag: 0,
-        born_timestamp: 1,
-        born_host: "127.0.0.1:1".parse().unwrap(),
-        store_host: "127.0.0.1:10911".parse().unwrap(),
-        reconsume_times: 0,
-        prepared_transaction_offset: 0,
-    }
+    PutMessage::new(
+        "Model",
+        queue,
+        Bytes::from(body),
+        "127.0.0.1:10911".parse().unwrap(),
+    )
 }
 
 fn config(dir: &std::path::Path, mode: FlushMode) -> StoreConfig {

@@ -123,17 +123,13 @@ fn main() -> ExitCode {
             runtime::spawn_detached(async move {
                 for seq in start.. {
                     let put = PutMessage {
-                        topic: TOPIC.into(),
-                        queue_id: queue as i32,
-                        flag: 0,
-                        body: Bytes::from(body(queue as i32, seq)),
-                        properties: String::new(),
-                        sys_flag: 0,
                         born_timestamp: runtime::now_ms(),
-                        born_host: "127.0.0.1:1".parse().unwrap(),
-                        store_host: "127.0.0.1:10911".parse().unwrap(),
-                        reconsume_times: 0,
-                        prepared_transaction_offset: 0,
+                        ..PutMessage::new(
+                            TOPIC,
+                            queue as i32,
+                            Bytes::from(body(queue as i32, seq)),
+                            "127.0.0.1:10911".parse().unwrap(),
+                        )
                     };
                     let result = store.put(put).await;
                     if result.status != PutStatus::Ok {
