@@ -30,9 +30,10 @@ use crate::runtime::{self, DirectFile, IoBuffer};
 pub const BLOCK_BYTES: u64 = 4096;
 /// Recovery reads the log in pieces of this size (larger than any record).
 const SCAN_READ_BYTES: usize = 8 << 20;
-/// Chunks one write-out plan writes concurrently: enough to keep the device busy, few enough
-/// that writes extending a file do not pile up in io_uring's worker threads.
-const WRITE_OUT_CHUNKS_MAX: usize = 4;
+/// Writes in flight at once, in a flush and in the async write-out pipeline: enough to keep
+/// the device busy, few enough that writes extending a file do not pile up in io_uring's
+/// worker threads.
+pub const WRITES_IN_FLIGHT_MAX: usize = 4;
 /// Zeros written per I/O when preparing a segment.
 const PREWRITE_BYTES: usize = 1 << 20;
 
@@ -78,6 +79,8 @@ struct Chunk {
     written: usize,
     /// Bytes known durable.
     flushed: usize,
+    /// A pipelined write-out of this (sealed) chunk is in flight.
+    writing: bool,
 }
 
 impl Chunk {
@@ -210,6 +213,31 @@ pub struct FlushPlan {
     marks: Vec<(u64, usize)>,
 }
 
+/// One chunk's pipelined write-out (see [`CommitLog::next_chunk_write`]).
+pub struct ChunkWrite {
+    pub start: u64,
+    pub written: usize,
+    pub segment: Rc<Segment>,
+    write: FlushWrite,
+}
+
+impl ChunkWrite {
+    pub async fn execute(self) -> io::Result<()> {
+        match self.write {
+            FlushWrite::Shared {
+                segment,
+                pos,
+                buffer,
+            } => segment.file.write_shared_at(buffer, pos).await,
+            FlushWrite::Copied {
+                segment,
+                pos,
+                buffer,
+            } => segment.file.write_at(buffer, pos).await,
+        }
+    }
+}
+
 enum FlushWrite {
     Shared {
         segment: Rc<Segment>,
@@ -248,7 +276,7 @@ impl FlushPlan {
         // A bounded number in flight: writes that extend a file queue up in io_uring's workers.
         let mut pending = pending.into_iter();
         loop {
-            let batch: Vec<_> = pending.by_ref().take(WRITE_OUT_CHUNKS_MAX * 2).collect();
+            let batch: Vec<_> = pending.by_ref().take(WRITES_IN_FLIGHT_MAX * 2).collect();
             if batch.is_empty() {
                 break;
             }
@@ -301,7 +329,13 @@ pub struct CommitLog {
     flushed_pos: u64,
     /// Segments written (by write-out plans) since the last fdatasync.
     unsynced: Vec<Rc<Segment>>,
+    /// Evicted chunk buffers kept for reuse (at most `FREE_CHUNKS_MAX`): a fresh heap
+    /// allocation per chunk costs page faults and kernel zeroing on every chunk.
+    free_chunks: Vec<IoBuffer>,
 }
+
+/// Evicted chunk buffers kept for reuse.
+const FREE_CHUNKS_MAX: usize = 16;
 
 impl CommitLog {
     pub fn settings(&self) -> &CommitLogSettings {
@@ -343,7 +377,62 @@ impl CommitLog {
     pub fn has_sealed_unwritten(&self) -> bool {
         self.chunks
             .iter()
-            .any(|c| c.flushed < c.written && matches!(c.data, ChunkData::Sealed(_)))
+            .any(|c| c.flushed < c.written && !c.writing && matches!(c.data, ChunkData::Sealed(_)))
+    }
+
+    /// Takes the oldest sealed chunk not yet written for a pipelined write-out (no fdatasync);
+    /// `complete_chunk_write` or `abort_chunk_write` must follow.
+    pub fn next_chunk_write(&mut self) -> Option<ChunkWrite> {
+        let chunk = self.chunks.iter_mut().find(|c| {
+            c.flushed < c.written && !c.writing && matches!(c.data, ChunkData::Sealed(_))
+        })?;
+        chunk.writing = true;
+        let pos_in_segment = chunk.start - chunk.segment.start;
+        let write = match &chunk.data {
+            ChunkData::Sealed(buffer) if chunk.flushed == 0 => FlushWrite::Shared {
+                segment: chunk.segment.clone(),
+                pos: pos_in_segment,
+                buffer: buffer.clone(),
+            },
+            _ => {
+                let lo = align_down(chunk.flushed as u64) as usize;
+                let hi = (align_up(chunk.written as u64) as usize).min(chunk.bytes().len());
+                let mut buffer = runtime::alloc_io_buffer(hi - lo);
+                buffer
+                    .as_bytes_mut()
+                    .copy_from_slice(&chunk.bytes()[lo..hi]);
+                FlushWrite::Copied {
+                    segment: chunk.segment.clone(),
+                    pos: pos_in_segment + lo as u64,
+                    buffer,
+                }
+            }
+        };
+        Some(ChunkWrite {
+            start: chunk.start,
+            written: chunk.written,
+            segment: chunk.segment.clone(),
+            write,
+        })
+    }
+
+    /// Records a finished pipelined write: the chunk is on disk (not yet synced).
+    pub fn complete_chunk_write(&mut self, start: u64, written: usize, segment: &Rc<Segment>) {
+        if let Some(chunk) = self.chunks.iter_mut().find(|c| c.start == start) {
+            chunk.flushed = chunk.flushed.max(written);
+            chunk.writing = false;
+        }
+        if !self.unsynced.iter().any(|s| Rc::ptr_eq(s, segment)) {
+            self.unsynced.push(segment.clone());
+        }
+        self.evict();
+    }
+
+    /// A pipelined write failed: the chunk will be written again.
+    pub fn abort_chunk_write(&mut self, start: u64) {
+        if let Some(chunk) = self.chunks.iter_mut().find(|c| c.start == start) {
+            chunk.writing = false;
+        }
     }
 
     pub fn has_next_segment(&self) -> bool {
@@ -395,6 +484,7 @@ impl CommitLog {
             write_pos: settings.base_offset,
             flushed_pos: settings.base_offset,
             unsynced: Vec::new(),
+            free_chunks: Vec::new(),
             settings,
         };
         for start in list_segments(
@@ -594,6 +684,7 @@ impl CommitLog {
             data: ChunkData::Active(buffer),
             written,
             flushed: written,
+            writing: false,
         });
         self.write_pos = end;
         self.flushed_pos = end;
@@ -660,6 +751,29 @@ impl CommitLog {
         Ok((start, result))
     }
 
+    /// A zeroed chunk buffer, reused when one is free.
+    fn take_chunk_buffer(&mut self) -> IoBuffer {
+        match self.free_chunks.pop() {
+            Some(mut buffer) => {
+                buffer.as_bytes_mut().fill(0);
+                buffer
+            }
+            None => runtime::alloc_io_buffer_long_lived(self.settings.chunk_bytes),
+        }
+    }
+
+    /// Keeps an evicted chunk's buffer if no reader or in-flight write still shares it.
+    fn recycle(&mut self, chunk: Chunk) {
+        if self.free_chunks.len() >= FREE_CHUNKS_MAX {
+            return;
+        }
+        if let ChunkData::Sealed(shared) = chunk.data {
+            if let Ok(buffer) = Rc::try_unwrap(shared) {
+                self.free_chunks.push(buffer);
+            }
+        }
+    }
+
     fn chunk_for_write(&mut self, pos: u64) -> &mut Chunk {
         let chunk_bytes = self.settings.chunk_bytes as u64;
         let needs_new = match self.chunks.back() {
@@ -679,14 +793,14 @@ impl CommitLog {
                 start, pos,
                 "a new chunk starts where the previous one ended"
             );
+            let buffer = self.take_chunk_buffer();
             self.chunks.push_back(Chunk {
                 start,
                 segment,
-                data: ChunkData::Active(runtime::alloc_io_buffer_long_lived(
-                    self.settings.chunk_bytes,
-                )),
+                data: ChunkData::Active(buffer),
                 written: 0,
                 flushed: 0,
+                writing: false,
             });
         }
         self.chunks.back_mut().expect("a chunk")
@@ -699,17 +813,6 @@ impl CommitLog {
             return None;
         }
         Some(self.plan(true))
-    }
-
-    /// Writes sealed chunks out without fdatasync (the async mode streams data to the disk as
-    /// it comes, and syncs on its interval); `None` when there is none.
-    pub fn plan_write_out(&self) -> Option<FlushPlan> {
-        let plan = self.has_sealed_unwritten().then(|| self.plan(false));
-        debug_assert!(
-            plan.as_ref().is_none_or(|p| !p.writes.is_empty()),
-            "a write-out plan must write something"
-        );
-        plan
     }
 
     fn plan(&self, sync: bool) -> FlushPlan {
@@ -725,14 +828,6 @@ impl CommitLog {
             marks: Vec::new(),
         };
         for chunk in self.chunks.iter().filter(|c| c.flushed < c.written) {
-            if !sync && plan.writes.len() >= WRITE_OUT_CHUNKS_MAX {
-                break;
-            }
-            // Write-out takes every sealed chunk (whole ones without a copy); the chunk still
-            // being appended to waits for a sync flush.
-            if !sync && !matches!(chunk.data, ChunkData::Sealed(_)) {
-                continue;
-            }
             let pos_in_segment = chunk.start - chunk.segment.start;
             match &chunk.data {
                 ChunkData::Sealed(buffer) if chunk.flushed == 0 => {
@@ -782,13 +877,20 @@ impl CommitLog {
                 }
             }
         }
+        self.evict();
+    }
+
+    /// Drops written chunks from the front while memory exceeds the window.
+    fn evict(&mut self) {
         let window = self.settings.memory_window_bytes;
         while self.chunks.len() > 1 && self.chunks.len() * self.settings.chunk_bytes > window {
             let front = self.chunks.front().expect("non-empty");
             if front.flushed < front.written || matches!(front.data, ChunkData::Active(_)) {
                 break;
             }
-            self.chunks.pop_front();
+            if let Some(chunk) = self.chunks.pop_front() {
+                self.recycle(chunk);
+            }
         }
     }
 

@@ -198,6 +198,7 @@ pub struct MessageStore {
     last_checkpoint_ms: Cell<i64>,
     last_flush_ms: Cell<i64>,
     flush_requests_served: Cell<u64>,
+    writes_in_flight: Cell<usize>,
     stats: Cell<StoreStats>,
     _lock: std::fs::File,
 }
@@ -318,6 +319,7 @@ impl MessageStore {
             last_checkpoint_ms: Cell::new(0),
             last_flush_ms: Cell::new(0),
             flush_requests_served: Cell::new(0),
+            writes_in_flight: Cell::new(0),
             stats: Cell::new(StoreStats::default()),
             _lock: lock,
             config,
@@ -854,15 +856,38 @@ impl MessageStore {
         Ok(())
     }
 
-    /// Writes sealed chunks out (no fdatasync): memory is freed and the disk kept busy.
-    async fn write_out_once(&self) -> io::Result<()> {
-        let Some(mut plan) = self.log.borrow().plan_write_out() else {
-            return Ok(());
-        };
-        plan.execute().await?;
-        self.log.borrow_mut().complete_flush(&plan);
-        self.written_out.advance(self.written_out.get() + 1);
-        Ok(())
+    /// Starts pipelined writes of sealed chunks until `WRITES_IN_FLIGHT_MAX` are in flight.
+    fn start_chunk_writes(self: &Rc<Self>) {
+        while self.writes_in_flight.get() < commit_log::WRITES_IN_FLIGHT_MAX {
+            let Some(write) = self.log.borrow_mut().next_chunk_write() else {
+                return;
+            };
+            self.writes_in_flight.set(self.writes_in_flight.get() + 1);
+            let store = Rc::downgrade(self);
+            runtime::spawn_detached(async move {
+                let (start, written, segment) = (write.start, write.written, write.segment.clone());
+                let result = write.execute().await;
+                let Some(s) = store.upgrade() else { return };
+                s.writes_in_flight.set(s.writes_in_flight.get() - 1);
+                match result {
+                    Ok(()) => s
+                        .log
+                        .borrow_mut()
+                        .complete_chunk_write(start, written, &segment),
+                    Err(e) => {
+                        s.log.borrow_mut().abort_chunk_write(start);
+                        error!(error = %e, "commit log write-out failed; will retry");
+                        *s.state.flush_error.borrow_mut() = Some(e.to_string());
+                        s.flushed.wake_all();
+                    }
+                }
+                s.written_out.advance(s.written_out.get() + 1);
+                // Keep the pipeline full without waiting for the flusher to come round.
+                if !s.state.stopped.get() {
+                    s.start_chunk_writes();
+                }
+            });
+        }
     }
 
     async fn flush_once(&self) -> io::Result<bool> {
@@ -1161,45 +1186,46 @@ async fn flush_loop(store: std::rc::Weak<MessageStore>) {
                 .await;
             }
             FlushMode::Async => {
-                // Stream sealed chunks to the disk as they fill (big writes, no copy, no sync);
-                // fdatasync on the interval or when asked.
+                // Stream sealed chunks to the disk as they fill, a few writes always in flight
+                // (big writes, no copy, no sync); fdatasync on the interval or when asked.
+                s.start_chunk_writes();
                 let appended = &s.appended;
                 let requests = &s.flush_requests;
+                let written_out = &s.written_out;
                 // Requests already served are not waited for again; one that arrived while the
                 // previous flush ran is still pending and makes this wait return at once.
                 let served = s.flush_requests_served.get();
                 let seen = appended.get();
+                let seen_written = written_out.get();
                 let chunk_bytes = s.config.chunk_bytes as u64;
                 let interval = Duration::from_millis(s.config.flush_interval_ms.min(200));
-                if !s.log.borrow().has_sealed_unwritten() {
+                futures_lite::future::or(
                     futures_lite::future::or(
                         async {
                             appended.wait_for(seen + chunk_bytes).await;
                         },
-                        futures_lite::future::or(
-                            async {
-                                requests.wait_for(served + 1).await;
-                            },
-                            runtime::sleep(interval),
-                        ),
-                    )
-                    .await;
-                }
+                        async {
+                            written_out.wait_for(seen_written + 1).await;
+                        },
+                    ),
+                    futures_lite::future::or(
+                        async {
+                            requests.wait_for(served + 1).await;
+                        },
+                        runtime::sleep(interval),
+                    ),
+                )
+                .await;
                 let sync_due = requests.get() > served
                     || runtime::now_ms() - s.last_flush_ms.get()
                         >= s.config.flush_interval_ms as i64;
                 if !sync_due {
-                    if s.state.stopped.get() {
-                        return;
-                    }
-                    if let Err(e) = s.write_out_once().await {
-                        error!(error = %e, "commit log write-out failed; retrying");
-                        *s.state.flush_error.borrow_mut() = Some(e.to_string());
-                        s.flushed.wake_all();
-                        drop(s);
-                        runtime::sleep(Duration::from_millis(200)).await;
-                    }
                     continue;
+                }
+                // fdatasync must cover the pipelined writes: let them finish first.
+                while s.writes_in_flight.get() > 0 {
+                    let seen_written = written_out.get();
+                    written_out.wait_for(seen_written + 1).await;
                 }
             }
         }
