@@ -187,6 +187,10 @@ pub struct MessageStore {
     visible: Watermark,
     /// Bumped after every write-out (async mode) and flush: progress writers may wait for.
     written_out: Watermark,
+    /// Ticket queue of writers held back by a full memory window: `next_ticket` is handed
+    /// out, `admitted` is the ticket whose turn it is.
+    next_ticket: Cell<u64>,
+    admitted: Watermark,
     /// Bumped to ask the flusher for a flush now (memory window full, `flush_now`).
     flush_requests: Watermark,
     /// Bumped when a segment is consumed (wakes the preparer) and when one is ready.
@@ -304,6 +308,8 @@ impl MessageStore {
             appended: Watermark::new(end),
             visible: Watermark::new(end),
             flush_requests: Watermark::new(0),
+            next_ticket: Cell::new(0),
+            admitted: Watermark::new(0),
             written_out: Watermark::new(0),
             segments_rolled: Watermark::new(0),
             segments_ready: Watermark::new(0),
@@ -410,6 +416,12 @@ impl MessageStore {
             sys_flag::transaction_type(messages[0].sys_flag),
             sys_flag::TRANSACTION_NOT_TYPE | sys_flag::TRANSACTION_COMMIT
         );
+        // Under back-pressure (memory window full) writers go through in arrival order: a
+        // ticket queue, so no writer can be overtaken again and again by newcomers.
+        let mut ticket: Option<Ticket<'_>> = self.backlog_ticket();
+        if let Some(t) = &ticket {
+            self.admitted.wait_for(t.number).await;
+        }
         let (start, queue_offset, store_timestamp) = loop {
             let attempt = {
                 let mut log = self.log.borrow_mut();
@@ -444,24 +456,33 @@ impl MessageStore {
                     self.segments_rolled.advance(self.segments_rolled.get() + 1);
                     self.segments_ready.wait_for(seen + 1).await;
                 }
-                Err(AppendError::NeedFlush) => match self.config.flush_mode {
-                    // The flusher streams sealed chunks out continuously: wait for its progress
-                    // (asking for a full sync here would stall every writer behind one huge flush).
-                    FlushMode::Async => {
-                        let written = self.written_out.get();
-                        self.written_out.wait_for(written + 1).await;
+                Err(AppendError::NeedFlush) => {
+                    if ticket.is_none() {
+                        let t = self.take_ticket();
+                        self.admitted.wait_for(t.number).await;
+                        ticket = Some(t);
+                        continue; // our turn: try again before waiting for progress
                     }
-                    FlushMode::Sync => {
-                        let flushed = self.flushed.get();
-                        self.request_flush();
-                        self.flushed.wait_for(flushed + 1).await;
+                    match self.config.flush_mode {
+                        // The flusher streams sealed chunks out continuously: wait for its progress
+                        // (asking for a full sync here would stall every writer behind one huge flush).
+                        FlushMode::Async => {
+                            let written = self.written_out.get();
+                            self.written_out.wait_for(written + 1).await;
+                        }
+                        FlushMode::Sync => {
+                            let flushed = self.flushed.get();
+                            self.request_flush();
+                            self.flushed.wait_for(flushed + 1).await;
+                        }
                     }
-                },
+                }
             }
             if let Some(status) = self.refusal() {
                 return PutResult::refused(status);
             }
         };
+        drop(ticket);
         // Dispatch inline: same reactor, so readers see the ConsumeQueue and the log agree.
         let mut pos = start;
         let mut phys_offsets = Vec::with_capacity(messages.len());
@@ -837,6 +858,20 @@ impl MessageStore {
     pub async fn abandon(&self) {
         self.state.shutting_down.set(true);
         self.stop_tasks().await;
+    }
+
+    /// A ticket if writers are already queued (newcomers must not overtake them).
+    fn backlog_ticket(&self) -> Option<Ticket<'_>> {
+        (self.next_ticket.get() > self.admitted.get()).then(|| self.take_ticket())
+    }
+
+    fn take_ticket(&self) -> Ticket<'_> {
+        let number = self.next_ticket.get();
+        self.next_ticket.set(number + 1);
+        Ticket {
+            store: self,
+            number,
+        }
     }
 
     fn request_flush(&self) {
@@ -1353,6 +1388,19 @@ async fn retention_loop(store: std::rc::Weak<MessageStore>) {
         if let Err(e) = s.enforce_retention(now, hour).await {
             warn!(error = %e, "retention pass failed");
         }
+    }
+}
+
+/// A writer's place in the back-pressure queue; dropping it (success, refusal or a dropped
+/// request) admits the next writer.
+struct Ticket<'a> {
+    store: &'a MessageStore,
+    number: u64,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.store.admitted.advance(self.number + 1);
     }
 }
 
