@@ -176,7 +176,7 @@ fn run(mode: FlushMode, ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(12))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
     fn sync_flush_store_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..40)) {
