@@ -105,6 +105,31 @@ impl Chunk {
     fn end(&self) -> u64 {
         self.start + self.written as u64
     }
+
+    /// The write that puts this chunk's unflushed bytes on disk: the whole sealed buffer,
+    /// shared, when none of it was written yet; otherwise the dirty aligned range, copied
+    /// (the partial tail block is rewritten as it fills).
+    fn pending_write(&self) -> FlushWrite {
+        let pos_in_segment = self.start - self.segment.start;
+        match &self.data {
+            ChunkData::Sealed(buffer) if self.flushed == 0 => FlushWrite::Shared {
+                segment: self.segment.clone(),
+                pos: pos_in_segment,
+                buffer: buffer.clone(),
+            },
+            _ => {
+                let lo = align_down(self.flushed as u64) as usize;
+                let hi = (align_up(self.written as u64) as usize).min(self.bytes().len());
+                let mut buffer = runtime::alloc_io_buffer(hi - lo);
+                buffer.as_bytes_mut().copy_from_slice(&self.bytes()[lo..hi]);
+                FlushWrite::Copied {
+                    segment: self.segment.clone(),
+                    pos: pos_in_segment + lo as u64,
+                    buffer,
+                }
+            }
+        }
+    }
 }
 
 /// A piece of stored data, as the network layer should send it.
@@ -223,7 +248,13 @@ pub struct ChunkWrite {
 
 impl ChunkWrite {
     pub async fn execute(self) -> io::Result<()> {
-        match self.write {
+        self.write.execute().await
+    }
+}
+
+impl FlushWrite {
+    async fn execute(self) -> io::Result<()> {
+        match self {
             FlushWrite::Shared {
                 segment,
                 pos,
@@ -255,26 +286,10 @@ impl FlushPlan {
     /// Performs the writes (concurrently) and, for a sync plan, one fdatasync per segment
     /// written since the last sync.
     pub async fn execute(&mut self) -> io::Result<()> {
-        let writes = std::mem::take(&mut self.writes);
-        let mut pending = Vec::with_capacity(writes.len());
-        for write in writes {
-            pending.push(async move {
-                match write {
-                    FlushWrite::Shared {
-                        segment,
-                        pos,
-                        buffer,
-                    } => segment.file.write_shared_at(buffer, pos).await,
-                    FlushWrite::Copied {
-                        segment,
-                        pos,
-                        buffer,
-                    } => segment.file.write_at(buffer, pos).await,
-                }
-            });
-        }
         // A bounded number in flight: writes that extend a file queue up in io_uring's workers.
-        let mut pending = pending.into_iter();
+        let mut pending = std::mem::take(&mut self.writes)
+            .into_iter()
+            .map(FlushWrite::execute);
         loop {
             let batch: Vec<_> = pending.by_ref().take(WRITES_IN_FLIGHT_MAX * 2).collect();
             if batch.is_empty() {
@@ -387,27 +402,7 @@ impl CommitLog {
             c.flushed < c.written && !c.writing && matches!(c.data, ChunkData::Sealed(_))
         })?;
         chunk.writing = true;
-        let pos_in_segment = chunk.start - chunk.segment.start;
-        let write = match &chunk.data {
-            ChunkData::Sealed(buffer) if chunk.flushed == 0 => FlushWrite::Shared {
-                segment: chunk.segment.clone(),
-                pos: pos_in_segment,
-                buffer: buffer.clone(),
-            },
-            _ => {
-                let lo = align_down(chunk.flushed as u64) as usize;
-                let hi = (align_up(chunk.written as u64) as usize).min(chunk.bytes().len());
-                let mut buffer = runtime::alloc_io_buffer(hi - lo);
-                buffer
-                    .as_bytes_mut()
-                    .copy_from_slice(&chunk.bytes()[lo..hi]);
-                FlushWrite::Copied {
-                    segment: chunk.segment.clone(),
-                    pos: pos_in_segment + lo as u64,
-                    buffer,
-                }
-            }
-        };
+        let write = chunk.pending_write();
         Some(ChunkWrite {
             start: chunk.start,
             written: chunk.written,
@@ -828,29 +823,7 @@ impl CommitLog {
             marks: Vec::new(),
         };
         for chunk in self.chunks.iter().filter(|c| c.flushed < c.written) {
-            let pos_in_segment = chunk.start - chunk.segment.start;
-            match &chunk.data {
-                ChunkData::Sealed(buffer) if chunk.flushed == 0 => {
-                    plan.writes.push(FlushWrite::Shared {
-                        segment: chunk.segment.clone(),
-                        pos: pos_in_segment,
-                        buffer: buffer.clone(),
-                    })
-                }
-                _ => {
-                    let lo = align_down(chunk.flushed as u64) as usize;
-                    let hi = (align_up(chunk.written as u64) as usize).min(chunk.bytes().len());
-                    let mut buffer = runtime::alloc_io_buffer(hi - lo);
-                    buffer
-                        .as_bytes_mut()
-                        .copy_from_slice(&chunk.bytes()[lo..hi]);
-                    plan.writes.push(FlushWrite::Copied {
-                        segment: chunk.segment.clone(),
-                        pos: pos_in_segment + lo as u64,
-                        buffer,
-                    });
-                }
-            }
+            plan.writes.push(chunk.pending_write());
             if !plan.synced.iter().any(|s| Rc::ptr_eq(s, &chunk.segment)) {
                 plan.synced.push(chunk.segment.clone());
             }
