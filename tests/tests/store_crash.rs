@@ -157,9 +157,22 @@ fn flipped_bits_in_the_last_segment_stop_recovery_at_the_last_intact_record() {
     let dir = tempfile::tempdir().unwrap();
     let (segment, data_len) = write_then_kill(dir.path(), 300);
     let mut data = std::fs::read(&segment).unwrap();
-    // Flip bytes around the middle of the segment's data.
-    let at = data_len / 2;
-    for b in &mut data[at..at + 3] {
+    // Flip bytes in the body of the record in the middle of the segment. (BODYCRC covers only
+    // the body, as in RocketMQ: damage to header fields such as timestamps is not detectable
+    // from the record itself.)
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at < data_len {
+        let bytes = bytes::Bytes::copy_from_slice(&data[at..]);
+        let Ok(record) = thruster_client::protocol::message::decode_record(&bytes, true) else {
+            break;
+        };
+        starts.push(at);
+        at += record.total_size;
+    }
+    assert!(starts.len() > 10, "the segment holds records");
+    let body = starts[starts.len() / 2] + 88; // IPv4 hosts: BODY starts at byte 88
+    for b in &mut data[body..body + 3] {
         *b ^= 0x5A;
     }
     std::fs::write(&segment, &data).unwrap();

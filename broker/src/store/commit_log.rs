@@ -347,6 +347,9 @@ pub struct CommitLog {
     /// Evicted chunk buffers kept for reuse (at most `FREE_CHUNKS_MAX`): a fresh heap
     /// allocation per chunk costs page faults and kernel zeroing on every chunk.
     free_chunks: Vec<IoBuffer>,
+    /// Sum over chunks of bytes not yet written to the files (kept, not recomputed, because
+    /// every append checks it).
+    unwritten_bytes: u64,
 }
 
 /// Evicted chunk buffers kept for reuse.
@@ -382,10 +385,14 @@ impl CommitLog {
 
     /// Bytes appended but not yet written to the files (what the memory window bounds).
     pub fn unwritten_bytes(&self) -> u64 {
-        self.chunks
-            .iter()
-            .map(|c| (c.written - c.flushed) as u64)
-            .sum()
+        debug_assert_eq!(
+            self.unwritten_bytes,
+            self.chunks
+                .iter()
+                .map(|c| (c.written - c.flushed) as u64)
+                .sum::<u64>()
+        );
+        self.unwritten_bytes
     }
 
     /// Whether a sealed chunk waits to be written out.
@@ -414,6 +421,7 @@ impl CommitLog {
     /// Records a finished pipelined write: the chunk is on disk (not yet synced).
     pub fn complete_chunk_write(&mut self, start: u64, written: usize, segment: &Rc<Segment>) {
         if let Some(chunk) = self.chunks.iter_mut().find(|c| c.start == start) {
+            self.unwritten_bytes -= written.saturating_sub(chunk.flushed) as u64;
             chunk.flushed = chunk.flushed.max(written);
             chunk.writing = false;
         }
@@ -480,6 +488,7 @@ impl CommitLog {
             flushed_pos: settings.base_offset,
             unsynced: Vec::new(),
             free_chunks: Vec::new(),
+            unwritten_bytes: 0,
             settings,
         };
         for start in list_segments(
@@ -673,6 +682,7 @@ impl CommitLog {
             buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(&bytes);
         }
         self.chunks.clear();
+        self.unwritten_bytes = 0;
         self.chunks.push_back(Chunk {
             start: chunk_start,
             segment,
@@ -836,6 +846,7 @@ impl CommitLog {
     pub fn complete_flush(&mut self, plan: &FlushPlan) {
         for (start, flushed) in &plan.marks {
             if let Some(chunk) = self.chunks.iter_mut().find(|c| c.start == *start) {
+                self.unwritten_bytes -= flushed.saturating_sub(chunk.flushed) as u64;
                 chunk.flushed = chunk.flushed.max(*flushed);
             }
         }
@@ -944,6 +955,13 @@ impl CommitLog {
                 )
             })?;
             self.segments.remove(&start);
+            let dropped: u64 = self
+                .chunks
+                .iter()
+                .filter(|c| c.segment.start == start)
+                .map(|c| (c.written - c.flushed) as u64)
+                .sum();
+            self.unwritten_bytes -= dropped;
             self.chunks.retain(|c| c.segment.start != start);
             info!(file = %segment.path().display(), "deleted expired commit log segment");
         }
@@ -970,6 +988,7 @@ unsafe impl BufMut for ChunkWriter<'_> {
         let chunk_bytes = self.log.settings.chunk_bytes;
         let chunk = self.log.chunks.back_mut().expect("chunk_mut came first");
         chunk.written += cnt;
+        self.log.unwritten_bytes += cnt as u64;
         debug_assert!(chunk.written <= chunk_bytes);
         self.pos += cnt as u64;
         if chunk.written == chunk_bytes {
