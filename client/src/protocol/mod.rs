@@ -2,6 +2,7 @@
 //!
 //! Byte layouts are documented once, at the type that encodes them.
 
+pub mod batch;
 pub mod binary_header;
 pub mod body;
 pub mod codes;

@@ -58,6 +58,7 @@ pub struct SubscriptionData {
     /// `TAG` or `SQL92`.
     pub expression_type: String,
     pub sub_string: String,
+    #[serde(deserialize_with = "super::lenient::i64_or_string")]
     pub sub_version: i64,
     pub tags_set: BTreeSet<String>,
     pub topic: String,
@@ -68,11 +69,15 @@ pub struct SubscriptionData {
 #[serde(rename_all = "camelCase", default)]
 pub struct ConsumerData {
     /// `CONSUME_FROM_LAST_OFFSET`, `CONSUME_FROM_FIRST_OFFSET`, `CONSUME_FROM_TIMESTAMP`, ...
+    /// (C++ clients send the ordinal; it is read as the name.)
+    #[serde(deserialize_with = "super::lenient::consume_from_where")]
     pub consume_from_where: String,
     /// `CONSUME_ACTIVELY` (pull) or `CONSUME_PASSIVELY` (push).
+    #[serde(deserialize_with = "super::lenient::consume_type")]
     pub consume_type: String,
     pub group_name: String,
     /// `CLUSTERING` or `BROADCASTING`.
+    #[serde(deserialize_with = "super::lenient::message_model")]
     pub message_model: String,
     pub subscription_data_set: Vec<SubscriptionData>,
     pub unit_mode: bool,
@@ -149,6 +154,26 @@ mod tests {
 
     /// A heartbeat as a Java 4.9.8 push consumer sends it.
     const JAVA_HEARTBEAT: &str = r#"{"clientID":"192.168.1.5@12345#123456789","consumerDataSet":[{"consumeFromWhere":"CONSUME_FROM_LAST_OFFSET","consumeType":"CONSUME_PASSIVELY","groupName":"cg","messageModel":"CLUSTERING","subscriptionDataSet":[{"classFilterMode":false,"codeSet":[2598919],"expressionType":"TAG","subString":"TagA","subVersion":1700000000000,"tagsSet":["TagA"],"topic":"TopicTest"},{"classFilterMode":false,"codeSet":[],"expressionType":"TAG","subString":"*","subVersion":1700000000001,"tagsSet":[],"topic":"%RETRY%cg"}],"unitMode":false}],"producerDataSet":[{"groupName":"CLIENT_INNER_PRODUCER"}]}"#;
+
+    /// A heartbeat as the C++ client 2.x (PyPI `rocketmq` 0.4.4) sends it: enum ordinals,
+    /// `subVersion` as a string, a trailing newline, no `expressionType`.
+    const CPP_HEARTBEAT: &str = "{\"clientID\":\"127.0.0.1@1234#0\",\"consumerDataSet\":[{\"consumeFromWhere\":0,\"consumeType\":1,\"groupName\":\"CG\",\"messageModel\":1,\"subscriptionDataSet\":[{\"codeSet\":[2598919],\"subString\":\"TagA\",\"subVersion\":\"1700000000000\",\"tagsSet\":[\"TagA\"],\"topic\":\"TopicA\"}]}],\"producerDataSet\":[{\"groupName\":\"PG\"}]}\n";
+
+    #[test]
+    fn cpp_heartbeat_decodes_with_enum_names() {
+        let hb: HeartbeatData = decode_lenient("heartbeat", CPP_HEARTBEAT.as_bytes()).unwrap();
+        let consumer = &hb.consumer_data_set[0];
+        assert_eq!(consumer.consume_type, "CONSUME_PASSIVELY");
+        assert_eq!(consumer.message_model, "CLUSTERING");
+        assert_eq!(consumer.consume_from_where, "CONSUME_FROM_LAST_OFFSET");
+        assert_eq!(
+            consumer.subscription_data_set[0].sub_version,
+            1_700_000_000_000
+        );
+        assert_eq!(hb.producer_data_set[0].group_name, "PG");
+        let bad = CPP_HEARTBEAT.replace("\"messageModel\":1", "\"messageModel\":7");
+        assert!(decode_lenient::<HeartbeatData>("heartbeat", bad.as_bytes()).is_err());
+    }
 
     #[test]
     fn java_heartbeat_decodes_and_re_encodes_identically() {

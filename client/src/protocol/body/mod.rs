@@ -11,6 +11,7 @@ use thiserror::Error;
 use super::fastjson;
 
 pub mod heartbeat;
+pub mod lenient;
 pub mod route;
 pub mod topic_config;
 
