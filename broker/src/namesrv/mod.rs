@@ -44,6 +44,12 @@ pub async fn run(
         }
     });
 
-    remoting::serve(listener, processor, ServerConfig::default()).await;
+    remoting::serve(
+        listener,
+        processor,
+        ServerConfig::default(),
+        futures_lite::future::pending(),
+    )
+    .await;
     Ok(())
 }

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::config::NamesrvConfig;
 use super::kv_config::KvConfig;
 use super::route_info::{BrokerAddrKey, Registration, RouteInfo};
-use crate::remoting::{ConnectionContext, RequestProcessor};
+use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
 use crate::runtime;
 
 /// KV namespace holding `topic -> "brokerName:queueNum;..."` for ordered topics.
@@ -33,27 +33,6 @@ pub struct NamesrvProcessor {
     pub config: RefCell<NamesrvConfig>,
 }
 
-/// A handler's failure: becomes an error response.
-struct Failure {
-    code: i32,
-    remark: String,
-}
-
-impl Failure {
-    fn system(remark: impl Into<String>) -> Failure {
-        Failure {
-            code: response_code::SYSTEM_ERROR,
-            remark: remark.into(),
-        }
-    }
-}
-
-impl<E: std::error::Error> From<E> for Failure {
-    fn from(error: E) -> Failure {
-        Failure::system(error.to_string())
-    }
-}
-
 type Handled = Result<RemotingCommand, Failure>;
 
 impl RequestProcessor for NamesrvProcessor {
@@ -61,7 +40,7 @@ impl RequestProcessor for NamesrvProcessor {
         &self,
         context: &ConnectionContext,
         request: RemotingCommand,
-    ) -> Option<RemotingCommand> {
+    ) -> Option<Reply> {
         let response = match self.handle(context, &request) {
             Ok(response) => response,
             Err(failure) => {
@@ -71,7 +50,7 @@ impl RequestProcessor for NamesrvProcessor {
                 request.error(failure.code, failure.remark)
             }
         };
-        Some(response)
+        Some(response.into())
     }
 }
 

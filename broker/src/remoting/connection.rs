@@ -13,25 +13,72 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use thruster_client::protocol::{
-    decode_frame, encode, response_code, RemotingCommand, SerializeType,
+    decode_frame, encode, encode_head, response_code, RemotingCommand, SerializeType,
 };
 use tracing::{debug, warn};
 
 use super::server::ServerConfig;
-use crate::runtime::{self, LocalSender, Semaphore, TcpStream};
+use crate::runtime::{self, IoBuffer, LocalSender, Semaphore, TcpStream};
 
 /// Handles requests. Implemented by the name server and the broker.
 #[allow(async_fn_in_trait)] // processors live on one reactor; futures need not be Send
 pub trait RequestProcessor: 'static {
     /// Handles one request; `None` means no response (one-way requests get none regardless).
-    async fn process(
-        &self,
-        context: &ConnectionContext,
-        request: RemotingCommand,
-    ) -> Option<RemotingCommand>;
+    async fn process(&self, context: &ConnectionContext, request: RemotingCommand)
+        -> Option<Reply>;
+
+    /// Called once when a connection has closed (after its last response).
+    fn connection_closed(&self, _context: &ConnectionContext) {}
+}
+
+/// Part of a frame's body that is sent as it is, without being copied into the frame buffer:
+/// stored records of a pull response.
+#[derive(Clone)]
+pub enum BodyPart {
+    Bytes(Bytes),
+    /// A range of a shared aligned buffer (a sealed CommitLog chunk).
+    Buffer {
+        buffer: Rc<IoBuffer>,
+        start: usize,
+        len: usize,
+    },
+    /// A range of a file, sent with sendfile.
+    File {
+        file: std::sync::Arc<std::fs::File>,
+        pos: u64,
+        len: usize,
+    },
+}
+
+impl BodyPart {
+    pub fn len(&self) -> usize {
+        match self {
+            BodyPart::Bytes(bytes) => bytes.len(),
+            BodyPart::Buffer { len, .. } | BodyPart::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A frame to write: the command (with the start of its body, often empty), then `tail`.
+pub struct Reply {
+    pub command: RemotingCommand,
+    pub tail: Vec<BodyPart>,
+}
+
+impl From<RemotingCommand> for Reply {
+    fn from(command: RemotingCommand) -> Reply {
+        Reply {
+            command,
+            tail: Vec::new(),
+        }
+    }
 }
 
 /// What a processor knows of the connection a request came on.
@@ -41,7 +88,7 @@ pub struct ConnectionContext {
     pub peer: SocketAddr,
     /// Frames queued here are written to the peer (responses, and server-initiated requests such
     /// as NOTIFY_CONSUMER_IDS_CHANGED).
-    pub outbound: LocalSender<RemotingCommand>,
+    pub outbound: LocalSender<Reply>,
 }
 
 /// Lets the reader and the writer task share one socket on one reactor: each poll borrows it
@@ -74,6 +121,8 @@ impl AsyncWrite for SharedStream {
     }
 }
 
+/// Tail parts smaller than this are copied into the frame buffer (one write beats two).
+const TAIL_COPY_MAX_BYTES: usize = 4 * 1024;
 /// Bytes asked of the socket per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Responses encoded into one write when several are ready.
@@ -92,16 +141,15 @@ pub async fn serve_connection<P: RequestProcessor>(
     let stream = Rc::new(RefCell::new(stream));
     // Bounded by the in-flight limit: every queued item holds (or held) a permit.
     let (outbound, outbound_rx) =
-        runtime::bounded_channel::<RemotingCommand>(config.in_flight_per_connection_max);
-    let writer_stream = SharedStream(stream.clone());
-    let writer = write_loop(writer_stream, outbound_rx, peer);
+        runtime::bounded_channel::<Reply>(config.in_flight_per_connection_max);
+    let writer = write_loop(stream.clone(), outbound_rx, peer);
     let context = ConnectionContext { id, peer, outbound };
     let in_flight = Rc::new(Semaphore::new(config.in_flight_per_connection_max as u64));
 
     let reader = read_loop(
         SharedStream(stream.clone()),
         &context,
-        processor,
+        processor.clone(),
         in_flight,
         config.frame_max_bytes,
     );
@@ -112,6 +160,7 @@ pub async fn serve_connection<P: RequestProcessor>(
         let _ = writer_done_tx.send(()).await;
     });
     reader.await;
+    processor.connection_closed(&context);
     // Dropping our sender lets the writer finish once in-flight requests have answered.
     drop(context);
     let _ = writer_done_rx.recv().await;
@@ -151,7 +200,7 @@ async fn read_loop<P: RequestProcessor>(
                         response_code::SYSTEM_ERROR,
                         format!("undecodable request header: {error}"),
                     );
-                    let _ = context.outbound.send(response).await;
+                    let _ = context.outbound.send(response.into()).await;
                     return;
                 }
             };
@@ -171,7 +220,7 @@ async fn read_loop<P: RequestProcessor>(
                 let opaque = request.opaque;
                 let response = processor.process(&context, request).await;
                 if let (Some(response), false) = (response, oneway) {
-                    debug_assert_eq!(response.opaque, opaque);
+                    debug_assert_eq!(response.command.opaque, opaque);
                     if context.outbound.send(response).await.is_err() {
                         debug!(peer = %context.peer, code, "connection gone before the response");
                     }
@@ -193,19 +242,28 @@ async fn read_loop<P: RequestProcessor>(
     }
 }
 
-/// Writes queued frames until every sender is gone or the socket fails.
+/// Writes queued frames until every sender is gone or the socket fails. Ready frames are
+/// coalesced into one write; large tail parts are written from their own memory, and file
+/// parts go by sendfile, so stored records are never copied into the frame buffer.
 async fn write_loop(
-    mut stream: SharedStream,
-    outbound: runtime::LocalReceiver<RemotingCommand>,
+    socket: Rc<RefCell<TcpStream>>,
+    outbound: runtime::LocalReceiver<Reply>,
     peer: SocketAddr,
 ) {
+    let mut stream = SharedStream(socket.clone());
     let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
     while let Some(first) = outbound.recv().await {
         let mut next = Some(first);
         // Coalesce whatever else is ready into one write, up to a bound.
-        while let Some(command) = next.take() {
-            if let Err(error) = encode(&command, &mut out) {
-                warn!(%peer, %error, code = command.code, "frame could not be encoded");
+        while let Some(reply) = next.take() {
+            let result = if reply.tail.is_empty() {
+                encode(&reply.command, &mut out).map_err(|e| e.to_string())
+            } else {
+                write_with_tail(&socket, &mut stream, &mut out, reply).await
+            };
+            if let Err(error) = result {
+                warn!(%peer, %error, "frame could not be written");
+                return;
             }
             if out.len() < WRITE_BATCH_MAX_BYTES {
                 next = futures_lite::future::poll_once(outbound.recv())
@@ -219,4 +277,53 @@ async fn write_loop(
         }
         out.clear();
     }
+}
+
+/// Encodes the head of a frame whose body continues in `reply.tail`, and writes the tail.
+/// Small parts are copied into `out`; larger ones are written after flushing `out`.
+async fn write_with_tail(
+    socket: &Rc<RefCell<TcpStream>>,
+    stream: &mut SharedStream,
+    out: &mut BytesMut,
+    reply: Reply,
+) -> Result<(), String> {
+    let tail_bytes: usize = reply.tail.iter().map(BodyPart::len).sum();
+    let body_bytes = reply.command.body.len() + tail_bytes;
+    encode_head(&reply.command, body_bytes, out).map_err(|e| e.to_string())?;
+    out.extend_from_slice(&reply.command.body);
+    for part in reply.tail {
+        if part.len() <= TAIL_COPY_MAX_BYTES {
+            match &part {
+                BodyPart::Bytes(bytes) => {
+                    out.extend_from_slice(bytes);
+                    continue;
+                }
+                BodyPart::Buffer { buffer, start, len } => {
+                    out.extend_from_slice(&buffer.as_bytes()[*start..start + len]);
+                    continue;
+                }
+                BodyPart::File { .. } => {}
+            }
+        }
+        if !out.is_empty() {
+            stream.write_all(out).await.map_err(|e| e.to_string())?;
+            out.clear();
+        }
+        match part {
+            BodyPart::Bytes(bytes) => stream.write_all(&bytes).await,
+            BodyPart::Buffer { buffer, start, len } => {
+                stream
+                    .write_all(&buffer.as_bytes()[start..start + len])
+                    .await
+            }
+            BodyPart::File { file, pos, len } => {
+                // The writer is this socket's only writer and `out` is flushed: the file bytes
+                // land exactly here in the stream.
+                let fd = runtime::socket_fd(&socket.borrow());
+                runtime::send_file_range(fd, file, pos, len).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

@@ -1,8 +1,11 @@
 //! Server side of the wire: accept, frame, dispatch, respond. Shared by the broker and the name
 //! server.
 
+pub mod client;
 pub mod connection;
+pub mod failure;
 pub mod server;
 
-pub use connection::{ConnectionContext, RequestProcessor};
+pub use connection::{BodyPart, ConnectionContext, Reply, RequestProcessor};
+pub use failure::Failure;
 pub use server::{serve, ServerConfig};

@@ -297,3 +297,171 @@ fn context(
         format!("{what} {} at {pos}: {error}", path.display()),
     )
 }
+
+impl TcpListener {
+    /// Binds `addr` with `SO_REUSEPORT`, so every shard of one broker can accept on the same
+    /// port and the kernel spreads connections over them. The caller checks first that no
+    /// other process holds the port (see `reserve_port`).
+    pub fn bind_shared(addr: SocketAddr) -> io::Result<TcpListener> {
+        let inner = glommio::net::TcpListener::bind(addr)
+            .map_err(|e| io::Error::other(format!("binding {addr} (SO_REUSEPORT): {e}")))?;
+        Ok(TcpListener { inner })
+    }
+}
+
+/// Checks that `addr` is free by binding it without `SO_REUSEPORT` (which fails if anyone,
+/// even a SO_REUSEPORT socket, holds it), and resolves port 0 to a concrete free port.
+pub fn reserve_port(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let probe = StdTcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("binding {addr}: {e}")))?;
+    probe.local_addr()
+}
+
+/// Builder of the channels between shards: every shard joins once, then holds a sender to
+/// and a receiver from each other shard. `T` crosses threads, so it must be `Send`.
+pub type MeshBuilder<T> =
+    glommio::channels::channel_mesh::MeshBuilder<T, glommio::channels::channel_mesh::Full>;
+/// This shard's senders to every other shard.
+pub type MeshSenders<T> = glommio::channels::channel_mesh::Senders<T>;
+/// A receiver of messages from one other shard.
+pub type MeshReceiver<T> = glommio::channels::shared_channel::ConnectedReceiver<T>;
+
+/// A mesh for `shard_count` shards, each channel holding at most `capacity` messages.
+pub fn mesh<T: Send + 'static>(shard_count: usize, capacity: usize) -> MeshBuilder<T> {
+    MeshBuilder::full(shard_count, capacity)
+}
+
+/// Joins the mesh from the current reactor: returns the senders (whose `peer_id()` is this
+/// shard's id) and one receiver per other shard, with that shard's id.
+pub async fn join_mesh<T: Send + 'static>(
+    builder: MeshBuilder<T>,
+) -> io::Result<(MeshSenders<T>, Vec<(usize, MeshReceiver<T>)>)> {
+    let (senders, mut receivers) = builder
+        .join()
+        .await
+        .map_err(|e| io::Error::other(format!("joining the shard mesh: {e}")))?;
+    let streams = receivers.streams();
+    Ok((senders, streams))
+}
+
+/// Sends `len` bytes of `file` from `pos` to the socket with sendfile(2): the data goes from
+/// the page cache to the socket without passing through user space. sendfile blocks (glommio
+/// sockets are not driven by readiness), so it runs on the reactor's helper thread, never on
+/// the reactor itself.
+///
+/// `socket_fd` is the stream's descriptor (`socket_fd`); the caller keeps the stream open and
+/// writes nothing else to it until this completes.
+pub async fn send_file_range(
+    socket_fd: std::os::fd::RawFd,
+    file: std::sync::Arc<std::fs::File>,
+    pos: u64,
+    len: usize,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    spawn_blocking(move || {
+        let file_fd = file.as_raw_fd();
+        let mut offset = pos as libc::off_t;
+        let end = pos + len as u64;
+        while (offset as u64) < end {
+            let remaining = (end - offset as u64) as usize;
+            // SAFETY: both fds are open for the duration (the caller keeps the socket; `file`
+            // is owned by this closure); `offset` is a valid pointer.
+            let sent = unsafe { libc::sendfile(socket_fd, file_fd, &mut offset, remaining) };
+            if sent > 0 {
+                continue;
+            }
+            if sent == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("sendfile: file ends at {offset}, before {end}"),
+                ));
+            }
+            let error = io::Error::last_os_error();
+            match error.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    let mut poll = libc::pollfd {
+                        fd: socket_fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut poll, 1, 1_000) };
+                }
+                _ => return Err(io::Error::new(error.kind(), format!("sendfile: {error}"))),
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The descriptor of a stream, for `send_file_range`.
+pub fn socket_fd(stream: &TcpStream) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    stream.as_raw_fd()
+}
+
+/// Completes once `flag` is set by another thread (signal handling). Polled every
+/// `poll_interval`: a shutdown request may wait that long, and nothing else depends on it.
+pub async fn wait_for_flag(flag: &std::sync::atomic::AtomicBool, poll_interval: Duration) {
+    while !flag.load(std::sync::atomic::Ordering::Acquire) {
+        sleep(poll_interval).await;
+    }
+}
+
+/// Connects to `addr` from the current reactor.
+pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    glommio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| io::Error::other(format!("connecting to {addr}: {e}")))
+}
+
+/// Runs `future` with a deadline; `None` when it did not finish in time.
+pub async fn timeout<T>(duration: Duration, future: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        sleep(duration).await;
+        None
+    })
+    .await
+}
+
+/// A reactor started by `spawn_reactor`.
+pub struct ReactorHandle<T: Send + 'static> {
+    name: String,
+    inner: glommio::ExecutorJoinHandle<T>,
+}
+
+impl<T: Send + 'static> ReactorHandle<T> {
+    /// Waits for the reactor's future to finish.
+    pub fn join(self) -> io::Result<T> {
+        self.inner
+            .join()
+            .map_err(|e| io::Error::other(format!("reactor {} failed: {e}", self.name)))
+    }
+}
+
+/// Starts a reactor thread running `make_future()`, without waiting for it.
+pub fn spawn_reactor<T, F, Fut>(
+    config: ReactorConfig,
+    make_future: F,
+) -> io::Result<ReactorHandle<T>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let placement = match config.cpu {
+        Some(cpu) => Placement::Fixed(cpu),
+        None => Placement::Unbound,
+    };
+    let inner = LocalExecutorBuilder::new(placement)
+        .name(&config.name)
+        .io_memory(config.io_memory_bytes)
+        .spawn(make_future)
+        .map_err(|e| io::Error::other(format!("starting reactor {}: {e}", config.name)))?;
+    Ok(ReactorHandle {
+        name: config.name,
+        inner,
+    })
+}

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes};
@@ -53,9 +54,23 @@ fn align_up(v: u64) -> u64 {
 pub struct Segment {
     pub start: u64,
     pub file: DirectFile,
+    /// The same file opened for buffered reads: the network layer sends on-disk ranges from it
+    /// with sendfile (zero-copy), and it is `Send`, so any shard may read it.
+    pub reader: Arc<std::fs::File>,
 }
 
 impl Segment {
+    async fn open(start: u64, path: &Path) -> io::Result<Segment> {
+        let file = DirectFile::open(path).await?;
+        let reader = std::fs::File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+        Ok(Segment {
+            start,
+            file,
+            reader: Arc::new(reader),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         self.file.path()
     }
@@ -496,8 +511,9 @@ impl CommitLog {
             log.settings.base_offset,
             log.settings.segment_bytes,
         )? {
-            let file = DirectFile::open(&log.settings.dir.join(segment_file_name(start))).await?;
-            log.segments.insert(start, Rc::new(Segment { start, file }));
+            let segment =
+                Segment::open(start, &log.settings.dir.join(segment_file_name(start))).await?;
+            log.segments.insert(start, Rc::new(segment));
         }
         if log.segments.is_empty() {
             let start = log.settings.base_offset;
@@ -1040,7 +1056,8 @@ fn list_segments(dir: &Path, base: u64, segment_bytes: u64) -> io::Result<Vec<u6
 /// Creates the segment file starting at `start`, written full of zeros if so configured.
 pub async fn prepare_segment(settings: &CommitLogSettings, start: u64) -> io::Result<Rc<Segment>> {
     let path = settings.dir.join(segment_file_name(start));
-    let file = DirectFile::open(&path).await?;
+    let segment = Segment::open(start, &path).await?;
+    let file = &segment.file;
     if settings.prewrite_segments {
         let mut size = file.size_bytes().await?;
         if size < settings.segment_bytes {
@@ -1060,7 +1077,7 @@ pub async fn prepare_segment(settings: &CommitLogSettings, start: u64) -> io::Re
         }
     }
     sync_dir(&settings.dir).await?;
-    Ok(Rc::new(Segment { start, file }))
+    Ok(Rc::new(segment))
 }
 
 /// fsyncs a directory so a created or removed file name is durable.

@@ -18,6 +18,9 @@ pub struct StoreConfig {
     pub root_dir: PathBuf,
     /// This shard's id; its physical offsets carry it in their high bits.
     pub shard_id: u8,
+    /// Shards of the broker: this store opens only the ConsumeQueues its shard owns
+    /// (`crate::shard::owner_of`), since all shards share the `consumequeue/` tree.
+    pub shard_count: u8,
     /// `mappedFileSizeCommitLog` (default 1 GiB). A multiple of `chunk_bytes`.
     pub segment_bytes: u64,
     /// Unit of the in-memory write buffer and of zero-copy writes. A multiple of 4096.
@@ -70,6 +73,7 @@ impl StoreConfig {
         StoreConfig {
             root_dir: root_dir.into(),
             shard_id: 0,
+            shard_count: 1,
             segment_bytes: 1 << 30,
             chunk_bytes: 256 << 10,
             memory_window_bytes: 64 << 20,
@@ -140,6 +144,12 @@ impl StoreConfig {
             || self.index_entries < 2
         {
             return Err("consume queue and index sizes must be positive".into());
+        }
+        if self.shard_count == 0 || self.shard_id >= self.shard_count {
+            return Err(format!(
+                "shard_id {} must be below shard_count {}",
+                self.shard_id, self.shard_count
+            ));
         }
         if self.shard_id >= 128 {
             return Err("shard_id must be below 128 (offsets stay positive)".into());

@@ -1125,7 +1125,7 @@ fn dispatch(
     Ok(())
 }
 
-/// Opens every ConsumeQueue found on disk.
+/// Opens every ConsumeQueue found on disk that this shard owns.
 fn open_queues(config: &StoreConfig) -> io::Result<HashMap<(String, i32), ConsumeQueue>> {
     let mut queues = HashMap::new();
     let root = config.consume_queue_dir();
@@ -1146,6 +1146,10 @@ fn open_queues(config: &StoreConfig) -> io::Result<HashMap<(String, i32), Consum
             else {
                 continue;
             };
+            let owner = crate::shard::owner_of(&topic_name, queue_id, config.shard_count.into());
+            if owner != usize::from(config.shard_id) {
+                continue;
+            }
             let cq = ConsumeQueue::open(
                 &root,
                 &topic_name,

@@ -1,0 +1,228 @@
+//! Starting and stopping one shard of the broker: join the mesh, open the shard's store and
+//! metadata, accept on the shared ports, run the background loops, and at shutdown stop
+//! accepting, let in-flight requests finish, flush and checkpoint.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::config::BrokerConfig;
+use crate::meta::consumer_offset::ConsumerOffsets;
+use crate::meta::topic_config::{topics_path, TopicTable};
+use crate::meta::{read_json_file, write_file_atomically};
+use crate::processor::{notify_consumer_ids_changed, BrokerProcessor};
+use crate::registration::Registrar;
+use crate::remoting::{self, ServerConfig};
+use crate::runtime::{self, MeshBuilder, TcpListener};
+use crate::shard::{MeshMessage, Shard};
+use crate::store::MessageStore;
+
+/// How often a shard looks for the process-wide stop flag.
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long shutdown waits for in-flight requests (a parked pull answers at once).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often silent client channels are looked for (RocketMQ: every 10 s).
+const CLIENT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
+/// Listeners per shard (main and VIP): connection ids interleave by this step.
+const LISTENERS_MAX: u64 = 2;
+
+/// Everything a shard needs to start; built by the binary.
+pub struct ShardStart {
+    pub config: Arc<BrokerConfig>,
+    /// `brokerIP1:listenPort`, published and used as store host.
+    pub broker_addr: SocketAddr,
+    /// Where to accept (main port, and the VIP port if enabled).
+    pub listen_addrs: Vec<SocketAddr>,
+    pub mesh: MeshBuilder<MeshMessage>,
+    pub shard_count: usize,
+    pub stop: Arc<AtomicBool>,
+    /// Told `Ok(shard id)` once this shard serves, or the error that stopped it.
+    pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
+}
+
+/// Runs one shard until the stop flag is set, then shuts it down cleanly.
+pub async fn run_shard(start: ShardStart) -> io::Result<()> {
+    let ready = start.ready.clone();
+    match open_shard(&start).await {
+        Ok((shard, processor)) => {
+            let _ = ready.send(Ok(shard.id));
+            serve_until_stopped(&start, shard, processor).await
+        }
+        Err(error) => {
+            let _ = ready.send(Err(error.to_string()));
+            Err(error)
+        }
+    }
+}
+
+async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProcessor>)> {
+    let config = &start.config;
+    let (senders, receivers) = runtime::join_mesh(start.mesh.clone()).await?;
+    let id = senders.peer_id();
+    let store = MessageStore::open(config.store_config(id as u8)).await?;
+    let now_ms = runtime::now_ms();
+    let mut topics = TopicTable::with_system_topics(config, now_ms);
+    let path = topics_path(config);
+    let persisted = read_json_file(&path, "topics")?;
+    let fresh = persisted.is_none();
+    if let Some(persisted) = persisted {
+        topics.merge_persisted(persisted);
+    }
+    if id == 0 && fresh {
+        let bytes = serde_json::to_vec_pretty(&topics.wrapper(7)).map_err(io::Error::other)?;
+        write_file_atomically(&path, &bytes)?;
+    }
+    let offsets = ConsumerOffsets::load(
+        config
+            .config_dir()
+            .join(format!("consumerOffset-{id}.json")),
+    )?;
+    let shard = Rc::new(Shard::new(
+        config.clone(),
+        store,
+        start.broker_addr,
+        topics,
+        offsets,
+        senders,
+        start.shard_count,
+    ));
+    let processor = Rc::new(BrokerProcessor {
+        shard: shard.clone(),
+    });
+    for (from, receiver) in receivers {
+        runtime::spawn_detached(
+            shard
+                .clone()
+                .receive_from(processor.clone(), from, receiver),
+        );
+    }
+    info!(shard = id, shards = start.shard_count, "shard open");
+    Ok((shard, processor))
+}
+
+async fn serve_until_stopped(
+    start: &ShardStart,
+    shard: Rc<Shard>,
+    processor: Rc<BrokerProcessor>,
+) -> io::Result<()> {
+    let config = &start.config;
+    for (i, addr) in start.listen_addrs.iter().enumerate() {
+        let listener = TcpListener::bind_shared(*addr)?;
+        let server_config = ServerConfig {
+            first_connection_id: i as u64,
+            connection_id_step: LISTENERS_MAX,
+            ..ServerConfig::default()
+        };
+        let stop_shard = shard.clone();
+        runtime::spawn_detached(remoting::serve(
+            listener,
+            processor.clone(),
+            server_config,
+            async move {
+                stop_shard.stopping.wait_for(1).await;
+            },
+        ));
+    }
+    spawn_offset_flusher(shard.clone(), config.flush_consumer_offset_interval_ms);
+    spawn_client_scanner(shard.clone(), config.channel_expired_timeout_ms);
+    let (registrar_done_tx, registrar_done) = runtime::bounded_channel::<()>(1);
+    if shard.id == 0 && !config.namesrv_addrs.is_empty() {
+        let registrar = Registrar::new(shard.clone());
+        runtime::spawn_detached(async move {
+            registrar.run().await;
+            let _ = registrar_done_tx.send(()).await;
+        });
+    } else {
+        drop(registrar_done_tx);
+    }
+
+    runtime::wait_for_flag(&start.stop, STOP_POLL_INTERVAL).await;
+    info!(
+        shard = shard.id,
+        "shutting down: no new connections, draining requests"
+    );
+    shard.stopping.advance(1);
+    let drained = async {
+        while shard.in_flight.get() > 0 {
+            let seen = shard.in_flight_drained.get();
+            shard.in_flight_drained.wait_for(seen + 1).await;
+        }
+    };
+    if runtime::timeout(DRAIN_TIMEOUT, drained).await.is_none() {
+        warn!(
+            shard = shard.id,
+            in_flight = shard.in_flight.get(),
+            "requests still running after the drain timeout"
+        );
+    }
+    let _ = runtime::timeout(DRAIN_TIMEOUT, registrar_done.recv()).await;
+    if let Err(error) = shard.offsets.borrow_mut().persist() {
+        warn!(shard = shard.id, %error, "persisting consumer offsets at shutdown");
+    }
+    shard.store.shutdown().await?;
+    info!(shard = shard.id, "shard stopped cleanly");
+    Ok(())
+}
+
+fn spawn_offset_flusher(shard: Rc<Shard>, interval_ms: u64) {
+    runtime::spawn_detached(async move {
+        while !shard.is_stopping() {
+            runtime::sleep(Duration::from_millis(interval_ms.max(100))).await;
+            if let Err(error) = shard.offsets.borrow_mut().persist() {
+                warn!(shard = shard.id, %error, "persisting consumer offsets");
+            }
+        }
+    });
+}
+
+/// Every shard expires silent channels from its own copy of the client table (the copies
+/// hold the same timestamps, so they agree) and notifies its own connections.
+fn spawn_client_scanner(shard: Rc<Shard>, expired_ms: u64) {
+    runtime::spawn_detached(async move {
+        while !shard.is_stopping() {
+            runtime::sleep(CLIENT_SCAN_INTERVAL).await;
+            let changed = shard
+                .clients
+                .borrow_mut()
+                .expire(runtime::now_ms(), expired_ms as i64);
+            if !changed.is_empty() {
+                info!(shard = shard.id, groups = ?changed, "client channels expired");
+                notify_consumer_ids_changed(&shard, &changed);
+            }
+        }
+    });
+}
+
+/// Shard count is part of the store's layout (queue ownership follows it): a store written
+/// with N shards must be opened with N. Records the count on first start.
+pub fn check_shard_count(config: &BrokerConfig) -> Result<(), String> {
+    let root = &config.store_path_root_dir;
+    std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    let path = root.join("shards");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let recorded: usize = text
+                .trim()
+                .parse()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if recorded != config.shards {
+                return Err(format!(
+                    "the store at {} was written by {recorded} shards; start with shards={recorded} \
+                     (queue ownership depends on the shard count)",
+                    root.display()
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::write(&path, format!("{}\n", config.shards))
+                .map_err(|e| format!("writing {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}

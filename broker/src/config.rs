@@ -1,0 +1,390 @@
+//! Broker settings: RocketMQ's `broker.conf` keys (Java properties, `key=value`), applied by
+//! name, plus Thruster's own (`shards`, `ioMemoryBytes`). Unknown keys are warned about, never
+//! fatal, as Java ignores them; keys Java knows that Thruster does not act on yet are named in
+//! the warning too, so an operator sees what is not honoured.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::store::{FlushMode, StoreConfig};
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub broker_cluster_name: String,
+    pub broker_name: String,
+    /// 0 = master. Only masters are supported so far.
+    pub broker_id: i64,
+    /// `namesrvAddr`: `host:port;host:port`.
+    pub namesrv_addrs: Vec<SocketAddr>,
+    /// `brokerIP1`: published to name servers and used as the store host of records.
+    pub broker_ip1: IpAddr,
+    /// `bindAddress`: where the broker accepts. Loopback unless configured otherwise.
+    pub bind_address: IpAddr,
+    /// Main port; 0 picks a free one (tests). The VIP port is `listen_port - 2`.
+    pub listen_port: u16,
+    /// Also listen on `listen_port - 2` (old Java clients with `vipChannelEnabled`).
+    pub vip_channel_enable: bool,
+    pub store_path_root_dir: PathBuf,
+    pub flush_disk_type: FlushMode,
+    pub sync_flush_timeout_ms: u64,
+    pub flush_interval_commit_log_ms: u64,
+    pub flush_commit_log_least_pages: u64,
+    pub mapped_file_size_commit_log: u64,
+    pub mapped_file_size_consume_queue: u64,
+    pub max_message_size: usize,
+    pub delete_when: String,
+    pub file_reserved_time_hours: u64,
+    pub disk_max_used_space_ratio: u32,
+    pub check_crc_on_recover: bool,
+    pub message_index_enable: bool,
+    pub auto_create_topic_enable: bool,
+    pub auto_create_subscription_group: bool,
+    /// Queues of `TBW102`.
+    pub default_topic_queue_nums: i32,
+    /// `brokerPermission`: 6 = read+write, 4 = read only (drain).
+    pub broker_permission: i32,
+    pub long_polling_enable: bool,
+    pub short_polling_time_ms: u64,
+    pub register_name_server_period_ms: u64,
+    pub register_broker_timeout_ms: u64,
+    pub cluster_topic_enable: bool,
+    pub broker_topic_enable: bool,
+    pub region_id: String,
+    pub trace_on: bool,
+    pub flush_consumer_offset_interval_ms: u64,
+    /// Client channels not refreshed by a heartbeat for this long are dropped.
+    pub channel_expired_timeout_ms: u64,
+    /// Reactors (shards); each owns some queues and one CommitLog shard.
+    pub shards: usize,
+    /// Pin shard `i` to CPU `i` (when there are enough CPUs).
+    pub pin_shards: bool,
+    /// I/O memory each reactor registers with io_uring.
+    pub io_memory_bytes: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            broker_cluster_name: "DefaultCluster".into(),
+            broker_name: default_broker_name(),
+            broker_id: 0,
+            namesrv_addrs: Vec::new(),
+            broker_ip1: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            listen_port: 10911,
+            vip_channel_enable: true,
+            store_path_root_dir: PathBuf::from("data/store"),
+            flush_disk_type: FlushMode::Async,
+            sync_flush_timeout_ms: 5_000,
+            flush_interval_commit_log_ms: 500,
+            flush_commit_log_least_pages: 4,
+            mapped_file_size_commit_log: 1 << 30,
+            mapped_file_size_consume_queue: 300_000 * 20,
+            max_message_size: 4 << 20,
+            delete_when: "04".into(),
+            file_reserved_time_hours: 72,
+            disk_max_used_space_ratio: 75,
+            check_crc_on_recover: true,
+            message_index_enable: true,
+            auto_create_topic_enable: true,
+            auto_create_subscription_group: true,
+            default_topic_queue_nums: 8,
+            broker_permission: 6,
+            long_polling_enable: true,
+            short_polling_time_ms: 1_000,
+            register_name_server_period_ms: 30_000,
+            register_broker_timeout_ms: 6_000,
+            cluster_topic_enable: true,
+            broker_topic_enable: true,
+            region_id: "DefaultRegion".into(),
+            trace_on: true,
+            flush_consumer_offset_interval_ms: 5_000,
+            channel_expired_timeout_ms: 120_000,
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin_shards: true,
+            io_memory_bytes: 2 << 20,
+        }
+    }
+}
+
+/// What became of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Used,
+    /// A RocketMQ key Thruster does not act on (yet).
+    NotSupported,
+    /// Not a key anyone knows.
+    Unknown,
+}
+
+/// RocketMQ keys accepted without effect; named so the warning can say so.
+const NOT_SUPPORTED_KEYS: &[&str] = &[
+    "brokerRole",
+    "brokerIP2",
+    "haListenPort",
+    "haMasterAddress",
+    "haSlaveFallbehindMax",
+    "slaveReadEnable",
+    "slaveTimeout",
+    "messageDelayLevel",
+    "transactionTimeOut",
+    "transactionCheckMax",
+    "transactionCheckInterval",
+    "rejectTransactionMessage",
+    "forceRegister",
+    "transientStorePoolEnable",
+    "enablePropertyFilter",
+    "traceTopicEnable",
+    "msgTraceTopicName",
+    "aclEnable",
+    "sendMessageThreadPoolNums",
+    "pullMessageThreadPoolNums",
+    "useReentrantLockWhenPutMessage",
+    "waitTimeMillsInSendQueue",
+    "enableDLegerCommitLog",
+    "storePathCommitLog",
+];
+
+impl BrokerConfig {
+    /// Reads a `broker.conf` file and applies its keys over the defaults. Returns the keys
+    /// that were not used, with what became of them, for the caller to warn about.
+    pub fn apply_file(&mut self, path: &Path) -> Result<Vec<(String, Applied)>, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let mut unused = Vec::new();
+        for (line_no, (key, value)) in parse_properties(&text).into_iter().enumerate() {
+            match self.set(&key, &value) {
+                Ok(Applied::Used) => {}
+                Ok(other) => unused.push((key, other)),
+                Err(error) => {
+                    return Err(format!("{} entry {}: {error}", path.display(), line_no + 1))
+                }
+            }
+        }
+        Ok(unused)
+    }
+
+    /// Applies one `key=value` (a `broker.conf` key or a command-line override).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<Applied, String> {
+        let value = value.trim();
+        match key {
+            "brokerClusterName" => self.broker_cluster_name = value.to_owned(),
+            "brokerName" => self.broker_name = value.to_owned(),
+            "brokerId" => {
+                self.broker_id = parse(key, value)?;
+                if self.broker_id != 0 {
+                    return Err("brokerId: only masters (0) are supported so far".into());
+                }
+            }
+            "namesrvAddr" => self.namesrv_addrs = parse_namesrv_addrs(value)?,
+            "brokerIP1" => self.broker_ip1 = parse(key, value)?,
+            "bindAddress" => self.bind_address = parse(key, value)?,
+            "listenPort" => self.listen_port = parse(key, value)?,
+            "vipChannelEnable" => self.vip_channel_enable = parse(key, value)?,
+            "storePathRootDir" => self.store_path_root_dir = PathBuf::from(value),
+            "flushDiskType" => {
+                self.flush_disk_type = match value {
+                    "SYNC_FLUSH" => FlushMode::Sync,
+                    "ASYNC_FLUSH" => FlushMode::Async,
+                    other => return Err(format!("flushDiskType: unknown value {other:?}")),
+                }
+            }
+            "syncFlushTimeout" => self.sync_flush_timeout_ms = parse(key, value)?,
+            "flushIntervalCommitLog" => self.flush_interval_commit_log_ms = parse(key, value)?,
+            "flushCommitLogLeastPages" => self.flush_commit_log_least_pages = parse(key, value)?,
+            "mappedFileSizeCommitLog" | "mapedFileSizeCommitLog" => {
+                self.mapped_file_size_commit_log = parse(key, value)?
+            }
+            "mappedFileSizeConsumeQueue" | "mapedFileSizeConsumeQueue" => {
+                self.mapped_file_size_consume_queue = parse(key, value)?
+            }
+            "maxMessageSize" => self.max_message_size = parse(key, value)?,
+            "deleteWhen" => self.delete_when = value.to_owned(),
+            "fileReservedTime" => self.file_reserved_time_hours = parse(key, value)?,
+            "diskMaxUsedSpaceRatio" => self.disk_max_used_space_ratio = parse(key, value)?,
+            "checkCRCOnRecover" => self.check_crc_on_recover = parse(key, value)?,
+            "messageIndexEnable" => self.message_index_enable = parse(key, value)?,
+            "autoCreateTopicEnable" => self.auto_create_topic_enable = parse(key, value)?,
+            "autoCreateSubscriptionGroup" => {
+                self.auto_create_subscription_group = parse(key, value)?
+            }
+            "defaultTopicQueueNums" => self.default_topic_queue_nums = parse(key, value)?,
+            "brokerPermission" => self.broker_permission = parse(key, value)?,
+            "longPollingEnable" => self.long_polling_enable = parse(key, value)?,
+            "shortPollingTimeMills" => self.short_polling_time_ms = parse(key, value)?,
+            "registerNameServerPeriod" => {
+                // Java clamps the period to 10-60 s.
+                let period: u64 = parse(key, value)?;
+                self.register_name_server_period_ms = period.clamp(10_000, 60_000);
+            }
+            "registerBrokerTimeoutMills" => self.register_broker_timeout_ms = parse(key, value)?,
+            "clusterTopicEnable" => self.cluster_topic_enable = parse(key, value)?,
+            "brokerTopicEnable" => self.broker_topic_enable = parse(key, value)?,
+            "regionId" => self.region_id = value.to_owned(),
+            "traceOn" => self.trace_on = parse(key, value)?,
+            "flushConsumerOffsetInterval" => {
+                self.flush_consumer_offset_interval_ms = parse(key, value)?
+            }
+            "channelExpiredTimeout" => self.channel_expired_timeout_ms = parse(key, value)?,
+            "shards" => {
+                self.shards = parse(key, value)?;
+                if self.shards == 0 || self.shards > 64 {
+                    return Err("shards must be between 1 and 64".into());
+                }
+            }
+            "pinShards" => self.pin_shards = parse(key, value)?,
+            "ioMemoryBytes" => self.io_memory_bytes = parse(key, value)?,
+            _ if NOT_SUPPORTED_KEYS.contains(&key) => return Ok(Applied::NotSupported),
+            _ => return Ok(Applied::Unknown),
+        }
+        Ok(Applied::Used)
+    }
+
+    /// `brokerIP1:listenPort`: the address clients and name servers use.
+    pub fn broker_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.broker_ip1, self.listen_port)
+    }
+
+    /// The store settings of shard `shard_id`.
+    pub fn store_config(&self, shard_id: u8) -> StoreConfig {
+        let base =
+            StoreConfig::new(&self.store_path_root_dir).with_flush_mode(self.flush_disk_type);
+        StoreConfig {
+            shard_id,
+            shard_count: self.shards as u8,
+            segment_bytes: self.mapped_file_size_commit_log,
+            flush_interval_ms: self.flush_interval_commit_log_ms,
+            flush_least_bytes: self.flush_commit_log_least_pages * 4096,
+            sync_flush_timeout_ms: self.sync_flush_timeout_ms,
+            consume_queue_entries_per_file: (self.mapped_file_size_consume_queue / 20).max(1),
+            max_message_bytes: self.max_message_size,
+            check_crc_on_recover: self.check_crc_on_recover,
+            message_index_enable: self.message_index_enable,
+            file_reserved_time_hours: self.file_reserved_time_hours,
+            delete_when: self.delete_when.clone(),
+            disk_max_used_space_ratio: self.disk_max_used_space_ratio,
+            ..base
+        }
+    }
+
+    /// `<storePathRootDir>/config`: topics, offsets.
+    pub fn config_dir(&self) -> PathBuf {
+        self.store_path_root_dir.join("config")
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| format!("{key}: illegal value {value:?}: {e}"))
+}
+
+/// `host:port;host:port` (RocketMQ's separator is `;`; `,` is accepted too).
+pub fn parse_namesrv_addrs(value: &str) -> Result<Vec<SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    let mut addrs = Vec::new();
+    for part in value
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let addr = part
+            .to_socket_addrs()
+            .map_err(|e| format!("namesrvAddr: {part:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("namesrvAddr: {part:?} resolves to nothing"))?;
+        addrs.push(addr);
+    }
+    Ok(addrs)
+}
+
+/// Java properties, the subset broker.conf files use: `key=value` or `key: value`, `#`/`!`
+/// comments, blank lines; later keys override earlier ones (callers apply in order).
+pub fn parse_properties(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with('!'))
+        .filter_map(|line| {
+            let split = line.find(['=', ':'])?;
+            let (key, value) = line.split_at(split);
+            Some((key.trim().to_owned(), value[1..].trim().to_owned()))
+        })
+        .collect()
+}
+
+fn default_broker_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "broker-a".into()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_conf_keys_apply_and_unknown_ones_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.conf");
+        std::fs::write(
+            &path,
+            "# a comment\nbrokerClusterName = C1\nbrokerName=b1\nbrokerId=0\n\
+             namesrvAddr=127.0.0.1:9876;127.0.0.1:9877\nlistenPort: 10921\n\
+             flushDiskType=SYNC_FLUSH\nbrokerRole=ASYNC_MASTER\nnoSuchKey=1\n\
+             mapedFileSizeCommitLog=1048576\nregisterNameServerPeriod=1000\n",
+        )
+        .unwrap();
+        let mut config = BrokerConfig::default();
+        let unused = config.apply_file(&path).unwrap();
+        assert_eq!(config.broker_cluster_name, "C1");
+        assert_eq!(config.broker_name, "b1");
+        assert_eq!(config.namesrv_addrs.len(), 2);
+        assert_eq!(config.listen_port, 10921);
+        assert_eq!(config.flush_disk_type, FlushMode::Sync);
+        assert_eq!(config.mapped_file_size_commit_log, 1 << 20);
+        assert_eq!(config.register_name_server_period_ms, 10_000, "clamped");
+        assert_eq!(
+            unused,
+            vec![
+                ("brokerRole".to_string(), Applied::NotSupported),
+                ("noSuchKey".to_string(), Applied::Unknown)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut config = BrokerConfig::default();
+        let error = config.set("listenPort", "ten").unwrap_err();
+        assert!(error.contains("listenPort"), "{error}");
+        assert!(config.set("flushDiskType", "SOMETIMES").is_err());
+        assert!(config.set("brokerId", "1").is_err());
+        assert!(config.set("shards", "0").is_err());
+    }
+
+    #[test]
+    fn store_config_follows_broker_keys() {
+        let mut config = BrokerConfig::default();
+        config.set("shards", "2").unwrap();
+        config.set("flushDiskType", "SYNC_FLUSH").unwrap();
+        let store = config.store_config(1);
+        assert_eq!((store.shard_id, store.shard_count), (1, 2));
+        assert_eq!(store.flush_mode, FlushMode::Sync);
+        assert!(store.prewrite_segments);
+        assert!(store.validate().is_ok());
+    }
+}

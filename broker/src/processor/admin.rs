@@ -1,0 +1,170 @@
+//! Topic administration (shard 0 writes the topic table and tells the others) and runtime
+//! information.
+
+use std::collections::BTreeMap;
+
+use thruster_client::protocol::body::{self, perm, KvTable, TopicConfig};
+use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
+use thruster_client::protocol::{response_code, RemotingCommand};
+use tracing::{info, warn};
+
+use super::{BrokerProcessor, Handled};
+use crate::meta::topic_config::{topics_path, validate_topic_name, QUEUE_NUMS_MAX};
+use crate::meta::write_file_atomically;
+use crate::remoting::Failure;
+use crate::runtime;
+use crate::shard::{Call, CallReply, MeshMessage, ShardStats};
+
+/// Shard 0: creates a topic from its template (a send to a missing topic).
+pub async fn auto_create_topic(
+    processor: &BrokerProcessor,
+    topic: &str,
+    template: &str,
+    queue_nums: i32,
+) -> Result<TopicConfig, Failure> {
+    let shard = &processor.shard;
+    assert_eq!(shard.id, 0, "shard 0 writes the topic table");
+    if let Some(existing) = shard.topics.borrow().get(topic) {
+        return Ok(existing.clone());
+    }
+    let config = shard
+        .topics
+        .borrow()
+        .derive_from_template(topic, template, queue_nums)?;
+    info!(
+        topic,
+        template,
+        queues = config.write_queue_nums,
+        "topic auto-created"
+    );
+    upsert_topic(processor, config).await
+}
+
+/// Shard 0: creates or replaces a topic, persists the table, tells every shard, and asks for
+/// a registration with the name servers.
+pub async fn upsert_topic(
+    processor: &BrokerProcessor,
+    config: TopicConfig,
+) -> Result<TopicConfig, Failure> {
+    let shard = &processor.shard;
+    assert_eq!(shard.id, 0, "shard 0 writes the topic table");
+    let changed = shard
+        .topics
+        .borrow_mut()
+        .upsert(config.clone(), runtime::now_ms());
+    if !changed {
+        return Ok(config);
+    }
+    let bytes = {
+        let topics = shard.topics.borrow();
+        serde_json::to_vec_pretty(&topics.wrapper(perm::READ_WRITE | perm::INHERIT))
+            .map_err(|e| Failure::system(e.to_string()))?
+    };
+    let path = topics_path(&shard.config);
+    runtime::spawn_blocking(move || write_file_atomically(&path, &bytes))
+        .await
+        .map_err(|e| Failure::system(format!("persisting topics: {e}")))?;
+    let announced = config.clone();
+    shard
+        .broadcast(|| MeshMessage::TopicChanged(announced.clone()))
+        .await;
+    shard.topics_changed.advance(shard.topics_changed.get() + 1);
+    Ok(config)
+}
+
+/// UPDATE_AND_CREATE_TOPIC (17).
+pub async fn update_and_create_topic(
+    processor: &BrokerProcessor,
+    request: &RemotingCommand,
+) -> Handled {
+    let header: CreateTopicRequestHeader = request.decode_header()?;
+    validate_topic_name(&header.topic).map_err(|f| Failure::system(f.remark))?;
+    for nums in [header.read_queue_nums, header.write_queue_nums] {
+        if !(1..=QUEUE_NUMS_MAX).contains(&nums) {
+            return Err(Failure::system(format!(
+                "queue nums must be between 1 and {QUEUE_NUMS_MAX}, got {nums}"
+            )));
+        }
+    }
+    let config = TopicConfig {
+        topic_name: header.topic.clone(),
+        read_queue_nums: header.read_queue_nums,
+        write_queue_nums: header.write_queue_nums,
+        perm: header.perm,
+        topic_filter_type: header.topic_filter_type.clone(),
+        topic_sys_flag: header.topic_sys_flag.unwrap_or(0),
+        order: header.order,
+        ..TopicConfig::default()
+    };
+    let shard = &processor.shard;
+    match shard.call(processor, 0, Call::UpsertTopic(config)).await {
+        CallReply::Topic(Ok(config)) => {
+            shard.topics.borrow_mut().upsert(config, runtime::now_ms());
+            Ok(request.success().into())
+        }
+        CallReply::Topic(Err(failure)) => Err(failure),
+        _ => Err(Failure::new(
+            response_code::SERVICE_NOT_AVAILABLE,
+            "the topic table's shard is not available",
+        )),
+    }
+}
+
+/// GET_ALL_TOPIC_CONFIG (21): this shard's copy of the table.
+pub fn all_topic_config(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let shard = &processor.shard;
+    let wrapper = shard
+        .topics
+        .borrow()
+        .wrapper(shard.config.broker_permission);
+    Ok(request.success().with_body(body::encode(&wrapper)).into())
+}
+
+/// GET_BROKER_RUNTIME_INFO (28): counters summed over every shard.
+pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let shard = &processor.shard;
+    let mut total = ShardStats::default();
+    let mut table = BTreeMap::new();
+    for to in 0..shard.count {
+        match shard.call(processor, to, Call::Stats).await {
+            CallReply::Stats(stats) => {
+                total.add(&stats);
+                table.insert(
+                    format!("commitLogMaxOffset_shard{to}"),
+                    stats.commit_log_max_offset.to_string(),
+                );
+                table.insert(
+                    format!("commitLogMinOffset_shard{to}"),
+                    stats.commit_log_min_offset.to_string(),
+                );
+            }
+            other => warn!(to, ?other, "no stats from shard"),
+        }
+    }
+    let now_ms = runtime::now_ms();
+    let mut put = |k: &str, v: String| {
+        table.insert(k.to_owned(), v);
+    };
+    put("brokerVersionDesc", "V4_9_8".into());
+    put(
+        "brokerVersion",
+        thruster_client::protocol::codes::version::CURRENT.to_string(),
+    );
+    put("msgPutTotalTodayNow", total.put_messages.to_string());
+    put("msgGetTotalTodayNow", total.get_found.to_string());
+    put("getFoundTps", "0".into());
+    put("getMissTps", "0".into());
+    put("crossShardHops", total.hops_out.to_string());
+    put("shards", shard.count.to_string());
+    put("bootTimestamp", shard.boot_ms.to_string());
+    put("runtime", format!("{} ms", now_ms - shard.boot_ms));
+    put("sendThreadPoolQueueSize", "0".into());
+    put("sendThreadPoolQueueCapacity", "0".into());
+    put("pullThreadPoolQueueSize", "0".into());
+    put("pullThreadPoolQueueCapacity", "0".into());
+    put("dispatchBehindBytes", "0".into());
+    put("pageCacheLockTimeMills", "0".into());
+    put("commitLogDiskRatio", "0".into());
+    let body = body::encode(&KvTable { table });
+    Ok(request.success().with_body(body).into())
+}

@@ -1,0 +1,110 @@
+//! Consumer offsets (QUERY/UPDATE_CONSUMER_OFFSET) and queue offsets (GET_MAX/MIN_OFFSET,
+//! SEARCH_OFFSET_BY_TIMESTAMP, GET_EARLIEST_MSG_STORETIME), on the queue's owner.
+
+use thruster_client::protocol::header::offset::{
+    GetEarliestMsgStoretimeRequestHeader, GetEarliestMsgStoretimeResponseHeader,
+    GetMaxOffsetRequestHeader, GetMinOffsetRequestHeader, OffsetResponseHeader,
+    QueryConsumerOffsetRequestHeader, SearchOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
+};
+use thruster_client::protocol::{response_code, RemotingCommand};
+
+use super::{BrokerProcessor, Handled};
+use crate::remoting::Failure;
+
+fn offset_reply(request: &RemotingCommand, offset: i64) -> Handled {
+    Ok(request
+        .success()
+        .with_header(&OffsetResponseHeader { offset })
+        .into())
+}
+
+/// A committed offset, or — for a group that never committed — 0 while the queue still
+/// starts at offset 0 (RocketMQ 4.9: the consumer then reads from the beginning), else
+/// QUERY_NOT_FOUND so the client applies its consumeFromWhere.
+pub fn query_consumer_offset(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let shard = &processor.shard;
+    let header: QueryConsumerOffsetRequestHeader = request.decode_header()?;
+    let committed =
+        shard
+            .offsets
+            .borrow()
+            .query(&header.consumer_group, &header.topic, header.queue_id);
+    if let Some(offset) = committed {
+        return offset_reply(request, offset);
+    }
+    let min = shard
+        .store
+        .min_offset(&header.topic, header.queue_id)
+        .unwrap_or(0);
+    if min == 0 && header.set_zero_if_not_found != Some(false) {
+        return offset_reply(request, 0);
+    }
+    Err(Failure::new(
+        response_code::QUERY_NOT_FOUND,
+        "Not found, V3_0_6_SNAPSHOT maybe this group consumer boot first",
+    ))
+}
+
+pub fn update_consumer_offset(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let header: UpdateConsumerOffsetRequestHeader = request.decode_header()?;
+    processor.shard.offsets.borrow_mut().commit(
+        &header.consumer_group,
+        &header.topic,
+        header.queue_id,
+        header.commit_offset,
+    );
+    Ok(request.success().into())
+}
+
+pub fn max_offset(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let header: GetMaxOffsetRequestHeader = request.decode_header()?;
+    let offset = processor
+        .shard
+        .store
+        .max_offset(&header.topic, header.queue_id);
+    offset_reply(request, offset as i64)
+}
+
+/// -1 for an unknown queue, as 4.9.8 answers.
+pub fn min_offset(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let header: GetMinOffsetRequestHeader = request.decode_header()?;
+    let offset = processor
+        .shard
+        .store
+        .min_offset(&header.topic, header.queue_id);
+    offset_reply(request, offset.map_or(-1, |o| o as i64))
+}
+
+pub async fn search_by_timestamp(
+    processor: &BrokerProcessor,
+    request: &RemotingCommand,
+) -> Handled {
+    let header: SearchOffsetRequestHeader = request.decode_header()?;
+    let upper = header
+        .boundary_type
+        .as_deref()
+        .is_some_and(|b| b.eq_ignore_ascii_case("upper"));
+    let offset = processor
+        .shard
+        .store
+        .search_offset_by_timestamp(&header.topic, header.queue_id, header.timestamp, upper)
+        .await?;
+    offset_reply(request, offset as i64)
+}
+
+pub async fn earliest_store_time(
+    processor: &BrokerProcessor,
+    request: &RemotingCommand,
+) -> Handled {
+    let header: GetEarliestMsgStoretimeRequestHeader = request.decode_header()?;
+    let timestamp = processor
+        .shard
+        .store
+        .earliest_store_time(&header.topic, header.queue_id)
+        .await?
+        .unwrap_or(-1);
+    Ok(request
+        .success()
+        .with_header(&GetEarliestMsgStoretimeResponseHeader { timestamp })
+        .into())
+}

@@ -1,0 +1,263 @@
+//! PULL_MESSAGE (11) / LITE_PULL_MESSAGE (361), with long polling, on the queue's owner.
+//!
+//! Long polling: when nothing is there for the client and it allows suspension, the request
+//! waits on the queue's head mark, woken by the send path the moment a message is stored in
+//! that queue (not by a periodic scan), or by its own timeout or shutdown; then it runs once
+//! more without suspension and answers.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use thruster_client::protocol::body::perm;
+use thruster_client::protocol::header::pull::{
+    pull_sys_flag, PullMessageRequestHeader, PullMessageResponseHeader,
+};
+use thruster_client::protocol::message::java_string_hash;
+use thruster_client::protocol::{response_code, RemotingCommand};
+
+use super::{BrokerProcessor, Handled};
+use crate::remoting::{BodyPart, Failure, Reply};
+use crate::runtime;
+use crate::store::{GetResult, GetStatus, Slice};
+
+/// Longest hold of a suspended pull: Java clients give up on a pull after 30 s, so the hold
+/// must end well before, whatever the client asks.
+const SUSPEND_MAX_MS: u64 = 25_000;
+/// Messages per pull, whatever the client asks (RocketMQ's hot-data limit).
+const PULL_MESSAGES_MAX: usize = 32;
+
+/// Which tag codes a pull accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagFilter {
+    All,
+    Codes(BTreeSet<i64>),
+}
+
+impl TagFilter {
+    /// From a subscription expression (`*`, empty, or `a || b`).
+    pub fn from_expression(expression: &str) -> TagFilter {
+        let expression = expression.trim();
+        if expression.is_empty() || expression == "*" {
+            return TagFilter::All;
+        }
+        TagFilter::Codes(
+            expression
+                .split("||")
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| i64::from(java_string_hash(t)))
+                .collect(),
+        )
+    }
+
+    pub fn accepts(&self, tags_code: i64) -> bool {
+        match self {
+            TagFilter::All => true,
+            TagFilter::Codes(codes) => codes.contains(&tags_code),
+        }
+    }
+}
+
+pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let shard = &processor.shard;
+    let header: PullMessageRequestHeader = request.decode_header()?;
+    if !perm::is_readable(shard.config.broker_permission) {
+        return Err(Failure::new(
+            response_code::NO_PERMISSION,
+            format!(
+                "the broker[{}] pulling message is forbidden",
+                shard.config.broker_name
+            ),
+        ));
+    }
+    let topic = shard
+        .topics
+        .borrow()
+        .get(&header.topic)
+        .cloned()
+        .ok_or_else(|| {
+            Failure::new(
+                response_code::TOPIC_NOT_EXIST,
+                format!("topic[{}] not exist, apply first please!", header.topic),
+            )
+        })?;
+    if !perm::is_readable(topic.perm) {
+        return Err(Failure::new(
+            response_code::NO_PERMISSION,
+            format!("the topic[{}] pulling message is forbidden", header.topic),
+        ));
+    }
+    if header.queue_id < 0 || header.queue_id >= topic.read_queue_nums {
+        return Err(Failure::system(format!(
+            "queueId[{}] is illegal, topic:[{}] topicConfig.readQueueNums:[{}]",
+            header.queue_id, header.topic, topic.read_queue_nums
+        )));
+    }
+    let filter = subscription_filter(processor, &header)?;
+    if header.sys_flag & pull_sys_flag::COMMIT_OFFSET != 0 && header.commit_offset >= 0 {
+        shard.offsets.borrow_mut().commit(
+            &header.consumer_group,
+            &header.topic,
+            header.queue_id,
+            header.commit_offset,
+        );
+    }
+    let offset = header.queue_offset.max(0) as u64;
+    let max_count = (header.max_msg_nums.max(1) as usize).min(PULL_MESSAGES_MAX);
+    let read = || {
+        shard
+            .store
+            .get_messages(&header.topic, header.queue_id, offset, max_count, &|code| {
+                filter.accepts(code)
+            })
+    };
+    let mut result = read();
+    let suspend = header.sys_flag & pull_sys_flag::SUSPEND != 0;
+    if result.status == GetStatus::OffsetOverflowOne && suspend && !shard.is_stopping() {
+        let hold_ms = if shard.config.long_polling_enable {
+            (header.suspend_timeout_millis.max(0) as u64).min(SUSPEND_MAX_MS)
+        } else {
+            shard.config.short_polling_time_ms
+        };
+        let head = shard.queue_head(&header.topic, header.queue_id);
+        // A message stored between the read and here already moved the head past `offset`.
+        let woken = futures_lite::future::or(head.wait_for(offset + 1), shard.stopping.wait_for(1));
+        runtime::timeout(Duration::from_millis(hold_ms), woken).await;
+        result = read();
+    }
+    if result.status == GetStatus::Found {
+        shard.get_found.set(shard.get_found.get() + 1);
+    } else {
+        shard.get_miss.set(shard.get_miss.get() + 1);
+    }
+    Ok(respond(request, header.queue_offset, result))
+}
+
+/// The pull's tag filter: from the request when it carries its subscription, else from the
+/// group's heartbeat.
+fn subscription_filter(
+    processor: &BrokerProcessor,
+    header: &PullMessageRequestHeader,
+) -> Result<TagFilter, Failure> {
+    if header.sys_flag & pull_sys_flag::CLASS_FILTER != 0 {
+        return Ok(TagFilter::All);
+    }
+    let expression_type = header.expression_type.as_deref().unwrap_or("TAG");
+    if !expression_type.eq_ignore_ascii_case("TAG") {
+        return Err(Failure::new(
+            response_code::SUBSCRIPTION_PARSE_FAILED,
+            format!(
+                "expression type {expression_type} is not supported (enablePropertyFilter=false)"
+            ),
+        ));
+    }
+    if header.sys_flag & pull_sys_flag::SUBSCRIPTION != 0 {
+        return Ok(TagFilter::from_expression(
+            header.subscription.as_deref().unwrap_or("*"),
+        ));
+    }
+    let clients = processor.shard.clients.borrow();
+    let group = clients
+        .consumer_group(&header.consumer_group)
+        .ok_or_else(|| {
+            Failure::new(
+                response_code::SUBSCRIPTION_NOT_EXIST,
+                format!(
+                    "the consumer's group info not exist, group: {}",
+                    header.consumer_group
+                ),
+            )
+        })?;
+    let subscription = group.subscriptions.get(&header.topic).ok_or_else(|| {
+        Failure::new(
+            response_code::SUBSCRIPTION_NOT_EXIST,
+            format!(
+                "the consumer's subscription not exist, topic: {}",
+                header.topic
+            ),
+        )
+    })?;
+    if subscription.sub_version < header.sub_version {
+        return Err(Failure::new(
+            response_code::SUBSCRIPTION_NOT_LATEST,
+            "the consumer's subscription not latest",
+        ));
+    }
+    Ok(if subscription.code_set.is_empty() {
+        TagFilter::from_expression(&subscription.sub_string)
+    } else {
+        TagFilter::Codes(
+            subscription
+                .code_set
+                .iter()
+                .map(|&c| i64::from(c))
+                .collect(),
+        )
+    })
+}
+
+/// Maps a store result to the response (remoting-protocol.md §9.2 table).
+fn respond(request: &RemotingCommand, requested_offset: i64, result: GetResult) -> Reply {
+    let not_found_or_moved = |next: u64| {
+        if requested_offset != 0 {
+            (response_code::PULL_OFFSET_MOVED, next)
+        } else {
+            (response_code::PULL_NOT_FOUND, next)
+        }
+    };
+    let (code, next_begin_offset) = match result.status {
+        GetStatus::Found => (response_code::SUCCESS, result.next_begin_offset),
+        GetStatus::NoMatchedMessage | GetStatus::MessageWasRemoving => (
+            response_code::PULL_RETRY_IMMEDIATELY,
+            result.next_begin_offset,
+        ),
+        GetStatus::NoMessageInQueue | GetStatus::NoMatchedLogicQueue => not_found_or_moved(0),
+        GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly => {
+            (response_code::PULL_OFFSET_MOVED, result.next_begin_offset)
+        }
+        GetStatus::OffsetOverflowOne | GetStatus::OffsetFoundNull => {
+            (response_code::PULL_NOT_FOUND, result.next_begin_offset)
+        }
+    };
+    let header = PullMessageResponseHeader {
+        suggest_which_broker_id: 0,
+        next_begin_offset: next_begin_offset as i64,
+        min_offset: result.min_offset as i64,
+        max_offset: result.max_offset as i64,
+        offset_delta: None,
+        topic_sys_flag: None,
+        group_sys_flag: None,
+        forbidden_type: None,
+    };
+    let command = request.response_to(code, None).with_header(&header);
+    let tail = result
+        .messages
+        .into_iter()
+        .flat_map(|m| m.slices)
+        .map(|slice| match slice {
+            Slice::Shared { buffer, start, len } => BodyPart::Buffer { buffer, start, len },
+            Slice::Owned(bytes) => BodyPart::Bytes(bytes),
+            Slice::File { segment, pos, len } => BodyPart::File {
+                file: segment.reader.clone(),
+                pos,
+                len,
+            },
+        })
+        .collect();
+    Reply { command, tail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_expressions_become_hash_sets() {
+        assert_eq!(TagFilter::from_expression("*"), TagFilter::All);
+        assert_eq!(TagFilter::from_expression(""), TagFilter::All);
+        let filter = TagFilter::from_expression("TagA || TagB");
+        assert!(filter.accepts(i64::from(java_string_hash("TagA"))));
+        assert!(filter.accepts(i64::from(java_string_hash("TagB"))));
+        assert!(!filter.accepts(i64::from(java_string_hash("TagC"))));
+    }
+}

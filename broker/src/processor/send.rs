@@ -1,0 +1,240 @@
+//! SEND_MESSAGE (10), SEND_MESSAGE_V2 (310), SEND_BATCH_MESSAGE (320).
+//!
+//! `route` runs where the connection lives: it resolves (or auto-creates) the topic and the
+//! queue, then hands the request to the queue's owner, where `store_owned` appends it.
+
+use std::net::SocketAddr;
+
+use thruster_client::protocol::batch::decode_batch;
+use thruster_client::protocol::body::perm;
+use thruster_client::protocol::header::send::{
+    SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
+};
+use thruster_client::protocol::message::{
+    self, find_property, offset_msg_id, property, PROPERTY_SEPARATOR,
+};
+use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+
+use super::{BrokerProcessor, Handled};
+use crate::meta::topic_config::validate_topic_name;
+use crate::remoting::{ConnectionContext, Failure};
+use crate::store::{PutMessage, PutStatus};
+
+/// Entries accepted in one batch (the frame limit bounds the bytes).
+const BATCH_ENTRIES_MAX: usize = 64 * 1024;
+
+fn decode_header(request: &RemotingCommand) -> Result<SendMessageRequestHeader, Failure> {
+    Ok(if request.code == rc::SEND_MESSAGE {
+        request.decode_header::<SendMessageRequestHeader>()?
+    } else {
+        request
+            .decode_header::<SendMessageRequestHeaderV2>()?
+            .into()
+    })
+}
+
+/// Picks the queue and hands the request to its owner.
+pub async fn route(
+    processor: &BrokerProcessor,
+    context: &ConnectionContext,
+    request: &RemotingCommand,
+) -> Handled {
+    let shard = &processor.shard;
+    let header = decode_header(request)?;
+    validate_topic_name(&header.topic)?;
+    let topic = processor
+        .topic_or_create(
+            &header.topic,
+            &header.default_topic,
+            header.default_topic_queue_nums,
+        )
+        .await?;
+    let mut queue_id = header.queue_id;
+    let mut rewritten = None;
+    if queue_id < 0 {
+        let rotation = shard.queue_rotation.get();
+        shard.queue_rotation.set(rotation.wrapping_add(1));
+        queue_id = (rotation % topic.write_queue_nums.max(1) as u32) as i32;
+        let mut request = request.clone();
+        let key = if request.code == rc::SEND_MESSAGE {
+            "queueId"
+        } else {
+            "e"
+        };
+        request.ext_fields.insert(key, queue_id.to_string());
+        rewritten = Some(request);
+    }
+    let queue_nums = topic.write_queue_nums.max(topic.read_queue_nums);
+    if queue_id >= queue_nums {
+        return Err(Failure::system(format!(
+            "request queueId[{queue_id}] is illegal, {} Producer: {}",
+            topic.topic_name, context.peer
+        )));
+    }
+    let owner = shard.owner_of(&header.topic, queue_id);
+    let request = rewritten.as_ref().unwrap_or(request);
+    processor
+        .on_shard(owner, request, context, Some(topic))
+        .await
+}
+
+/// Appends the message(s) to this shard's store and answers with their ids.
+pub async fn store_owned(
+    processor: &BrokerProcessor,
+    request: &RemotingCommand,
+    peer: SocketAddr,
+) -> Handled {
+    let shard = &processor.shard;
+    let config = &shard.config;
+    let header = decode_header(request)?;
+    let topic = shard
+        .topics
+        .borrow()
+        .get(&header.topic)
+        .cloned()
+        .ok_or_else(|| {
+            Failure::new(
+                response_code::TOPIC_NOT_EXIST,
+                format!("topic[{}] not exist, apply first please!", header.topic),
+            )
+        })?;
+    if !perm::is_writeable(config.broker_permission) {
+        return Err(Failure::new(
+            response_code::NO_PERMISSION,
+            format!(
+                "the broker[{}] sending message is forbidden",
+                config.broker_name
+            ),
+        ));
+    }
+    if !perm::is_writeable(topic.perm) {
+        return Err(Failure::new(
+            response_code::NO_PERMISSION,
+            format!(
+                "the topic[{}] sending message is forbidden",
+                topic.topic_name
+            ),
+        ));
+    }
+    let properties = header.properties.clone().unwrap_or_default();
+    if find_property(&properties, property::TRANSACTION_PREPARED) == Some("true") {
+        // Transactions are not built yet: refuse as a broker with
+        // rejectTransactionMessage=true does, rather than store a half message as normal.
+        return Err(Failure::new(
+            response_code::NO_PERMISSION,
+            format!(
+                "the broker[{}] sending transaction message is forbidden",
+                config.broker_name
+            ),
+        ));
+    }
+    let cluster = &config.broker_cluster_name;
+    let template = PutMessage {
+        sys_flag: header.sys_flag,
+        born_timestamp: header.born_timestamp,
+        born_host: message::canonical_host(peer),
+        reconsume_times: header.reconsume_times.unwrap_or(0),
+        ..PutMessage::new(
+            header.topic.clone(),
+            header.queue_id,
+            Default::default(),
+            shard.broker_addr,
+        )
+    };
+    let messages: Vec<PutMessage> = if request.code == rc::SEND_BATCH_MESSAGE {
+        let entries = decode_batch(&request.body, BATCH_ENTRIES_MAX)
+            .map_err(|e| Failure::new(response_code::MESSAGE_ILLEGAL, e.to_string()))?;
+        if entries.is_empty() {
+            return Err(Failure::new(response_code::MESSAGE_ILLEGAL, "empty batch"));
+        }
+        // Each record keeps its own properties (with its own UNIQ_KEY); the batch-level ones
+        // are not appended (message-store.md §5).
+        entries
+            .into_iter()
+            .map(|entry| PutMessage {
+                flag: entry.flag,
+                body: entry.body,
+                properties: with_cluster(&entry.properties, cluster),
+                ..template.clone()
+            })
+            .collect()
+    } else {
+        vec![PutMessage {
+            flag: header.flag,
+            body: request.body.clone(),
+            properties: with_cluster(&properties, cluster),
+            ..template
+        }]
+    };
+    let count = messages.len() as u64;
+    let result = shard.store.put_batch(messages).await;
+    let code = match &result.status {
+        PutStatus::Ok => response_code::SUCCESS,
+        PutStatus::FlushDiskTimeout => response_code::FLUSH_DISK_TIMEOUT,
+        PutStatus::MessageIllegal(remark) => {
+            return Err(Failure::new(response_code::MESSAGE_ILLEGAL, remark.clone()))
+        }
+        PutStatus::ServiceNotAvailable(remark) => {
+            return Err(Failure::new(
+                response_code::SERVICE_NOT_AVAILABLE,
+                remark.clone(),
+            ))
+        }
+    };
+    shard.put_messages.set(shard.put_messages.get() + count);
+    shard.queue_grew(&header.topic, header.queue_id, result.queue_offset + count);
+    let msg_id = result
+        .phys_offsets
+        .iter()
+        .map(|&offset| offset_msg_id(shard.broker_addr, offset as i64))
+        .collect::<Vec<_>>()
+        .join(",");
+    let response = SendMessageResponseHeader {
+        msg_id,
+        queue_id: header.queue_id,
+        queue_offset: result.queue_offset as i64,
+        transaction_id: None,
+        batch_uniq_id: None,
+        msg_region: Some(config.region_id.clone()),
+        trace_on: Some(config.trace_on.to_string()),
+    };
+    let remark = (code != response_code::SUCCESS).then(|| "flush disk timeout".to_owned());
+    Ok(request
+        .response_to(code, remark)
+        .with_header(&response)
+        .into())
+}
+
+/// Adds `CLUSTER=<cluster>` as the Java broker does to every stored message.
+fn with_cluster(properties: &str, cluster: &str) -> String {
+    let mut out = String::with_capacity(properties.len() + cluster.len() + 10);
+    out.push_str(properties);
+    if !out.is_empty() && !out.ends_with(PROPERTY_SEPARATOR) {
+        out.push(PROPERTY_SEPARATOR);
+    }
+    out.push_str(&message::encode_properties([(property::CLUSTER, cluster)]));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_property_is_appended_after_a_separator() {
+        assert_eq!(with_cluster("", "C"), "CLUSTER\u{1}C\u{2}");
+        assert_eq!(
+            with_cluster("TAGS\u{1}a\u{2}", "C"),
+            "TAGS\u{1}a\u{2}CLUSTER\u{1}C\u{2}"
+        );
+        // C++ clients may omit the trailing separator.
+        assert_eq!(
+            with_cluster("TAGS\u{1}a", "C"),
+            "TAGS\u{1}a\u{2}CLUSTER\u{1}C\u{2}"
+        );
+        assert_eq!(
+            find_property(&with_cluster("TAGS\u{1}a", "C"), "TAGS"),
+            Some("a")
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! Registration with the name servers (shard 0): at start, whenever the topic table changes,
+//! and every `registerNameServerPeriod`; UNREGISTER_BROKER at a clean shutdown. One
+//! connection per name server is kept open, since a name server drops a broker whose
+//! connection closes.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use thruster_client::protocol::body::{self, RegisterBrokerBody};
+use thruster_client::protocol::header::namesrv::{
+    BrokerIdentityHeader, RegisterBrokerRequestHeader,
+};
+use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use tracing::{info, warn};
+
+use crate::remoting::client::RemotingClient;
+use crate::runtime;
+use crate::shard::Shard;
+
+pub struct Registrar {
+    shard: Rc<Shard>,
+    clients: Vec<(SocketAddr, Option<RemotingClient>)>,
+}
+
+impl Registrar {
+    pub fn new(shard: Rc<Shard>) -> Registrar {
+        let clients = shard
+            .config
+            .namesrv_addrs
+            .iter()
+            .map(|&addr| (addr, None))
+            .collect();
+        Registrar { shard, clients }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.shard.config.register_broker_timeout_ms)
+    }
+
+    fn identity(&self) -> BrokerIdentityHeader {
+        let config = &self.shard.config;
+        BrokerIdentityHeader {
+            broker_name: config.broker_name.clone(),
+            broker_addr: self.shard.broker_addr.to_string(),
+            cluster_name: config.broker_cluster_name.clone(),
+            broker_id: config.broker_id,
+        }
+    }
+
+    /// Registers with every name server (one after the other; each has its own timeout).
+    pub async fn register_all(&mut self) {
+        let config = &self.shard.config;
+        let wrapper = self.shard.topics.borrow().wrapper(config.broker_permission);
+        let body = body::encode(&RegisterBrokerBody {
+            filter_server_list: Vec::new(),
+            topic_config_serialize_wrapper: wrapper,
+        });
+        let ha_addr = SocketAddr::new(
+            config.broker_ip1,
+            self.shard.broker_addr.port().wrapping_add(1),
+        );
+        let header = RegisterBrokerRequestHeader {
+            broker_name: config.broker_name.clone(),
+            broker_addr: self.shard.broker_addr.to_string(),
+            cluster_name: config.broker_cluster_name.clone(),
+            ha_server_addr: ha_addr.to_string(),
+            broker_id: config.broker_id,
+            compressed: Some(false),
+            body_crc32: Some((crc32fast::hash(&body) & 0x7FFF_FFFF) as i32),
+            heartbeat_timeout_millis: None,
+            enable_acting_master: None,
+        };
+        let request = RemotingCommand::request(rc::REGISTER_BROKER, &header).with_body(body);
+        for i in 0..self.clients.len() {
+            let addr = self.clients[i].0;
+            match self.invoke(i, request.clone()).await {
+                Ok(response) if response.code == response_code::SUCCESS => {
+                    tracing::debug!(namesrv = %addr, "registered");
+                }
+                Ok(response) => {
+                    warn!(namesrv = %addr, code = response.code, remark = ?response.remark, "registration refused")
+                }
+                Err(error) => warn!(namesrv = %addr, %error, "registration failed"),
+            }
+        }
+    }
+
+    pub async fn unregister_all(&mut self) {
+        let request = RemotingCommand::request(rc::UNREGISTER_BROKER, &self.identity());
+        for i in 0..self.clients.len() {
+            let addr = self.clients[i].0;
+            match self.invoke(i, request.clone()).await {
+                Ok(_) => info!(namesrv = %addr, "unregistered"),
+                Err(error) => warn!(namesrv = %addr, %error, "unregister failed"),
+            }
+        }
+    }
+
+    async fn invoke(
+        &mut self,
+        i: usize,
+        request: RemotingCommand,
+    ) -> std::io::Result<RemotingCommand> {
+        let timeout = self.timeout();
+        let (addr, slot) = &mut self.clients[i];
+        if slot.is_none() {
+            *slot = Some(RemotingClient::connect(*addr, timeout).await?);
+        }
+        let client = slot.as_mut().expect("connected above");
+        let result = client.invoke(request, timeout).await;
+        if result.is_err() {
+            // Reconnect next time: the stream may hold half a frame.
+            *slot = None;
+        }
+        result
+    }
+
+    /// Registers now, then every period and whenever the topic table changes; when the shard
+    /// stops, unregisters.
+    pub async fn run(mut self) {
+        let period = Duration::from_millis(self.shard.config.register_name_server_period_ms);
+        loop {
+            let seen = self.shard.topics_changed.get();
+            self.register_all().await;
+            let shard = self.shard.clone();
+            let changed = shard.topics_changed.wait_for(seen + 1);
+            let stopping = shard.stopping.wait_for(1);
+            runtime::timeout(period, futures_lite::future::or(changed, stopping)).await;
+            if shard.is_stopping() {
+                self.unregister_all().await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! A shard: one reactor's share of the broker. It owns some (topic, queue) partitions
+//! (`ownership::owner_of`), their CommitLog shard, ConsumeQueues, consumer offsets and
+//! long-poll waiters; it holds read-only copies of the topic table (written by shard 0) and
+//! of the client table (replicated by events).
+//!
+//! Cross-shard work is an explicit hop over the mesh: a `Call` to the owner and a `CallReply`
+//! back, both `Send` values. Nothing on the send or pull path is shared behind a lock.
+
+pub mod ownership;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use thruster_client::protocol::body::TopicConfig;
+use thruster_client::protocol::RemotingCommand;
+use tracing::{debug, warn};
+
+pub use ownership::owner_of;
+
+use crate::config::BrokerConfig;
+use crate::meta::clients::{ClientEvent, ClientTable};
+use crate::meta::consumer_offset::ConsumerOffsets;
+use crate::meta::topic_config::TopicTable;
+use crate::remoting::{BodyPart, Failure, Reply};
+use crate::runtime::{self, LocalSender, MeshReceiver, MeshSenders};
+use crate::store::watermark::Watermark;
+use crate::store::MessageStore;
+
+/// Messages one mesh channel holds; a sender waits beyond it (bounded, like everything else).
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+/// A reply part that can cross threads: in-memory chunks are copied into `Bytes` when a reply
+/// leaves its shard; file ranges cross as they are (the file handle is shared).
+#[derive(Debug, Clone)]
+pub enum SendPart {
+    Bytes(Bytes),
+    File {
+        file: Arc<std::fs::File>,
+        pos: u64,
+        len: usize,
+    },
+}
+
+/// A response on its way back to the shard serving the connection.
+#[derive(Debug)]
+pub struct SendReply {
+    pub command: RemotingCommand,
+    pub tail: Vec<SendPart>,
+}
+
+impl SendReply {
+    pub fn from_reply(reply: Reply) -> SendReply {
+        let tail = reply
+            .tail
+            .into_iter()
+            .map(|part| match part {
+                BodyPart::Bytes(bytes) => SendPart::Bytes(bytes),
+                BodyPart::Buffer { buffer, start, len } => SendPart::Bytes(Bytes::copy_from_slice(
+                    &buffer.as_bytes()[start..start + len],
+                )),
+                BodyPart::File { file, pos, len } => SendPart::File { file, pos, len },
+            })
+            .collect();
+        SendReply {
+            command: reply.command,
+            tail,
+        }
+    }
+
+    pub fn into_reply(self) -> Reply {
+        let tail = self
+            .tail
+            .into_iter()
+            .map(|part| match part {
+                SendPart::Bytes(bytes) => BodyPart::Bytes(bytes),
+                SendPart::File { file, pos, len } => BodyPart::File { file, pos, len },
+            })
+            .collect();
+        Reply {
+            command: self.command,
+            tail,
+        }
+    }
+}
+
+/// Work one shard asks of another.
+#[derive(Debug)]
+pub enum Call {
+    /// A client request about a queue (or CommitLog offset) the receiver owns. `topic` is the
+    /// config the sender routed with, so the owner can serve a just-created topic even if
+    /// shard 0's broadcast has not reached it yet.
+    Remoting {
+        request: RemotingCommand,
+        peer: SocketAddr,
+        topic: Option<TopicConfig>,
+    },
+    /// Create a topic from a template, as a send to a missing topic does (shard 0 only).
+    AutoCreateTopic {
+        topic: String,
+        template: String,
+        queue_nums: i32,
+    },
+    /// Create or replace a topic (shard 0 only).
+    UpsertTopic(TopicConfig),
+    /// Stored records matching a key in the receiver's index.
+    QueryByKey {
+        topic: String,
+        key: String,
+        max_num: usize,
+        begin_ms: i64,
+        end_ms: i64,
+    },
+    /// The receiver's counters.
+    Stats,
+}
+
+#[derive(Debug)]
+pub enum CallReply {
+    Remoting(Option<SendReply>),
+    Topic(Result<TopicConfig, Failure>),
+    Records {
+        records: Vec<Bytes>,
+        index_last_update_ms: i64,
+        index_last_update_offset: u64,
+    },
+    Stats(ShardStats),
+    /// The target shard is gone (shutting down).
+    Unavailable,
+}
+
+/// Counters of one shard, summed for GET_BROKER_RUNTIME_INFO.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardStats {
+    pub put_messages: u64,
+    pub get_found: u64,
+    pub get_miss: u64,
+    pub hops_out: u64,
+    pub commit_log_min_offset: u64,
+    pub commit_log_max_offset: u64,
+}
+
+impl ShardStats {
+    pub fn add(&mut self, other: &ShardStats) {
+        self.put_messages += other.put_messages;
+        self.get_found += other.get_found;
+        self.get_miss += other.get_miss;
+        self.hops_out += other.hops_out;
+    }
+}
+
+/// What travels on the mesh.
+#[derive(Debug)]
+pub enum MeshMessage {
+    Call {
+        id: u64,
+        call: Call,
+    },
+    Reply {
+        id: u64,
+        reply: CallReply,
+    },
+    /// A client-table change, applied by every shard.
+    Client(ClientEvent),
+    /// Shard 0 changed the topic table.
+    TopicChanged(TopicConfig),
+}
+
+/// Handles calls addressed to this shard (implemented by the processor).
+#[allow(async_fn_in_trait)]
+pub trait CallHandler: 'static {
+    async fn handle_call(&self, call: Call) -> CallReply;
+    /// A client event from another shard was applied; `changed` groups need notifying.
+    fn client_groups_changed(&self, changed: Vec<String>);
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: Arc<BrokerConfig>,
+    pub store: Rc<MessageStore>,
+    /// `brokerIP1:listenPort`, the store host of every record.
+    pub broker_addr: SocketAddr,
+    pub topics: RefCell<TopicTable>,
+    pub clients: RefCell<ClientTable>,
+    pub offsets: RefCell<ConsumerOffsets>,
+    /// Highest queue offset written per owned queue: long-polling pulls wait on it.
+    queue_heads: RefCell<HashMap<(String, i32), Rc<Watermark>>>,
+    /// Outbound channels of this shard's connections that registered as clients (for
+    /// NOTIFY_CONSUMER_IDS_CHANGED).
+    pub connections: RefCell<HashMap<u64, LocalSender<Reply>>>,
+    senders: MeshSenders<MeshMessage>,
+    pending: RefCell<HashMap<u64, LocalSender<CallReply>>>,
+    next_call_id: Cell<u64>,
+    /// Set when shutdown begins: long polls answer at once, new work is refused.
+    pub stopping: Watermark,
+    pub hops_out: Cell<u64>,
+    pub put_messages: Cell<u64>,
+    pub get_found: Cell<u64>,
+    pub get_miss: Cell<u64>,
+    /// Requests being processed (shutdown waits for them).
+    pub in_flight: Cell<u64>,
+    pub in_flight_drained: Watermark,
+    pub boot_ms: i64,
+    /// Bumped by shard 0 when the topic table changes: registration runs at once.
+    pub topics_changed: Watermark,
+    /// Spreads sends that let the broker pick the queue (negative queue id).
+    pub queue_rotation: Cell<u32>,
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<BrokerConfig>,
+        store: Rc<MessageStore>,
+        broker_addr: SocketAddr,
+        topics: TopicTable,
+        offsets: ConsumerOffsets,
+        senders: MeshSenders<MeshMessage>,
+        count: usize,
+    ) -> Shard {
+        Shard {
+            id: senders.peer_id(),
+            count,
+            config,
+            store,
+            broker_addr,
+            topics: RefCell::new(topics),
+            clients: RefCell::new(ClientTable::default()),
+            offsets: RefCell::new(offsets),
+            queue_heads: RefCell::new(HashMap::new()),
+            connections: RefCell::new(HashMap::new()),
+            senders,
+            pending: RefCell::new(HashMap::new()),
+            next_call_id: Cell::new(1),
+            stopping: Watermark::new(0),
+            hops_out: Cell::new(0),
+            put_messages: Cell::new(0),
+            get_found: Cell::new(0),
+            get_miss: Cell::new(0),
+            in_flight: Cell::new(0),
+            in_flight_drained: Watermark::new(0),
+            boot_ms: runtime::now_ms(),
+            topics_changed: Watermark::new(0),
+            queue_rotation: Cell::new(0),
+        }
+    }
+
+    pub fn owner_of(&self, topic: &str, queue_id: i32) -> usize {
+        owner_of(topic, queue_id, self.count)
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get() > 0
+    }
+
+    /// The long-poll mark of a queue this shard owns.
+    pub fn queue_head(&self, topic: &str, queue_id: i32) -> Rc<Watermark> {
+        self.queue_heads
+            .borrow_mut()
+            .entry((topic.to_owned(), queue_id))
+            .or_insert_with(|| Rc::new(Watermark::new(0)))
+            .clone()
+    }
+
+    /// Records that a queue grew to `max_offset`: wakes the pulls parked on it.
+    pub fn queue_grew(&self, topic: &str, queue_id: i32, max_offset: u64) {
+        let head = self
+            .queue_heads
+            .borrow()
+            .get(&(topic.to_owned(), queue_id))
+            .cloned();
+        if let Some(head) = head {
+            head.advance(max_offset);
+        }
+    }
+
+    /// Runs `call` on shard `to`: directly when that is this shard, else one hop there and
+    /// one back.
+    pub async fn call<H: CallHandler>(&self, handler: &H, to: usize, call: Call) -> CallReply {
+        if to == self.id {
+            return handler.handle_call(call).await;
+        }
+        let id = self.next_call_id.get();
+        self.next_call_id.set(id + 1);
+        let (reply_tx, reply_rx) = runtime::bounded_channel(1);
+        self.pending.borrow_mut().insert(id, reply_tx);
+        self.hops_out.set(self.hops_out.get() + 1);
+        if self
+            .senders
+            .send_to(to, MeshMessage::Call { id, call })
+            .await
+            .is_err()
+        {
+            self.pending.borrow_mut().remove(&id);
+            return CallReply::Unavailable;
+        }
+        reply_rx.recv().await.unwrap_or(CallReply::Unavailable)
+    }
+
+    /// Sends a message to every other shard (waiting for room in each channel, so messages
+    /// sent later on the same channels arrive after it).
+    pub async fn broadcast(&self, make: impl Fn() -> MeshMessage) {
+        for to in (0..self.count).filter(|&s| s != self.id) {
+            if self.senders.send_to(to, make()).await.is_err() {
+                debug!(shard = self.id, to, "broadcast to a stopped shard dropped");
+            }
+        }
+    }
+
+    /// Serves messages from shard `from` until it goes away.
+    pub async fn receive_from<H: CallHandler>(
+        self: Rc<Self>,
+        handler: Rc<H>,
+        from: usize,
+        receiver: MeshReceiver<MeshMessage>,
+    ) {
+        while let Some(message) = receiver.recv().await {
+            match message {
+                MeshMessage::Call { id, call } => {
+                    let shard = self.clone();
+                    let handler = handler.clone();
+                    runtime::spawn_detached(async move {
+                        let reply = handler.handle_call(call).await;
+                        if shard
+                            .senders
+                            .send_to(from, MeshMessage::Reply { id, reply })
+                            .await
+                            .is_err()
+                        {
+                            debug!(shard = shard.id, from, "reply to a stopped shard dropped");
+                        }
+                    });
+                }
+                MeshMessage::Reply { id, reply } => {
+                    let waiter = self.pending.borrow_mut().remove(&id);
+                    match waiter {
+                        Some(waiter) => {
+                            let _ = waiter.try_send(reply);
+                        }
+                        None => warn!(shard = self.id, from, id, "reply to an unknown call"),
+                    }
+                }
+                MeshMessage::Client(event) => {
+                    let changed = self.clients.borrow_mut().apply(&event);
+                    if !changed.is_empty() {
+                        handler.client_groups_changed(changed);
+                    }
+                }
+                MeshMessage::TopicChanged(topic) => {
+                    self.topics.borrow_mut().upsert(topic, runtime::now_ms());
+                }
+            }
+        }
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            put_messages: self.put_messages.get(),
+            get_found: self.get_found.get(),
+            get_miss: self.get_miss.get(),
+            hops_out: self.hops_out.get(),
+            commit_log_min_offset: self.store.commit_log_min_offset(),
+            commit_log_max_offset: self.store.commit_log_max_offset(),
+        }
+    }
+}
