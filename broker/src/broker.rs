@@ -48,10 +48,15 @@ pub struct ShardStart {
 /// Runs one shard until the stop flag is set, then shuts it down cleanly.
 pub async fn run_shard(start: ShardStart) -> io::Result<()> {
     let ready = start.ready.clone();
-    match open_shard(&start).await {
-        Ok((shard, processor)) => {
+    let started = async {
+        let (shard, processor) = open_shard(&start).await?;
+        start_serving(&start, &shard, &processor).await?;
+        Ok::<_, io::Error>(shard)
+    };
+    match started.await {
+        Ok(shard) => {
             let _ = ready.send(Ok(shard.id));
-            serve_until_stopped(&start, shard, processor).await
+            serve_until_stopped(shard).await
         }
         Err(error) => {
             let _ = ready.send(Err(error.to_string()));
@@ -105,10 +110,12 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
     Ok((shard, processor))
 }
 
-async fn serve_until_stopped(
+/// Accepts on the shared ports and starts the background loops; shard 0 registers with the
+/// name servers once before the broker reports itself ready, so clients find its routes.
+async fn start_serving(
     start: &ShardStart,
-    shard: Rc<Shard>,
-    processor: Rc<BrokerProcessor>,
+    shard: &Rc<Shard>,
+    processor: &Rc<BrokerProcessor>,
 ) -> io::Result<()> {
     let config = &start.config;
     for (i, addr) in start.listen_addrs.iter().enumerate() {
@@ -132,7 +139,8 @@ async fn serve_until_stopped(
     spawn_client_scanner(shard.clone(), config.channel_expired_timeout_ms);
     let (registrar_done_tx, registrar_done) = runtime::bounded_channel::<()>(1);
     if shard.id == 0 && !config.namesrv_addrs.is_empty() {
-        let registrar = Registrar::new(shard.clone());
+        let mut registrar = Registrar::new(shard.clone());
+        registrar.register_all().await;
         runtime::spawn_detached(async move {
             registrar.run().await;
             let _ = registrar_done_tx.send(()).await;
@@ -140,8 +148,19 @@ async fn serve_until_stopped(
     } else {
         drop(registrar_done_tx);
     }
+    let stop = start.stop.clone();
+    let stopping_shard = shard.clone();
+    runtime::spawn_detached(async move {
+        runtime::wait_for_flag(&stop, STOP_POLL_INTERVAL).await;
+        stopping_shard.stopping.advance(1);
+    });
+    *shard.registrar_done.borrow_mut() = Some(registrar_done);
+    Ok(())
+}
 
-    runtime::wait_for_flag(&start.stop, STOP_POLL_INTERVAL).await;
+async fn serve_until_stopped(shard: Rc<Shard>) -> io::Result<()> {
+    shard.stopping.wait_for(1).await;
+    let registrar_done = shard.registrar_done.borrow_mut().take();
     info!(
         shard = shard.id,
         "shutting down: no new connections, draining requests"
@@ -160,7 +179,9 @@ async fn serve_until_stopped(
             "requests still running after the drain timeout"
         );
     }
-    let _ = runtime::timeout(DRAIN_TIMEOUT, registrar_done.recv()).await;
+    if let Some(registrar_done) = registrar_done {
+        let _ = runtime::timeout(DRAIN_TIMEOUT, registrar_done.recv()).await;
+    }
     if let Err(error) = shard.offsets.borrow_mut().persist() {
         warn!(shard = shard.id, %error, "persisting consumer offsets at shutdown");
     }

@@ -116,13 +116,12 @@ impl Registrar {
         result
     }
 
-    /// Registers now, then every period and whenever the topic table changes; when the shard
-    /// stops, unregisters.
+    /// After the first registration (which the caller makes before serving): registers
+    /// every period and whenever the topic table changes; when the shard stops, unregisters.
     pub async fn run(mut self) {
         let period = Duration::from_millis(self.shard.config.register_name_server_period_ms);
         loop {
             let seen = self.shard.topics_changed.get();
-            self.register_all().await;
             let shard = self.shard.clone();
             let changed = shard.topics_changed.wait_for(seen + 1);
             let stopping = shard.stopping.wait_for(1);
@@ -131,6 +130,7 @@ impl Registrar {
                 self.unregister_all().await;
                 return;
             }
+            self.register_all().await;
         }
     }
 }

@@ -6,7 +6,6 @@
 //! integration tests of their own (e.g. `broker/tests/cli.rs`); `cargo test -p thruster-tests`
 //! alone does not, hence the hint in [`binary`].
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -22,15 +21,19 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a test waits for any one response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `target/<profile>/`, where the workspace binaries are.
+pub fn binary_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target profile dir")
+        .to_path_buf()
+}
+
 /// Path of a workspace binary.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
-    let path = dir.join(name);
+    let path = binary_dir().join(name);
     assert!(
         path.exists(),
         "{} is missing: run `cargo test --workspace` (or `cargo build --workspace --bins`) first",
@@ -39,10 +42,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+pub mod cpp_client;
+
 /// A server process started for one test; killed when dropped.
 pub struct ServerProcess {
+    name: String,
+    args: Vec<String>,
     child: Child,
     pub addr: SocketAddr,
+    /// Every `<what> listening on <addr>` line, in order (`--standalone` prints two).
+    pub listening: Vec<(String, SocketAddr)>,
     pub dir: tempfile::TempDir,
     log_path: PathBuf,
 }
@@ -52,10 +61,25 @@ impl ServerProcess {
     /// `... listening on <addr>` line on stdout. Its stderr goes to a log file in `dir`.
     pub fn start(name: &str, args: &[&str]) -> ServerProcess {
         let dir = tempfile::tempdir().expect("temp dir");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        ServerProcess::start_in(name, args, dir, 1)
+    }
+
+    /// Starts `name` in `dir` and waits for `lines` listening lines.
+    fn start_in(
+        name: &str,
+        args: Vec<String>,
+        dir: tempfile::TempDir,
+        lines: usize,
+    ) -> ServerProcess {
         let log_path = dir.path().join(format!("{name}.log"));
-        let log = File::create(&log_path).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
         let mut child = Command::new(binary(name))
-            .args(args)
+            .args(&args)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -67,28 +91,102 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some((_, addr)) = line.split_once(" listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
+                if let Some((what, addr)) = line.split_once(" listening on ") {
+                    let _ = tx.send((what.trim().to_owned(), addr.trim().to_owned()));
                 }
             }
         });
-        let addr = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => addr.parse().expect("listening address"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{name} did not report a listening address within {START_TIMEOUT:?}; log:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
+        let mut listening = Vec::new();
+        while listening.len() < lines {
+            match rx.recv_timeout(START_TIMEOUT) {
+                Ok((what, addr)) => {
+                    listening.push((what, addr.parse().expect("listening address")))
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "{name} did not report a listening address within {START_TIMEOUT:?}; log:\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
             }
-        };
+        }
         ServerProcess {
+            name: name.to_owned(),
+            args,
             child,
-            addr,
+            addr: listening[0].1,
+            listening,
             dir,
             log_path,
         }
+    }
+
+    /// Starts `thruster-broker` on free ports in a temp dir, registering with `namesrv`, with
+    /// `shards` shards and any extra `--set` overrides.
+    pub fn broker(namesrv: SocketAddr, shards: usize, extra: &[&str]) -> ServerProcess {
+        let mut args = vec![
+            "-n".to_string(),
+            namesrv.to_string(),
+            "--set".into(),
+            "listenPort=0".into(),
+            "--set".into(),
+            format!("shards={shards}"),
+        ];
+        for setting in extra {
+            args.push("--set".into());
+            args.push(setting.to_string());
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        ServerProcess::start_in("thruster-broker", args, dir, 1)
+    }
+
+    /// `thruster-broker --standalone` on free ports: `listening` holds the name server (first)
+    /// and the broker.
+    pub fn standalone_broker(shards: usize) -> ServerProcess {
+        let args = vec![
+            "--standalone".to_string(),
+            "--namesrv-listen".into(),
+            "127.0.0.1:0".into(),
+            "--set".into(),
+            "listenPort=0".into(),
+            "--set".into(),
+            format!("shards={shards}"),
+        ];
+        let dir = tempfile::tempdir().expect("temp dir");
+        ServerProcess::start_in("thruster-broker", args, dir, 2)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited with 0.
+    pub fn stop_gracefully(&mut self) -> bool {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Starts the same program again, in the same directory, with the same arguments, after
+    /// this one has stopped (the port may differ when it was 0).
+    pub fn restart(mut self) -> ServerProcess {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Keep the directory: the old handle gets an empty stand-in to delete.
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let (name, args, lines) = (self.name.clone(), self.args.clone(), self.listening.len());
+        drop(self);
+        ServerProcess::start_in(&name, args, dir, lines)
     }
 
     /// The process's log so far.

@@ -113,7 +113,14 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
     };
     let mut result = read();
     let suspend = header.sys_flag & pull_sys_flag::SUSPEND != 0;
-    if result.status == GetStatus::OffsetOverflowOne && suspend && !shard.is_stopping() {
+    // Like Java, hold whatever would be answered PULL_NOT_FOUND: the tail of a queue, and a
+    // queue that has no message yet.
+    let nothing_yet = match result.status {
+        GetStatus::OffsetOverflowOne => true,
+        GetStatus::NoMessageInQueue | GetStatus::NoMatchedLogicQueue => offset == 0,
+        _ => false,
+    };
+    if nothing_yet && suspend && !shard.is_stopping() {
         let hold_ms = if shard.config.long_polling_enable {
             (header.suspend_timeout_millis.max(0) as u64).min(SUSPEND_MAX_MS)
         } else {

@@ -128,6 +128,13 @@ pub async fn store_owned(
             ),
         ));
     }
+    if find_property(&properties, property::DELAY).is_some_and(|level| level.trim() != "0") {
+        // Delay levels are not built yet: refusing is better than delivering at once.
+        return Err(Failure::new(
+            response_code::MESSAGE_ILLEGAL,
+            "delayed messages (DELAY property) are not supported by this broker yet",
+        ));
+    }
     let cluster = &config.broker_cluster_name;
     let template = PutMessage {
         sys_flag: header.sys_flag,
@@ -141,7 +148,10 @@ pub async fn store_owned(
             shard.broker_addr,
         )
     };
-    let messages: Vec<PutMessage> = if request.code == rc::SEND_BATCH_MESSAGE {
+    // Java decides by the header's batch flag; the C++ client sends batches as
+    // SEND_MESSAGE_V2 with `m=true`, Java and Go as SEND_BATCH_MESSAGE.
+    let is_batch = request.code == rc::SEND_BATCH_MESSAGE || header.batch == Some(true);
+    let messages: Vec<PutMessage> = if is_batch {
         let entries = decode_batch(&request.body, BATCH_ENTRIES_MAX)
             .map_err(|e| Failure::new(response_code::MESSAGE_ILLEGAL, e.to_string()))?;
         if entries.is_empty() {

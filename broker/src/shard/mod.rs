@@ -207,6 +207,8 @@ pub struct Shard {
     pub boot_ms: i64,
     /// Bumped by shard 0 when the topic table changes: registration runs at once.
     pub topics_changed: Watermark,
+    /// Completes when the registrar has unregistered (shard 0, at shutdown).
+    pub registrar_done: RefCell<Option<runtime::LocalReceiver<()>>>,
     /// Spreads sends that let the broker pick the queue (negative queue id).
     pub queue_rotation: Cell<u32>,
 }
@@ -245,6 +247,7 @@ impl Shard {
             in_flight_drained: Watermark::new(0),
             boot_ms: runtime::now_ms(),
             topics_changed: Watermark::new(0),
+            registrar_done: RefCell::new(None),
             queue_rotation: Cell::new(0),
         }
     }

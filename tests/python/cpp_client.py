@@ -1,0 +1,131 @@
+"""Drives the Apache RocketMQ C++ client 2.x (bundled by PyPI `rocketmq` 0.4.4) for
+Thruster's integration tests. Every event is one JSON line on stdout, so the Rust test reads
+exactly what the unchanged client saw.
+
+  produce NAMESRV TOPIC MODE COUNT PREFIX   MODE: sync | async | oneway | orderly | each-queue | batch
+  push NAMESRV GROUP TOPIC MODEL            MODEL: clustering | broadcasting; runs until stdin closes
+  pull NAMESRV GROUP TOPIC EXPECT TIMEOUT_S
+"""
+import json
+import sys
+import threading
+import time
+
+from rocketmq.client import Message, Producer, PullConsumer, PushConsumer, SendStatus
+from rocketmq.ffi import MessageModel
+
+_out = threading.Lock()
+
+
+def emit(**event):
+    with _out:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
+
+
+def text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def message(topic, body, i):
+    msg = Message(topic)
+    msg.set_keys("key-%d" % i)
+    msg.set_tags("TagA")
+    msg.set_body(body)
+    return msg
+
+
+def produce(namesrv, topic, mode, count, prefix):
+    producer = Producer("thruster-test-producer-%s" % mode)
+    producer.set_namesrv_addr(namesrv)
+    producer.start()
+    pending = threading.Semaphore(0)
+    bodies = ["%s-%d" % (prefix, i) for i in range(count)]
+    if mode == "batch":
+        result = producer.send_batch([message(topic, b, i) for i, b in enumerate(bodies)])
+        for body in bodies:
+            emit(event="sent", body=body, status=int(result.status), msg_id=result.msg_id)
+        bodies = []
+    for i, body in enumerate(bodies):
+        msg = message(topic, body, i)
+        if mode == "sync":
+            result = producer.send_sync(msg)
+            emit(event="sent", body=body, status=int(result.status), msg_id=result.msg_id,
+                 offset=result.offset)
+        elif mode in ("orderly", "each-queue"):
+            # The sharding key picks the queue (hash of the key modulo the queue count):
+            # "orderly" uses 3 keys, "each-queue" key i (message i to queue i mod count).
+            key = i % 3 if mode == "orderly" else i
+            result = producer.send_orderly(msg, key)
+            emit(event="sent", body=body, status=int(result.status), msg_id=result.msg_id,
+                 offset=result.offset, key=key)
+        elif mode == "oneway":
+            producer.send_oneway(msg)
+            emit(event="sent", body=body, status=int(SendStatus.OK))
+        elif mode == "async":
+            def ok(result, body=body):
+                emit(event="sent", body=body, status=int(result.status), msg_id=result.msg_id)
+                pending.release()
+
+            def failed(error, body=body):
+                emit(event="send-failed", body=body, error=str(error))
+                pending.release()
+
+            producer.send_async(msg, ok, failed)
+    if mode == "async":
+        for _ in bodies:
+            if not pending.acquire(timeout=30):
+                emit(event="error", error="async send callbacks missing")
+                break
+    producer.shutdown()
+    emit(event="done")
+
+
+def push(namesrv, group, topic, model):
+    consumer = PushConsumer(group, message_model=(
+        MessageModel.BROADCASTING if model == "broadcasting" else MessageModel.CLUSTERING))
+    consumer.set_namesrv_addr(namesrv)
+    consumer.set_instance_name("%s-%d" % (group, id(consumer)))
+
+    def on_message(msg):
+        emit(event="received", body=text(msg.body), queue=msg.queue_id,
+             offset=msg.queue_offset, topic=text(msg.topic), tags=text(msg.tags),
+             keys=text(msg.keys))
+
+    consumer.subscribe(topic, on_message)
+    consumer.start()
+    emit(event="started")
+    sys.stdin.read()  # until the test closes our stdin
+    consumer.shutdown()
+    emit(event="done")
+
+
+def pull(namesrv, group, topic, expect, timeout_s):
+    consumer = PullConsumer(group)
+    consumer.set_namesrv_addr(namesrv)
+    consumer.start()
+    received = 0
+    deadline = time.time() + timeout_s
+    while received < expect and time.time() < deadline:
+        for msg in consumer.pull(topic):
+            received += 1
+            emit(event="received", body=text(msg.body), queue=msg.queue_id,
+                 offset=msg.queue_offset)
+    consumer.shutdown()
+    emit(event="done", received=received)
+
+
+def main(argv):
+    command = argv[1]
+    if command == "produce":
+        produce(argv[2], argv[3], argv[4], int(argv[5]), argv[6])
+    elif command == "push":
+        push(argv[2], argv[3], argv[4], argv[5])
+    elif command == "pull":
+        pull(argv[2], argv[3], argv[4], int(argv[5]), float(argv[6]))
+    else:
+        raise SystemExit("unknown command %r" % command)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,429 @@
+//! `thruster-broker` as a process, driven frame by frame: restart durability, long polling,
+//! offsets, cross-shard hops, clean shutdown, and bad input that must not hurt anyone else.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use thruster_client::protocol::body::{self, decode_lenient, KvTable, TopicConfigSerializeWrapper};
+use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
+use thruster_client::protocol::header::namesrv::GetRouteInfoRequestHeader;
+use thruster_client::protocol::header::offset::{
+    GetMaxOffsetRequestHeader, OffsetResponseHeader, QueryConsumerOffsetRequestHeader,
+    UpdateConsumerOffsetRequestHeader,
+};
+use thruster_client::protocol::header::pull::{
+    pull_sys_flag, PullMessageRequestHeader, PullMessageResponseHeader,
+};
+use thruster_client::protocol::header::query::ViewMessageRequestHeader;
+use thruster_client::protocol::header::send::{
+    SendMessageRequestHeaderV2, SendMessageResponseHeader,
+};
+use thruster_client::protocol::header::EmptyHeader;
+use thruster_client::protocol::message::{decode_offset_msg_id, decode_records, encode_properties};
+use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_tests::{Client, ServerProcess};
+
+const QUEUES: i32 = 4;
+
+fn start(shards: usize) -> (ServerProcess, ServerProcess) {
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let broker = ServerProcess::broker(namesrv.addr, shards, &[]);
+    (namesrv, broker)
+}
+
+fn create_topic(client: &mut Client, topic: &str) {
+    let response = client.invoke(RemotingCommand::request(
+        rc::UPDATE_AND_CREATE_TOPIC,
+        &CreateTopicRequestHeader {
+            topic: topic.into(),
+            default_topic: "TBW102".into(),
+            read_queue_nums: QUEUES,
+            write_queue_nums: QUEUES,
+            perm: 6,
+            topic_filter_type: "SINGLE_TAG".into(),
+            topic_sys_flag: None,
+            order: false,
+            attributes: None,
+            force: None,
+        },
+    ));
+    assert_eq!(
+        response.code,
+        response_code::SUCCESS,
+        "{:?}",
+        response.remark
+    );
+}
+
+fn send(client: &mut Client, topic: &str, queue_id: i32, body: &str) -> SendMessageResponseHeader {
+    let header = SendMessageRequestHeaderV2 {
+        a: "test-producer".into(),
+        b: topic.into(),
+        c: "TBW102".into(),
+        d: QUEUES,
+        e: queue_id,
+        f: 0,
+        g: 1_700_000_000_000,
+        h: 0,
+        i: Some(encode_properties([("KEYS", body), ("TAGS", "T")])),
+        j: None,
+        k: None,
+        l: None,
+        m: None,
+        n: None,
+    };
+    let request =
+        RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(body.as_bytes().to_vec());
+    let response = client.invoke(request);
+    assert_eq!(
+        response.code,
+        response_code::SUCCESS,
+        "{:?}",
+        response.remark
+    );
+    response.decode_header().expect("send response header")
+}
+
+fn pull_request(topic: &str, queue_id: i32, offset: i64, suspend_ms: i64) -> RemotingCommand {
+    let flags = pull_sys_flag::SUBSCRIPTION
+        | if suspend_ms > 0 {
+            pull_sys_flag::SUSPEND
+        } else {
+            0
+        };
+    RemotingCommand::request(
+        rc::PULL_MESSAGE,
+        &PullMessageRequestHeader {
+            consumer_group: "test-group".into(),
+            topic: topic.into(),
+            queue_id,
+            queue_offset: offset,
+            max_msg_nums: 32,
+            sys_flag: flags,
+            commit_offset: 0,
+            suspend_timeout_millis: suspend_ms,
+            subscription: Some("*".into()),
+            sub_version: 0,
+            expression_type: Some("TAG".into()),
+            max_msg_bytes: None,
+            broker_name: None,
+        },
+    )
+}
+
+/// Every body in a queue from offset 0, in order.
+fn pull_bodies(client: &mut Client, topic: &str, queue_id: i32) -> Vec<String> {
+    let mut bodies = Vec::new();
+    let mut offset = 0;
+    loop {
+        let response = client.invoke(pull_request(topic, queue_id, offset, 0));
+        if response.code != response_code::SUCCESS {
+            assert_eq!(
+                response.code,
+                response_code::PULL_NOT_FOUND,
+                "{:?}",
+                response.remark
+            );
+            return bodies;
+        }
+        let header: PullMessageResponseHeader = response.decode_header().unwrap();
+        let records = decode_records(&response.body, true).expect("stored records");
+        for record in &records {
+            assert_eq!(record.queue_offset, offset, "records in queue order");
+            assert_eq!(record.queue_id, queue_id);
+            bodies.push(String::from_utf8(record.body.to_vec()).unwrap());
+            offset += 1;
+        }
+        assert_eq!(header.next_begin_offset, offset);
+    }
+}
+
+fn offset_of(response: &RemotingCommand) -> i64 {
+    assert_eq!(
+        response.code,
+        response_code::SUCCESS,
+        "{:?}",
+        response.remark
+    );
+    response
+        .decode_header::<OffsetResponseHeader>()
+        .unwrap()
+        .offset
+}
+
+#[test]
+fn topics_messages_and_offsets_survive_a_restart() {
+    let (_namesrv, broker) = start(2);
+    let mut client = Client::connect(broker.addr);
+    create_topic(&mut client, "Durable");
+    let mut sent = vec![Vec::new(); QUEUES as usize];
+    for i in 0..40 {
+        let queue = i % QUEUES;
+        let body = format!("m-{i}");
+        let response = send(&mut client, "Durable", queue, &body);
+        assert_eq!(response.queue_id, queue);
+        sent[queue as usize].push(body);
+    }
+    for queue in 0..QUEUES {
+        let request = RemotingCommand::request(
+            rc::UPDATE_CONSUMER_OFFSET,
+            &UpdateConsumerOffsetRequestHeader {
+                consumer_group: "g".into(),
+                topic: "Durable".into(),
+                queue_id: queue,
+                commit_offset: 3 + i64::from(queue),
+                broker_name: None,
+            },
+        );
+        assert_eq!(client.invoke(request).code, response_code::SUCCESS);
+    }
+    drop(client);
+    let mut broker = broker;
+    assert!(broker.stop_gracefully(), "clean exit on SIGTERM");
+    let log = broker.log();
+    assert!(log.contains("broker stopped cleanly"), "{log}");
+    let broker = broker.restart();
+    let log = broker.log();
+    let second_run = &log[log.rfind("broker stopped cleanly").unwrap()..];
+    assert!(
+        second_run.contains("crashed=false") && !second_run.contains("crashed=true"),
+        "a clean stop leaves no abort file: recovery must not treat it as a crash\n{second_run}"
+    );
+    let mut client = Client::connect(broker.addr);
+    let topics = client.invoke(RemotingCommand::request(
+        rc::GET_ALL_TOPIC_CONFIG,
+        &EmptyHeader {},
+    ));
+    let wrapper: TopicConfigSerializeWrapper = decode_lenient("topics", &topics.body).unwrap();
+    assert_eq!(
+        wrapper.topic_config_table["Durable"].write_queue_nums,
+        QUEUES
+    );
+    for queue in 0..QUEUES {
+        assert_eq!(
+            pull_bodies(&mut client, "Durable", queue),
+            sent[queue as usize]
+        );
+        let max = client.invoke(RemotingCommand::request(
+            rc::GET_MAX_OFFSET,
+            &GetMaxOffsetRequestHeader {
+                topic: "Durable".into(),
+                queue_id: queue,
+                committed: None,
+                broker_name: None,
+            },
+        ));
+        assert_eq!(offset_of(&max), 10);
+        let committed = client.invoke(RemotingCommand::request(
+            rc::QUERY_CONSUMER_OFFSET,
+            &QueryConsumerOffsetRequestHeader {
+                consumer_group: "g".into(),
+                topic: "Durable".into(),
+                queue_id: queue,
+                set_zero_if_not_found: None,
+                broker_name: None,
+            },
+        ));
+        assert_eq!(offset_of(&committed), 3 + i64::from(queue));
+    }
+}
+
+#[test]
+fn a_parked_pull_is_answered_by_the_next_send_to_its_queue_not_by_its_timeout() {
+    let (_namesrv, broker) = start(2);
+    let mut setup = Client::connect(broker.addr);
+    create_topic(&mut setup, "LongPoll");
+    create_topic(&mut setup, "LongPollOther");
+    for queue in 0..QUEUES {
+        // Nothing yet: a pull without suspension answers PULL_NOT_FOUND at once.
+        let response = setup.invoke(pull_request("LongPoll", queue, 0, 0));
+        assert_eq!(response.code, response_code::PULL_NOT_FOUND);
+    }
+    let hold_ms = 20_000;
+    for queue in 0..QUEUES {
+        let mut puller = Client::connect(broker.addr);
+        let started = Instant::now();
+        let mut request = pull_request("LongPoll", queue, 0, hold_ms);
+        request.opaque = 1;
+        puller.send(&request).unwrap();
+        // The pull is parked (no answer yet) ...
+        send(&mut setup, "LongPollOther", queue, "other-topic");
+        // ... a send to another topic does not wake it; one to its own queue does.
+        let body = format!("wake-{queue}");
+        send(&mut setup, "LongPoll", queue, &body);
+        let response = puller.read_command().unwrap().expect("pull response");
+        let waited = started.elapsed();
+        assert_eq!(
+            response.code,
+            response_code::SUCCESS,
+            "{:?}",
+            response.remark
+        );
+        let records = decode_records(&response.body, true).unwrap();
+        let bodies: Vec<_> = records.iter().map(|r| r.body.clone()).collect();
+        assert!(
+            bodies.contains(&body.clone().into_bytes().into()),
+            "{bodies:?}"
+        );
+        assert!(
+            waited < Duration::from_millis(hold_ms as u64 / 2),
+            "answered after {waited:?}: by the timeout, not by the send"
+        );
+    }
+}
+
+#[test]
+fn requests_for_other_shards_hop_and_are_counted_and_ids_lead_back() {
+    let (_namesrv, broker) = start(2);
+    let mut client = Client::connect(broker.addr);
+    create_topic(&mut client, "Hops");
+    let mut ids = Vec::new();
+    for queue in 0..QUEUES {
+        let response = send(&mut client, "Hops", queue, &format!("h-{queue}"));
+        ids.push(response.msg_id);
+    }
+    // One connection lives on one shard, and the topic's queues are spread over both: some of
+    // these sends crossed.
+    let info = client.invoke(RemotingCommand::request(
+        rc::GET_BROKER_RUNTIME_INFO,
+        &EmptyHeader {},
+    ));
+    let table: KvTable = decode_lenient("runtime info", &info.body).unwrap();
+    let hops: u64 = table.table["crossShardHops"].parse().unwrap();
+    assert!(hops >= 2, "expected at least two hops, got {hops}");
+    assert_eq!(table.table["msgPutTotalTodayNow"], "4");
+    // offsetMsgIds name this broker and an offset that VIEW_MESSAGE_BY_ID finds, whichever
+    // shard wrote it.
+    let mut shards = BTreeSet::new();
+    for (queue, id) in ids.iter().enumerate() {
+        let (host, offset) = decode_offset_msg_id(id).expect("offsetMsgId");
+        assert_eq!(host, broker.addr);
+        shards.insert(offset >> 56);
+        let response = client.invoke(RemotingCommand::request(
+            rc::VIEW_MESSAGE_BY_ID,
+            &ViewMessageRequestHeader {
+                offset,
+                topic: None,
+                broker_name: None,
+            },
+        ));
+        assert_eq!(response.code, response_code::SUCCESS);
+        let record = &decode_records(&response.body, true).unwrap()[0];
+        assert_eq!(record.body.as_ref(), format!("h-{queue}").as_bytes());
+    }
+    assert_eq!(shards.len(), 2, "both shards stored messages");
+}
+
+#[test]
+fn bad_frames_close_one_connection_and_the_broker_keeps_serving() {
+    let (_namesrv, broker) = start(2);
+    let mut healthy = Client::connect(broker.addr);
+    create_topic(&mut healthy, "Healthy");
+    // An oversized length field: that connection is closed.
+    let mut bad = Client::connect(broker.addr);
+    bad.send_bytes(&0x7fff_fff0u32.to_be_bytes()).unwrap();
+    assert!(bad.read_command().unwrap_or(None).is_none());
+    // A header that is not JSON: SYSTEM_ERROR, then closed.
+    let mut garbage = Client::connect(broker.addr);
+    let header = b"{not json";
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&((4 + header.len()) as u32).to_be_bytes());
+    frame.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    frame.extend_from_slice(header);
+    garbage.send_bytes(&frame).unwrap();
+    let response = garbage.read_command().unwrap().expect("error response");
+    assert_eq!(response.code, response_code::SYSTEM_ERROR);
+    // A send with a missing header field and a batch body that is not one: errors, not panics.
+    let mut missing = RemotingCommand::request(rc::SEND_MESSAGE_V2, &EmptyHeader {});
+    missing.ext_fields.insert("b", "Healthy");
+    let response = healthy.invoke(missing);
+    assert_eq!(response.code, response_code::SYSTEM_ERROR);
+    let mut batch_header = SendMessageRequestHeaderV2 {
+        a: "p".into(),
+        b: "Healthy".into(),
+        c: "TBW102".into(),
+        d: 4,
+        e: 0,
+        f: 0,
+        g: 0,
+        h: 0,
+        i: None,
+        j: None,
+        k: None,
+        l: None,
+        m: Some(true),
+        n: None,
+    };
+    let response = healthy.invoke(
+        RemotingCommand::request(rc::SEND_BATCH_MESSAGE, &batch_header).with_body(vec![1, 2, 3]),
+    );
+    assert_eq!(response.code, response_code::MESSAGE_ILLEGAL);
+    // A queue id past the topic's queues.
+    batch_header.e = 99;
+    batch_header.m = None;
+    let response = healthy.invoke(
+        RemotingCommand::request(rc::SEND_MESSAGE_V2, &batch_header).with_body(b"x".to_vec()),
+    );
+    assert_eq!(response.code, response_code::SYSTEM_ERROR);
+    // An unknown code.
+    let response = healthy.invoke(RemotingCommand::request(9999, &EmptyHeader {}));
+    assert_eq!(response.code, response_code::REQUEST_CODE_NOT_SUPPORTED);
+    // Everyone else is still served, on old and new connections.
+    send(&mut healthy, "Healthy", 1, "still-here");
+    let mut fresh = Client::connect(broker.addr);
+    assert_eq!(pull_bodies(&mut fresh, "Healthy", 1), vec!["still-here"]);
+}
+
+#[test]
+fn standalone_serves_routes_from_its_embedded_name_server() {
+    let broker = ServerProcess::standalone_broker(2);
+    let (namesrv_addr, broker_addr) = (broker.listening[0].1, broker.listening[1].1);
+    assert_eq!(broker.listening[0].0, "thruster-namesrv");
+    let mut client = Client::connect(broker_addr);
+    create_topic(&mut client, "Standalone");
+    let mut ns = Client::connect(namesrv_addr);
+    let route = ns.invoke(RemotingCommand::request(
+        rc::GET_ROUTEINFO_BY_TOPIC,
+        &GetRouteInfoRequestHeader {
+            topic: "Standalone".into(),
+            accept_standard_json_only: None,
+        },
+    ));
+    assert_eq!(route.code, response_code::SUCCESS, "{:?}", route.remark);
+    let route: body::TopicRouteData = decode_lenient("route", &route.body).unwrap();
+    assert_eq!(route.queue_datas[0].write_queue_nums, QUEUES);
+    assert_eq!(
+        route.broker_datas[0].master_addr(),
+        Some(broker_addr.to_string().as_str())
+    );
+}
+
+#[test]
+fn sync_flush_acknowledged_sends_survive_kill_9() {
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let broker = ServerProcess::broker(namesrv.addr, 2, &["flushDiskType=SYNC_FLUSH"]);
+    let mut client = Client::connect(broker.addr);
+    create_topic(&mut client, "Crash");
+    let mut acked = vec![Vec::new(); QUEUES as usize];
+    for i in 0..200 {
+        let queue = i % QUEUES;
+        let body = format!("c-{i}");
+        send(&mut client, "Crash", queue, &body); // asserts SUCCESS: flushed before the ack
+        acked[queue as usize].push(body);
+    }
+    drop(client);
+    // restart() kills the process with SIGKILL first: no shutdown, no final flush.
+    let broker = broker.restart();
+    // The first run started on an empty store, so only the restart can report a crash.
+    assert!(
+        broker.log().contains("crashed=true"),
+        "the abort file marks the crash"
+    );
+    let mut client = Client::connect(broker.addr);
+    for queue in 0..QUEUES {
+        assert_eq!(
+            pull_bodies(&mut client, "Crash", queue),
+            acked[queue as usize]
+        );
+    }
+}

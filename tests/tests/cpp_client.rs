@@ -1,0 +1,297 @@
+//! `thruster-broker` with an unchanged, independent client: the Apache RocketMQ C++ client
+//! 2.x from PyPI `rocketmq==0.4.4` (see `thruster_tests::cpp_client`). Each test starts its
+//! own name server and a two-shard broker on free ports, so queues of one topic live on both
+//! shards and requests cross between them.
+//!
+//! Assertions are on exact message sets: what the client acknowledged is what consumers get.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+use thruster_client::protocol::body::{decode_lenient, ConsumerListBody};
+use thruster_client::protocol::header::client::GetConsumerListByGroupRequestHeader;
+use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_tests::cpp_client::ClientProcess;
+use thruster_tests::{wait_until, Client, ServerProcess};
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn start_cluster() -> (ServerProcess, ServerProcess) {
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let broker = ServerProcess::broker(namesrv.addr, 2, &[]);
+    (namesrv, broker)
+}
+
+/// Runs a producer to completion; returns the bodies it was told were stored.
+fn produce(
+    namesrv: &ServerProcess,
+    topic: &str,
+    mode: &str,
+    count: usize,
+    prefix: &str,
+) -> Vec<Value> {
+    let ns = namesrv.addr.to_string();
+    let count = count.to_string();
+    let producer = ClientProcess::start(&["produce", &ns, topic, mode, &count, prefix]);
+    let events = producer.until("done", CLIENT_TIMEOUT);
+    producer.finish();
+    let sent: Vec<Value> = events
+        .into_iter()
+        .filter(|e| e["event"] == "sent")
+        .collect();
+    for event in &sent {
+        assert_eq!(event["status"], 0, "{mode} send not OK: {event}");
+    }
+    sent
+}
+
+fn bodies(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["body"].as_str().expect("body").to_owned())
+        .collect()
+}
+
+fn expected(prefix: &str, count: usize) -> BTreeSet<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Pulls with the C++ pull consumer from offset 0 of every queue until `expect` messages.
+fn pull_all(namesrv: &ServerProcess, group: &str, topic: &str, expect: usize) -> Vec<Value> {
+    let ns = namesrv.addr.to_string();
+    let consumer = ClientProcess::start(&["pull", &ns, group, topic, &expect.to_string(), "60"]);
+    let events = consumer.until("done", CLIENT_TIMEOUT);
+    consumer.finish();
+    events
+        .into_iter()
+        .filter(|e| e["event"] == "received")
+        .collect()
+}
+
+fn consumer_ids(broker: &ServerProcess, group: &str) -> Vec<String> {
+    let mut client = Client::connect(broker.addr);
+    let response = client.invoke(RemotingCommand::request(
+        rc::GET_CONSUMER_LIST_BY_GROUP,
+        &GetConsumerListByGroupRequestHeader {
+            consumer_group: group.into(),
+        },
+    ));
+    if response.code != response_code::SUCCESS {
+        return Vec::new();
+    }
+    decode_lenient::<ConsumerListBody>("consumer list", &response.body)
+        .expect("consumer list body")
+        .consumer_id_list
+}
+
+#[test]
+fn sync_async_oneway_and_batch_sends_are_stored_and_pulled_exactly() {
+    let (namesrv, _broker) = start_cluster();
+    let topic = "CppSendModes";
+    let mut all = BTreeSet::new();
+    for (mode, count) in [("sync", 20), ("async", 20), ("oneway", 20), ("batch", 10)] {
+        let sent = produce(&namesrv, topic, mode, count, mode);
+        assert_eq!(
+            bodies(&sent).into_iter().collect::<BTreeSet<_>>(),
+            expected(mode, count),
+            "{mode}: every message acknowledged"
+        );
+        all.extend(expected(mode, count));
+    }
+    let received = pull_all(&namesrv, "CppPullGroup", topic, all.len());
+    let got = bodies(&received);
+    assert_eq!(
+        got.len(),
+        all.len(),
+        "no duplicates, nothing missing: {got:?}"
+    );
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), all);
+    // Sends without a queue were spread over the topic's 4 queues (two per shard).
+    let queues: BTreeSet<i64> = received
+        .iter()
+        .map(|e| e["queue"].as_i64().unwrap())
+        .collect();
+    assert_eq!(queues, (0..4).collect());
+}
+
+#[test]
+fn ordered_send_by_sharding_key_keeps_each_key_in_one_queue_in_order() {
+    let (namesrv, _broker) = start_cluster();
+    let topic = "CppOrdered";
+    let sent = produce(&namesrv, topic, "orderly", 30, "ord");
+    let key_of: BTreeMap<String, i64> = sent
+        .iter()
+        .map(|e| {
+            (
+                e["body"].as_str().unwrap().to_owned(),
+                e["key"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let received = pull_all(&namesrv, "CppOrderedGroup", topic, 30);
+    assert_eq!(
+        bodies(&received).into_iter().collect::<BTreeSet<_>>(),
+        expected("ord", 30)
+    );
+    // Per key: one queue, and queue offsets in send order.
+    let mut by_key: BTreeMap<i64, Vec<(usize, i64, i64)>> = BTreeMap::new();
+    for event in &received {
+        let body = event["body"].as_str().unwrap();
+        let index: usize = body.trim_start_matches("ord-").parse().unwrap();
+        by_key.entry(key_of[body]).or_default().push((
+            index,
+            event["queue"].as_i64().unwrap(),
+            event["offset"].as_i64().unwrap(),
+        ));
+    }
+    assert_eq!(by_key.len(), 3);
+    for (key, mut messages) in by_key {
+        let queues: BTreeSet<i64> = messages.iter().map(|m| m.1).collect();
+        assert_eq!(queues.len(), 1, "key {key} spread over {queues:?}");
+        messages.sort();
+        let offsets: Vec<i64> = messages.iter().map(|m| m.2).collect();
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "key {key}: queue offsets not in send order: {offsets:?}"
+        );
+    }
+}
+
+/// Sends probe messages (one to each queue, by sharding key) until every consumer has
+/// received probes and, in the last full round, each queue's probe reached exactly
+/// `per_queue` consumers: then assignments have settled. Returns the probe bodies.
+fn settle_with_probes(
+    namesrv: &ServerProcess,
+    topic: &str,
+    consumers: &[&ClientProcess],
+    per_queue: usize,
+) {
+    for round in 0..40 {
+        let prefix = format!("probe{round}");
+        produce(namesrv, topic, "each-queue", 4, &prefix);
+        let mut reached: BTreeMap<String, usize> = BTreeMap::new();
+        let mut everyone = true;
+        for consumer in consumers {
+            let mut got_any = false;
+            // Probes of this round arrive within the long-poll wake-up; wait for the round.
+            while let Some(event) = consumer.next(Duration::from_millis(1500)) {
+                if let Some(body) = event["body"].as_str() {
+                    if body.starts_with(&prefix) {
+                        got_any = true;
+                        *reached.entry(body.to_owned()).or_default() += 1;
+                    }
+                }
+            }
+            everyone &= got_any;
+        }
+        if everyone && reached.len() == 4 && reached.values().all(|&n| n == per_queue) {
+            return;
+        }
+    }
+    panic!("consumers did not settle on an assignment");
+}
+
+fn received_bodies(events: &[Value], prefix: &str) -> Vec<(String, i64)> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "received")
+        .filter_map(|e| {
+            let body = e["body"].as_str()?;
+            body.starts_with(prefix)
+                .then(|| (body.to_owned(), e["queue"].as_i64().unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn push_clustering_two_consumers_split_the_queues_and_get_every_message_once() {
+    let (namesrv, broker) = start_cluster();
+    let topic = "CppClustering";
+    let group = "CppClusterGroup";
+    // The topic exists before the consumers subscribe (4 queues, two per shard).
+    produce(&namesrv, topic, "sync", 1, "create");
+    let ns = namesrv.addr.to_string();
+    let a = ClientProcess::start(&["push", &ns, group, topic, "clustering"]);
+    let b = ClientProcess::start(&["push", &ns, group, topic, "clustering"]);
+    a.until("started", CLIENT_TIMEOUT);
+    b.until("started", CLIENT_TIMEOUT);
+    assert!(
+        wait_until(CLIENT_TIMEOUT, || consumer_ids(&broker, group).len() == 2),
+        "both consumers registered with the broker"
+    );
+    settle_with_probes(&namesrv, topic, &[&a, &b], 1);
+
+    produce(&namesrv, topic, "sync", 200, "msg");
+    let mut got_a = Vec::new();
+    let mut got_b = Vec::new();
+    assert!(
+        wait_until(CLIENT_TIMEOUT, || {
+            got_a.extend(received_bodies(&a.drain(), "msg-"));
+            got_b.extend(received_bodies(&b.drain(), "msg-"));
+            got_a.len() + got_b.len() >= 200
+        }),
+        "only {} + {} of 200 consumed",
+        got_a.len(),
+        got_b.len()
+    );
+    a.finish();
+    b.finish();
+    let all: Vec<String> = got_a.iter().chain(&got_b).map(|m| m.0.clone()).collect();
+    assert_eq!(all.len(), 200, "every message exactly once");
+    assert_eq!(
+        all.into_iter().collect::<BTreeSet<_>>(),
+        expected("msg", 200)
+    );
+    let queues_a: BTreeSet<i64> = got_a.iter().map(|m| m.1).collect();
+    let queues_b: BTreeSet<i64> = got_b.iter().map(|m| m.1).collect();
+    assert!(
+        !queues_a.is_empty() && !queues_b.is_empty(),
+        "both consumers got queues"
+    );
+    assert!(
+        queues_a.is_disjoint(&queues_b),
+        "a queue went to both consumers: {queues_a:?} / {queues_b:?}"
+    );
+}
+
+#[test]
+fn push_broadcasting_every_consumer_gets_every_message() {
+    let (namesrv, broker) = start_cluster();
+    let topic = "CppBroadcast";
+    let group = "CppBroadcastGroup";
+    produce(&namesrv, topic, "sync", 1, "create");
+    let ns = namesrv.addr.to_string();
+    let a = ClientProcess::start(&["push", &ns, group, topic, "broadcasting"]);
+    let b = ClientProcess::start(&["push", &ns, group, topic, "broadcasting"]);
+    a.until("started", CLIENT_TIMEOUT);
+    b.until("started", CLIENT_TIMEOUT);
+    assert!(wait_until(CLIENT_TIMEOUT, || consumer_ids(&broker, group)
+        .len()
+        == 2));
+    settle_with_probes(&namesrv, topic, &[&a, &b], 2);
+
+    produce(&namesrv, topic, "sync", 100, "msg");
+    let mut got_a = Vec::new();
+    let mut got_b = Vec::new();
+    assert!(
+        wait_until(CLIENT_TIMEOUT, || {
+            got_a.extend(received_bodies(&a.drain(), "msg-"));
+            got_b.extend(received_bodies(&b.drain(), "msg-"));
+            got_a.len() >= 100 && got_b.len() >= 100
+        }),
+        "broadcast: {} and {} of 100",
+        got_a.len(),
+        got_b.len()
+    );
+    a.finish();
+    b.finish();
+    for got in [got_a, got_b] {
+        let names: Vec<String> = got.into_iter().map(|m| m.0).collect();
+        assert_eq!(names.len(), 100, "each consumer gets each message once");
+        assert_eq!(
+            names.into_iter().collect::<BTreeSet<_>>(),
+            expected("msg", 100)
+        );
+    }
+}
