@@ -60,6 +60,9 @@ pub struct BrokerConfig {
     pub pin_shards: bool,
     /// I/O memory each reactor registers with io_uring.
     pub io_memory_bytes: usize,
+    /// CommitLog bytes each shard keeps in memory for tail reads (and before write-out);
+    /// older data is read from the files (sendfile). `None`: the store's default.
+    pub memory_window_bytes: Option<usize>,
 }
 
 impl Default for BrokerConfig {
@@ -103,6 +106,7 @@ impl Default for BrokerConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pin_shards: true,
             io_memory_bytes: 2 << 20,
+            memory_window_bytes: None,
         }
     }
 }
@@ -234,6 +238,7 @@ impl BrokerConfig {
             }
             "pinShards" => self.pin_shards = parse(key, value)?,
             "ioMemoryBytes" => self.io_memory_bytes = parse(key, value)?,
+            "memoryWindowBytes" => self.memory_window_bytes = Some(parse(key, value)?),
             _ if NOT_SUPPORTED_KEYS.contains(&key) => return Ok(Applied::NotSupported),
             _ => return Ok(Applied::Unknown),
         }
@@ -263,6 +268,7 @@ impl BrokerConfig {
             file_reserved_time_hours: self.file_reserved_time_hours,
             delete_when: self.delete_when.clone(),
             disk_max_used_space_ratio: self.disk_max_used_space_ratio,
+            memory_window_bytes: self.memory_window_bytes.unwrap_or(base.memory_window_bytes),
             ..base
         }
     }

@@ -427,3 +427,131 @@ fn sync_flush_acknowledged_sends_survive_kill_9() {
         );
     }
 }
+
+#[test]
+fn pulls_of_data_no_longer_in_memory_come_from_the_files_intact() {
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    // Each shard keeps only 1 MiB of CommitLog in memory; 3 MiB per queue go well past it.
+    let broker = ServerProcess::broker(namesrv.addr, 2, &["memoryWindowBytes=1048576"]);
+    let mut client = Client::connect(broker.addr);
+    create_topic(&mut client, "Cold");
+    let filler = "x".repeat(1000);
+    let mut sent = vec![Vec::new(); 2];
+    for i in 0..6000 {
+        let queue = i % 2;
+        let body = format!("{i}-{filler}");
+        send(&mut client, "Cold", queue, &body);
+        sent[queue as usize].push(body);
+    }
+    for queue in 0..2 {
+        // pull_bodies checks each record's CRC, queue id and queue offset.
+        assert_eq!(
+            pull_bodies(&mut client, "Cold", queue),
+            sent[queue as usize]
+        );
+    }
+    let info = client.invoke(RemotingCommand::request(
+        rc::GET_BROKER_RUNTIME_INFO,
+        &EmptyHeader {},
+    ));
+    let table: KvTable = decode_lenient("runtime info", &info.body).unwrap();
+    let from_files: u64 = table.table["pullSendfileBytes"].parse().unwrap();
+    assert!(
+        from_files > 4 << 20,
+        "old records should be sent from the files, got {from_files} bytes"
+    );
+}
+
+fn heartbeat(client_id: &str, group: &str) -> RemotingCommand {
+    use thruster_client::protocol::body::heartbeat::{
+        ConsumerData, HeartbeatData, SubscriptionData,
+    };
+    let data = HeartbeatData {
+        client_id: client_id.into(),
+        consumer_data_set: vec![ConsumerData {
+            group_name: group.into(),
+            consume_type: "CONSUME_PASSIVELY".into(),
+            message_model: "CLUSTERING".into(),
+            consume_from_where: "CONSUME_FROM_LAST_OFFSET".into(),
+            subscription_data_set: vec![SubscriptionData {
+                topic: "Members".into(),
+                sub_string: "*".into(),
+                expression_type: "TAG".into(),
+                ..SubscriptionData::default()
+            }],
+            unit_mode: false,
+        }],
+        ..HeartbeatData::default()
+    };
+    RemotingCommand::request(rc::HEART_BEAT, &EmptyHeader {}).with_body(body::encode(&data))
+}
+
+fn consumer_list(client: &mut Client, group: &str) -> Vec<String> {
+    use thruster_client::protocol::body::ConsumerListBody;
+    use thruster_client::protocol::header::client::GetConsumerListByGroupRequestHeader;
+    let response = client.invoke(RemotingCommand::request(
+        rc::GET_CONSUMER_LIST_BY_GROUP,
+        &GetConsumerListByGroupRequestHeader {
+            consumer_group: group.into(),
+        },
+    ));
+    if response.code != response_code::SUCCESS {
+        return Vec::new();
+    }
+    decode_lenient::<ConsumerListBody>("list", &response.body)
+        .unwrap()
+        .consumer_id_list
+}
+
+/// Reads frames until a NOTIFY_CONSUMER_IDS_CHANGED request for `group` arrives.
+fn expect_notify(client: &mut Client, group: &str) {
+    loop {
+        let frame = client.read_command().unwrap().expect("connection open");
+        if frame.code == rc::NOTIFY_CONSUMER_IDS_CHANGED && !frame.is_response() {
+            assert!(frame.is_oneway());
+            assert_eq!(frame.ext_fields.get("consumerGroup"), Some(group));
+            return;
+        }
+    }
+}
+
+#[test]
+fn group_membership_is_seen_from_every_connection_and_changes_are_notified() {
+    let (_namesrv, broker) = start(2);
+    let mut a = Client::connect(broker.addr);
+    assert_eq!(
+        a.invoke(heartbeat("client-a", "Members-G")).code,
+        response_code::SUCCESS
+    );
+    // (a's own join notification arrives before the response; invoke skips it.)
+    // More connections than shards, so some land on the other shard: each sees the group.
+    let mut others: Vec<Client> = (0..4).map(|_| Client::connect(broker.addr)).collect();
+    for other in &mut others {
+        assert_eq!(consumer_list(other, "Members-G"), vec!["client-a"]);
+    }
+    let mut b = Client::connect(broker.addr);
+    assert_eq!(
+        b.invoke(heartbeat("client-b", "Members-G")).code,
+        response_code::SUCCESS
+    );
+    expect_notify(&mut a, "Members-G");
+    for other in &mut others {
+        assert_eq!(
+            consumer_list(other, "Members-G"),
+            vec!["client-a", "client-b"]
+        );
+    }
+    // b goes away without unregistering: its connection closing removes it.
+    drop(b);
+    expect_notify(&mut a, "Members-G");
+    for other in &mut others {
+        assert_eq!(consumer_list(other, "Members-G"), vec!["client-a"]);
+    }
+    // The retry topic the group consumes from was created.
+    let topics = a.invoke(RemotingCommand::request(
+        rc::GET_ALL_TOPIC_CONFIG,
+        &EmptyHeader {},
+    ));
+    let wrapper: TopicConfigSerializeWrapper = decode_lenient("topics", &topics.body).unwrap();
+    assert!(wrapper.topic_config_table.contains_key("%RETRY%Members-G"));
+}

@@ -155,6 +155,7 @@ pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand
     put("getFoundTps", "0".into());
     put("getMissTps", "0".into());
     put("crossShardHops", total.hops_out.to_string());
+    put("pullSendfileBytes", total.pull_file_bytes.to_string());
     put("shards", shard.count.to_string());
     put("bootTimestamp", shard.boot_ms.to_string());
     put("runtime", format!("{} ms", now_ms - shard.boot_ms));

@@ -137,7 +137,17 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
     } else {
         shard.get_miss.set(shard.get_miss.get() + 1);
     }
-    Ok(respond(request, header.queue_offset, result))
+    let reply = respond(request, header.queue_offset, result);
+    let file_bytes: usize = reply
+        .tail
+        .iter()
+        .filter(|part| matches!(part, BodyPart::File { .. }))
+        .map(BodyPart::len)
+        .sum();
+    shard
+        .pull_file_bytes
+        .set(shard.pull_file_bytes.get() + file_bytes as u64);
+    Ok(reply)
 }
 
 /// The pull's tag filter: from the request when it carries its subscription, else from the

@@ -139,6 +139,7 @@ pub struct ShardStats {
     pub get_found: u64,
     pub get_miss: u64,
     pub hops_out: u64,
+    pub pull_file_bytes: u64,
     pub commit_log_min_offset: u64,
     pub commit_log_max_offset: u64,
 }
@@ -149,6 +150,7 @@ impl ShardStats {
         self.get_found += other.get_found;
         self.get_miss += other.get_miss;
         self.hops_out += other.hops_out;
+        self.pull_file_bytes += other.pull_file_bytes;
     }
 }
 
@@ -201,6 +203,8 @@ pub struct Shard {
     pub put_messages: Cell<u64>,
     pub get_found: Cell<u64>,
     pub get_miss: Cell<u64>,
+    /// Pull-response bytes sent from files (sendfile) rather than from memory.
+    pub pull_file_bytes: Cell<u64>,
     /// Requests being processed (shutdown waits for them).
     pub in_flight: Cell<u64>,
     pub in_flight_drained: Watermark,
@@ -243,6 +247,7 @@ impl Shard {
             put_messages: Cell::new(0),
             get_found: Cell::new(0),
             get_miss: Cell::new(0),
+            pull_file_bytes: Cell::new(0),
             in_flight: Cell::new(0),
             in_flight_drained: Watermark::new(0),
             boot_ms: runtime::now_ms(),
@@ -366,6 +371,7 @@ impl Shard {
             get_found: self.get_found.get(),
             get_miss: self.get_miss.get(),
             hops_out: self.hops_out.get(),
+            pull_file_bytes: self.pull_file_bytes.get(),
             commit_log_min_offset: self.store.commit_log_min_offset(),
             commit_log_max_offset: self.store.commit_log_max_offset(),
         }

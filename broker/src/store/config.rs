@@ -136,6 +136,12 @@ impl StoreConfig {
                 self.segment_bytes, self.chunk_bytes
             ));
         }
+        if self.memory_window_bytes < 2 * self.chunk_bytes {
+            return Err(format!(
+                "memory_window_bytes {} must hold at least two chunks of {} bytes",
+                self.memory_window_bytes, self.chunk_bytes
+            ));
+        }
         if self.max_message_bytes as u64 + 8 > self.segment_bytes {
             return Err("max_message_bytes must fit in a segment".into());
         }
