@@ -555,3 +555,60 @@ fn group_membership_is_seen_from_every_connection_and_changes_are_notified() {
     let wrapper: TopicConfigSerializeWrapper = decode_lenient("topics", &topics.body).unwrap();
     assert!(wrapper.topic_config_table.contains_key("%RETRY%Members-G"));
 }
+
+#[test]
+fn queue_locks_give_each_queue_to_one_client_from_any_connection() {
+    use thruster_client::protocol::body::heartbeat::{
+        LockBatchRequestBody, LockBatchResponseBody, MessageQueue,
+    };
+    let (_namesrv, broker) = start(2);
+    let queues = |ids: &[i32]| -> std::collections::BTreeSet<MessageQueue> {
+        ids.iter()
+            .map(|&queue_id| MessageQueue {
+                topic: "Ordered".into(),
+                broker_name: "b".into(),
+                queue_id,
+            })
+            .collect()
+    };
+    let lock = |client: &mut Client, id: &str, ids: &[i32], code: i32| {
+        let body = LockBatchRequestBody {
+            client_id: id.into(),
+            consumer_group: "og".into(),
+            mq_set: queues(ids),
+            only_this_broker: None,
+        };
+        let response = client
+            .invoke(RemotingCommand::request(code, &EmptyHeader {}).with_body(body::encode(&body)));
+        assert_eq!(
+            response.code,
+            response_code::SUCCESS,
+            "{:?}",
+            response.remark
+        );
+        response
+    };
+    let held = |response: RemotingCommand| {
+        decode_lenient::<LockBatchResponseBody>("locked", &response.body)
+            .unwrap()
+            .lock_ok_mq_set
+    };
+    // Connections land on either shard; the table is one for the broker.
+    let mut c1 = Client::connect(broker.addr);
+    let mut c2s: Vec<Client> = (0..4).map(|_| Client::connect(broker.addr)).collect();
+    assert_eq!(
+        held(lock(&mut c1, "c1", &[0, 1], rc::LOCK_BATCH_MQ)),
+        queues(&[0, 1])
+    );
+    for c2 in &mut c2s {
+        assert_eq!(
+            held(lock(c2, "c2", &[1, 2], rc::LOCK_BATCH_MQ)),
+            queues(&[2])
+        );
+    }
+    lock(&mut c1, "c1", &[1], rc::UNLOCK_BATCH_MQ);
+    assert_eq!(
+        held(lock(&mut c2s[0], "c2", &[1], rc::LOCK_BATCH_MQ)),
+        queues(&[1])
+    );
+}

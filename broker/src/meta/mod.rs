@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod consumer_offset;
+pub mod queue_locks;
 pub mod topic_config;
 
 use std::io;

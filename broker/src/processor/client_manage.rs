@@ -1,8 +1,11 @@
 //! HEART_BEAT, UNREGISTER_CLIENT, GET_CONSUMER_LIST_BY_GROUP, CHECK_CLIENT_CONFIG, served on
 //! the shard that holds the connection, against the replicated client table.
 
+use std::collections::BTreeSet;
+
 use thruster_client::protocol::body::heartbeat::{
-    CheckClientRequestBody, ConsumerListBody, HeartbeatData,
+    CheckClientRequestBody, ConsumerListBody, HeartbeatData, LockBatchRequestBody,
+    LockBatchResponseBody, MessageQueue,
 };
 use thruster_client::protocol::body::{self, decode_lenient};
 use thruster_client::protocol::header::client::{
@@ -15,7 +18,7 @@ use crate::meta::clients::{ClientEvent, ConnKey};
 use crate::meta::topic_config::RETRY_GROUP_TOPIC_PREFIX;
 use crate::remoting::{ConnectionContext, Failure};
 use crate::runtime;
-use crate::shard::{MeshMessage, Shard};
+use crate::shard::{Call, CallReply, MeshMessage, Shard};
 
 /// Consumer groups and producer groups one heartbeat may carry.
 const GROUPS_PER_HEARTBEAT_MAX: usize = 1024;
@@ -121,4 +124,49 @@ pub fn check_client_config(request: &RemotingCommand) -> Handled {
         response_code::SYSTEM_ERROR,
         "The broker does not support consumer to filter message by SQL92",
     ))
+}
+
+/// LOCK_BATCH_MQ / UNLOCK_BATCH_MQ: the lock table lives on shard 0.
+pub async fn lock_batch(
+    processor: &BrokerProcessor,
+    request: &RemotingCommand,
+    unlock: bool,
+) -> Handled {
+    let body: LockBatchRequestBody = decode_lenient("lock batch", &request.body)?;
+    let call = Call::QueueLocks {
+        group: body.consumer_group,
+        client_id: body.client_id,
+        queues: body.mq_set,
+        unlock,
+    };
+    match processor.shard.call(processor, 0, call).await {
+        CallReply::Locked(held) if !unlock => {
+            let body = body::encode(&LockBatchResponseBody {
+                lock_ok_mq_set: held,
+            });
+            Ok(request.success().with_body(body).into())
+        }
+        CallReply::Locked(_) => Ok(request.success().into()),
+        _ => Err(Failure::new(
+            response_code::SERVICE_NOT_AVAILABLE,
+            "the lock table's shard is not available",
+        )),
+    }
+}
+
+/// Shard 0's side of a lock request.
+pub fn queue_locks_here(
+    shard: &Shard,
+    group: &str,
+    client_id: &str,
+    queues: &BTreeSet<MessageQueue>,
+    unlock: bool,
+) -> CallReply {
+    let mut locks = shard.queue_locks.borrow_mut();
+    if unlock {
+        locks.unlock(group, client_id, queues);
+        CallReply::Locked(BTreeSet::new())
+    } else {
+        CallReply::Locked(locks.lock(group, client_id, queues, runtime::now_ms()))
+    }
 }

@@ -125,6 +125,12 @@ impl CallHandler for BrokerProcessor {
                 end_ms,
             } => query::query_local(&self.shard, &topic, &key, max_num, begin_ms, end_ms).await,
             Call::Stats => CallReply::Stats(self.shard.stats()),
+            Call::QueueLocks {
+                group,
+                client_id,
+                queues,
+                unlock,
+            } => client_manage::queue_locks_here(&self.shard, &group, &client_id, &queues, unlock),
         }
     }
 
@@ -176,6 +182,8 @@ impl BrokerProcessor {
             rc::UNREGISTER_CLIENT => client_manage::unregister(self, context, request).await,
             rc::GET_CONSUMER_LIST_BY_GROUP => client_manage::consumer_list(self, request),
             rc::CHECK_CLIENT_CONFIG => client_manage::check_client_config(request),
+            rc::LOCK_BATCH_MQ => client_manage::lock_batch(self, request, false).await,
+            rc::UNLOCK_BATCH_MQ => client_manage::lock_batch(self, request, true).await,
             rc::UPDATE_AND_CREATE_TOPIC => admin::update_and_create_topic(self, request).await,
             rc::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(self, request),
             rc::GET_BROKER_RUNTIME_INFO => admin::runtime_info(self, request).await,

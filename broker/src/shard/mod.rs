@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use thruster_client::protocol::body::heartbeat::MessageQueue;
 use thruster_client::protocol::body::TopicConfig;
 use thruster_client::protocol::RemotingCommand;
 use tracing::{debug, warn};
@@ -24,6 +25,7 @@ pub use ownership::owner_of;
 use crate::config::BrokerConfig;
 use crate::meta::clients::{ClientEvent, ClientTable};
 use crate::meta::consumer_offset::ConsumerOffsets;
+use crate::meta::queue_locks::QueueLocks;
 use crate::meta::topic_config::TopicTable;
 use crate::remoting::{BodyPart, Failure, Reply};
 use crate::runtime::{self, LocalSender, MeshReceiver, MeshSenders};
@@ -116,6 +118,13 @@ pub enum Call {
     },
     /// The receiver's counters.
     Stats,
+    /// LOCK_BATCH_MQ (`unlock` false) or UNLOCK_BATCH_MQ (shard 0 only).
+    QueueLocks {
+        group: String,
+        client_id: String,
+        queues: std::collections::BTreeSet<MessageQueue>,
+        unlock: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -128,6 +137,7 @@ pub enum CallReply {
         index_last_update_offset: u64,
     },
     Stats(ShardStats),
+    Locked(std::collections::BTreeSet<MessageQueue>),
     /// The target shard is gone (shutting down).
     Unavailable,
 }
@@ -189,6 +199,8 @@ pub struct Shard {
     pub topics: RefCell<TopicTable>,
     pub clients: RefCell<ClientTable>,
     pub offsets: RefCell<ConsumerOffsets>,
+    /// Orderly-consumption queue locks (used on shard 0 only).
+    pub queue_locks: RefCell<QueueLocks>,
     /// Highest queue offset written per owned queue: long-polling pulls wait on it.
     queue_heads: RefCell<HashMap<(String, i32), Rc<Watermark>>>,
     /// Outbound channels of this shard's connections that registered as clients (for
@@ -237,6 +249,7 @@ impl Shard {
             topics: RefCell::new(topics),
             clients: RefCell::new(ClientTable::default()),
             offsets: RefCell::new(offsets),
+            queue_locks: RefCell::new(QueueLocks::default()),
             queue_heads: RefCell::new(HashMap::new()),
             connections: RefCell::new(HashMap::new()),
             senders,
