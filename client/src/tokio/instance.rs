@@ -1,0 +1,244 @@
+//! What producers and consumers of one process share (RocketMQ's `MQClientInstance`): the
+//! client id, one connection per address, the route cache, name-server failover.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::connection::Connection;
+use super::error::{ClientError, ClientResult};
+use crate::core::route::TopicRoute;
+use crate::core::unique_id::UniqueIdGenerator;
+use crate::protocol::body::{decode_lenient, TopicRouteData};
+use crate::protocol::header::namesrv::GetRouteInfoRequestHeader;
+use crate::protocol::{request_code as rc, response_code, RemotingCommand};
+
+/// Settings shared by producers and consumers.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Name servers, tried in turn.
+    pub namesrv_addrs: Vec<SocketAddr>,
+    /// Per request (sends, pulls add their suspend time).
+    pub request_timeout: Duration,
+    /// How long a cached route is used before it is fetched again (RocketMQ: 30 s).
+    pub route_refresh: Duration,
+    /// `instanceName`: part of the client id; distinct values let one process hold several
+    /// members of a group.
+    pub instance_name: String,
+}
+
+impl ClientConfig {
+    /// `addrs`: `host:port;host:port`.
+    pub fn new(addrs: &str) -> ClientResult<ClientConfig> {
+        let mut namesrv_addrs = Vec::new();
+        for part in addrs
+            .split([';', ','])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let addr = part
+                .to_socket_addrs()
+                .map_err(|e| ClientError::InvalidArgument(format!("name server {part:?}: {e}")))?
+                .next()
+                .ok_or_else(|| ClientError::InvalidArgument(format!("name server {part:?}")))?;
+            namesrv_addrs.push(addr);
+        }
+        if namesrv_addrs.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "no name server address".into(),
+            ));
+        }
+        Ok(ClientConfig {
+            namesrv_addrs,
+            request_timeout: Duration::from_secs(3),
+            route_refresh: Duration::from_secs(30),
+            instance_name: format!("{}", std::process::id()),
+        })
+    }
+
+    pub fn with_instance_name(mut self, name: impl Into<String>) -> ClientConfig {
+        self.instance_name = name.into();
+        self
+    }
+}
+
+/// Requests servers send to this client: (server address, request).
+pub type ServerRequests = mpsc::Receiver<(SocketAddr, RemotingCommand)>;
+/// Server requests one instance buffers (NOTIFY_CONSUMER_IDS_CHANGED is only a hint).
+const SERVER_REQUESTS_CAPACITY: usize = 256;
+
+pub struct ClientInstance {
+    pub config: ClientConfig,
+    /// `ip@instanceName`, RocketMQ's shape.
+    pub client_id: String,
+    pub ids: UniqueIdGenerator,
+    connections: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Connection>>>,
+    routes: Mutex<HashMap<String, (TopicRoute, Instant)>>,
+    next_namesrv: AtomicUsize,
+    server_requests_tx: mpsc::Sender<(SocketAddr, RemotingCommand)>,
+    server_requests: Mutex<Option<ServerRequests>>,
+}
+
+impl ClientInstance {
+    pub fn new(config: ClientConfig) -> Arc<ClientInstance> {
+        let ip = Ipv4Addr::LOCALHOST;
+        let salt = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()))
+            ^ std::process::id().rotate_left(16);
+        let (server_requests_tx, server_requests) = mpsc::channel(SERVER_REQUESTS_CAPACITY);
+        Arc::new(ClientInstance {
+            client_id: format!("{ip}@{}", config.instance_name),
+            ids: UniqueIdGenerator::new(ip, std::process::id(), salt),
+            config,
+            connections: tokio::sync::Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
+            next_namesrv: AtomicUsize::new(0),
+            server_requests_tx,
+            server_requests: Mutex::new(Some(server_requests)),
+        })
+    }
+
+    /// The receiver of server-sent requests (one taker: the push consumer).
+    pub fn take_server_requests(&self) -> Option<ServerRequests> {
+        self.server_requests.lock().expect("server requests").take()
+    }
+
+    /// The connection to `addr`, opened (or reopened) as needed.
+    pub async fn connection(&self, addr: SocketAddr) -> ClientResult<Arc<Connection>> {
+        let mut connections = self.connections.lock().await;
+        if let Some(connection) = connections.get(&addr) {
+            if !connection.is_closed() {
+                return Ok(connection.clone());
+            }
+        }
+        let connection = Connection::connect(
+            addr,
+            self.config.request_timeout,
+            Some(self.server_requests_tx.clone()),
+        )
+        .await?;
+        connections.insert(addr, connection.clone());
+        Ok(connection)
+    }
+
+    /// Sends `request` to `addr`; a non-SUCCESS response is returned as is (callers decide).
+    pub async fn invoke(
+        &self,
+        addr: SocketAddr,
+        request: RemotingCommand,
+        timeout: Duration,
+    ) -> ClientResult<RemotingCommand> {
+        self.connection(addr).await?.invoke(request, timeout).await
+    }
+
+    pub async fn invoke_oneway(
+        &self,
+        addr: SocketAddr,
+        request: RemotingCommand,
+    ) -> ClientResult<()> {
+        self.connection(addr).await?.invoke_oneway(request).await
+    }
+
+    /// Asks the name servers in turn, starting with the last one that answered.
+    async fn invoke_namesrv(&self, request: RemotingCommand) -> ClientResult<RemotingCommand> {
+        let count = self.config.namesrv_addrs.len();
+        let first = self.next_namesrv.load(Ordering::Relaxed);
+        let mut last_error = None;
+        for i in 0..count {
+            let index = (first + i) % count;
+            let addr = self.config.namesrv_addrs[index];
+            match self
+                .invoke(addr, request.clone(), self.config.request_timeout)
+                .await
+            {
+                Ok(response) => {
+                    self.next_namesrv.store(index, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.expect("at least one name server"))
+    }
+
+    /// The topic's route, from the cache while it is fresh.
+    pub async fn route(&self, topic: &str) -> ClientResult<TopicRoute> {
+        if let Some((route, fetched)) = self.routes.lock().expect("routes").get(topic) {
+            if fetched.elapsed() < self.config.route_refresh {
+                return Ok(route.clone());
+            }
+        }
+        self.refresh_route(topic).await
+    }
+
+    pub async fn refresh_route(&self, topic: &str) -> ClientResult<TopicRoute> {
+        let request = RemotingCommand::request(
+            rc::GET_ROUTEINFO_BY_TOPIC,
+            &GetRouteInfoRequestHeader {
+                topic: topic.to_owned(),
+                accept_standard_json_only: Some(true),
+            },
+        );
+        let response = self.invoke_namesrv(request).await?;
+        if response.code != response_code::SUCCESS {
+            return Err(ClientError::NoRoute {
+                topic: topic.to_owned(),
+                reason: response
+                    .remark
+                    .unwrap_or_else(|| format!("code {}", response.code)),
+            });
+        }
+        let data: TopicRouteData =
+            decode_lenient("route", &response.body).map_err(|e| ClientError::NoRoute {
+                topic: topic.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let route = TopicRoute::from_route_data(topic, &data);
+        self.routes
+            .lock()
+            .expect("routes")
+            .insert(topic.to_owned(), (route.clone(), Instant::now()));
+        Ok(route)
+    }
+
+    /// Forgets a cached route (after a send failure) so the next use fetches it again.
+    pub fn invalidate_route(&self, topic: &str) {
+        self.routes.lock().expect("routes").remove(topic);
+    }
+
+    /// Master address of `broker_name` in `topic`'s route.
+    pub async fn broker_addr(&self, topic: &str, broker_name: &str) -> ClientResult<SocketAddr> {
+        let route = self.route(topic).await?;
+        let addr = route
+            .master_of(broker_name)
+            .ok_or_else(|| ClientError::NoRoute {
+                topic: topic.to_owned(),
+                reason: format!("broker {broker_name} has no master"),
+            })?;
+        addr.parse().map_err(|_| ClientError::NoRoute {
+            topic: topic.to_owned(),
+            reason: format!("bad broker address {addr}"),
+        })
+    }
+}
+
+/// Turns a non-SUCCESS response into an error.
+pub fn expect_success(
+    addr: SocketAddr,
+    response: RemotingCommand,
+) -> ClientResult<RemotingCommand> {
+    if response.code == response_code::SUCCESS {
+        Ok(response)
+    } else {
+        Err(ClientError::Broker {
+            addr,
+            code: response.code,
+            remark: response.remark.unwrap_or_default(),
+        })
+    }
+}
