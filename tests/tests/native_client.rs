@@ -169,3 +169,213 @@ async fn orderly_sends_keep_keys_in_order_and_offsets_commit() {
     assert_eq!(result.status, PullStatus::Found);
     assert_eq!(result.messages[0].body.as_ref(), b"late");
 }
+
+use std::sync::{Arc, Mutex};
+use thruster_client::tokio::{ConsumeResult, MessageModel, PushConsumer, PushConsumerConfig};
+
+type Received = Arc<Mutex<Vec<(String, i32)>>>;
+
+async fn push_consumer(
+    ns: &str,
+    group: &str,
+    topic: &str,
+    name: &str,
+    model: MessageModel,
+    home: &std::path::Path,
+) -> (PushConsumer, Received) {
+    let mut config = PushConsumerConfig::new(group, ns).unwrap();
+    config.client = config.client.with_instance_name(name);
+    config.model = model;
+    config.local_offset_dir = home.to_path_buf();
+    // Short intervals keep the test quick; the logic is the same as with RocketMQ's.
+    config.rebalance_interval = Duration::from_millis(500);
+    config.offset_commit_interval = Duration::from_millis(200);
+    let consumer = PushConsumer::new(config);
+    consumer.subscribe(topic, "*");
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    consumer
+        .start(move |messages| {
+            let mut sink = sink.lock().unwrap();
+            for m in messages {
+                sink.push((String::from_utf8(m.body.to_vec()).unwrap(), m.queue_id));
+            }
+            ConsumeResult::Success
+        })
+        .await
+        .unwrap();
+    (consumer, received)
+}
+
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn create_topic(producer: &Producer, topic: &str) {
+    // The first send creates the topic (4 queues); consumers then see its route.
+    producer.send(Message::new(topic, "create")).await.unwrap();
+}
+
+async fn produce(producer: &Producer, topic: &str, prefix: &str, count: usize) -> BTreeSet<String> {
+    let mut sent = BTreeSet::new();
+    for i in 0..count {
+        let body = format!("{prefix}-{i}");
+        producer
+            .send(Message::new(topic, body.clone()))
+            .await
+            .unwrap();
+        sent.insert(body);
+    }
+    sent
+}
+
+fn bodies_with(received: &Received, prefix: &str) -> Vec<(String, i32)> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.0.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_push_consumers_split_queues_and_a_leaver_hands_over_without_loss() {
+    let (namesrv, _broker) = start();
+    let ns = namesrv.addr.to_string();
+    let home = tempfile::tempdir().unwrap();
+    let topic = "NativePush";
+    let producer = Producer::new(ProducerConfig::new("native-push-producer", &ns).unwrap());
+    create_topic(&producer, topic).await;
+    let (a, got_a) = push_consumer(
+        &ns,
+        "np-group",
+        topic,
+        "a",
+        MessageModel::Clustering,
+        home.path(),
+    )
+    .await;
+    let (b, got_b) = push_consumer(
+        &ns,
+        "np-group",
+        topic,
+        "b",
+        MessageModel::Clustering,
+        home.path(),
+    )
+    .await;
+    // Settled: the topic's 4 queues split between the two, disjoint.
+    wait_for("a 2/2 split", || {
+        let qa: Vec<_> = a
+            .assigned_queues()
+            .into_iter()
+            .filter(|q| q.topic == topic)
+            .collect();
+        let qb: Vec<_> = b
+            .assigned_queues()
+            .into_iter()
+            .filter(|q| q.topic == topic)
+            .collect();
+        qa.len() == 2 && qb.len() == 2 && qa.iter().all(|q| !qb.contains(q))
+    })
+    .await;
+    let first = produce(&producer, topic, "first", 200).await;
+    wait_for("all of the first round", || {
+        bodies_with(&got_a, "first").len() + bodies_with(&got_b, "first").len() >= 200
+    })
+    .await;
+    let (in_a, in_b) = (bodies_with(&got_a, "first"), bodies_with(&got_b, "first"));
+    assert_eq!(in_a.len() + in_b.len(), 200, "every message exactly once");
+    let all: BTreeSet<String> = in_a.iter().chain(&in_b).map(|m| m.0.clone()).collect();
+    assert_eq!(all, first);
+    let queues_a: BTreeSet<i32> = in_a.iter().map(|m| m.1).collect();
+    let queues_b: BTreeSet<i32> = in_b.iter().map(|m| m.1).collect();
+    assert!(
+        queues_a.is_disjoint(&queues_b),
+        "{queues_a:?} / {queues_b:?}"
+    );
+
+    // b leaves (commits its offsets, unregisters); a takes over all queues.
+    b.shutdown().await;
+    wait_for("a holding all 4 queues", || {
+        a.assigned_queues()
+            .iter()
+            .filter(|q| q.topic == topic)
+            .count()
+            == 4
+    })
+    .await;
+    let second = produce(&producer, topic, "second", 100).await;
+    wait_for("the second round at a", || {
+        bodies_with(&got_a, "second").len() >= 100
+    })
+    .await;
+    let second_at_a: BTreeSet<String> = bodies_with(&got_a, "second")
+        .into_iter()
+        .map(|m| m.0)
+        .collect();
+    assert_eq!(second_at_a, second, "nothing lost in the hand-over");
+    assert!(bodies_with(&got_b, "second").is_empty());
+    assert_eq!(
+        bodies_with(&got_a, "first").len(),
+        in_a.len(),
+        "no redelivery of consumed messages"
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasting_push_consumers_each_get_everything() {
+    let (namesrv, _broker) = start();
+    let ns = namesrv.addr.to_string();
+    let home = tempfile::tempdir().unwrap();
+    let topic = "NativeBroadcast";
+    let producer = Producer::new(ProducerConfig::new("native-bc-producer", &ns).unwrap());
+    create_topic(&producer, topic).await;
+    let (a, got_a) = push_consumer(
+        &ns,
+        "nb-group",
+        topic,
+        "a",
+        MessageModel::Broadcasting,
+        home.path(),
+    )
+    .await;
+    let (b, got_b) = push_consumer(
+        &ns,
+        "nb-group",
+        topic,
+        "b",
+        MessageModel::Broadcasting,
+        home.path(),
+    )
+    .await;
+    wait_for("both holding every queue", || {
+        a.assigned_queues().len() == 4 && b.assigned_queues().len() == 4
+    })
+    .await;
+    let sent = produce(&producer, topic, "bc", 100).await;
+    wait_for("both got everything", || {
+        bodies_with(&got_a, "bc").len() >= 100 && bodies_with(&got_b, "bc").len() >= 100
+    })
+    .await;
+    for got in [&got_a, &got_b] {
+        let bodies = bodies_with(got, "bc");
+        assert_eq!(bodies.len(), 100);
+        assert_eq!(
+            bodies.into_iter().map(|m| m.0).collect::<BTreeSet<_>>(),
+            sent
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    // Broadcasting offsets live in local files, one per client.
+    assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 2);
+}

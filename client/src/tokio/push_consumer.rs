@@ -1,0 +1,730 @@
+//! The push consumer: subscribes, takes its share of the queues (clustering: RocketMQ's
+//! averaged allocation over the group's sorted client ids; broadcasting: every queue), long-polls
+//! each queue, and hands messages to the listener in queue order.
+//!
+//! Per queue, a puller fills a bounded buffer (`queue_buffer_messages` / `queue_buffer_bytes`:
+//! the puller waits when it is full) and a consumer task drains it through the listener; the
+//! consumed offset advances only past messages the listener accepted. Offsets are committed
+//! every `offset_commit_interval`, when a queue is handed to another member, and at shutdown
+//! (clustering: on the broker; broadcasting: in a local file).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), thruster_client::tokio::ClientError> {
+//! use thruster_client::tokio::{ConsumeResult, PushConsumer, PushConsumerConfig};
+//!
+//! let consumer = PushConsumer::new(PushConsumerConfig::new("my-group", "127.0.0.1:9876")?);
+//! consumer.subscribe("TopicTest", "TagA || TagB");
+//! consumer
+//!     .start(|messages| {
+//!         for message in messages {
+//!             println!("{} {:?}", message.msg_id, message.body);
+//!         }
+//!         ConsumeResult::Success
+//!     })
+//!     .await?;
+//! // ... later
+//! consumer.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::error::{ClientError, ClientResult};
+use super::instance::{ClientConfig, ClientInstance};
+use super::message::MessageExt;
+use super::pull_consumer::{PullConsumer, PullStatus, PULL_BATCH_SIZE};
+use crate::core::allocate::rebalance;
+use crate::protocol::body::heartbeat::{
+    ConsumerData, ConsumerListBody, HeartbeatData, MessageQueue, ProducerData, SubscriptionData,
+};
+use crate::protocol::body::{self, decode_lenient};
+use crate::protocol::header::client::{
+    GetConsumerListByGroupRequestHeader, UnregisterClientRequestHeader,
+};
+use crate::protocol::header::EmptyHeader;
+use crate::protocol::message::java_string_hash;
+use crate::protocol::{request_code as rc, response_code, RemotingCommand};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageModel {
+    Clustering,
+    Broadcasting,
+}
+
+/// Where a queue starts when the group has no offset for it yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeFromWhere {
+    LastOffset,
+    FirstOffset,
+}
+
+/// What the listener says of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeResult {
+    Success,
+    /// Deliver the batch again later (after `reconsume_delay`, up to `max_reconsume_times`).
+    ReconsumeLater,
+}
+
+#[derive(Debug, Clone)]
+pub struct PushConsumerConfig {
+    pub group: String,
+    pub client: ClientConfig,
+    pub model: MessageModel,
+    pub consume_from: ConsumeFromWhere,
+    /// Messages per pull.
+    pub pull_batch_size: i32,
+    /// Long-poll hold asked of the broker.
+    pub suspend: Duration,
+    /// Per-queue buffer limits (RocketMQ: 1000 messages, 100 MiB).
+    pub queue_buffer_messages: u32,
+    pub queue_buffer_bytes: u32,
+    pub rebalance_interval: Duration,
+    pub heartbeat_interval: Duration,
+    pub offset_commit_interval: Duration,
+    pub reconsume_delay: Duration,
+    pub max_reconsume_times: u32,
+    /// Broadcasting offsets: `<dir>/<clientId>/<group>/offsets.json`.
+    pub local_offset_dir: PathBuf,
+}
+
+impl PushConsumerConfig {
+    pub fn new(group: impl Into<String>, namesrv_addrs: &str) -> ClientResult<PushConsumerConfig> {
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+        Ok(PushConsumerConfig {
+            group: group.into(),
+            client: ClientConfig::new(namesrv_addrs)?,
+            model: MessageModel::Clustering,
+            consume_from: ConsumeFromWhere::LastOffset,
+            pull_batch_size: PULL_BATCH_SIZE,
+            suspend: Duration::from_secs(15),
+            queue_buffer_messages: 1000,
+            queue_buffer_bytes: 100 << 20,
+            rebalance_interval: Duration::from_secs(20),
+            heartbeat_interval: Duration::from_secs(30),
+            offset_commit_interval: Duration::from_secs(5),
+            reconsume_delay: Duration::from_secs(1),
+            max_reconsume_times: 16,
+            local_offset_dir: home.join(".rocketmq_offsets"),
+        })
+    }
+}
+
+type Listener = dyn Fn(&[MessageExt]) -> ConsumeResult + Send + Sync;
+
+/// A push consumer; cheap to clone.
+#[derive(Clone)]
+pub struct PushConsumer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: PushConsumerConfig,
+    instance: Arc<ClientInstance>,
+    pull: PullConsumer,
+    subscriptions: Mutex<BTreeMap<String, String>>,
+    listener: Mutex<Option<Arc<Listener>>>,
+    queues: Mutex<HashMap<MessageQueue, QueueWorker>>,
+    stopped: AtomicBool,
+    wake: Notify,
+    background: Mutex<Vec<JoinHandle<()>>>,
+    /// Serializes rebalances (the periodic one, notifications, shutdown).
+    rebalancing: tokio::sync::Mutex<()>,
+}
+
+struct QueueWorker {
+    stop: Arc<AtomicBool>,
+    /// Next offset to consume = what to commit.
+    consumed: Arc<AtomicI64>,
+    committed: i64,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl PushConsumer {
+    pub fn new(config: PushConsumerConfig) -> PushConsumer {
+        let instance = ClientInstance::new(config.client.clone());
+        let pull = PullConsumer::with_instance(config.group.clone(), instance.clone());
+        PushConsumer {
+            inner: Arc::new(Inner {
+                config,
+                instance,
+                pull,
+                subscriptions: Mutex::new(BTreeMap::new()),
+                listener: Mutex::new(None),
+                queues: Mutex::new(HashMap::new()),
+                stopped: AtomicBool::new(false),
+                wake: Notify::new(),
+                background: Mutex::new(Vec::new()),
+                rebalancing: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.inner.instance.client_id
+    }
+
+    /// Subscribes `topic` with a tag expression (`*`, `TagA || TagB`). Call before `start`.
+    pub fn subscribe(&self, topic: &str, expression: &str) {
+        self.inner
+            .subscriptions
+            .lock()
+            .expect("subscriptions")
+            .insert(topic.to_owned(), expression.to_owned());
+    }
+
+    /// Registers with the brokers, takes queues and starts delivering to `listener`.
+    pub async fn start(
+        &self,
+        listener: impl Fn(&[MessageExt]) -> ConsumeResult + Send + Sync + 'static,
+    ) -> ClientResult<()> {
+        if self
+            .inner
+            .subscriptions
+            .lock()
+            .expect("subscriptions")
+            .is_empty()
+        {
+            return Err(ClientError::InvalidArgument(
+                "subscribe to a topic first".into(),
+            ));
+        }
+        *self.inner.listener.lock().expect("listener") = Some(Arc::new(listener));
+        let inner = &self.inner;
+        inner.heartbeat().await?;
+        inner.clone().rebalance().await;
+        let mut background = Vec::new();
+        // Rebalance every interval and whenever a broker says the group changed.
+        let rebalancer = inner.clone();
+        background.push(tokio::spawn(async move {
+            while !rebalancer.stopped.load(Ordering::Acquire) {
+                let _ = tokio::time::timeout(
+                    rebalancer.config.rebalance_interval,
+                    rebalancer.wake.notified(),
+                )
+                .await;
+                if rebalancer.stopped.load(Ordering::Acquire) {
+                    break;
+                }
+                rebalancer.clone().rebalance().await;
+            }
+        }));
+        if let Some(mut requests) = inner.instance.take_server_requests() {
+            let notified = inner.clone();
+            background.push(tokio::spawn(async move {
+                while let Some((_, request)) = requests.recv().await {
+                    if request.code == rc::NOTIFY_CONSUMER_IDS_CHANGED {
+                        notified.wake.notify_one();
+                    }
+                }
+            }));
+        }
+        let beater = inner.clone();
+        background.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(beater.config.heartbeat_interval).await;
+                if beater.stopped.load(Ordering::Acquire) {
+                    break;
+                }
+                if let Err(error) = beater.heartbeat().await {
+                    warn!(%error, "heartbeat failed");
+                }
+            }
+        }));
+        let committer = inner.clone();
+        background.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(committer.config.offset_commit_interval).await;
+                if committer.stopped.load(Ordering::Acquire) {
+                    break;
+                }
+                committer.commit_offsets().await;
+            }
+        }));
+        inner
+            .background
+            .lock()
+            .expect("background")
+            .extend(background);
+        Ok(())
+    }
+
+    /// Queues this consumer holds now.
+    pub fn assigned_queues(&self) -> Vec<MessageQueue> {
+        let mut queues: Vec<_> = self
+            .inner
+            .queues
+            .lock()
+            .expect("queues")
+            .keys()
+            .cloned()
+            .collect();
+        queues.sort();
+        queues
+    }
+
+    /// Stops pulling, lets in-flight batches finish, commits offsets and leaves the group.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.stopped.store(true, Ordering::Release);
+        inner.wake.notify_one();
+        let _guard = inner.rebalancing.lock().await;
+        for task in inner.background.lock().expect("background").drain(..) {
+            task.abort();
+        }
+        let workers: Vec<(MessageQueue, QueueWorker)> =
+            inner.queues.lock().expect("queues").drain().collect();
+        for (queue, worker) in workers {
+            inner.stop_worker(&queue, worker).await;
+        }
+        inner.unregister().await;
+    }
+}
+
+impl Inner {
+    fn subscriptions(&self) -> BTreeMap<String, String> {
+        self.subscriptions.lock().expect("subscriptions").clone()
+    }
+
+    fn retry_topic(&self) -> String {
+        format!("%RETRY%{}", self.config.group)
+    }
+
+    /// Broker addresses of every subscribed topic.
+    async fn brokers(&self) -> Vec<std::net::SocketAddr> {
+        let mut addrs = Vec::new();
+        for topic in self.subscriptions().keys() {
+            if let Ok(route) = self.instance.route(topic).await {
+                for addr in route.masters.values() {
+                    if let Ok(addr) = addr.parse() {
+                        if !addrs.contains(&addr) {
+                            addrs.push(addr);
+                        }
+                    }
+                }
+            }
+        }
+        addrs
+    }
+
+    async fn heartbeat(&self) -> ClientResult<()> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut subscriptions: Vec<SubscriptionData> = self
+            .subscriptions()
+            .into_iter()
+            .map(|(topic, expression)| subscription(&topic, &expression, now_ms))
+            .collect();
+        if self.config.model == MessageModel::Clustering {
+            subscriptions.push(subscription(&self.retry_topic(), "*", now_ms));
+        }
+        let data = HeartbeatData {
+            client_id: self.instance.client_id.clone(),
+            consumer_data_set: vec![ConsumerData {
+                group_name: self.config.group.clone(),
+                consume_type: "CONSUME_PASSIVELY".into(),
+                message_model: match self.config.model {
+                    MessageModel::Clustering => "CLUSTERING".into(),
+                    MessageModel::Broadcasting => "BROADCASTING".into(),
+                },
+                consume_from_where: match self.config.consume_from {
+                    ConsumeFromWhere::LastOffset => "CONSUME_FROM_LAST_OFFSET".into(),
+                    ConsumeFromWhere::FirstOffset => "CONSUME_FROM_FIRST_OFFSET".into(),
+                },
+                subscription_data_set: subscriptions,
+                unit_mode: false,
+            }],
+            producer_data_set: vec![ProducerData {
+                group_name: "CLIENT_INNER_PRODUCER".into(),
+            }],
+            ..HeartbeatData::default()
+        };
+        let brokers = self.brokers().await;
+        if brokers.is_empty() {
+            return Err(ClientError::NoRoute {
+                topic: self
+                    .subscriptions()
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
+                reason: "no broker serves the subscribed topics".into(),
+            });
+        }
+        for addr in brokers {
+            let request = RemotingCommand::request(rc::HEART_BEAT, &EmptyHeader {})
+                .with_body(body::encode(&data));
+            let response = self
+                .instance
+                .invoke(addr, request, self.config.client.request_timeout)
+                .await?;
+            if response.code != response_code::SUCCESS {
+                return Err(ClientError::Broker {
+                    addr,
+                    code: response.code,
+                    remark: response.remark.unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn consumer_ids(&self, topic: &str) -> ClientResult<Vec<String>> {
+        let route = self.instance.route(topic).await?;
+        let Some(addr) = route.masters.values().next().and_then(|a| a.parse().ok()) else {
+            return Ok(Vec::new());
+        };
+        let request = RemotingCommand::request(
+            rc::GET_CONSUMER_LIST_BY_GROUP,
+            &GetConsumerListByGroupRequestHeader {
+                consumer_group: self.config.group.clone(),
+            },
+        );
+        let response = self
+            .instance
+            .invoke(addr, request, self.config.client.request_timeout)
+            .await?;
+        if response.code != response_code::SUCCESS {
+            return Ok(Vec::new());
+        }
+        let list: ConsumerListBody =
+            decode_lenient("consumer list", &response.body).map_err(|e| ClientError::Protocol {
+                addr,
+                reason: e.to_string(),
+            })?;
+        Ok(list.consumer_id_list)
+    }
+
+    /// Recomputes this member's queues and starts/stops queue workers to match.
+    async fn rebalance(self: Arc<Self>) {
+        let _guard = self.rebalancing.lock().await;
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let mut topics: Vec<(String, String)> = self.subscriptions().into_iter().collect();
+        if self.config.model == MessageModel::Clustering {
+            topics.push((self.retry_topic(), "*".into()));
+        }
+        let mut wanted: BTreeMap<MessageQueue, String> = BTreeMap::new();
+        for (topic, expression) in topics {
+            let queues = match self.instance.refresh_route(&topic).await {
+                Ok(route) => route.subscribe_queues,
+                Err(error) => {
+                    debug!(topic, %error, "no route yet");
+                    continue;
+                }
+            };
+            let mine = match self.config.model {
+                MessageModel::Broadcasting => queues,
+                MessageModel::Clustering => match self.consumer_ids(&topic).await {
+                    Ok(ids) => rebalance(&self.instance.client_id, queues, ids),
+                    Err(error) => {
+                        warn!(topic, %error, "consumer list unavailable, keeping queues");
+                        self.queues
+                            .lock()
+                            .expect("queues")
+                            .keys()
+                            .filter(|q| q.topic == topic)
+                            .cloned()
+                            .collect()
+                    }
+                },
+            };
+            for queue in mine {
+                wanted.insert(queue, expression.clone());
+            }
+        }
+        let removed: Vec<(MessageQueue, QueueWorker)> = {
+            let mut queues = self.queues.lock().expect("queues");
+            let gone: Vec<MessageQueue> = queues
+                .keys()
+                .filter(|q| !wanted.contains_key(*q))
+                .cloned()
+                .collect();
+            gone.into_iter()
+                .filter_map(|q| queues.remove(&q).map(|w| (q, w)))
+                .collect()
+        };
+        for (queue, worker) in removed {
+            self.stop_worker(&queue, worker).await;
+        }
+        for (queue, expression) in wanted {
+            if self.queues.lock().expect("queues").contains_key(&queue) {
+                continue;
+            }
+            match self.start_offset(&queue).await {
+                Ok(offset) => {
+                    let worker = self.clone().spawn_worker(queue.clone(), expression, offset);
+                    self.queues.lock().expect("queues").insert(queue, worker);
+                }
+                Err(error) => warn!(?queue, %error, "no start offset; retrying at next rebalance"),
+            }
+        }
+    }
+
+    async fn start_offset(&self, queue: &MessageQueue) -> ClientResult<i64> {
+        let stored = match self.config.model {
+            MessageModel::Clustering => self.pull.fetch_offset(queue).await?,
+            MessageModel::Broadcasting => self.local_offsets().get(&queue_key(queue)).copied(),
+        };
+        if let Some(offset) = stored.filter(|o| *o >= 0) {
+            return Ok(offset);
+        }
+        match self.config.consume_from {
+            ConsumeFromWhere::FirstOffset => Ok(0),
+            ConsumeFromWhere::LastOffset if queue.topic.starts_with("%RETRY%") => Ok(0),
+            ConsumeFromWhere::LastOffset => self.pull.max_offset(queue).await,
+        }
+    }
+
+    fn spawn_worker(
+        self: Arc<Self>,
+        queue: MessageQueue,
+        expression: String,
+        offset: i64,
+    ) -> QueueWorker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let consumed = Arc::new(AtomicI64::new(offset));
+        let messages_budget = Arc::new(Semaphore::new(self.config.queue_buffer_messages as usize));
+        let bytes_budget = Arc::new(Semaphore::new(self.config.queue_buffer_bytes as usize));
+        // Batches in the buffer are bounded by the message budget (each holds at least one).
+        let (tx, mut rx) = mpsc::channel::<(Vec<MessageExt>, u32, u32)>(
+            self.config.queue_buffer_messages as usize,
+        );
+
+        let puller = {
+            let inner = self.clone();
+            let stop = stop.clone();
+            let queue = queue.clone();
+            let messages_budget = messages_budget.clone();
+            let bytes_budget = bytes_budget.clone();
+            tokio::spawn(async move {
+                let mut next = offset;
+                while !stop.load(Ordering::Acquire) {
+                    let result = inner
+                        .pull
+                        .pull(
+                            &queue,
+                            &expression,
+                            next,
+                            inner.config.pull_batch_size,
+                            Some(inner.config.suspend),
+                        )
+                        .await;
+                    let result = match result {
+                        Ok(result) => result,
+                        Err(error) => {
+                            debug!(?queue, %error, "pull failed; backing off");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    };
+                    next = result.next_begin_offset;
+                    if result.status != PullStatus::Found || result.messages.is_empty() {
+                        continue;
+                    }
+                    // Back-pressure: wait for room in this queue's buffer.
+                    let count =
+                        (result.messages.len() as u32).min(inner.config.queue_buffer_messages);
+                    let bytes: usize = result.messages.iter().map(|m| m.body.len()).sum();
+                    let bytes = (bytes as u32).clamp(1, inner.config.queue_buffer_bytes);
+                    let (Ok(m), Ok(b)) = (
+                        messages_budget.acquire_many(count).await,
+                        bytes_budget.acquire_many(bytes).await,
+                    ) else {
+                        break;
+                    };
+                    m.forget();
+                    b.forget();
+                    if tx.send((result.messages, count, bytes)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let consumer = {
+            let inner = self.clone();
+            let consumed = consumed.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while let Some((batch, count, bytes)) = rx.recv().await {
+                    let listener = inner.listener.lock().expect("listener").clone();
+                    let Some(listener) = listener else { break };
+                    let mut attempts = 0;
+                    loop {
+                        let messages = batch.clone();
+                        let listener = listener.clone();
+                        let result = tokio::task::spawn_blocking(move || listener(&messages))
+                            .await
+                            .unwrap_or(ConsumeResult::ReconsumeLater);
+                        if result == ConsumeResult::Success {
+                            break;
+                        }
+                        attempts += 1;
+                        if attempts > inner.config.max_reconsume_times
+                            || stop.load(Ordering::Acquire)
+                        {
+                            warn!(
+                                first = batch[0].queue_offset,
+                                attempts, "batch given up after reconsume attempts"
+                            );
+                            break;
+                        }
+                        tokio::time::sleep(inner.config.reconsume_delay).await;
+                    }
+                    if let Some(last) = batch.last() {
+                        consumed.fetch_max(last.queue_offset + 1, Ordering::AcqRel);
+                    }
+                    messages_budget.add_permits(count as usize);
+                    bytes_budget.add_permits(bytes as usize);
+                }
+            })
+        };
+        QueueWorker {
+            stop,
+            consumed,
+            committed: offset,
+            tasks: vec![puller, consumer],
+        }
+    }
+
+    /// Stops a queue's worker after its current batch and commits what it consumed.
+    async fn stop_worker(&self, queue: &MessageQueue, worker: QueueWorker) {
+        worker.stop.store(true, Ordering::Release);
+        let mut tasks = worker.tasks.into_iter();
+        if let Some(puller) = tasks.next() {
+            // A parked pull would hold us up to `suspend`: abort it (nothing is lost: only
+            // consumed offsets are committed).
+            puller.abort();
+            let _ = puller.await;
+        }
+        for task in tasks {
+            // The puller's end closed the buffer: the consumer drains it and ends.
+            let _ = task.await;
+        }
+        let offset = worker.consumed.load(Ordering::Acquire);
+        self.commit(queue, offset).await;
+    }
+
+    async fn commit(&self, queue: &MessageQueue, offset: i64) {
+        match self.config.model {
+            MessageModel::Clustering => {
+                if let Err(error) = self.pull.commit_offset(queue, offset).await {
+                    warn!(?queue, offset, %error, "offset commit failed");
+                }
+            }
+            MessageModel::Broadcasting => {
+                let mut offsets = self.local_offsets();
+                offsets.insert(queue_key(queue), offset);
+                self.store_local_offsets(&offsets);
+            }
+        }
+    }
+
+    async fn commit_offsets(&self) {
+        let changed: Vec<(MessageQueue, i64)> = {
+            let mut queues = self.queues.lock().expect("queues");
+            queues
+                .iter_mut()
+                .filter_map(|(queue, worker)| {
+                    let consumed = worker.consumed.load(Ordering::Acquire);
+                    (consumed != worker.committed).then(|| {
+                        worker.committed = consumed;
+                        (queue.clone(), consumed)
+                    })
+                })
+                .collect()
+        };
+        for (queue, offset) in changed {
+            self.commit(&queue, offset).await;
+        }
+    }
+
+    fn local_offsets_path(&self) -> PathBuf {
+        self.config
+            .local_offset_dir
+            .join(self.instance.client_id.replace(['@', ':', '/'], "_"))
+            .join(&self.config.group)
+            .join("offsets.json")
+    }
+
+    fn local_offsets(&self) -> BTreeMap<String, i64> {
+        std::fs::read(self.local_offsets_path())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn store_local_offsets(&self, offsets: &BTreeMap<String, i64>) {
+        let path = self.local_offsets_path();
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| {
+                let tmp = path.with_extension("json.tmp");
+                std::fs::write(&tmp, serde_json::to_vec(offsets).unwrap_or_default())?;
+                std::fs::rename(&tmp, &path)
+            });
+        if let Err(error) = written {
+            warn!(path = %path.display(), %error, "local offsets not written");
+        }
+    }
+
+    async fn unregister(&self) {
+        let request = RemotingCommand::request(
+            rc::UNREGISTER_CLIENT,
+            &UnregisterClientRequestHeader {
+                client_id: self.instance.client_id.clone(),
+                producer_group: None,
+                consumer_group: Some(self.config.group.clone()),
+            },
+        );
+        for addr in self.brokers().await {
+            if let Err(error) = self
+                .instance
+                .invoke(addr, request.clone(), self.config.client.request_timeout)
+                .await
+            {
+                warn!(%addr, %error, "unregister failed");
+            }
+        }
+    }
+}
+
+fn queue_key(queue: &MessageQueue) -> String {
+    format!("{}@{}@{}", queue.topic, queue.broker_name, queue.queue_id)
+}
+
+fn subscription(topic: &str, expression: &str, now_ms: i64) -> SubscriptionData {
+    let tags: Vec<String> = if expression.trim() == "*" || expression.trim().is_empty() {
+        Vec::new()
+    } else {
+        expression
+            .split("||")
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect()
+    };
+    SubscriptionData {
+        class_filter_mode: false,
+        code_set: tags.iter().map(|t| java_string_hash(t)).collect(),
+        expression_type: "TAG".into(),
+        sub_string: if tags.is_empty() {
+            "*".into()
+        } else {
+            expression.trim().to_owned()
+        },
+        sub_version: now_ms,
+        tags_set: tags.into_iter().collect(),
+        topic: topic.to_owned(),
+    }
+}
