@@ -28,8 +28,9 @@ const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often silent client channels are looked for (RocketMQ: every 10 s).
 const CLIENT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
-/// Listeners per shard (main and VIP): connection ids interleave by this step.
-const LISTENERS_MAX: u64 = 2;
+/// Listeners per shard (main, VIP, the shard's own port): connection ids interleave by this
+/// step.
+const LISTENERS_MAX: u64 = 3;
 
 /// Everything a shard needs to start; built by the binary.
 pub struct ShardStart {
@@ -41,8 +42,12 @@ pub struct ShardStart {
     pub mesh: MeshBuilder<MeshMessage>,
     pub shard_count: usize,
     pub stop: Arc<AtomicBool>,
-    /// Told `Ok(shard id)` once this shard serves, or the error that stopped it.
-    pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
+    /// Told `Ok((shard id, its own address))` once this shard serves, or the error that
+    /// stopped it.
+    pub ready: std::sync::mpsc::Sender<Result<(usize, SocketAddr), String>>,
+    /// Every shard's own address by shard id, set by the binary once all shards serve; read
+    /// (never written) by the shards when clients ask for it.
+    pub shard_addrs: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
 }
 
 /// Runs one shard until the stop flag is set, then shuts it down cleanly.
@@ -50,12 +55,12 @@ pub async fn run_shard(start: ShardStart) -> io::Result<()> {
     let ready = start.ready.clone();
     let started = async {
         let (shard, processor) = open_shard(&start).await?;
-        start_serving(&start, &shard, &processor).await?;
-        Ok::<_, io::Error>(shard)
+        let own_addr = start_serving(&start, &shard, &processor).await?;
+        Ok::<_, io::Error>((shard, own_addr))
     };
     match started.await {
-        Ok(shard) => {
-            let _ = ready.send(Ok(shard.id));
+        Ok((shard, own_addr)) => {
+            let _ = ready.send(Ok((shard.id, own_addr)));
             serve_until_stopped(shard).await
         }
         Err(error) => {
@@ -95,6 +100,7 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
         offsets,
         senders,
         start.shard_count,
+        start.shard_addrs.clone(),
     ));
     let processor = Rc::new(BrokerProcessor {
         shard: shard.clone(),
@@ -110,16 +116,30 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
     Ok((shard, processor))
 }
 
-/// Accepts on the shared ports and starts the background loops; shard 0 registers with the
-/// name servers once before the broker reports itself ready, so clients find its routes.
+/// Accepts on the shared ports and on the shard's own port, and starts the background loops;
+/// shard 0 registers with the name servers once before the broker reports itself ready, so
+/// clients find its routes. Returns the shard's own (advertised) address.
 async fn start_serving(
     start: &ShardStart,
     shard: &Rc<Shard>,
     processor: &Rc<BrokerProcessor>,
-) -> io::Result<()> {
+) -> io::Result<SocketAddr> {
     let config = &start.config;
-    for (i, addr) in start.listen_addrs.iter().enumerate() {
-        let listener = TcpListener::bind_shared(*addr)?;
+    let own_port = match config.shard_listen_port_base {
+        0 => 0,
+        base => base
+            .checked_add(shard.id as u16)
+            .ok_or_else(|| io::Error::other("shardListenPortBase + shard id overflows"))?,
+    };
+    let own_listener = TcpListener::bind(SocketAddr::new(config.bind_address, own_port))?;
+    let own_addr = SocketAddr::new(config.broker_ip1, own_listener.local_addr()?.port());
+    let listeners = start
+        .listen_addrs
+        .iter()
+        .map(|addr| TcpListener::bind_shared(*addr))
+        .chain(std::iter::once(Ok(own_listener)));
+    for (i, listener) in listeners.enumerate() {
+        let listener = listener?;
         let server_config = ServerConfig {
             first_connection_id: i as u64,
             connection_id_step: LISTENERS_MAX,
@@ -155,7 +175,7 @@ async fn start_serving(
         stopping_shard.stopping.advance(1);
     });
     *shard.registrar_done.borrow_mut() = Some(registrar_done);
-    Ok(())
+    Ok(own_addr)
 }
 
 async fn serve_until_stopped(shard: Rc<Shard>) -> io::Result<()> {

@@ -60,6 +60,9 @@ pub struct BrokerConfig {
     pub pin_shards: bool,
     /// I/O memory each reactor registers with io_uring.
     pub io_memory_bytes: usize,
+    /// Shard `i` also accepts on its own port, `shardListenPortBase + i` (0: free ports), which
+    /// shard-aware clients use so their requests never cross cores.
+    pub shard_listen_port_base: u16,
     /// CommitLog bytes each shard keeps in memory for tail reads (and before write-out);
     /// older data is read from the files (sendfile). `None`: the store's default.
     pub memory_window_bytes: Option<usize>,
@@ -107,6 +110,7 @@ impl Default for BrokerConfig {
             pin_shards: true,
             io_memory_bytes: 2 << 20,
             memory_window_bytes: None,
+            shard_listen_port_base: 0,
         }
     }
 }
@@ -238,6 +242,7 @@ impl BrokerConfig {
             }
             "pinShards" => self.pin_shards = parse(key, value)?,
             "ioMemoryBytes" => self.io_memory_bytes = parse(key, value)?,
+            "shardListenPortBase" => self.shard_listen_port_base = parse(key, value)?,
             "memoryWindowBytes" => self.memory_window_bytes = Some(parse(key, value)?),
             _ if NOT_SUPPORTED_KEYS.contains(&key) => return Ok(Applied::NotSupported),
             _ => return Ok(Applied::Unknown),

@@ -4,3 +4,8 @@
 pub mod core;
 pub mod protocol;
 pub mod tokio;
+
+/// The README's examples, compiled as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -87,7 +87,7 @@ fn consumer_ids(broker: &ServerProcess, group: &str) -> Vec<String> {
 
 #[test]
 fn sync_async_oneway_and_batch_sends_are_stored_and_pulled_exactly() {
-    let (namesrv, _broker) = start_cluster();
+    let (namesrv, broker) = start_cluster();
     let topic = "CppSendModes";
     let mut all = BTreeSet::new();
     for (mode, count) in [("sync", 20), ("async", 20), ("oneway", 20), ("batch", 10)] {
@@ -113,6 +113,17 @@ fn sync_async_oneway_and_batch_sends_are_stored_and_pulled_exactly() {
         .map(|e| e["queue"].as_i64().unwrap())
         .collect();
     assert_eq!(queues, (0..4).collect());
+    // An unchanged client talks to whichever shard accepted its connection: the requests for
+    // the other shard's queues hop (the native client's shard-aware path avoids that).
+    let mut client = Client::connect(broker.addr);
+    let info = client.invoke(RemotingCommand::request(
+        rc::GET_BROKER_RUNTIME_INFO,
+        &thruster_client::protocol::header::EmptyHeader {},
+    ));
+    let table: thruster_client::protocol::body::KvTable =
+        decode_lenient("runtime info", &info.body).unwrap();
+    let hops: u64 = table.table["crossShardHops"].parse().unwrap();
+    assert!(hops > 0, "expected hops from an unchanged client");
 }
 
 #[test]

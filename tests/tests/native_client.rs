@@ -379,3 +379,66 @@ async fn broadcasting_push_consumers_each_get_everything() {
     // Broadcasting offsets live in local files, one per client.
     assert_eq!(std::fs::read_dir(home.path()).unwrap().count(), 2);
 }
+
+/// Cross-shard hops the broker counted so far.
+fn broker_hops(broker: &ServerProcess) -> u64 {
+    use thruster_client::protocol::body::{decode_lenient, KvTable};
+    use thruster_client::protocol::header::EmptyHeader;
+    use thruster_client::protocol::{request_code as rc, RemotingCommand};
+    let mut client = thruster_tests::Client::connect(broker.addr);
+    let info = client.invoke(RemotingCommand::request(
+        rc::GET_BROKER_RUNTIME_INFO,
+        &EmptyHeader {},
+    ));
+    let table: KvTable = decode_lenient("runtime info", &info.body).unwrap();
+    table.table["crossShardHops"].parse().unwrap()
+}
+
+/// Sends 40 messages over the topic's queues, pulls them all and commits an offset per queue.
+async fn workload(ns: &str, topic: &str, shard_aware: bool) {
+    let mut client = ClientConfig::new(ns).unwrap();
+    client.shard_aware = shard_aware;
+    let producer = Producer::new(ProducerConfig {
+        client: client.clone(),
+        ..ProducerConfig::new("hops-producer", ns).unwrap()
+    });
+    for i in 0..40 {
+        producer
+            .send(Message::new(topic, format!("m-{i}")))
+            .await
+            .unwrap();
+    }
+    let consumer = PullConsumer::new("hops-group", client);
+    let got = pull_everything(&consumer, topic).await;
+    assert_eq!(
+        got.len(),
+        41,
+        "the 40 and the message that created the topic"
+    );
+    for queue in consumer.queues(topic).await.unwrap() {
+        consumer.commit_offset(&queue, 1).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_aware_requests_never_cross_cores_and_plain_ones_do() {
+    let (namesrv, broker) = start();
+    let ns = namesrv.addr.to_string();
+    // Create the topics first (auto-creation itself is not a client request hop).
+    let setup = Producer::new(ProducerConfig::new("hops-setup", &ns).unwrap());
+    setup.send(Message::new("HopsAware", "x")).await.unwrap();
+    setup.send(Message::new("HopsPlain", "x")).await.unwrap();
+    let before = broker_hops(&broker);
+    workload(&ns, "HopsAware", true).await;
+    let after_aware = broker_hops(&broker);
+    assert_eq!(
+        after_aware, before,
+        "a shard-aware client's requests all land on their owner"
+    );
+    workload(&ns, "HopsPlain", false).await;
+    let after_plain = broker_hops(&broker);
+    assert!(
+        after_plain > after_aware,
+        "a plain client's requests to another shard's queues hop ({after_aware} -> {after_plain})"
+    );
+}

@@ -119,6 +119,7 @@ fn run(args: Args) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let mesh = runtime::mesh(shard_count, MESH_CHANNEL_CAPACITY);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let shard_addrs = Arc::new(std::sync::OnceLock::new());
     let mut handles = Vec::new();
     for i in 0..shard_count {
         let start = ShardStart {
@@ -129,6 +130,7 @@ fn run(args: Args) -> Result<(), String> {
             shard_count,
             stop: stop.clone(),
             ready: ready_tx.clone(),
+            shard_addrs: shard_addrs.clone(),
         };
         let reactor = ReactorConfig {
             cpu: (config.pin_shards && shard_count <= cpus).then_some(i),
@@ -140,9 +142,10 @@ fn run(args: Args) -> Result<(), String> {
         handles.push(handle);
     }
     drop(ready_tx);
+    let mut own_addrs = vec![None; shard_count];
     for _ in 0..shard_count {
         match ready_rx.recv() {
-            Ok(Ok(_)) => {}
+            Ok(Ok((id, addr))) => own_addrs[id] = Some(addr),
             Ok(Err(error)) => {
                 stop.store(true, Ordering::Release);
                 return Err(format!("a shard failed to start: {error}"));
@@ -150,7 +153,14 @@ fn run(args: Args) -> Result<(), String> {
             Err(_) => return Err("a shard exited during start".into()),
         }
     }
-    info!(%broker_addr, shards = shard_count, listen = ?listen_addrs, "broker serving");
+    let own_addrs: Vec<SocketAddr> = own_addrs.into_iter().flatten().collect();
+    assert_eq!(
+        own_addrs.len(),
+        shard_count,
+        "every shard reported its address"
+    );
+    let _ = shard_addrs.set(own_addrs.clone());
+    info!(%broker_addr, shards = shard_count, listen = ?listen_addrs, shard_addrs = ?own_addrs, "broker serving");
     // The one stdout line: tests and scripts read the address from it.
     println!("thruster-broker listening on {broker_addr}");
     let _ = std::io::stdout().flush();

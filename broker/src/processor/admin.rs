@@ -14,6 +14,7 @@ use crate::meta::write_file_atomically;
 use crate::remoting::Failure;
 use crate::runtime;
 use crate::shard::{Call, CallReply, MeshMessage, ShardStats};
+use thruster_client::core::shard::{SHARD_ADDRS_KEY, SHARD_COUNT_KEY};
 
 /// Shard 0: creates a topic from its template (a send to a missing topic).
 pub async fn auto_create_topic(
@@ -157,6 +158,13 @@ pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand
     put("crossShardHops", total.hops_out.to_string());
     put("pullSendfileBytes", total.pull_file_bytes.to_string());
     put("shards", shard.count.to_string());
+    // Shard-aware clients send each queue's requests to its owner's own port (see
+    // thruster_client::core::shard); other clients ignore these keys.
+    if let Some(addrs) = shard.shard_addrs.get() {
+        put(SHARD_COUNT_KEY, addrs.len().to_string());
+        let joined: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        put(SHARD_ADDRS_KEY, joined.join(";"));
+    }
     put("bootTimestamp", shard.boot_ms.to_string());
     put("runtime", format!("{} ms", now_ms - shard.boot_ms));
     put("sendThreadPoolQueueSize", "0".into());

@@ -1,12 +1,10 @@
 //! A shard: one reactor's share of the broker. It owns some (topic, queue) partitions
-//! (`ownership::owner_of`), their CommitLog shard, ConsumeQueues, consumer offsets and
+//! (`owner_of`, shared with the client), their CommitLog shard, ConsumeQueues, consumer offsets and
 //! long-poll waiters; it holds read-only copies of the topic table (written by shard 0) and
 //! of the client table (replicated by events).
 //!
 //! Cross-shard work is an explicit hop over the mesh: a `Call` to the owner and a `CallReply`
 //! back, both `Send` values. Nothing on the send or pull path is shared behind a lock.
-
-pub mod ownership;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -20,7 +18,7 @@ use thruster_client::protocol::body::TopicConfig;
 use thruster_client::protocol::RemotingCommand;
 use tracing::{debug, warn};
 
-pub use ownership::owner_of;
+pub use thruster_client::core::shard::owner_of;
 
 use crate::config::BrokerConfig;
 use crate::meta::clients::{ClientEvent, ClientTable};
@@ -227,6 +225,8 @@ pub struct Shard {
     pub registrar_done: RefCell<Option<runtime::LocalReceiver<()>>>,
     /// Spreads sends that let the broker pick the queue (negative queue id).
     pub queue_rotation: Cell<u32>,
+    /// Every shard's own address, by shard id (advertised to shard-aware clients).
+    pub shard_addrs: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
 }
 
 impl Shard {
@@ -239,6 +239,7 @@ impl Shard {
         offsets: ConsumerOffsets,
         senders: MeshSenders<MeshMessage>,
         count: usize,
+        shard_addrs: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
     ) -> Shard {
         Shard {
             id: senders.peer_id(),
@@ -267,6 +268,7 @@ impl Shard {
             topics_changed: Watermark::new(0),
             registrar_done: RefCell::new(None),
             queue_rotation: Cell::new(0),
+            shard_addrs,
         }
     }
 
@@ -309,7 +311,16 @@ impl Shard {
         self.next_call_id.set(id + 1);
         let (reply_tx, reply_rx) = runtime::bounded_channel(1);
         self.pending.borrow_mut().insert(id, reply_tx);
-        self.hops_out.set(self.hops_out.get() + 1);
+        // Counted: client requests that cross cores (internal calls such as stats are not).
+        if let Call::Remoting { request, .. } = &call {
+            self.hops_out.set(self.hops_out.get() + 1);
+            debug!(
+                shard = self.id,
+                to,
+                code = request.code,
+                "request hops to its owner"
+            );
+        }
         if self
             .senders
             .send_to(to, MeshMessage::Call { id, call })

@@ -3,4 +3,5 @@
 
 pub mod allocate;
 pub mod route;
+pub mod shard;
 pub mod unique_id;

@@ -12,9 +12,13 @@ use tokio::sync::mpsc;
 use super::connection::Connection;
 use super::error::{ClientError, ClientResult};
 use crate::core::route::TopicRoute;
+use crate::core::shard::ShardMap;
 use crate::core::unique_id::UniqueIdGenerator;
+use crate::protocol::body::heartbeat::MessageQueue;
+use crate::protocol::body::KvTable;
 use crate::protocol::body::{decode_lenient, TopicRouteData};
 use crate::protocol::header::namesrv::GetRouteInfoRequestHeader;
+use crate::protocol::header::EmptyHeader;
 use crate::protocol::{request_code as rc, response_code, RemotingCommand};
 
 /// Settings shared by producers and consumers.
@@ -29,6 +33,10 @@ pub struct ClientConfig {
     /// `instanceName`: part of the client id; distinct values let one process hold several
     /// members of a group.
     pub instance_name: String,
+    /// Against a Thruster broker that advertises its shards, send each queue's requests to
+    /// the shard that owns it, so they never cross cores on the broker. Other brokers are
+    /// unaffected.
+    pub shard_aware: bool,
 }
 
 impl ClientConfig {
@@ -57,6 +65,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(3),
             route_refresh: Duration::from_secs(30),
             instance_name: format!("{}", std::process::id()),
+            shard_aware: true,
         })
     }
 
@@ -81,6 +90,8 @@ pub struct ClientInstance {
     next_namesrv: AtomicUsize,
     server_requests_tx: mpsc::Sender<(SocketAddr, RemotingCommand)>,
     server_requests: Mutex<Option<ServerRequests>>,
+    /// Broker address → its shard map (`None`: not a sharded Thruster broker).
+    shard_maps: Mutex<HashMap<SocketAddr, Option<ShardMap>>>,
 }
 
 impl ClientInstance {
@@ -100,6 +111,7 @@ impl ClientInstance {
             next_namesrv: AtomicUsize::new(0),
             server_requests_tx,
             server_requests: Mutex::new(Some(server_requests)),
+            shard_maps: Mutex::new(HashMap::new()),
         })
     }
 
@@ -224,6 +236,48 @@ impl ClientInstance {
             topic: topic.to_owned(),
             reason: format!("bad broker address {addr}"),
         })
+    }
+}
+
+impl ClientInstance {
+    /// Where to send requests about `queue` of the broker at `broker`: the owning shard's own
+    /// address when the broker advertises shards, else `broker` itself. The map is asked for
+    /// once per broker address (GET_BROKER_RUNTIME_INFO).
+    pub async fn queue_addr(&self, broker: SocketAddr, queue: &MessageQueue) -> SocketAddr {
+        if !self.config.shard_aware {
+            return broker;
+        }
+        let known = self
+            .shard_maps
+            .lock()
+            .expect("shard maps")
+            .get(&broker)
+            .cloned();
+        let map = match known {
+            Some(map) => map,
+            None => {
+                let map = self.fetch_shard_map(broker).await;
+                self.shard_maps
+                    .lock()
+                    .expect("shard maps")
+                    .insert(broker, map.clone());
+                map
+            }
+        };
+        map.map_or(broker, |m| m.addr_of(&queue.topic, queue.queue_id))
+    }
+
+    async fn fetch_shard_map(&self, broker: SocketAddr) -> Option<ShardMap> {
+        let request = RemotingCommand::request(rc::GET_BROKER_RUNTIME_INFO, &EmptyHeader {});
+        let response = self
+            .invoke(broker, request, self.config.request_timeout)
+            .await
+            .ok()?;
+        if response.code != response_code::SUCCESS {
+            return None;
+        }
+        let table: KvTable = decode_lenient("runtime info", &response.body).ok()?;
+        ShardMap::from_runtime_info(&table.table)
     }
 }
 

@@ -135,7 +135,10 @@ impl Producer {
             let targets = self.publish_targets(&message.topic).await?;
             let queue = self.pick_queue(&targets.queues, failed_broker.as_deref());
             let result = match targets.addr_of(&queue) {
-                Ok(addr) => self.send_to(message.clone(), &queue, addr).await,
+                Ok(broker) => {
+                    let addr = self.inner.instance.queue_addr(broker, &queue).await;
+                    self.send_to(message.clone(), &queue, addr).await
+                }
                 Err(error) => Err(error),
             };
             match result {
@@ -170,7 +173,7 @@ impl Producer {
     pub async fn send_oneway(&self, message: Message) -> ClientResult<()> {
         let targets = self.publish_targets(&message.topic).await?;
         let queue = self.pick_queue(&targets.queues, None);
-        let addr = targets.addr_of(&queue)?;
+        let addr = self.shard_addr(&targets, &queue).await?;
         let (request, _) = self.single_request(&message, &queue);
         self.inner.instance.invoke_oneway(addr, request).await
     }
@@ -189,8 +192,18 @@ impl Producer {
                 targets.queues.len()
             ))
         })?;
-        let addr = targets.addr_of(&queue)?;
+        let addr = self.shard_addr(&targets, &queue).await?;
         self.send_to(message, &queue, addr).await
+    }
+
+    /// The address for `queue`: its broker, or the broker's owning shard.
+    async fn shard_addr(
+        &self,
+        targets: &Targets,
+        queue: &MessageQueue,
+    ) -> ClientResult<SocketAddr> {
+        let broker = targets.addr_of(queue)?;
+        Ok(self.inner.instance.queue_addr(broker, queue).await)
     }
 
     /// Sends to the queue of `sharding_key` (Java hash of the key modulo the queue count), so
@@ -221,7 +234,7 @@ impl Producer {
         }
         let targets = self.publish_targets(&topic).await?;
         let queue = self.pick_queue(&targets.queues, None);
-        let addr = targets.addr_of(&queue)?;
+        let addr = self.shard_addr(&targets, &queue).await?;
         let mut body = BytesMut::new();
         let mut ids = Vec::with_capacity(messages.len());
         for message in &messages {
@@ -248,7 +261,7 @@ impl Producer {
         queue: &MessageQueue,
     ) -> ClientResult<SendResult> {
         let targets = self.publish_targets(&message.topic).await?;
-        let addr = targets.addr_of(queue)?;
+        let addr = self.shard_addr(&targets, queue).await?;
         self.send_to(message, queue, addr).await
     }
 

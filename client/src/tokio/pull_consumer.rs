@@ -70,10 +70,13 @@ impl PullConsumer {
         Ok(self.instance.route(topic).await?.subscribe_queues)
     }
 
+    /// The broker of `queue`, or the shard that owns it there.
     async fn addr(&self, queue: &MessageQueue) -> ClientResult<SocketAddr> {
-        self.instance
+        let broker = self
+            .instance
             .broker_addr(&queue.topic, &queue.broker_name)
-            .await
+            .await?;
+        Ok(self.instance.queue_addr(broker, queue).await)
     }
 
     fn timeout(&self) -> Duration {
