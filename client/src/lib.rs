@@ -2,6 +2,8 @@
 //! the native client's tokio front end (`tokio`).
 
 pub mod core;
+#[cfg(feature = "glommio")]
+pub mod glommio;
 pub mod protocol;
 pub mod tokio;
 

@@ -442,3 +442,55 @@ async fn shard_aware_requests_never_cross_cores_and_plain_ones_do() {
         "a plain client's requests to another shard's queues hop ({after_aware} -> {after_plain})"
     );
 }
+
+#[test]
+fn the_glommio_front_end_sends_and_pulls_on_owner_shards() {
+    let (namesrv, broker) = start();
+    let ns = namesrv.addr.to_string();
+    let before = broker_hops(&broker);
+    let bodies = thruster_client::glommio::run_on_reactor(None, 1 << 20, move || async move {
+        let client =
+            thruster_client::glommio::Client::new(ClientConfig::new(&ns).unwrap(), "glommio-group");
+        for i in 0..40 {
+            let result = client
+                .send(&Message::new("GlommioTopic", format!("g-{i}")))
+                .await
+                .unwrap();
+            assert_eq!(result.status, SendStatus::SendOk);
+        }
+        client
+            .send_oneway(&Message::new("GlommioTopic", "oneway"))
+            .await
+            .unwrap();
+        let mut bodies = BTreeSet::new();
+        for _ in 0..100 {
+            bodies.clear();
+            for queue in client.queues("GlommioTopic").await.unwrap() {
+                let mut offset = 0;
+                loop {
+                    let result = client.pull(&queue, "*", offset, 32, None).await.unwrap();
+                    for m in &result.messages {
+                        bodies.insert(String::from_utf8(m.body.to_vec()).unwrap());
+                    }
+                    offset = result.next_begin_offset;
+                    if result.status != PullStatus::Found {
+                        break;
+                    }
+                }
+            }
+            if bodies.len() == 41 {
+                break;
+            }
+            // The one-way send is not acknowledged; give it a moment (nothing else runs on
+            // this test reactor).
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bodies
+    })
+    .unwrap();
+    let mut expected: BTreeSet<String> = (0..40).map(|i| format!("g-{i}")).collect();
+    expected.insert("oneway".into());
+    assert_eq!(bodies, expected);
+    // Even the first send (to the auto-create template's queues) went to the owner shard.
+    assert_eq!(broker_hops(&broker), before, "no request crossed cores");
+}

@@ -1,7 +1,12 @@
 //! The client's protocol logic, free of any I/O runtime: queue allocation, route handling,
-//! message ids. The tokio front end (`crate::tokio`) drives it over sockets.
+//! message ids, the requests clients send and what their responses mean. The front ends
+//! (`crate::tokio`, and `crate::glommio` with the `glommio` feature) only move bytes.
 
 pub mod allocate;
+pub mod config;
+pub mod error;
+pub mod message;
+pub mod requests;
 pub mod route;
 pub mod shard;
 pub mod unique_id;

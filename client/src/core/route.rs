@@ -2,9 +2,14 @@
 //! write permission) and read from, and the address of each broker.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
+use super::error::{ClientError, ClientResult};
+use super::requests::{AUTO_CREATE_TOPIC, DEFAULT_TOPIC_QUEUE_NUMS};
 use crate::protocol::body::heartbeat::MessageQueue;
-use crate::protocol::body::{perm, TopicRouteData};
+use crate::protocol::body::{decode_lenient, perm, TopicRouteData};
+use crate::protocol::header::namesrv::GetRouteInfoRequestHeader;
+use crate::protocol::{request_code as rc, response_code, RemotingCommand};
 
 /// Broker id of a master.
 pub const MASTER_ID: i64 = 0;
@@ -54,6 +59,115 @@ impl TopicRoute {
 
     pub fn master_of(&self, broker_name: &str) -> Option<&str> {
         self.masters.get(broker_name).map(String::as_str)
+    }
+}
+
+/// GET_ROUTEINFO_BY_TOPIC, asking for standard JSON.
+pub fn route_request(topic: &str) -> RemotingCommand {
+    RemotingCommand::request(
+        rc::GET_ROUTEINFO_BY_TOPIC,
+        &GetRouteInfoRequestHeader {
+            topic: topic.to_owned(),
+            accept_standard_json_only: Some(true),
+        },
+    )
+}
+
+/// The route a name server answered with.
+pub fn parse_route_response(topic: &str, response: RemotingCommand) -> ClientResult<TopicRoute> {
+    let no_route = |reason: String| ClientError::NoRoute {
+        topic: topic.to_owned(),
+        reason,
+    };
+    if response.code != response_code::SUCCESS {
+        return Err(no_route(
+            response
+                .remark
+                .unwrap_or_else(|| format!("code {}", response.code)),
+        ));
+    }
+    let data: TopicRouteData =
+        decode_lenient("route", &response.body).map_err(|e| no_route(e.to_string()))?;
+    Ok(TopicRoute::from_route_data(topic, &data))
+}
+
+/// Where a topic's messages can go: its queues and their brokers' masters.
+#[derive(Debug, Clone)]
+pub struct PublishTargets {
+    pub topic: String,
+    pub queues: Vec<MessageQueue>,
+    /// Broker name → master address.
+    pub masters: BTreeMap<String, String>,
+}
+
+impl PublishTargets {
+    /// The topic's own queues, when its route has any.
+    pub fn from_route(topic: &str, route: TopicRoute) -> Option<PublishTargets> {
+        (!route.publish_queues.is_empty()).then(|| PublishTargets {
+            topic: topic.to_owned(),
+            queues: route.publish_queues,
+            masters: route.masters,
+        })
+    }
+
+    /// For a topic not created yet: queues on the brokers that allow auto-creation (the
+    /// `TBW102` route), as many as a Java producer asks for; the broker creates the topic on
+    /// the first send.
+    pub fn from_template(topic: &str, template: TopicRoute) -> ClientResult<PublishTargets> {
+        let mut queues: Vec<MessageQueue> = Vec::new();
+        for broker_name in template.masters.keys() {
+            let count = template
+                .publish_queues
+                .iter()
+                .filter(|q| &q.broker_name == broker_name)
+                .count()
+                .min(DEFAULT_TOPIC_QUEUE_NUMS as usize);
+            queues.extend((0..count as i32).map(|queue_id| MessageQueue {
+                topic: topic.to_owned(),
+                broker_name: broker_name.clone(),
+                queue_id,
+            }));
+        }
+        if queues.is_empty() {
+            return Err(ClientError::NoRoute {
+                topic: topic.to_owned(),
+                reason: format!("no route, and no broker offers {AUTO_CREATE_TOPIC}"),
+            });
+        }
+        Ok(PublishTargets {
+            topic: topic.to_owned(),
+            queues,
+            masters: template.masters,
+        })
+    }
+
+    /// The master address of `queue`'s broker.
+    pub fn addr_of(&self, queue: &MessageQueue) -> ClientResult<SocketAddr> {
+        let no_route = |reason: String| ClientError::NoRoute {
+            topic: self.topic.clone(),
+            reason,
+        };
+        let addr = self
+            .masters
+            .get(&queue.broker_name)
+            .ok_or_else(|| no_route(format!("broker {} has no master", queue.broker_name)))?;
+        addr.parse()
+            .map_err(|_| no_route(format!("bad broker address {addr}")))
+    }
+
+    /// Round-robin from `rotation`, skipping `avoid_broker` when another broker exists.
+    pub fn pick(&self, rotation: usize, avoid_broker: Option<&str>) -> MessageQueue {
+        assert!(!self.queues.is_empty(), "targets always have queues");
+        let n = self.queues.len();
+        if let Some(avoid) = avoid_broker {
+            for i in 0..n {
+                let queue = &self.queues[(rotation + i) % n];
+                if queue.broker_name != avoid {
+                    return queue.clone();
+                }
+            }
+        }
+        self.queues[rotation % n].clone()
     }
 }
 
@@ -128,5 +242,14 @@ mod tests {
         );
         assert_eq!(route.master_of("a"), Some("127.0.0.1:1"));
         assert_eq!(route.master_of("slave-only"), None);
+        let targets = PublishTargets::from_route("T", route.clone()).unwrap();
+        assert_eq!(targets.pick(0, None).queue_id, 0);
+        assert_eq!(targets.pick(1, None).queue_id, 1);
+        assert_eq!(targets.addr_of(&targets.pick(0, None)).unwrap().port(), 2);
+        // From the template: the topic's name, at most 4 queues per inheriting broker.
+        let template = PublishTargets::from_template("New", route).unwrap();
+        assert!(template.queues.iter().all(|q| q.topic == "New"));
+        assert_eq!(template.queues.len(), 2);
+        assert!(PublishTargets::from_template("New", TopicRoute::default()).is_err());
     }
 }

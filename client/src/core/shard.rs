@@ -15,6 +15,24 @@ use crate::protocol::message::java_string_hash;
 pub const SHARD_COUNT_KEY: &str = "thrusterShards";
 pub const SHARD_ADDRS_KEY: &str = "thrusterShardAddrs";
 
+/// GET_BROKER_RUNTIME_INFO, which carries the shard map.
+pub fn shard_map_request() -> crate::protocol::RemotingCommand {
+    crate::protocol::RemotingCommand::request(
+        crate::protocol::request_code::GET_BROKER_RUNTIME_INFO,
+        &crate::protocol::header::EmptyHeader {},
+    )
+}
+
+/// The shard map in a runtime-info response; `None` for any other broker.
+pub fn parse_shard_map(response: &crate::protocol::RemotingCommand) -> Option<ShardMap> {
+    if response.code != crate::protocol::response_code::SUCCESS {
+        return None;
+    }
+    let table: crate::protocol::body::KvTable =
+        crate::protocol::body::decode_lenient("runtime info", &response.body).ok()?;
+    ShardMap::from_runtime_info(&table.table)
+}
+
 /// A broker's shards, as advertised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardMap {

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::error::{ClientError, ClientResult};
+use crate::core::error::{ClientError, ClientResult};
 use crate::protocol::{decode_frame, encode, RemotingCommand, FRAME_MAX_BYTES_DEFAULT};
 
 /// Frames queued for writing; senders wait beyond it.

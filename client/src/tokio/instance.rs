@@ -2,7 +2,7 @@
 //! client id, one connection per address, the route cache, name-server failover.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,70 +10,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::connection::Connection;
-use super::error::{ClientError, ClientResult};
-use crate::core::route::TopicRoute;
-use crate::core::shard::ShardMap;
+pub use crate::core::config::ClientConfig;
+use crate::core::error::{ClientError, ClientResult};
+use crate::core::route::{parse_route_response, route_request, TopicRoute};
+use crate::core::shard::{parse_shard_map, shard_map_request, ShardMap};
 use crate::core::unique_id::UniqueIdGenerator;
 use crate::protocol::body::heartbeat::MessageQueue;
-use crate::protocol::body::KvTable;
-use crate::protocol::body::{decode_lenient, TopicRouteData};
-use crate::protocol::header::namesrv::GetRouteInfoRequestHeader;
-use crate::protocol::header::EmptyHeader;
-use crate::protocol::{request_code as rc, response_code, RemotingCommand};
-
-/// Settings shared by producers and consumers.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// Name servers, tried in turn.
-    pub namesrv_addrs: Vec<SocketAddr>,
-    /// Per request (sends, pulls add their suspend time).
-    pub request_timeout: Duration,
-    /// How long a cached route is used before it is fetched again (RocketMQ: 30 s).
-    pub route_refresh: Duration,
-    /// `instanceName`: part of the client id; distinct values let one process hold several
-    /// members of a group.
-    pub instance_name: String,
-    /// Against a Thruster broker that advertises its shards, send each queue's requests to
-    /// the shard that owns it, so they never cross cores on the broker. Other brokers are
-    /// unaffected.
-    pub shard_aware: bool,
-}
-
-impl ClientConfig {
-    /// `addrs`: `host:port;host:port`.
-    pub fn new(addrs: &str) -> ClientResult<ClientConfig> {
-        let mut namesrv_addrs = Vec::new();
-        for part in addrs
-            .split([';', ','])
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let addr = part
-                .to_socket_addrs()
-                .map_err(|e| ClientError::InvalidArgument(format!("name server {part:?}: {e}")))?
-                .next()
-                .ok_or_else(|| ClientError::InvalidArgument(format!("name server {part:?}")))?;
-            namesrv_addrs.push(addr);
-        }
-        if namesrv_addrs.is_empty() {
-            return Err(ClientError::InvalidArgument(
-                "no name server address".into(),
-            ));
-        }
-        Ok(ClientConfig {
-            namesrv_addrs,
-            request_timeout: Duration::from_secs(3),
-            route_refresh: Duration::from_secs(30),
-            instance_name: format!("{}", std::process::id()),
-            shard_aware: true,
-        })
-    }
-
-    pub fn with_instance_name(mut self, name: impl Into<String>) -> ClientConfig {
-        self.instance_name = name.into();
-        self
-    }
-}
+use crate::protocol::{response_code, RemotingCommand};
 
 /// Requests servers send to this client: (server address, request).
 pub type ServerRequests = mpsc::Receiver<(SocketAddr, RemotingCommand)>;
@@ -189,28 +132,8 @@ impl ClientInstance {
     }
 
     pub async fn refresh_route(&self, topic: &str) -> ClientResult<TopicRoute> {
-        let request = RemotingCommand::request(
-            rc::GET_ROUTEINFO_BY_TOPIC,
-            &GetRouteInfoRequestHeader {
-                topic: topic.to_owned(),
-                accept_standard_json_only: Some(true),
-            },
-        );
-        let response = self.invoke_namesrv(request).await?;
-        if response.code != response_code::SUCCESS {
-            return Err(ClientError::NoRoute {
-                topic: topic.to_owned(),
-                reason: response
-                    .remark
-                    .unwrap_or_else(|| format!("code {}", response.code)),
-            });
-        }
-        let data: TopicRouteData =
-            decode_lenient("route", &response.body).map_err(|e| ClientError::NoRoute {
-                topic: topic.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let route = TopicRoute::from_route_data(topic, &data);
+        let response = self.invoke_namesrv(route_request(topic)).await?;
+        let route = parse_route_response(topic, response)?;
         self.routes
             .lock()
             .expect("routes")
@@ -268,16 +191,11 @@ impl ClientInstance {
     }
 
     async fn fetch_shard_map(&self, broker: SocketAddr) -> Option<ShardMap> {
-        let request = RemotingCommand::request(rc::GET_BROKER_RUNTIME_INFO, &EmptyHeader {});
         let response = self
-            .invoke(broker, request, self.config.request_timeout)
+            .invoke(broker, shard_map_request(), self.config.request_timeout)
             .await
             .ok()?;
-        if response.code != response_code::SUCCESS {
-            return None;
-        }
-        let table: KvTable = decode_lenient("runtime info", &response.body).ok()?;
-        ShardMap::from_runtime_info(&table.table)
+        parse_shard_map(&response)
     }
 }
 

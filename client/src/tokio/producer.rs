@@ -6,45 +6,16 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::BytesMut;
-
-use super::error::{ClientError, ClientResult};
 use super::instance::{ClientConfig, ClientInstance};
-use super::message::Message;
-use crate::protocol::batch::{encode_entry, BatchEntry};
+use crate::core::error::{ClientError, ClientResult};
+use crate::core::message::Message;
+use crate::core::requests::{
+    batch_request, parse_send_response, send_request, send_retryable, SendResult, AUTO_CREATE_TOPIC,
+};
+use crate::core::route::PublishTargets as Targets;
 use crate::protocol::body::heartbeat::MessageQueue;
-use crate::protocol::header::send::{SendMessageRequestHeaderV2, SendMessageResponseHeader};
 use crate::protocol::message::java_string_hash;
-use crate::protocol::{request_code as rc, response_code, RemotingCommand};
-
-/// `defaultTopic` of sends: the broker's auto-create template.
-pub const AUTO_CREATE_TOPIC: &str = "TBW102";
-/// Queues a topic auto-created by a send gets (RocketMQ producer default).
-const DEFAULT_TOPIC_QUEUE_NUMS: i32 = 4;
-
-/// How the broker stored a sent message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendStatus {
-    SendOk,
-    /// Stored, but the sync flush did not finish in time.
-    FlushDiskTimeout,
-    /// Stored, but the slave did not confirm in time.
-    FlushSlaveTimeout,
-    /// Stored, but no slave was available.
-    SlaveNotAvailable,
-}
-
-#[derive(Debug, Clone)]
-pub struct SendResult {
-    pub status: SendStatus,
-    /// The producer's id(s) (`UNIQ_KEY`); comma-joined for a batch.
-    pub msg_id: String,
-    /// The broker's id(s) (store host + CommitLog offset); comma-joined for a batch.
-    pub offset_msg_id: String,
-    pub queue: MessageQueue,
-    /// Queue offset of the (first) message.
-    pub queue_offset: i64,
-}
+use crate::protocol::RemotingCommand;
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -90,20 +61,6 @@ struct Inner {
     rotation: AtomicUsize,
 }
 
-/// Codes after which Java sends again to another broker (4.9 set plus SYSTEM_BUSY).
-fn retryable(code: i32) -> bool {
-    matches!(
-        code,
-        response_code::TOPIC_NOT_EXIST
-            | response_code::SERVICE_NOT_AVAILABLE
-            | response_code::SYSTEM_ERROR
-            | response_code::NO_PERMISSION
-            | response_code::NO_BUYER_ID
-            | response_code::NOT_IN_CURRENT_UNIT
-            | response_code::SYSTEM_BUSY
-    )
-}
-
 impl Producer {
     pub fn new(config: ProducerConfig) -> Producer {
         let instance = ClientInstance::new(config.client.clone());
@@ -133,7 +90,7 @@ impl Producer {
         let mut failed_broker: Option<String> = None;
         for _ in 0..attempts {
             let targets = self.publish_targets(&message.topic).await?;
-            let queue = self.pick_queue(&targets.queues, failed_broker.as_deref());
+            let queue = self.pick_queue(&targets, failed_broker.as_deref());
             let result = match targets.addr_of(&queue) {
                 Ok(broker) => {
                     let addr = self.inner.instance.queue_addr(broker, &queue).await;
@@ -145,7 +102,7 @@ impl Producer {
                 Ok(result) => return Ok(result),
                 Err(error) => {
                     let retry = match &error {
-                        ClientError::Broker { code, .. } => retryable(*code),
+                        ClientError::Broker { code, .. } => send_retryable(*code),
                         _ => true,
                     };
                     self.inner.instance.invalidate_route(&message.topic);
@@ -172,7 +129,7 @@ impl Producer {
     /// Sends without waiting for (or getting) an answer.
     pub async fn send_oneway(&self, message: Message) -> ClientResult<()> {
         let targets = self.publish_targets(&message.topic).await?;
-        let queue = self.pick_queue(&targets.queues, None);
+        let queue = self.pick_queue(&targets, None);
         let addr = self.shard_addr(&targets, &queue).await?;
         let (request, _) = self.single_request(&message, &queue);
         self.inner.instance.invoke_oneway(addr, request).await
@@ -224,33 +181,14 @@ impl Producer {
             return Err(ClientError::InvalidArgument("an empty batch".into()));
         };
         let topic = first.topic.clone();
-        if messages
-            .iter()
-            .any(|m| m.topic != topic || m.delay_level > 0)
-        {
-            return Err(ClientError::InvalidArgument(
-                "a batch is one topic, without delay levels".into(),
-            ));
-        }
         let targets = self.publish_targets(&topic).await?;
-        let queue = self.pick_queue(&targets.queues, None);
+        let queue = self.pick_queue(&targets, None);
         let addr = self.shard_addr(&targets, &queue).await?;
-        let mut body = BytesMut::new();
-        let mut ids = Vec::with_capacity(messages.len());
-        for message in &messages {
-            let id = self.inner.instance.ids.next();
-            encode_entry(
-                &BatchEntry {
-                    flag: message.flag,
-                    body: message.body.clone(),
-                    properties: message.properties_string(&id),
-                },
-                &mut body,
-            );
-            ids.push(id);
-        }
-        let header = self.header(&topic, &queue, 0, String::new(), true);
-        let request = RemotingCommand::request(rc::SEND_BATCH_MESSAGE, &header).with_body(body);
+        let ids: Vec<String> = messages
+            .iter()
+            .map(|_| self.inner.instance.ids.next())
+            .collect();
+        let request = batch_request(&self.inner.config.group, &messages, &queue, &ids)?;
         self.finish_send(addr, request, ids.join(","), queue).await
     }
 
@@ -284,157 +222,32 @@ impl Producer {
     ) -> ClientResult<SendResult> {
         let timeout = self.inner.config.client.request_timeout;
         let response = self.inner.instance.invoke(addr, request, timeout).await?;
-        let status = match response.code {
-            response_code::SUCCESS => SendStatus::SendOk,
-            response_code::FLUSH_DISK_TIMEOUT => SendStatus::FlushDiskTimeout,
-            response_code::FLUSH_SLAVE_TIMEOUT => SendStatus::FlushSlaveTimeout,
-            response_code::SLAVE_NOT_AVAILABLE => SendStatus::SlaveNotAvailable,
-            code => {
-                return Err(ClientError::Broker {
-                    addr,
-                    code,
-                    remark: response.remark.unwrap_or_default(),
-                })
-            }
-        };
-        let header: SendMessageResponseHeader =
-            response
-                .decode_header()
-                .map_err(|e| ClientError::Protocol {
-                    addr,
-                    reason: e.to_string(),
-                })?;
-        Ok(SendResult {
-            status,
-            msg_id,
-            offset_msg_id: header.msg_id,
-            queue: MessageQueue {
-                queue_id: header.queue_id,
-                ..queue
-            },
-            queue_offset: header.queue_offset,
-        })
+        parse_send_response(addr, response, msg_id, queue)
     }
 
     fn single_request(&self, message: &Message, queue: &MessageQueue) -> (RemotingCommand, String) {
         let id = self.inner.instance.ids.next();
-        let header = self.header(
-            &message.topic,
-            queue,
-            message.flag,
-            message.properties_string(&id),
-            false,
-        );
-        let request =
-            RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(message.body.clone());
+        let request = send_request(&self.inner.config.group, message, queue, &id);
         (request, id)
     }
 
-    fn header(
-        &self,
-        topic: &str,
-        queue: &MessageQueue,
-        flag: i32,
-        properties: String,
-        batch: bool,
-    ) -> SendMessageRequestHeaderV2 {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        SendMessageRequestHeaderV2 {
-            a: self.inner.config.group.clone(),
-            b: topic.to_owned(),
-            c: AUTO_CREATE_TOPIC.into(),
-            d: DEFAULT_TOPIC_QUEUE_NUMS,
-            e: queue.queue_id,
-            f: 0,
-            g: now_ms,
-            h: flag,
-            i: Some(properties),
-            j: Some(0),
-            k: Some(false),
-            l: None,
-            m: batch.then_some(true),
-            n: Some(queue.broker_name.clone()),
-        }
-    }
-
-    /// The topic's queues and their brokers; for a topic not created yet, queues on the
-    /// brokers that allow auto-creation (the `TBW102` route): the broker creates the topic on
-    /// the first send, as with Java producers.
+    /// The topic's queues and their brokers (or the auto-create template's, for a topic not
+    /// created yet).
     async fn publish_targets(&self, topic: &str) -> ClientResult<Targets> {
         if let Ok(route) = self.inner.instance.route(topic).await {
-            if !route.publish_queues.is_empty() {
-                return Ok(Targets {
-                    topic: topic.to_owned(),
-                    queues: route.publish_queues,
-                    masters: route.masters,
-                });
+            if let Some(targets) = Targets::from_route(topic, route) {
+                return Ok(targets);
             }
         }
         let template = self.inner.instance.route(AUTO_CREATE_TOPIC).await?;
-        let mut queues: Vec<MessageQueue> = Vec::new();
-        for broker_name in template.masters.keys() {
-            let count = template
-                .publish_queues
-                .iter()
-                .filter(|q| &q.broker_name == broker_name)
-                .count()
-                .min(DEFAULT_TOPIC_QUEUE_NUMS as usize);
-            queues.extend((0..count as i32).map(|queue_id| MessageQueue {
-                topic: topic.to_owned(),
-                broker_name: broker_name.clone(),
-                queue_id,
-            }));
-        }
-        if queues.is_empty() {
-            return Err(ClientError::NoRoute {
-                topic: topic.to_owned(),
-                reason: "no route, and no broker allows auto-creation".into(),
-            });
-        }
-        Ok(Targets {
-            topic: topic.to_owned(),
-            queues,
-            masters: template.masters,
-        })
+        Targets::from_template(topic, template)
     }
 
     /// Round-robin, skipping the broker that just failed when another one exists.
-    fn pick_queue(&self, queues: &[MessageQueue], avoid_broker: Option<&str>) -> MessageQueue {
-        assert!(!queues.is_empty(), "callers pass a non-empty queue list");
-        let start = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
-        if let Some(avoid) = avoid_broker {
-            for i in 0..queues.len() {
-                let queue = &queues[(start + i) % queues.len()];
-                if queue.broker_name != avoid {
-                    return queue.clone();
-                }
-            }
-        }
-        queues[start % queues.len()].clone()
-    }
-}
-
-/// Where a topic's messages can go.
-struct Targets {
-    topic: String,
-    queues: Vec<MessageQueue>,
-    /// Broker name → master address.
-    masters: std::collections::BTreeMap<String, String>,
-}
-
-impl Targets {
-    fn addr_of(&self, queue: &MessageQueue) -> ClientResult<SocketAddr> {
-        let no_route = |reason: String| ClientError::NoRoute {
-            topic: self.topic.clone(),
-            reason,
-        };
-        let addr = self
-            .masters
-            .get(&queue.broker_name)
-            .ok_or_else(|| no_route(format!("broker {} has no master", queue.broker_name)))?;
-        addr.parse()
-            .map_err(|_| no_route(format!("bad broker address {addr}")))
+    fn pick_queue(&self, targets: &Targets, avoid_broker: Option<&str>) -> MessageQueue {
+        targets.pick(
+            self.inner.rotation.fetch_add(1, Ordering::Relaxed),
+            avoid_broker,
+        )
     }
 }

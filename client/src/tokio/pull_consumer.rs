@@ -5,42 +5,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::{ClientError, ClientResult};
 use super::instance::{expect_success, ClientConfig, ClientInstance};
-use super::message::MessageExt;
+use crate::core::error::{ClientError, ClientResult};
+use crate::core::requests::{parse_pull_response, pull_request, PullResult};
 use crate::protocol::body::heartbeat::MessageQueue;
 use crate::protocol::header::offset::{
     GetMaxOffsetRequestHeader, GetMinOffsetRequestHeader, OffsetResponseHeader,
     QueryConsumerOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
-use crate::protocol::header::pull::{
-    pull_sys_flag, PullMessageRequestHeader, PullMessageResponseHeader,
-};
-use crate::protocol::message::decode_records;
 use crate::protocol::{request_code as rc, response_code, RemotingCommand};
-
-/// Messages one pull asks for (RocketMQ default).
-pub const PULL_BATCH_SIZE: i32 = 32;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PullStatus {
-    Found,
-    /// Nothing new (after the long poll, if one was asked for).
-    NoNewMessage,
-    /// Entries were scanned but none matched the tag filter: pull again from `next_begin_offset`.
-    NoMatchedMessage,
-    /// The offset was outside the queue: continue from `next_begin_offset`.
-    OffsetIllegal,
-}
-
-#[derive(Debug, Clone)]
-pub struct PullResult {
-    pub status: PullStatus,
-    pub next_begin_offset: i64,
-    pub min_offset: i64,
-    pub max_offset: i64,
-    pub messages: Vec<MessageExt>,
-}
 
 /// A pull consumer of one group; cheap to clone.
 #[derive(Clone)]
@@ -107,77 +80,20 @@ impl PullConsumer {
         suspend: Option<Duration>,
         commit_offset: Option<i64>,
     ) -> ClientResult<PullResult> {
-        let mut sys_flag = pull_sys_flag::SUBSCRIPTION;
-        if suspend.is_some() {
-            sys_flag |= pull_sys_flag::SUSPEND;
-        }
-        if commit_offset.is_some() {
-            sys_flag |= pull_sys_flag::COMMIT_OFFSET;
-        }
         let suspend_ms = suspend.map_or(0, |d| d.as_millis() as i64);
-        let request = RemotingCommand::request(
-            rc::PULL_MESSAGE,
-            &PullMessageRequestHeader {
-                consumer_group: self.group.clone(),
-                topic: queue.topic.clone(),
-                queue_id: queue.queue_id,
-                queue_offset: offset,
-                max_msg_nums: max,
-                sys_flag,
-                commit_offset: commit_offset.unwrap_or(0),
-                suspend_timeout_millis: suspend_ms,
-                subscription: Some(expression.to_owned()),
-                sub_version: 0,
-                expression_type: Some("TAG".into()),
-                max_msg_bytes: None,
-                broker_name: Some(queue.broker_name.clone()),
-            },
+        let request = pull_request(
+            &self.group,
+            queue,
+            expression,
+            offset,
+            max,
+            suspend_ms,
+            commit_offset,
         );
         let addr = self.addr(queue).await?;
         let timeout = self.timeout() + suspend.unwrap_or_default();
         let response = self.instance.invoke(addr, request, timeout).await?;
-        let status = match response.code {
-            response_code::SUCCESS => PullStatus::Found,
-            response_code::PULL_NOT_FOUND => PullStatus::NoNewMessage,
-            response_code::PULL_RETRY_IMMEDIATELY => PullStatus::NoMatchedMessage,
-            response_code::PULL_OFFSET_MOVED => PullStatus::OffsetIllegal,
-            code => {
-                return Err(ClientError::Broker {
-                    addr,
-                    code,
-                    remark: response.remark.unwrap_or_default(),
-                })
-            }
-        };
-        let header: PullMessageResponseHeader =
-            response
-                .decode_header()
-                .map_err(|e| ClientError::Protocol {
-                    addr,
-                    reason: e.to_string(),
-                })?;
-        let mut messages = Vec::new();
-        if status == PullStatus::Found {
-            let records =
-                decode_records(&response.body, false).map_err(|e| ClientError::Protocol {
-                    addr,
-                    reason: format!("pull body: {e}"),
-                })?;
-            let filter = TagFilter::new(expression);
-            // The broker filters by tag hash only; the exact check is the client's (as Java).
-            messages = records
-                .into_iter()
-                .map(MessageExt::from_record)
-                .filter(|m| filter.accepts(m.tags()))
-                .collect();
-        }
-        Ok(PullResult {
-            status,
-            next_begin_offset: header.next_begin_offset,
-            min_offset: header.min_offset,
-            max_offset: header.max_offset,
-            messages,
-        })
+        parse_pull_response(addr, response, expression)
     }
 
     /// The group's committed offset for `queue`; `None` when it never committed one.
@@ -267,49 +183,4 @@ fn offset_header(addr: SocketAddr, response: &RemotingCommand) -> ClientResult<i
             addr,
             reason: e.to_string(),
         })
-}
-
-/// The exact tag check applied to pulled messages.
-#[derive(Debug, Clone)]
-pub struct TagFilter {
-    tags: Option<Vec<String>>,
-}
-
-impl TagFilter {
-    pub fn new(expression: &str) -> TagFilter {
-        let expression = expression.trim();
-        if expression.is_empty() || expression == "*" {
-            return TagFilter { tags: None };
-        }
-        TagFilter {
-            tags: Some(
-                expression
-                    .split("||")
-                    .map(|t| t.trim().to_owned())
-                    .filter(|t| !t.is_empty())
-                    .collect(),
-            ),
-        }
-    }
-
-    pub fn accepts(&self, tags: Option<&str>) -> bool {
-        match (&self.tags, tags) {
-            (None, _) => true,
-            (Some(wanted), Some(tags)) => wanted.iter().any(|w| w == tags),
-            (Some(_), None) => false,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exact_tag_filter() {
-        assert!(TagFilter::new("*").accepts(None));
-        let filter = TagFilter::new("a || b");
-        assert!(filter.accepts(Some("a")) && filter.accepts(Some("b")));
-        assert!(!filter.accepts(Some("c")) && !filter.accepts(None));
-    }
 }

@@ -37,11 +37,12 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::error::{ClientError, ClientResult};
 use super::instance::{ClientConfig, ClientInstance};
-use super::message::MessageExt;
-use super::pull_consumer::{PullConsumer, PullStatus, PULL_BATCH_SIZE};
+use super::pull_consumer::PullConsumer;
 use crate::core::allocate::rebalance;
+use crate::core::error::{ClientError, ClientResult};
+use crate::core::message::MessageExt;
+use crate::core::requests::{PullStatus, PULL_BATCH_SIZE};
 use crate::protocol::body::heartbeat::{
     ConsumerData, ConsumerListBody, HeartbeatData, MessageQueue, ProducerData, SubscriptionData,
 };

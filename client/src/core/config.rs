@@ -1,0 +1,60 @@
+//! Client settings shared by every front end.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use super::error::{ClientError, ClientResult};
+
+/// Settings shared by producers and consumers.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Name servers, tried in turn.
+    pub namesrv_addrs: Vec<SocketAddr>,
+    /// Per request (sends, pulls add their suspend time).
+    pub request_timeout: Duration,
+    /// How long a cached route is used before it is fetched again (RocketMQ: 30 s).
+    pub route_refresh: Duration,
+    /// `instanceName`: part of the client id; distinct values let one process hold several
+    /// members of a group.
+    pub instance_name: String,
+    /// Against a Thruster broker that advertises its shards, send each queue's requests to
+    /// the shard that owns it, so they never cross cores on the broker. Other brokers are
+    /// unaffected.
+    pub shard_aware: bool,
+}
+
+impl ClientConfig {
+    /// `addrs`: `host:port;host:port`.
+    pub fn new(addrs: &str) -> ClientResult<ClientConfig> {
+        let mut namesrv_addrs = Vec::new();
+        for part in addrs
+            .split([';', ','])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let addr = part
+                .to_socket_addrs()
+                .map_err(|e| ClientError::InvalidArgument(format!("name server {part:?}: {e}")))?
+                .next()
+                .ok_or_else(|| ClientError::InvalidArgument(format!("name server {part:?}")))?;
+            namesrv_addrs.push(addr);
+        }
+        if namesrv_addrs.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "no name server address".into(),
+            ));
+        }
+        Ok(ClientConfig {
+            namesrv_addrs,
+            request_timeout: Duration::from_secs(3),
+            route_refresh: Duration::from_secs(30),
+            instance_name: format!("{}", std::process::id()),
+            shard_aware: true,
+        })
+    }
+
+    pub fn with_instance_name(mut self, name: impl Into<String>) -> ClientConfig {
+        self.instance_name = name.into();
+        self
+    }
+}

@@ -1,0 +1,214 @@
+//! One connection on a glommio reactor, multiplexed by opaque. State is owned by the reactor
+//! (`Rc`/`RefCell`): no locks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::TcpStream;
+
+use crate::core::error::{ClientError, ClientResult};
+use crate::protocol::{decode_frame, encode, RemotingCommand, FRAME_MAX_BYTES_DEFAULT};
+
+/// Frames queued for writing; senders wait beyond it.
+const OUTBOUND_CAPACITY: usize = 4096;
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+const WRITE_BATCH_MAX_BYTES: usize = 256 * 1024;
+
+/// Lets the reader and the writer task share the socket: each poll borrows it only for the
+/// duration of that poll.
+struct Shared(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Shared {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Shared {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+type Pending = Rc<RefCell<HashMap<i32, LocalSender<RemotingCommand>>>>;
+
+pub struct Connection {
+    addr: SocketAddr,
+    outbound: Rc<LocalSender<RemotingCommand>>,
+    pending: Pending,
+    next_opaque: Cell<i32>,
+    closed: Rc<Cell<bool>>,
+}
+
+impl Connection {
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> ClientResult<Rc<Connection>> {
+        let connect_error = |source| ClientError::Connect { addr, source };
+        let stream = with_timeout(timeout, async {
+            TcpStream::connect(addr)
+                .await
+                .map_err(|e| connect_error(e.into()))
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(connect_error(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            )))
+        })?;
+        let _ = stream.set_nodelay(true);
+        let socket = Rc::new(RefCell::new(stream));
+        let (outbound, outbound_rx) =
+            local_channel::new_bounded::<RemotingCommand>(OUTBOUND_CAPACITY);
+        let pending: Pending = Rc::default();
+        let closed = Rc::new(Cell::new(false));
+
+        let mut writer = Shared(socket.clone());
+        let writer_closed = closed.clone();
+        glommio::spawn_local(async move {
+            let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
+            while let Some(command) = outbound_rx.recv().await {
+                let mut next = Some(command);
+                while let Some(command) = next.take() {
+                    let _ = encode(&command, &mut out);
+                    if out.len() < WRITE_BATCH_MAX_BYTES {
+                        next = futures_lite::future::poll_once(outbound_rx.recv())
+                            .await
+                            .flatten();
+                    }
+                }
+                if writer.write_all(&out).await.is_err() {
+                    break;
+                }
+                out.clear();
+            }
+            writer_closed.set(true);
+        })
+        .detach();
+
+        let mut reader = Shared(socket);
+        let reader_pending = pending.clone();
+        let reader_closed = closed.clone();
+        glommio::spawn_local(async move {
+            let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+            let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+            'read: loop {
+                loop {
+                    match decode_frame(&mut buf, FRAME_MAX_BYTES_DEFAULT) {
+                        Ok(Some(frame)) => match frame.into_command() {
+                            Ok(command) if command.is_response() => {
+                                let waiter = reader_pending.borrow_mut().remove(&command.opaque);
+                                if let Some(waiter) = waiter {
+                                    let _ = waiter.try_send(command);
+                                }
+                            }
+                            // Server-initiated requests are not used by this front end.
+                            Ok(_) => {}
+                            Err(_) => break 'read,
+                        },
+                        Ok(None) => break,
+                        Err(_) => break 'read,
+                    }
+                }
+                match reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            reader_closed.set(true);
+            reader_pending.borrow_mut().clear();
+        })
+        .detach();
+
+        Ok(Rc::new(Connection {
+            addr,
+            outbound: Rc::new(outbound),
+            pending,
+            next_opaque: Cell::new(1),
+            closed,
+        }))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    fn opaque(&self) -> i32 {
+        let opaque = self.next_opaque.get();
+        self.next_opaque.set(opaque.wrapping_add(1) & i32::MAX);
+        opaque
+    }
+
+    pub async fn invoke(
+        &self,
+        mut request: RemotingCommand,
+        timeout: Duration,
+    ) -> ClientResult<RemotingCommand> {
+        let opaque = self.opaque();
+        request.opaque = opaque;
+        let code = request.code;
+        let addr = self.addr;
+        let (tx, rx) = local_channel::new_bounded(1);
+        self.pending.borrow_mut().insert(opaque, tx);
+        let result = with_timeout(timeout, async {
+            self.outbound
+                .send(request)
+                .await
+                .map_err(|_| ClientError::ConnectionClosed { addr })?;
+            rx.recv()
+                .await
+                .ok_or(ClientError::ConnectionClosed { addr })
+        })
+        .await;
+        result.unwrap_or_else(|| {
+            self.pending.borrow_mut().remove(&opaque);
+            Err(ClientError::Timeout {
+                addr,
+                code,
+                timeout_ms: timeout.as_millis() as u64,
+            })
+        })
+    }
+
+    pub async fn invoke_oneway(&self, request: RemotingCommand) -> ClientResult<()> {
+        let mut request = request.oneway();
+        request.opaque = self.opaque();
+        self.outbound
+            .send(request)
+            .await
+            .map_err(|_| ClientError::ConnectionClosed { addr: self.addr })
+    }
+}
+
+/// `future`'s output, or `None` after `timeout`.
+pub async fn with_timeout<T>(
+    timeout: Duration,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        glommio::timer::sleep(timeout).await;
+        None
+    })
+    .await
+}
