@@ -1,1 +1,419 @@
-fn main() {}
+//! `thruster-bench`: load generator and latency tool for any RocketMQ-protocol broker.
+//!
+//! Workloads run against a name server address, so the same run can drive Thruster, Apache
+//! RocketMQ or rocketmq-rust; `compare` alternates targets (A B A B …) and reports per-round
+//! ratios and their median, the only figures that mean something on a noisy machine.
+
+mod cpu;
+mod disk;
+mod stats;
+mod svg;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use stats::Summary;
+use workloads::{Common, ProduceArgs, RunResult, SendMode};
+
+#[derive(Parser)]
+#[command(
+    name = "thruster-bench",
+    version,
+    about = "Latency and throughput of RocketMQ-protocol brokers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Producers sending to a topic (closed loop, or open loop with --rate).
+    Produce(ProduceCli),
+    /// Consumers reading a topic's backlog from the start (catch-up).
+    Consume(TargetCli),
+    /// Produce at a fixed rate and consume from the tail: send-to-receive latency.
+    E2e(ProduceCli),
+    /// The disk's own limits with the broker's I/O pattern.
+    Disk(DiskCli),
+    /// The same workload against several targets in turn, several rounds: ratios.
+    Compare(CompareCli),
+}
+
+#[derive(Args, Clone)]
+struct TargetCli {
+    /// Name server of the broker under test.
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    namesrv: String,
+    #[arg(long, default_value = "BenchTopic")]
+    topic: String,
+    /// Message body size, bytes.
+    #[arg(long, default_value_t = 1024)]
+    message_bytes: usize,
+    /// Generator threads (glommio reactors).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Pin generator thread i to CPU cpus[i] (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
+    /// Run length, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Stop after this many messages instead (all threads).
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Where to write the .hgrm, JSON summary and SVG plot.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Label of this run in outputs.
+    #[arg(long)]
+    label: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct ProduceCli {
+    #[command(flatten)]
+    target: TargetCli,
+    #[arg(long, value_enum, default_value_t = SendMode::Sync)]
+    mode: SendMode,
+    /// Concurrent producers per thread.
+    #[arg(long, default_value_t = 16)]
+    producers: usize,
+    /// Outstanding sends per producer in async mode.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// Messages per send (batch when > 1).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Open loop at this many messages/s (latency from the intended send time).
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long)]
+    keys: bool,
+    #[arg(long)]
+    tags: bool,
+}
+
+#[derive(Args, Clone)]
+struct DiskCli {
+    /// Directory on the disk to measure (a broker's store directory).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Sequential O_DIRECT block (the CommitLog chunk).
+    #[arg(long, default_value_t = 256 * 1024)]
+    block_bytes: usize,
+    #[arg(long, default_value_t = 512 << 20)]
+    total_bytes: u64,
+    /// Write+fdatasync size (a group commit).
+    #[arg(long, default_value_t = 64 * 1024)]
+    sync_bytes: usize,
+    #[arg(long, default_value_t = 5.0)]
+    duration_s: f64,
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct CompareCli {
+    /// Targets as NAME=NAMESRV, two or more; the first is the one ratios are about.
+    #[arg(long = "target", required = true)]
+    targets: Vec<String>,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// produce, consume or e2e.
+    #[arg(long, default_value = "produce")]
+    workload: String,
+    #[command(flatten)]
+    produce: ProduceCli,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Produce(args) => run_and_report("produce", &args, |progress| {
+            run_produce(&produce_args(&args), progress)
+        }),
+        Command::Consume(args) => run_and_report_target("consume", &args, |progress| {
+            workloads::consume(&common(&args), progress)
+        }),
+        Command::E2e(args) => run_and_report("e2e", &args, |progress| {
+            workloads::e2e(&produce_args(&args), progress).map(|(_, consumer)| consumer)
+        }),
+        Command::Disk(args) => run_disk(&args),
+        Command::Compare(args) => run_compare(&args),
+    };
+    if let Err(error) = result {
+        eprintln!("thruster-bench: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn common(args: &TargetCli) -> Common {
+    Common {
+        namesrv: args.namesrv.clone(),
+        topic: args.topic.clone(),
+        message_bytes: args.message_bytes,
+        threads: args.threads.max(1),
+        cpus: args.cpus.clone(),
+        duration: Duration::from_secs_f64(args.duration_s),
+        operations: args.messages,
+    }
+}
+
+fn produce_args(args: &ProduceCli) -> ProduceArgs {
+    ProduceArgs {
+        common: common(&args.target),
+        mode: args.mode,
+        producers: args.producers,
+        in_flight: args.in_flight,
+        batch: args.batch,
+        rate: args.rate,
+        keys: args.keys,
+        tags: args.tags,
+    }
+}
+
+fn run_produce(args: &ProduceArgs, progress: &Arc<AtomicU64>) -> std::io::Result<RunResult> {
+    workloads::produce(args, progress)
+}
+
+/// Runs with a live progress line, then prints the table and writes the files.
+fn run_and_report(
+    name: &str,
+    args: &ProduceCli,
+    run: impl FnOnce(&Arc<AtomicU64>) -> std::io::Result<RunResult>,
+) -> Result<(), String> {
+    run_and_report_target(name, &args.target, run)
+}
+
+fn run_and_report_target(
+    name: &str,
+    target: &TargetCli,
+    run: impl FnOnce(&Arc<AtomicU64>) -> std::io::Result<RunResult>,
+) -> Result<(), String> {
+    let label = target.label.clone().unwrap_or_else(|| name.to_owned());
+    let (summary, histogram) = measure(&label, run)?;
+    println!("{}\n{}", Summary::table_header(), summary.table_row());
+    if let Some(out) = &target.out {
+        write_outputs(out, &[(summary, histogram)], name)?;
+    }
+    Ok(())
+}
+
+/// Runs one workload with a progress bar; returns its summary and histogram.
+fn measure(
+    label: &str,
+    run: impl FnOnce(&Arc<AtomicU64>) -> std::io::Result<RunResult>,
+) -> Result<(Summary, Histogram<u64>), String> {
+    let progress = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("template"),
+    );
+    let ticker = {
+        let (progress, done, bar, label) = (
+            progress.clone(),
+            done.clone(),
+            bar.clone(),
+            label.to_owned(),
+        );
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut last = (Instant::now(), 0u64);
+            while !done.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(250));
+                let count = progress.load(Ordering::Relaxed);
+                let rate = (count - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                last = (Instant::now(), count);
+                bar.set_message(format!(
+                    "{label}: {count} messages, {rate:.0}/s now, {:.0}/s mean",
+                    count as f64 / start.elapsed().as_secs_f64()
+                ));
+                bar.tick();
+            }
+        })
+    };
+    let result = run(&progress);
+    done.store(true, Ordering::Release);
+    let _ = ticker.join();
+    bar.finish_and_clear();
+    let result = result.map_err(|e| e.to_string())?;
+    let mut summary = Summary::new(
+        label,
+        &result.histogram,
+        result.errors,
+        result.bytes,
+        result.elapsed,
+    );
+    summary.generator_cores = result.cpu_cores;
+    summary.generator_saturated = result.saturated;
+    Ok((summary, result.histogram))
+}
+
+fn write_outputs(
+    out: &Path,
+    runs: &[(Summary, Histogram<u64>)],
+    title: &str,
+) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let write = |name: String, text: String| {
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+    };
+    let mut series = Vec::new();
+    for (i, (summary, histogram)) in runs.iter().enumerate() {
+        let file = summary
+            .name
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
+        write(format!("{file}-{i}.hgrm"), stats::hgrm(histogram))?;
+        series.push((summary.name.clone(), stats::percentile_points(histogram)));
+    }
+    let summaries: Vec<&Summary> = runs.iter().map(|r| &r.0).collect();
+    write(
+        "summary.json".into(),
+        serde_json::to_string_pretty(&summaries).expect("summaries serialize"),
+    )?;
+    write(
+        "percentiles.svg".into(),
+        svg::percentile_plot(title, &series),
+    )?;
+    println!(
+        "wrote {}/{{*.hgrm,summary.json,percentiles.svg}}",
+        out.display()
+    );
+    Ok(())
+}
+
+fn run_disk(args: &DiskCli) -> Result<(), String> {
+    let seq = disk::sequential_writes(&args.dir, args.block_bytes, args.total_bytes)
+        .map_err(|e| e.to_string())?;
+    let sync = disk::synced_writes(
+        &args.dir,
+        args.sync_bytes,
+        64 << 20,
+        Duration::from_secs_f64(args.duration_s),
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "{}\n{}\n{}",
+        Summary::table_header(),
+        seq.table_row(),
+        sync.table_row()
+    );
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+        std::fs::write(
+            out.join("disk.json"),
+            serde_json::to_string_pretty(&[seq, sync]).expect("json"),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn run_compare(args: &CompareCli) -> Result<(), String> {
+    let targets: Vec<(String, String)> = args
+        .targets
+        .iter()
+        .map(|t| {
+            t.split_once('=')
+                .map(|(n, a)| (n.to_owned(), a.to_owned()))
+                .ok_or_else(|| format!("--target {t:?}: expected NAME=NAMESRV"))
+        })
+        .collect::<Result<_, _>>()?;
+    if targets.len() < 2 {
+        return Err("compare needs two targets or more".into());
+    }
+    let mut runs: Vec<(Summary, Histogram<u64>)> = Vec::new();
+    // per target: per round summary
+    let mut by_target: Vec<Vec<Summary>> = vec![Vec::new(); targets.len()];
+    println!("{}", Summary::table_header());
+    for round in 0..args.rounds {
+        for (t, (name, namesrv)) in targets.iter().enumerate() {
+            let mut produce = produce_args(&args.produce);
+            produce.common.namesrv = namesrv.clone();
+            let label = format!("{name} r{round}");
+            let (summary, histogram) = measure(&label, |progress| match args.workload.as_str() {
+                "consume" => workloads::consume(&produce.common, progress),
+                "e2e" => workloads::e2e(&produce, progress).map(|(_, c)| c),
+                _ => run_produce(&produce, progress),
+            })?;
+            println!("{}", summary.table_row());
+            by_target[t].push(summary.clone());
+            runs.push((summary, histogram));
+        }
+    }
+    println!(
+        "\nratios, {} vs each other target (per round, then the median):",
+        targets[0].0
+    );
+    for (t, (name, _)) in targets.iter().enumerate().skip(1) {
+        let mut throughput: Vec<f64> = (0..args.rounds)
+            .map(|r| by_target[0][r].ops_per_s / by_target[t][r].ops_per_s.max(1e-9))
+            .collect();
+        let mut p99: Vec<f64> = (0..args.rounds)
+            .map(|r| by_target[t][r].p99_us as f64 / by_target[0][r].p99_us.max(1) as f64)
+            .collect();
+        let mut p999: Vec<f64> = (0..args.rounds)
+            .map(|r| by_target[t][r].p999_us as f64 / by_target[0][r].p999_us.max(1) as f64)
+            .collect();
+        let show = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "  vs {name}: throughput ×[{}] median {:.2}",
+            show(&throughput),
+            median(&mut throughput)
+        );
+        println!(
+            "  vs {name}: p99 {name}/{} ×[{}] median {:.2}",
+            targets[0].0,
+            show(&p99),
+            median(&mut p99)
+        );
+        println!(
+            "  vs {name}: p99.9 {name}/{} ×[{}] median {:.2}",
+            targets[0].0,
+            show(&p999),
+            median(&mut p999)
+        );
+    }
+    if let Some(out) = &args.produce.target.out {
+        write_outputs(out, &runs, &format!("{} latency", args.workload))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_rounds() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+    }
+}

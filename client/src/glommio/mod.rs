@@ -18,14 +18,24 @@ use crate::core::config::ClientConfig;
 use crate::core::error::{ClientError, ClientResult};
 use crate::core::message::Message;
 use crate::core::requests::{
-    parse_pull_response, parse_send_response, pull_request, send_request, send_retryable,
-    PullResult, SendResult, AUTO_CREATE_TOPIC,
+    batch_request, parse_pull_response, parse_send_response, pull_request, send_request,
+    send_retryable, PullResult, SendResult, AUTO_CREATE_TOPIC,
 };
 use crate::core::route::{parse_route_response, route_request, PublishTargets, TopicRoute};
 use crate::core::shard::{parse_shard_map, shard_map_request, ShardMap};
 use crate::core::unique_id::UniqueIdGenerator;
 use crate::protocol::body::heartbeat::MessageQueue;
 use crate::protocol::RemotingCommand;
+
+/// Runs `future` in the background on the current reactor.
+pub fn spawn(future: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(future).detach();
+}
+
+/// Waits on the current reactor.
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await
+}
 
 /// Runs `make_future()` on a new glommio reactor (pinned to `cpu` if given) and returns its
 /// output. `io_memory_bytes` is what the reactor registers with io_uring (glommio's default,
@@ -219,6 +229,25 @@ impl Client {
         let targets = self.targets(&message.topic).await?;
         let broker = targets.addr_of(queue)?;
         self.send_to(message, queue, broker).await
+    }
+
+    /// Sends messages of one topic as one batch.
+    pub async fn send_batch(&self, messages: &[Message]) -> ClientResult<SendResult> {
+        let topic = messages
+            .first()
+            .map(|m| m.topic.clone())
+            .ok_or_else(|| ClientError::InvalidArgument("an empty batch".into()))?;
+        let targets = self.targets(&topic).await?;
+        let rotation = self.rotation.get();
+        self.rotation.set(rotation.wrapping_add(1));
+        let queue = targets.pick(rotation, None);
+        let addr = self.queue_addr(targets.addr_of(&queue)?, &queue).await;
+        let ids: Vec<String> = messages.iter().map(|_| self.ids.next()).collect();
+        let request = batch_request(&self.group, messages, &queue, &ids)?;
+        let response = self
+            .invoke(addr, request, self.config.request_timeout)
+            .await?;
+        parse_send_response(addr, response, ids.join(","), queue)
     }
 
     /// Sends without waiting for an answer.
