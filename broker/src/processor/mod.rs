@@ -238,6 +238,21 @@ impl BrokerProcessor {
         }
     }
 
+    /// The topic's config from this shard's copy; TOPIC_NOT_EXIST when it has none.
+    pub fn known_topic(&self, topic: &str) -> Result<TopicConfig, Failure> {
+        self.shard
+            .topics
+            .borrow()
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| {
+                Failure::new(
+                    response_code::TOPIC_NOT_EXIST,
+                    format!("topic[{topic}] not exist, apply first please!"),
+                )
+            })
+    }
+
     /// The topic's config, auto-creating it from `template` (shard 0 writes; the reply also
     /// updates this shard's copy at once).
     pub async fn topic_or_create(

@@ -70,17 +70,7 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
             ),
         ));
     }
-    let topic = shard
-        .topics
-        .borrow()
-        .get(&header.topic)
-        .cloned()
-        .ok_or_else(|| {
-            Failure::new(
-                response_code::TOPIC_NOT_EXIST,
-                format!("topic[{}] not exist, apply first please!", header.topic),
-            )
-        })?;
+    let topic = processor.known_topic(&header.topic)?;
     if !perm::is_readable(topic.perm) {
         return Err(Failure::new(
             response_code::NO_PERMISSION,

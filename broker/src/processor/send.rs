@@ -87,17 +87,7 @@ pub async fn store_owned(
     let shard = &processor.shard;
     let config = &shard.config;
     let header = decode_header(request)?;
-    let topic = shard
-        .topics
-        .borrow()
-        .get(&header.topic)
-        .cloned()
-        .ok_or_else(|| {
-            Failure::new(
-                response_code::TOPIC_NOT_EXIST,
-                format!("topic[{}] not exist, apply first please!", header.topic),
-            )
-        })?;
+    let topic = processor.known_topic(&header.topic)?;
     if !perm::is_writeable(config.broker_permission) {
         return Err(Failure::new(
             response_code::NO_PERMISSION,
