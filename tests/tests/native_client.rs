@@ -494,3 +494,16 @@ fn the_glommio_front_end_sends_and_pulls_on_owner_shards() {
     // Even the first send (to the auto-create template's queues) went to the owner shard.
     assert_eq!(broker_hops(&broker), before, "no request crossed cores");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_name_server_is_skipped_for_a_live_one() {
+    let (namesrv, _broker) = start();
+    // Port 1 on loopback refuses connections: the client must fail over to the next.
+    let addrs = format!("127.0.0.1:1;{}", namesrv.addr);
+    let producer = Producer::new(ProducerConfig::new("failover-producer", &addrs).unwrap());
+    let result = producer.send(Message::new("Failover", "x")).await.unwrap();
+    assert_eq!(result.status, SendStatus::SendOk);
+    let consumer = PullConsumer::new("failover-group", ClientConfig::new(&addrs).unwrap());
+    let got = pull_everything(&consumer, "Failover").await;
+    assert_eq!(got.len(), 1);
+}
