@@ -279,6 +279,15 @@ async fn write_loop(
     }
 }
 
+/// Writes what `out` holds.
+async fn flush(stream: &mut SharedStream, out: &mut BytesMut) -> Result<(), String> {
+    if !out.is_empty() {
+        stream.write_all(out).await.map_err(|e| e.to_string())?;
+        out.clear();
+    }
+    Ok(())
+}
+
 /// Encodes the head of a frame whose body continues in `reply.tail`, and writes the tail.
 /// Small parts are copied into `out`; larger ones are written after flushing `out`.
 async fn write_with_tail(
@@ -291,39 +300,57 @@ async fn write_with_tail(
     let body_bytes = reply.command.body.len() + tail_bytes;
     encode_head(&reply.command, body_bytes, out).map_err(|e| e.to_string())?;
     out.extend_from_slice(&reply.command.body);
+    // File ranges wait here until something else must be written, so one helper-thread
+    // call sends all adjacent ones (a pull of 32 cold messages is one hop, not 32).
+    let mut files: Vec<runtime::FileRange> = Vec::new();
     for part in reply.tail {
-        if part.len() <= TAIL_COPY_MAX_BYTES {
-            match &part {
-                BodyPart::Bytes(bytes) => {
-                    out.extend_from_slice(bytes);
-                    continue;
+        if let BodyPart::File { file, pos, len } = part {
+            match files.last_mut() {
+                // Adjacent in the same file: one range.
+                Some((last, last_pos, last_len))
+                    if std::sync::Arc::ptr_eq(last, &file)
+                        && *last_pos + *last_len as u64 == pos =>
+                {
+                    *last_len += len;
                 }
-                BodyPart::Buffer { buffer, start, len } => {
-                    out.extend_from_slice(&buffer.as_bytes()[*start..start + len]);
-                    continue;
-                }
-                BodyPart::File { .. } => {}
+                _ => files.push((file, pos, len)),
             }
+            continue;
         }
-        if !out.is_empty() {
-            stream.write_all(out).await.map_err(|e| e.to_string())?;
-            out.clear();
+        if !files.is_empty() {
+            flush(stream, out).await?;
+            let fd = runtime::socket_fd(&socket.borrow());
+            runtime::send_file_ranges(fd, std::mem::take(&mut files))
+                .await
+                .map_err(|e| e.to_string())?;
         }
         match part {
-            BodyPart::Bytes(bytes) => stream.write_all(&bytes).await,
+            BodyPart::Bytes(bytes) if bytes.len() <= TAIL_COPY_MAX_BYTES => {
+                out.extend_from_slice(&bytes)
+            }
+            BodyPart::Buffer { buffer, start, len } if len <= TAIL_COPY_MAX_BYTES => {
+                out.extend_from_slice(&buffer.as_bytes()[start..start + len])
+            }
+            BodyPart::Bytes(bytes) => {
+                flush(stream, out).await?;
+                stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+            }
             BodyPart::Buffer { buffer, start, len } => {
+                flush(stream, out).await?;
                 stream
                     .write_all(&buffer.as_bytes()[start..start + len])
                     .await
+                    .map_err(|e| e.to_string())?;
             }
-            BodyPart::File { file, pos, len } => {
-                // The writer is this socket's only writer and `out` is flushed: the file bytes
-                // land exactly here in the stream.
-                let fd = runtime::socket_fd(&socket.borrow());
-                runtime::send_file_range(fd, file, pos, len).await
-            }
+            BodyPart::File { .. } => unreachable!("file parts are collected above"),
         }
-        .map_err(|e| e.to_string())?;
+    }
+    if !files.is_empty() {
+        flush(stream, out).await?;
+        let fd = runtime::socket_fd(&socket.borrow());
+        runtime::send_file_ranges(fd, files)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

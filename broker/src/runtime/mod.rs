@@ -344,59 +344,72 @@ pub async fn join_mesh<T: Send + 'static>(
     Ok((senders, streams))
 }
 
-/// Sends `len` bytes of `file` from `pos` to the socket with sendfile(2): the data goes from
-/// the page cache to the socket without passing through user space. sendfile blocks (glommio
-/// sockets are not driven by readiness), so it runs on the reactor's helper thread, never on
-/// the reactor itself.
+/// A range of a file to send: (file, position, length).
+pub type FileRange = (std::sync::Arc<std::fs::File>, u64, usize);
+
+/// Sends `ranges` in order to the socket with sendfile(2): the data goes from the page cache
+/// to the socket without passing through user space. sendfile blocks (glommio sockets are not
+/// driven by readiness), so all of a reply's ranges go in one call on the reactor's helper
+/// thread, never on the reactor itself.
 ///
 /// `socket_fd` is the stream's descriptor (`socket_fd`); the caller keeps the stream open and
 /// writes nothing else to it until this completes.
-pub async fn send_file_range(
+pub async fn send_file_ranges(
     socket_fd: std::os::fd::RawFd,
-    file: std::sync::Arc<std::fs::File>,
-    pos: u64,
-    len: usize,
+    ranges: Vec<FileRange>,
 ) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     spawn_blocking(move || {
-        let file_fd = file.as_raw_fd();
-        let mut offset = pos as libc::off_t;
-        let end = pos + len as u64;
-        while (offset as u64) < end {
-            let remaining = (end - offset as u64) as usize;
-            // SAFETY: both fds are open for the duration (the caller keeps the socket; `file`
-            // is owned by this closure); `offset` is a valid pointer.
-            let sent = unsafe { libc::sendfile(socket_fd, file_fd, &mut offset, remaining) };
-            if sent > 0 {
-                continue;
-            }
-            if sent == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("sendfile: file ends at {offset}, before {end}"),
-                ));
-            }
-            let error = io::Error::last_os_error();
-            match error.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => {
-                    let mut poll = libc::pollfd {
-                        fd: socket_fd,
-                        events: libc::POLLOUT,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut poll, 1, 1_000) };
-                }
-                _ => return Err(io::Error::new(error.kind(), format!("sendfile: {error}"))),
-            }
+        for (file, pos, len) in ranges {
+            sendfile_all(socket_fd, &file, pos, len)?;
         }
         Ok(())
     })
     .await
 }
 
-/// The descriptor of a stream, for `send_file_range`.
+fn sendfile_all(
+    socket_fd: std::os::fd::RawFd,
+    file: &std::fs::File,
+    pos: u64,
+    len: usize,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file_fd = file.as_raw_fd();
+    let mut offset = pos as libc::off_t;
+    let end = pos + len as u64;
+    while (offset as u64) < end {
+        let remaining = (end - offset as u64) as usize;
+        // SAFETY: both fds are open for the duration (the caller keeps the socket, and the
+        // file is borrowed); `offset` is a valid pointer.
+        let sent = unsafe { libc::sendfile(socket_fd, file_fd, &mut offset, remaining) };
+        if sent > 0 {
+            continue;
+        }
+        if sent == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("sendfile: file ends at {offset}, before {end}"),
+            ));
+        }
+        let error = io::Error::last_os_error();
+        match error.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => {
+                let mut poll = libc::pollfd {
+                    fd: socket_fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut poll, 1, 1_000) };
+            }
+            _ => return Err(io::Error::new(error.kind(), format!("sendfile: {error}"))),
+        }
+    }
+    Ok(())
+}
+
+/// The descriptor of a stream, for `send_file_ranges`.
 pub fn socket_fd(stream: &TcpStream) -> std::os::fd::RawFd {
     use std::os::fd::AsRawFd;
     stream.as_raw_fd()

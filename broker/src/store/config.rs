@@ -66,6 +66,10 @@ pub struct StoreConfig {
     pub disk_space_clean_forcibly_ratio: u32,
     /// `diskSpaceWarningLevelRatio`, percent: above it puts are refused until space returns.
     pub disk_space_warning_level_ratio: u32,
+    /// `accessMessageInMemoryMaxRatio`, percent of physical memory: a read further than this
+    /// behind the end of the CommitLog is "cold" (likely not in the page cache) and gets the
+    /// smaller per-pull transfer limits.
+    pub access_message_in_memory_max_ratio: u32,
 }
 
 impl StoreConfig {
@@ -94,6 +98,7 @@ impl StoreConfig {
             disk_max_used_space_ratio: 75,
             disk_space_clean_forcibly_ratio: 85,
             disk_space_warning_level_ratio: 90,
+            access_message_in_memory_max_ratio: 40,
         }
     }
 
@@ -161,6 +166,19 @@ impl StoreConfig {
             return Err("shard_id must be below 128 (offsets stay positive)".into());
         }
         Ok(())
+    }
+
+    /// How far behind the CommitLog's end a read still counts as hot, bytes.
+    pub fn hot_window_bytes(&self) -> u64 {
+        // SAFETY: sysconf has no preconditions.
+        let (pages, page_size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let physical = (pages.max(0) as u64).saturating_mul(page_size.max(0) as u64);
+        physical / 100 * u64::from(self.access_message_in_memory_max_ratio)
     }
 
     pub fn commit_log_dir(&self) -> PathBuf {

@@ -204,6 +204,8 @@ pub struct MessageStore {
     flush_requests_served: Cell<u64>,
     writes_in_flight: Cell<usize>,
     stats: Cell<StoreStats>,
+    /// Reads within this many bytes of the end are hot (`hot_window_bytes`, computed once).
+    hot_window_bytes: u64,
     _lock: std::fs::File,
 }
 
@@ -327,6 +329,7 @@ impl MessageStore {
             flush_requests_served: Cell::new(0),
             writes_in_flight: Cell::new(0),
             stats: Cell::new(StoreStats::default()),
+            hot_window_bytes: config.hot_window_bytes(),
             _lock: lock,
             config,
         });
@@ -594,6 +597,7 @@ impl MessageStore {
             return empty_result(GetStatus::OffsetOverflowBadly, max, min, max);
         }
         let log_min = log.min_offset();
+        let hot_window_bytes = self.hot_window_bytes;
         // RocketMQ scans at most max(16000, maxMsgNums × 20) bytes of ConsumeQueue per pull.
         let scan_limit = SCAN_ENTRIES_MIN.max(max_count as u64);
         let mut messages: Vec<FoundMessage> = Vec::new();
@@ -628,7 +632,10 @@ impl MessageStore {
                 tags_code: entry.tags_code,
                 slices,
             };
-            let (max_bytes, max_msgs) = if found.in_memory() {
+            // RocketMQ's rule: hot unless further behind the end than a share of physical
+            // memory (then likely out of the page cache).
+            let hot = visible_end.saturating_sub(entry.phys_offset) <= hot_window_bytes;
+            let (max_bytes, max_msgs) = if hot {
                 (MEMORY_TRANSFER_MAX_BYTES, MEMORY_TRANSFER_MAX_COUNT)
             } else {
                 (DISK_TRANSFER_MAX_BYTES, DISK_TRANSFER_MAX_COUNT)
