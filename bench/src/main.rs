@@ -35,8 +35,8 @@ struct Cli {
 enum Command {
     /// Producers sending to a topic (closed loop, or open loop with --rate).
     Produce(ProduceCli),
-    /// Consumers reading a topic's backlog from the start (catch-up).
-    Consume(TargetCli),
+    /// Consumers reading a topic's backlog from the start (catch-up), or from the tail.
+    Consume(ConsumeCli),
     /// Produce at a fixed rate and consume from the tail: send-to-receive latency.
     E2e(ProduceCli),
     /// The disk's own limits with the broker's I/O pattern.
@@ -76,6 +76,16 @@ struct TargetCli {
 }
 
 #[derive(Args, Clone)]
+struct ConsumeCli {
+    #[command(flatten)]
+    target: TargetCli,
+    /// Start at the end of each queue and long-poll for the whole run (instead of reading the
+    /// backlog from offset 0 until caught up).
+    #[arg(long)]
+    from_tail: bool,
+}
+
+#[derive(Args, Clone)]
 struct ProduceCli {
     #[command(flatten)]
     target: TargetCli,
@@ -97,6 +107,10 @@ struct ProduceCli {
     keys: bool,
     #[arg(long)]
     tags: bool,
+    /// Spread messages over this many topics (`<topic>-0` …), each with the broker's
+    /// auto-created queues.
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
 }
 
 #[derive(Args, Clone)]
@@ -138,8 +152,8 @@ fn main() {
         Command::Produce(args) => run_and_report("produce", &args, |progress| {
             run_produce(&produce_args(&args), progress)
         }),
-        Command::Consume(args) => run_and_report_target("consume", &args, |progress| {
-            workloads::consume(&common(&args), progress)
+        Command::Consume(args) => run_and_report_target("consume", &args.target, |progress| {
+            workloads::consume(&common(&args.target), args.from_tail, progress)
         }),
         Command::E2e(args) => run_and_report("e2e", &args, |progress| {
             workloads::e2e(&produce_args(&args), progress).map(|(_, consumer)| consumer)
@@ -175,6 +189,7 @@ fn produce_args(args: &ProduceCli) -> ProduceArgs {
         rate: args.rate,
         keys: args.keys,
         tags: args.tags,
+        topics: args.topics,
     }
 }
 
@@ -353,7 +368,7 @@ fn run_compare(args: &CompareCli) -> Result<(), String> {
             produce.common.namesrv = namesrv.clone();
             let label = format!("{name} r{round}");
             let (summary, histogram) = measure(&label, |progress| match args.workload.as_str() {
-                "consume" => workloads::consume(&produce.common, progress),
+                "consume" => workloads::consume(&produce.common, false, progress),
                 "e2e" => workloads::e2e(&produce, progress).map(|(_, c)| c),
                 _ => run_produce(&produce, progress),
             })?;

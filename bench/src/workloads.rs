@@ -57,6 +57,8 @@ pub struct ProduceArgs {
     pub rate: Option<f64>,
     pub keys: bool,
     pub tags: bool,
+    /// Spread over this many topics (`<topic>-0` … `<topic>-<n-1>`) when above 1.
+    pub topics: usize,
 }
 
 /// What one generator thread measured.
@@ -119,10 +121,12 @@ fn stamped_body(size: usize) -> Bytes {
 }
 
 fn message(args: &ProduceArgs, i: u64) -> Message {
-    let mut message = Message::new(
-        args.common.topic.clone(),
-        stamped_body(args.common.message_bytes),
-    );
+    let topic = if args.topics > 1 {
+        format!("{}-{}", args.common.topic, i % args.topics as u64)
+    } else {
+        args.common.topic.clone()
+    };
+    let mut message = Message::new(topic, stamped_body(args.common.message_bytes));
     if args.tags {
         message = message.with_tags("bench");
     }
@@ -357,9 +361,14 @@ async fn open_loop(
     }
 }
 
-/// `consume`: reads a topic's backlog from offset 0 (catch-up) with `threads` consumers that
-/// split its queues; the histogram holds pull latencies.
-pub fn consume(common: &Common, progress: &Arc<AtomicU64>) -> std::io::Result<RunResult> {
+/// `consume`: `threads` consumers split a topic's queues and read from offset 0 (catch-up from
+/// the backlog) or, with `from_tail`, from the current end with long polling for the whole
+/// run; the histogram holds pull latencies.
+pub fn consume(
+    common: &Common,
+    from_tail: bool,
+    progress: &Arc<AtomicU64>,
+) -> std::io::Result<RunResult> {
     let common = common.clone();
     let threads = common.threads;
     on_threads(&common.clone(), progress, move |thread, progress| {
@@ -369,28 +378,62 @@ pub fn consume(common: &Common, progress: &Arc<AtomicU64>) -> std::io::Result<Ru
             let queues = client.queues(&common.topic).await.unwrap_or_default();
             let cpu0 = thread_cpu_time();
             let start = Instant::now();
-            let mut histogram = new_histogram();
-            let (mut errors, mut bytes) = (0u64, 0u64);
-            for queue in queues.iter().skip(thread).step_by(threads) {
-                let mut offset = 0;
-                while start.elapsed() < common.duration {
-                    let t0 = start.elapsed().as_micros() as u64;
-                    match client.pull(queue, "*", offset, 32, None).await {
-                        Ok(result) => {
-                            record(&mut histogram, t0, start.elapsed().as_micros() as u64);
-                            for m in &result.messages {
-                                bytes += m.body.len() as u64;
-                            }
-                            progress.fetch_add(result.messages.len() as u64, Ordering::Relaxed);
+            let histogram = Rc::new(RefCell::new(new_histogram()));
+            let errors = Rc::new(Cell::new(0u64));
+            let bytes = Rc::new(Cell::new(0u64));
+            let running = Rc::new(Cell::new(0usize));
+            // One puller task per queue of this thread's share, all at once.
+            for queue in queues.into_iter().skip(thread).step_by(threads) {
+                let (client, histogram, errors, bytes, running, progress, common) = (
+                    client.clone(),
+                    histogram.clone(),
+                    errors.clone(),
+                    bytes.clone(),
+                    running.clone(),
+                    progress.clone(),
+                    common.clone(),
+                );
+                running.set(running.get() + 1);
+                client_rt::spawn(async move {
+                    let mut offset = 0;
+                    if from_tail {
+                        if let Ok(result) = client.pull(&queue, "*", i64::MAX, 1, None).await {
                             offset = result.next_begin_offset;
-                            if result.status == PullStatus::NoNewMessage {
-                                break;
-                            }
                         }
-                        Err(_) => errors += 1,
                     }
-                }
+                    let suspend = from_tail.then_some(Duration::from_secs(1));
+                    while start.elapsed() < common.duration {
+                        let t0 = start.elapsed().as_micros() as u64;
+                        match client.pull(&queue, "*", offset, 32, suspend).await {
+                            Ok(result) => {
+                                record(
+                                    &mut histogram.borrow_mut(),
+                                    t0,
+                                    start.elapsed().as_micros() as u64,
+                                );
+                                let got: u64 =
+                                    result.messages.iter().map(|m| m.body.len() as u64).sum();
+                                bytes.set(bytes.get() + got);
+                                progress.fetch_add(result.messages.len() as u64, Ordering::Relaxed);
+                                offset = result.next_begin_offset;
+                                if result.status == PullStatus::NoNewMessage && !from_tail {
+                                    break;
+                                }
+                            }
+                            Err(_) => errors.set(errors.get() + 1),
+                        }
+                    }
+                    running.set(running.get() - 1);
+                });
             }
+            while running.get() > 0 {
+                client_rt::sleep(Duration::from_millis(5)).await;
+            }
+            let (histogram, errors, bytes) = (
+                histogram.replace(new_histogram()),
+                errors.get(),
+                bytes.get(),
+            );
             ThreadResult {
                 histogram,
                 errors,

@@ -55,6 +55,30 @@ fn closed_and_open_loop_runs_report_what_they_sent() {
         .unwrap()
         .contains("Total count"));
 
+    // Catch-up: reads the backlog the run above left (300 messages of 1 KiB and the warm-up).
+    let consumed = tempfile::tempdir().unwrap();
+    run_bench(&[
+        "consume",
+        "--namesrv",
+        &ns,
+        "--topic",
+        "BenchClosed",
+        "--duration-s",
+        "5",
+        "--out",
+        consumed.path().to_str().unwrap(),
+    ]);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(consumed.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary[0]["errors"], 0);
+    let mb = summary[0]["mb_per_s"].as_f64().unwrap() * summary[0]["elapsed_s"].as_f64().unwrap();
+    let expected_mb = (operations + 1) as f64 * 1024.0 / 1e6;
+    assert!(
+        (mb - expected_mb).abs() < 1e-3,
+        "read {mb} MB, expected {expected_mb}"
+    );
+
     // Open loop: exactly the scheduled number of operations.
     let open = tempfile::tempdir().unwrap();
     run_bench(&[
