@@ -156,6 +156,7 @@ async fn start_serving(
         ));
     }
     spawn_offset_flusher(shard.clone(), config.flush_consumer_offset_interval_ms);
+    crate::processor::schedule::spawn_delivery(processor.clone());
     spawn_client_scanner(shard.clone(), config.channel_expired_timeout_ms);
     let (registrar_done_tx, registrar_done) = runtime::bounded_channel::<()>(1);
     if shard.id == 0 && !config.namesrv_addrs.is_empty() {

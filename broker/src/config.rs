@@ -60,6 +60,8 @@ pub struct BrokerConfig {
     pub pin_shards: bool,
     /// I/O memory each reactor registers with io_uring.
     pub io_memory_bytes: usize,
+    /// `messageDelayLevel`, in milliseconds per level (level 1 first).
+    pub delay_levels_ms: Vec<u64>,
     /// Shard `i` also accepts on its own port, `shardListenPortBase + i` (0: free ports), which
     /// shard-aware clients use so their requests never cross cores.
     pub shard_listen_port_base: u16,
@@ -111,6 +113,10 @@ impl Default for BrokerConfig {
             io_memory_bytes: 2 << 20,
             memory_window_bytes: None,
             shard_listen_port_base: 0,
+            delay_levels_ms: crate::processor::schedule::parse_delay_levels(
+                "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h",
+            )
+            .expect("the default levels parse"),
         }
     }
 }
@@ -134,7 +140,6 @@ const NOT_SUPPORTED_KEYS: &[&str] = &[
     "haSlaveFallbehindMax",
     "slaveReadEnable",
     "slaveTimeout",
-    "messageDelayLevel",
     "transactionTimeOut",
     "transactionCheckMax",
     "transactionCheckInterval",
@@ -242,6 +247,9 @@ impl BrokerConfig {
             }
             "pinShards" => self.pin_shards = parse(key, value)?,
             "ioMemoryBytes" => self.io_memory_bytes = parse(key, value)?,
+            "messageDelayLevel" => {
+                self.delay_levels_ms = crate::processor::schedule::parse_delay_levels(value)?
+            }
             "shardListenPortBase" => self.shard_listen_port_base = parse(key, value)?,
             "memoryWindowBytes" => self.memory_window_bytes = Some(parse(key, value)?),
             _ if NOT_SUPPORTED_KEYS.contains(&key) => return Ok(Applied::NotSupported),

@@ -622,3 +622,126 @@ fn queue_locks_give_each_queue_to_one_client_from_any_connection() {
         queues(&[1])
     );
 }
+
+/// The records of a queue from offset 0 (decoded, CRC-checked).
+fn pull_records(
+    client: &mut Client,
+    topic: &str,
+    queue_id: i32,
+) -> Vec<thruster_client::protocol::message::DecodedRecord> {
+    let response = client.invoke(pull_request(topic, queue_id, 0, 0));
+    if response.code != response_code::SUCCESS {
+        return Vec::new();
+    }
+    decode_records(&response.body, true).unwrap()
+}
+
+#[test]
+fn delayed_messages_arrive_after_their_level_and_failed_ones_retry_then_die() {
+    use thruster_client::protocol::header::client::ConsumerSendMsgBackRequestHeader;
+    use thruster_client::protocol::message::{find_property, parse_properties};
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let broker = ServerProcess::broker(namesrv.addr, 2, &["messageDelayLevel=1s 2s 1s"]);
+    let mut client = Client::connect(broker.addr);
+    create_topic(&mut client, "Delayed");
+
+    // DELAY=1: stored now, readable in its queue only once its level's delay has passed.
+    let header = SendMessageRequestHeaderV2 {
+        a: "p".into(),
+        b: "Delayed".into(),
+        c: "TBW102".into(),
+        d: 4,
+        e: 2,
+        f: 0,
+        g: 0,
+        h: 0,
+        i: Some(encode_properties([("DELAY", "1"), ("TAGS", "t")])),
+        j: None,
+        k: None,
+        l: None,
+        m: None,
+        n: None,
+    };
+    let response = client.invoke(
+        RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(b"later".to_vec()),
+    );
+    assert_eq!(
+        response.code,
+        response_code::SUCCESS,
+        "{:?}",
+        response.remark
+    );
+    assert!(
+        pull_records(&mut client, "Delayed", 2).is_empty(),
+        "not delivered at once"
+    );
+    // It waits in the level's schedule queue, remembering where it belongs.
+    let scheduled = pull_records(&mut client, "SCHEDULE_TOPIC_XXXX", 0).remove(0);
+    assert_eq!(
+        find_property(&scheduled.properties, "REAL_TOPIC"),
+        Some("Delayed")
+    );
+    assert_eq!(find_property(&scheduled.properties, "REAL_QID"), Some("2"));
+    assert!(wait_until(Duration::from_secs(20), || !pull_records(
+        &mut client,
+        "Delayed",
+        2
+    )
+    .is_empty()));
+    let delivered = pull_records(&mut client, "Delayed", 2).remove(0);
+    assert_eq!(delivered.body.as_ref(), b"later");
+    assert!(
+        delivered.store_timestamp >= scheduled.store_timestamp + 1_000,
+        "stored again once the level's delay had passed"
+    );
+    assert_eq!(find_property(&delivered.properties, "DELAY"), None);
+    assert_eq!(find_property(&delivered.properties, "TAGS"), Some("t"));
+
+    // A consumer gives the delivered message back: it comes again in the group's retry topic,
+    // after a delay, one reconsume further.
+    let send_back = |client: &mut Client, offset: i64, level: i32| {
+        let response = client.invoke(RemotingCommand::request(
+            rc::CONSUMER_SEND_MSG_BACK,
+            &ConsumerSendMsgBackRequestHeader {
+                offset,
+                group: "G".into(),
+                delay_level: level,
+                origin_msg_id: None,
+                origin_topic: Some("Delayed".into()),
+                unit_mode: None,
+                max_reconsume_times: Some(16),
+                broker_name: None,
+            },
+        ));
+        assert_eq!(
+            response.code,
+            response_code::SUCCESS,
+            "{:?}",
+            response.remark
+        );
+    };
+    send_back(&mut client, delivered.physical_offset, 2);
+    assert!(wait_until(Duration::from_secs(20), || !pull_records(
+        &mut client,
+        "%RETRY%G",
+        0
+    )
+    .is_empty()));
+    let retry = pull_records(&mut client, "%RETRY%G", 0).remove(0);
+    assert_eq!(retry.body.as_ref(), b"later");
+    assert_eq!(retry.reconsume_times, 1);
+    let props = parse_properties(&retry.properties);
+    assert_eq!(props["RETRY_TOPIC"], "Delayed");
+    assert!(props.contains_key("ORIGIN_MESSAGE_ID"));
+    // Given up (a negative level): straight to the dead-letter topic.
+    send_back(&mut client, retry.physical_offset, -1);
+    assert!(wait_until(Duration::from_secs(10), || !pull_records(
+        &mut client,
+        "%DLQ%G",
+        0
+    )
+    .is_empty()));
+    let dead = pull_records(&mut client, "%DLQ%G", 0).remove(0);
+    assert_eq!(dead.reconsume_times, 2);
+    assert_eq!(parse_properties(&dead.properties)["RETRY_TOPIC"], "Delayed");
+}

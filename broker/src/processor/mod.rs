@@ -8,6 +8,7 @@ pub mod client_manage;
 pub mod offsets;
 pub mod pull;
 pub mod query;
+pub mod schedule;
 pub mod send;
 
 use std::rc::Rc;
@@ -125,6 +126,7 @@ impl CallHandler for BrokerProcessor {
                 end_ms,
             } => query::query_local(&self.shard, &topic, &key, max_num, begin_ms, end_ms).await,
             Call::Stats => CallReply::Stats(self.shard.stats()),
+            Call::Put(message) => CallReply::Put(schedule::put_here(&self.shard, message).await),
             Call::QueueLocks {
                 group,
                 client_id,
@@ -163,7 +165,7 @@ impl BrokerProcessor {
                 let owner = self.shard.owner_of(topic, queue_id);
                 self.on_shard(owner, request, context, None).await
             }
-            rc::VIEW_MESSAGE_BY_ID => {
+            rc::VIEW_MESSAGE_BY_ID | rc::CONSUMER_SEND_MSG_BACK => {
                 let offset: i64 = request
                     .ext_fields
                     .get("offset")
@@ -234,6 +236,7 @@ impl BrokerProcessor {
             rc::SEARCH_OFFSET_BY_TIMESTAMP => offsets::search_by_timestamp(self, request).await,
             rc::GET_EARLIEST_MSG_STORETIME => offsets::earliest_store_time(self, request).await,
             rc::VIEW_MESSAGE_BY_ID => query::view_message_by_id(self, request).await,
+            rc::CONSUMER_SEND_MSG_BACK => schedule::send_back(self, request).await,
             code => Err(Failure::system(format!("request {code} has no owner"))),
         }
     }

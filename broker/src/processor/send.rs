@@ -15,7 +15,7 @@ use thruster_client::protocol::message::{
 };
 use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
 
-use super::{BrokerProcessor, Handled};
+use super::{schedule, BrokerProcessor, Handled};
 use crate::meta::topic_config::validate_topic_name;
 use crate::remoting::{ConnectionContext, Failure};
 use crate::store::{PutMessage, PutStatus};
@@ -118,13 +118,7 @@ pub async fn store_owned(
             ),
         ));
     }
-    if find_property(&properties, property::DELAY).is_some_and(|level| level.trim() != "0") {
-        // Delay levels are not built yet: refusing is better than delivering at once.
-        return Err(Failure::new(
-            response_code::MESSAGE_ILLEGAL,
-            "delayed messages (DELAY property) are not supported by this broker yet",
-        ));
-    }
+    let delay = schedule::delay_level(&properties);
     let cluster = &config.broker_cluster_name;
     let template = PutMessage {
         sys_flag: header.sys_flag,
@@ -147,6 +141,16 @@ pub async fn store_owned(
         if entries.is_empty() {
             return Err(Failure::new(response_code::MESSAGE_ILLEGAL, "empty batch"));
         }
+        if delay.is_some()
+            || entries
+                .iter()
+                .any(|e| schedule::delay_level(&e.properties).is_some())
+        {
+            return Err(Failure::new(
+                response_code::MESSAGE_ILLEGAL,
+                "a batch cannot carry delayed messages",
+            ));
+        }
         // Each record keeps its own properties (with its own UNIQ_KEY); the batch-level ones
         // are not appended (message-store.md §5).
         entries
@@ -167,7 +171,16 @@ pub async fn store_owned(
         }]
     };
     let count = messages.len() as u64;
-    let result = shard.store.put_batch(messages).await;
+    let result = match delay {
+        // Stored in the level's schedule queue (possibly on another shard); delivered to this
+        // queue when due.
+        Some(level) => {
+            let levels = config.delay_levels_ms.len();
+            let message = messages.into_iter().next().expect("one message");
+            schedule::put_anywhere(processor, schedule::to_schedule(message, level, levels)).await
+        }
+        None => shard.store.put_batch(messages).await,
+    };
     let code = match &result.status {
         PutStatus::Ok => response_code::SUCCESS,
         PutStatus::FlushDiskTimeout => response_code::FLUSH_DISK_TIMEOUT,
@@ -181,8 +194,10 @@ pub async fn store_owned(
             ))
         }
     };
-    shard.put_messages.set(shard.put_messages.get() + count);
-    shard.queue_grew(&header.topic, header.queue_id, result.queue_offset + count);
+    if delay.is_none() {
+        shard.put_messages.set(shard.put_messages.get() + count);
+        shard.queue_grew(&header.topic, header.queue_id, result.queue_offset + count);
+    }
     let msg_id = result
         .phys_offsets
         .iter()

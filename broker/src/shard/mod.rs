@@ -116,6 +116,8 @@ pub enum Call {
     },
     /// The receiver's counters.
     Stats,
+    /// Store a message in a queue the receiver owns (delayed delivery, retries).
+    Put(crate::store::PutMessage),
     /// LOCK_BATCH_MQ (`unlock` false) or UNLOCK_BATCH_MQ (shard 0 only).
     QueueLocks {
         group: String,
@@ -136,6 +138,7 @@ pub enum CallReply {
     },
     Stats(ShardStats),
     Locked(std::collections::BTreeSet<MessageQueue>),
+    Put(crate::store::PutResult),
     /// The target shard is gone (shutting down).
     Unavailable,
 }
@@ -305,7 +308,12 @@ impl Shard {
     /// one back.
     pub async fn call<H: CallHandler>(&self, handler: &H, to: usize, call: Call) -> CallReply {
         if to == self.id {
-            return handler.handle_call(call).await;
+            // Boxed: handling a call may make calls (a retry creates its topic through shard
+            // 0, a delayed send stores on another shard), and async recursion needs one
+            // indirection. Local calls are off the send and pull paths.
+            let local: std::pin::Pin<Box<dyn std::future::Future<Output = CallReply> + '_>> =
+                Box::pin(handler.handle_call(call));
+            return local.await;
         }
         let id = self.next_call_id.get();
         self.next_call_id.set(id + 1);

@@ -1,0 +1,341 @@
+//! Delay levels and retries (RocketMQ's ScheduleMessageService and CONSUMER_SEND_MSG_BACK).
+//!
+//! A message with `DELAY = level` is stored in `SCHEDULE_TOPIC_XXXX`, queue `level − 1`, with
+//! `REAL_TOPIC`/`REAL_QID` naming where it belongs. The shard that owns a level's queue runs
+//! that level's delivery loop: it reads the queue in order, waits until each record's store
+//! time + the level's delay, and stores a copy (without `DELAY`) in the real topic and queue,
+//! on whichever shard owns that. Progress is kept like a consumer offset of the internal group
+//! `SCHEDULE_PROGRESS_GROUP` (persisted with the shard's offsets), so a crash can only repeat a
+//! delivery, never lose one.
+//!
+//! Choice: the schedule queue's ConsumeQueue tag code is the message's tag hash, not its
+//! delivery time as in RocketMQ; the delivery loop reads each record's store time instead.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use thruster_client::protocol::header::client::ConsumerSendMsgBackRequestHeader;
+use thruster_client::protocol::message::{
+    self, decode_record, encode_properties, parse_properties, property,
+};
+use thruster_client::protocol::{response_code, RemotingCommand};
+use tracing::{debug, warn};
+
+use super::{BrokerProcessor, Handled};
+use crate::meta::topic_config::{DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX, SCHEDULE_TOPIC};
+use crate::remoting::Failure;
+use crate::runtime;
+use crate::shard::{Call, CallReply, Shard};
+use crate::store::{PutMessage, PutResult, PutStatus};
+
+/// Internal group whose "consumer offsets" are the delivery progress of each level's queue.
+pub const SCHEDULE_PROGRESS_GROUP: &str = "%SCHEDULE_PROGRESS%";
+/// How long a level's loop waits when its queue has nothing due (RocketMQ: 100 ms).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// Records looked at per read of a level's queue.
+const READ_BATCH: usize = 32;
+/// Retries a consumer group gets before its messages go to the dead-letter queue.
+pub const RETRY_MAX_TIMES_DEFAULT: i32 = 16;
+
+/// `messageDelayLevel`: "1s 5s 10s …" → milliseconds per level (level 1 first).
+pub fn parse_delay_levels(text: &str) -> Result<Vec<u64>, String> {
+    let levels: Vec<u64> = text
+        .split_whitespace()
+        .map(|item| {
+            let (number, unit) = item.split_at(item.len().saturating_sub(1));
+            let factor = match unit {
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => return Err(format!("messageDelayLevel: bad unit in {item:?}")),
+            };
+            number
+                .parse::<u64>()
+                .map(|n| n * factor)
+                .map_err(|e| format!("messageDelayLevel: {item:?}: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    if levels.is_empty() {
+        return Err("messageDelayLevel: no levels".into());
+    }
+    Ok(levels)
+}
+
+/// The delay level a properties string asks for (`None` for 0 or absent).
+pub fn delay_level(properties: &str) -> Option<i32> {
+    message::find_property(properties, property::DELAY)
+        .and_then(|l| l.trim().parse::<i32>().ok())
+        .filter(|l| *l > 0)
+}
+
+/// Removes `names` from a properties string.
+fn without(properties: &str, names: &[&str]) -> String {
+    let map = parse_properties(properties);
+    encode_properties(
+        map.iter()
+            .filter(|(k, _)| !names.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
+/// Rewrites `message` for its delay: into the level's schedule queue, remembering where it
+/// belongs.
+pub fn to_schedule(mut message: PutMessage, level: i32, levels: usize) -> PutMessage {
+    let level = level.clamp(1, levels as i32);
+    let real_qid = message.queue_id.to_string();
+    let mut properties = without(&message.properties, &[property::DELAY]);
+    properties.push_str(&encode_properties([
+        (property::DELAY, level.to_string().as_str()),
+        (property::REAL_TOPIC, message.topic.as_str()),
+        (property::REAL_QID, real_qid.as_str()),
+    ]));
+    message.properties = properties;
+    message.topic = SCHEDULE_TOPIC.to_owned();
+    message.queue_id = level - 1;
+    message
+}
+
+/// Stores `message` on the shard that owns its queue (here, or one hop there and back).
+pub async fn put_anywhere(processor: &BrokerProcessor, message: PutMessage) -> PutResult {
+    let shard = &processor.shard;
+    let owner = shard.owner_of(&message.topic, message.queue_id);
+    if owner == shard.id {
+        return put_here(shard, message).await;
+    }
+    match shard.call(processor, owner, Call::Put(message)).await {
+        CallReply::Put(result) => result,
+        _ => PutResult {
+            status: PutStatus::ServiceNotAvailable(format!("shard {owner} is not available")),
+            phys_offsets: Vec::new(),
+            queue_offset: 0,
+            store_timestamp: 0,
+            wrote_bytes: 0,
+        },
+    }
+}
+
+/// Stores `message` in this shard's store and wakes pulls parked on its queue.
+pub async fn put_here(shard: &Shard, message: PutMessage) -> PutResult {
+    let (topic, queue_id) = (message.topic.clone(), message.queue_id);
+    let result = shard.store.put(message).await;
+    if matches!(result.status, PutStatus::Ok | PutStatus::FlushDiskTimeout) {
+        shard.put_messages.set(shard.put_messages.get() + 1);
+        shard.queue_grew(&topic, queue_id, result.queue_offset + 1);
+    }
+    result
+}
+
+/// Starts the delivery loop of every level whose schedule queue this shard owns.
+pub fn spawn_delivery(processor: std::rc::Rc<BrokerProcessor>) {
+    let levels = processor.shard.config.delay_levels_ms.len();
+    for level in 1..=levels as i32 {
+        if processor.shard.owner_of(SCHEDULE_TOPIC, level - 1) != processor.shard.id {
+            continue;
+        }
+        let processor = processor.clone();
+        runtime::spawn_detached(async move { deliver_level(&processor, level).await });
+    }
+}
+
+async fn deliver_level(processor: &BrokerProcessor, level: i32) {
+    let shard = &processor.shard;
+    let queue_id = level - 1;
+    let delay_ms = shard.config.delay_levels_ms[(level - 1) as usize] as i64;
+    while !shard.is_stopping() {
+        let offset = shard
+            .offsets
+            .borrow()
+            .query(SCHEDULE_PROGRESS_GROUP, SCHEDULE_TOPIC, queue_id)
+            .unwrap_or(0)
+            .max(0) as u64;
+        let found = shard
+            .store
+            .get_messages(SCHEDULE_TOPIC, queue_id, offset, READ_BATCH, &|_| true);
+        if found.messages.is_empty() {
+            if found.next_begin_offset > offset {
+                // Entries the store skipped (removed files): move past them.
+                set_progress(shard, queue_id, found.next_begin_offset);
+                continue;
+            }
+            runtime::sleep(IDLE_WAIT).await;
+            continue;
+        }
+        for entry in found.messages {
+            let record = match entry
+                .bytes()
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| decode_record(&bytes, false).map_err(|e| e.to_string()))
+            {
+                Ok(record) => record,
+                Err(error) => {
+                    warn!(level, offset = entry.queue_offset, %error, "unreadable scheduled record skipped");
+                    set_progress(shard, queue_id, entry.queue_offset + 1);
+                    continue;
+                }
+            };
+            let now_ms = runtime::now_ms();
+            // A delivery time further ahead than one delay means the clock moved back: due now.
+            let due_ms = (record.store_timestamp + delay_ms).min(now_ms + delay_ms);
+            if due_ms > now_ms {
+                runtime::sleep(Duration::from_millis((due_ms - now_ms) as u64).min(IDLE_WAIT))
+                    .await;
+                break;
+            }
+            let Some(message) = delivered(&record, shard) else {
+                warn!(
+                    level,
+                    offset = entry.queue_offset,
+                    "scheduled record without REAL_TOPIC/REAL_QID skipped"
+                );
+                set_progress(shard, queue_id, entry.queue_offset + 1);
+                continue;
+            };
+            let result = put_anywhere(processor, message).await;
+            match result.status {
+                PutStatus::Ok | PutStatus::FlushDiskTimeout => {
+                    debug!(
+                        level,
+                        offset = entry.queue_offset,
+                        "delayed message delivered"
+                    );
+                    set_progress(shard, queue_id, entry.queue_offset + 1);
+                }
+                status => {
+                    warn!(level, ?status, "delayed delivery failed; retrying");
+                    runtime::sleep(IDLE_WAIT).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn set_progress(shard: &Shard, queue_id: i32, offset: u64) {
+    shard.offsets.borrow_mut().commit(
+        SCHEDULE_PROGRESS_GROUP,
+        SCHEDULE_TOPIC,
+        queue_id,
+        offset as i64,
+    );
+}
+
+/// The message a scheduled record turns into when due.
+fn delivered(record: &message::DecodedRecord, shard: &Shard) -> Option<PutMessage> {
+    let properties = parse_properties(&record.properties);
+    let topic = properties.get(property::REAL_TOPIC)?.clone();
+    let queue_id: i32 = properties.get(property::REAL_QID)?.parse().ok()?;
+    Some(PutMessage {
+        flag: record.flag,
+        properties: without(
+            &record.properties,
+            &[property::DELAY, property::REAL_TOPIC, property::REAL_QID],
+        ),
+        sys_flag: record.sys_flag,
+        born_timestamp: record.born_timestamp,
+        born_host: record.born_host,
+        reconsume_times: record.reconsume_times,
+        ..PutMessage::new(topic, queue_id, record.body.clone(), shard.broker_addr)
+    })
+}
+
+/// CONSUMER_SEND_MSG_BACK (36), on the shard whose CommitLog holds the failed record: the
+/// message goes to the group's retry topic after a growing delay, or to its dead-letter topic
+/// once it has been retried `maxReconsumeTimes` times (or when asked with a negative level).
+pub async fn send_back(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let shard = &processor.shard;
+    let header: ConsumerSendMsgBackRequestHeader = request.decode_header()?;
+    let bytes: Bytes = shard
+        .store
+        .read_record(header.offset.max(0) as u64)
+        .await?
+        .ok_or_else(|| {
+            Failure::system(format!("look message by offset failed, {}", header.offset))
+        })?;
+    let record = decode_record(&bytes, false).map_err(|e| Failure::system(e.to_string()))?;
+    let mut properties = parse_properties(&record.properties);
+    properties
+        .entry(property::RETRY_TOPIC.to_owned())
+        .or_insert_with(|| record.topic.clone());
+    properties
+        .entry(property::ORIGIN_MESSAGE_ID.to_owned())
+        .or_insert_with(|| message::offset_msg_id(record.store_host, record.physical_offset));
+    properties.remove(property::DELAY);
+    let max_times = header
+        .max_reconsume_times
+        .unwrap_or(RETRY_MAX_TIMES_DEFAULT);
+    let dead = record.reconsume_times >= max_times || header.delay_level < 0;
+    let topic = if dead {
+        format!("{DLQ_GROUP_TOPIC_PREFIX}{}", header.group)
+    } else {
+        format!("{RETRY_GROUP_TOPIC_PREFIX}{}", header.group)
+    };
+    processor.topic_or_create(&topic, &topic, 1).await?;
+    let message = PutMessage {
+        flag: record.flag,
+        properties: encode_properties(properties.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        sys_flag: record.sys_flag,
+        born_timestamp: record.born_timestamp,
+        born_host: record.born_host,
+        reconsume_times: record.reconsume_times + 1,
+        ..PutMessage::new(topic, 0, record.body.clone(), shard.broker_addr)
+    };
+    let message = if dead {
+        message
+    } else {
+        let level = if header.delay_level == 0 {
+            3 + record.reconsume_times
+        } else {
+            header.delay_level
+        };
+        to_schedule(message, level, shard.config.delay_levels_ms.len())
+    };
+    let result = put_anywhere(processor, message).await;
+    match result.status {
+        PutStatus::Ok | PutStatus::FlushDiskTimeout => Ok(request.success().into()),
+        PutStatus::MessageIllegal(remark) | PutStatus::ServiceNotAvailable(remark) => {
+            Err(Failure::new(response_code::SYSTEM_ERROR, remark))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_levels_parse_like_rocketmq() {
+        let levels =
+            parse_delay_levels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
+                .unwrap();
+        assert_eq!(levels.len(), 18);
+        assert_eq!(
+            (levels[0], levels[4], levels[17]),
+            (1_000, 60_000, 7_200_000)
+        );
+        assert!(parse_delay_levels("1x").is_err());
+        assert!(parse_delay_levels("").is_err());
+    }
+
+    #[test]
+    fn scheduled_messages_remember_where_they_belong() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let message = PutMessage {
+            properties: encode_properties([("TAGS", "a"), ("DELAY", "2")]),
+            ..PutMessage::new("T", 3, Bytes::from_static(b"x"), addr)
+        };
+        assert_eq!(delay_level(&message.properties), Some(2));
+        let scheduled = to_schedule(message, 99, 18);
+        assert_eq!(
+            (scheduled.topic.as_str(), scheduled.queue_id),
+            (SCHEDULE_TOPIC, 17)
+        );
+        let props = parse_properties(&scheduled.properties);
+        assert_eq!(props["REAL_TOPIC"], "T");
+        assert_eq!(props["REAL_QID"], "3");
+        assert_eq!(props["DELAY"], "18", "clamped to the last level");
+        assert_eq!(props["TAGS"], "a");
+        assert_eq!(delay_level("DELAY\u{1}0\u{2}"), None);
+    }
+}
