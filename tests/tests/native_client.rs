@@ -507,3 +507,70 @@ async fn a_dead_name_server_is_skipped_for_a_live_one() {
     let got = pull_everything(&consumer, "Failover").await;
     assert_eq!(got.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_message_comes_back_through_the_retry_topic() {
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    // Level 3 (the first retry) is 1 s here, so the test does not wait RocketMQ's 10 s.
+    let _broker = ServerProcess::broker(namesrv.addr, 2, &["messageDelayLevel=1s 1s 1s 1s"]);
+    let ns = namesrv.addr.to_string();
+    let home = tempfile::tempdir().unwrap();
+    let topic = "NativeRetry";
+    let producer = Producer::new(ProducerConfig::new("retry-producer", &ns).unwrap());
+    create_topic(&producer, topic).await;
+    let mut config = PushConsumerConfig::new("retry-group", &ns).unwrap();
+    config.local_offset_dir = home.path().to_path_buf();
+    config.rebalance_interval = Duration::from_millis(500);
+    let consumer = PushConsumer::new(config);
+    consumer.subscribe(topic, "*");
+    // (body, topic as delivered, reconsume times)
+    let seen: Arc<Mutex<Vec<(String, String, i32)>>> = Arc::default();
+    let sink = seen.clone();
+    consumer
+        .start(move |messages| {
+            let mut sink = sink.lock().unwrap();
+            let mut result = ConsumeResult::Success;
+            for m in messages {
+                let body = String::from_utf8(m.body.to_vec()).unwrap();
+                if body.starts_with("fail-once") && m.reconsume_times == 0 {
+                    result = ConsumeResult::ReconsumeLater;
+                }
+                sink.push((body, m.topic.clone(), m.reconsume_times));
+            }
+            result
+        })
+        .await
+        .unwrap();
+    wait_for("the consumer to hold the topic's queues", || {
+        consumer.assigned_queues().iter().any(|q| q.topic == topic)
+    })
+    .await;
+    producer
+        .send(Message::new(topic, "fail-once"))
+        .await
+        .unwrap();
+    wait_for("the retry", || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.0 == "fail-once" && m.2 == 1)
+    })
+    .await;
+    let retried: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.0 == "fail-once")
+        .cloned()
+        .collect();
+    assert_eq!(
+        retried.len(),
+        2,
+        "delivered, failed, delivered again: {retried:?}"
+    );
+    assert_eq!(
+        retried[1].1, topic,
+        "the original topic is restored from RETRY_TOPIC"
+    );
+    consumer.shutdown().await;
+}

@@ -48,10 +48,11 @@ use crate::protocol::body::heartbeat::{
 };
 use crate::protocol::body::{self, decode_lenient};
 use crate::protocol::header::client::{
-    GetConsumerListByGroupRequestHeader, UnregisterClientRequestHeader,
+    ConsumerSendMsgBackRequestHeader, GetConsumerListByGroupRequestHeader,
+    UnregisterClientRequestHeader,
 };
 use crate::protocol::header::EmptyHeader;
-use crate::protocol::message::java_string_hash;
+use crate::protocol::message::{java_string_hash, property};
 use crate::protocol::{request_code as rc, response_code, RemotingCommand};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +72,10 @@ pub enum ConsumeFromWhere {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumeResult {
     Success,
-    /// Deliver the batch again later (after `reconsume_delay`, up to `max_reconsume_times`).
+    /// Deliver the batch again later. Clustering: the messages go to the broker's retry topic
+    /// (CONSUMER_SEND_MSG_BACK: growing delays, the dead-letter topic after
+    /// `max_reconsume_times`); if the broker refuses, and in broadcasting, they are retried
+    /// here after `reconsume_delay`, up to `max_reconsume_times` times.
     ReconsumeLater,
 }
 
@@ -556,10 +560,14 @@ impl Inner {
             let inner = self.clone();
             let consumed = consumed.clone();
             let stop = stop.clone();
+            let queue = queue.clone();
             tokio::spawn(async move {
-                while let Some((batch, count, bytes)) = rx.recv().await {
+                while let Some((mut batch, count, bytes)) = rx.recv().await {
                     let listener = inner.listener.lock().expect("listener").clone();
                     let Some(listener) = listener else { break };
+                    for message in &mut batch {
+                        restore_retry_topic(message);
+                    }
                     let mut attempts = 0;
                     loop {
                         let messages = batch.clone();
@@ -568,6 +576,13 @@ impl Inner {
                             .await
                             .unwrap_or(ConsumeResult::ReconsumeLater);
                         if result == ConsumeResult::Success {
+                            break;
+                        }
+                        // Clustering: hand the batch to the broker's retry topic, as Java's
+                        // concurrent consumers do; if the broker refuses, retry locally.
+                        if inner.config.model == MessageModel::Clustering
+                            && inner.send_back_all(&queue, &batch).await
+                        {
                             break;
                         }
                         attempts += 1;
@@ -596,6 +611,42 @@ impl Inner {
             committed: offset,
             tasks: vec![puller, consumer],
         }
+    }
+
+    /// CONSUMER_SEND_MSG_BACK for every message of a failed batch; `true` when the broker
+    /// took them all.
+    async fn send_back_all(&self, queue: &MessageQueue, batch: &[MessageExt]) -> bool {
+        let Ok(broker) = self
+            .instance
+            .broker_addr(&queue.topic, &queue.broker_name)
+            .await
+        else {
+            return false;
+        };
+        for message in batch {
+            let request = RemotingCommand::request(
+                rc::CONSUMER_SEND_MSG_BACK,
+                &ConsumerSendMsgBackRequestHeader {
+                    offset: message.commit_log_offset,
+                    group: self.config.group.clone(),
+                    delay_level: 0,
+                    origin_msg_id: Some(message.msg_id.clone()),
+                    origin_topic: Some(message.topic.clone()),
+                    unit_mode: None,
+                    max_reconsume_times: Some(self.config.max_reconsume_times as i32),
+                    broker_name: Some(queue.broker_name.clone()),
+                },
+            );
+            match self
+                .instance
+                .invoke(broker, request, self.config.client.request_timeout)
+                .await
+            {
+                Ok(response) if response.code == response_code::SUCCESS => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Stops a queue's worker after its current batch and commits what it consumed.
@@ -697,6 +748,16 @@ impl Inner {
             {
                 warn!(%addr, %error, "unregister failed");
             }
+        }
+    }
+}
+
+/// A message redelivered from the group's retry topic shows its original topic (the broker
+/// keeps it in `RETRY_TOPIC`), as Java consumers do.
+fn restore_retry_topic(message: &mut MessageExt) {
+    if message.topic.starts_with("%RETRY%") {
+        if let Some(original) = message.properties.get(property::RETRY_TOPIC) {
+            message.topic = original.clone();
         }
     }
 }
