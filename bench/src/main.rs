@@ -148,6 +148,23 @@ struct CompareCli {
 
 fn main() {
     let cli = Cli::parse();
+    // Name server addresses are checked here, once, so the generator threads can rely on them.
+    let addresses: Vec<&str> = match &cli.command {
+        Command::Produce(a) | Command::E2e(a) => vec![a.target.namesrv.as_str()],
+        Command::Consume(a) => vec![a.target.namesrv.as_str()],
+        Command::Compare(a) => a
+            .targets
+            .iter()
+            .filter_map(|t| t.split_once('=').map(|(_, addr)| addr))
+            .collect(),
+        Command::Disk(_) => Vec::new(),
+    };
+    for addr in addresses {
+        if let Err(error) = thruster_client::core::config::ClientConfig::new(addr) {
+            eprintln!("thruster-bench: {error}");
+            std::process::exit(2);
+        }
+    }
     let result = match cli.command {
         Command::Produce(args) => run_and_report("produce", &args, |progress| {
             run_produce(&produce_args(&args), progress)
