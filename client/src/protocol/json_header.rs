@@ -33,7 +33,85 @@ struct WireHeader {
     #[serde(default)]
     remark: Option<String>,
     #[serde(default, rename = "extFields")]
-    ext_fields: Option<serde_json::Map<String, Value>>,
+    ext_fields: Option<WireExtFields>,
+}
+
+/// `extFields` read straight into `ExtFields`, without an intermediate JSON map (this runs for
+/// every request). Values that are not strings (the C++ client's numbers, booleans) become
+/// their JSON text; nulls are dropped; the last duplicate wins, as in Java's `HashMap`.
+struct WireExtFields(ExtFields);
+
+impl<'de> Deserialize<'de> for WireExtFields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = WireExtFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an extFields object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut fields = ExtFields::new();
+                while let Some((key, value)) = map.next_entry::<String, ExtText>()? {
+                    if let Some(value) = value.0 {
+                        fields.insert(key, value);
+                    }
+                }
+                Ok(WireExtFields(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// One `extFields` value as text (`None` for null).
+struct ExtText(Option<String>);
+
+impl<'de> Deserialize<'de> for ExtText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = ExtText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an extFields value")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ExtText, E> {
+                Ok(ExtText(Some(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<ExtText, E> {
+                Ok(ExtText(Some(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ExtText, E> {
+                Ok(ExtText(Some(v.to_string())))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ExtText, E> {
+                Ok(ExtText(Some(v.to_string())))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ExtText, E> {
+                Ok(ExtText(Some(Value::from(v).to_string())))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ExtText, E> {
+                Ok(ExtText(Some(v.to_string())))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<ExtText, E> {
+                Ok(ExtText(None))
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<ExtText, E> {
+                Ok(ExtText(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<ExtText, A::Error> {
+                let value = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(ExtText(Some(value.to_string())))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ExtText, A::Error> {
+                let value = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ExtText(Some(value.to_string())))
+            }
+        }
+        deserializer.deserialize_any(Text)
+    }
 }
 
 /// Appends the JSON header of `command` to `dst`.
@@ -80,17 +158,7 @@ pub fn decode(header: &[u8]) -> Result<RemotingCommand, CommandDecodeError> {
                 .map_err(|_| CommandDecodeError::Json(strict_error.to_string()))?
         }
     };
-    let mut ext_fields = ExtFields::new();
-    for (key, value) in wire.ext_fields.into_iter().flatten() {
-        let value = match value {
-            Value::String(s) => s,
-            Value::Null => continue,
-            Value::Bool(b) => b.to_string(),
-            Value::Number(n) => n.to_string(),
-            other => other.to_string(),
-        };
-        ext_fields.insert(key, value);
-    }
+    let ext_fields = wire.ext_fields.map(|w| w.0).unwrap_or_default();
     Ok(RemotingCommand {
         code: wire.code,
         language: wire
@@ -198,6 +266,14 @@ mod tests {
         assert_eq!(c.ext_fields.get("a"), Some("1"));
         assert_eq!(c.ext_fields.get("b"), Some("true"));
         assert_eq!(c.ext_fields.get("c"), None);
+        // Floats, nested values and duplicates (the last wins, as in Java's HashMap).
+        let more = br#"{"code":1,"extFields":{"f":1.5,"n":{"x":[1,"y"]},"d":"1","d":"2"}}"#;
+        let c = decode(more).unwrap();
+        assert_eq!(c.ext_fields.get("f"), Some("1.5"));
+        assert_eq!(c.ext_fields.get("n"), Some(r#"{"x":[1,"y"]}"#));
+        assert_eq!(c.ext_fields.get("d"), Some("2"));
+        assert_eq!(c.ext_fields.len(), 3);
+        assert!(decode(br#"{"code":1,"extFields":[1]}"#).is_err());
         // Not an object at all.
         assert!(decode(b"[1,2]").is_err());
         assert!(decode(b"\xff\xfe").is_err());
