@@ -55,8 +55,9 @@ fn create_topic(client: &mut Client, topic: &str) {
     );
 }
 
-fn send(client: &mut Client, topic: &str, queue_id: i32, body: &str) -> SendMessageResponseHeader {
-    let header = SendMessageRequestHeaderV2 {
+/// A SEND_MESSAGE_V2 header for `queue_id` of `topic` with `properties`.
+fn v2_header(topic: &str, queue_id: i32, properties: Option<String>) -> SendMessageRequestHeaderV2 {
+    SendMessageRequestHeaderV2 {
         a: "test-producer".into(),
         b: topic.into(),
         c: "TBW102".into(),
@@ -65,13 +66,21 @@ fn send(client: &mut Client, topic: &str, queue_id: i32, body: &str) -> SendMess
         f: 0,
         g: 1_700_000_000_000,
         h: 0,
-        i: Some(encode_properties([("KEYS", body), ("TAGS", "T")])),
+        i: properties,
         j: None,
         k: None,
         l: None,
         m: None,
         n: None,
-    };
+    }
+}
+
+fn send(client: &mut Client, topic: &str, queue_id: i32, body: &str) -> SendMessageResponseHeader {
+    let header = v2_header(
+        topic,
+        queue_id,
+        Some(encode_properties([("KEYS", body), ("TAGS", "T")])),
+    );
     let request =
         RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(body.as_bytes().to_vec());
     let response = client.invoke(request);
@@ -338,22 +347,8 @@ fn bad_frames_close_one_connection_and_the_broker_keeps_serving() {
     missing.ext_fields.insert("b", "Healthy");
     let response = healthy.invoke(missing);
     assert_eq!(response.code, response_code::SYSTEM_ERROR);
-    let mut batch_header = SendMessageRequestHeaderV2 {
-        a: "p".into(),
-        b: "Healthy".into(),
-        c: "TBW102".into(),
-        d: 4,
-        e: 0,
-        f: 0,
-        g: 0,
-        h: 0,
-        i: None,
-        j: None,
-        k: None,
-        l: None,
-        m: Some(true),
-        n: None,
-    };
+    let mut batch_header = v2_header("Healthy", 0, None);
+    batch_header.m = Some(true);
     let response = healthy.invoke(
         RemotingCommand::request(rc::SEND_BATCH_MESSAGE, &batch_header).with_body(vec![1, 2, 3]),
     );
@@ -646,22 +641,11 @@ fn delayed_messages_arrive_after_their_level_and_failed_ones_retry_then_die() {
     create_topic(&mut client, "Delayed");
 
     // DELAY=1: stored now, readable in its queue only once its level's delay has passed.
-    let header = SendMessageRequestHeaderV2 {
-        a: "p".into(),
-        b: "Delayed".into(),
-        c: "TBW102".into(),
-        d: 4,
-        e: 2,
-        f: 0,
-        g: 0,
-        h: 0,
-        i: Some(encode_properties([("DELAY", "1"), ("TAGS", "t")])),
-        j: None,
-        k: None,
-        l: None,
-        m: None,
-        n: None,
-    };
+    let header = v2_header(
+        "Delayed",
+        2,
+        Some(encode_properties([("DELAY", "1"), ("TAGS", "t")])),
+    );
     let response = client.invoke(
         RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(b"later".to_vec()),
     );
@@ -764,22 +748,7 @@ fn a_clean_stop_under_load_keeps_every_acknowledged_message() {
             for i in 0.. {
                 let queue = i % QUEUES;
                 let body = format!("s-{i}");
-                let header = SendMessageRequestHeaderV2 {
-                    a: "p".into(),
-                    b: "Stopping".into(),
-                    c: "TBW102".into(),
-                    d: QUEUES,
-                    e: queue,
-                    f: 0,
-                    g: 0,
-                    h: 0,
-                    i: None,
-                    j: None,
-                    k: None,
-                    l: None,
-                    m: None,
-                    n: None,
-                };
+                let header = v2_header("Stopping", queue, None);
                 let request = RemotingCommand::request(rc::SEND_MESSAGE_V2, &header)
                     .with_body(body.clone().into_bytes());
                 // Past the stop the connection fails or the broker refuses: not acknowledged.

@@ -53,17 +53,7 @@ where
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    let placement = match config.cpu {
-        Some(cpu) => Placement::Fixed(cpu),
-        None => Placement::Unbound,
-    };
-    LocalExecutorBuilder::new(placement)
-        .name(&config.name)
-        .io_memory(config.io_memory_bytes)
-        .spawn(make_future)
-        .map_err(|e| io::Error::other(format!("starting reactor {}: {e}", config.name)))?
-        .join()
-        .map_err(|e| io::Error::other(format!("reactor {} failed: {e}", config.name)))
+    spawn_reactor(config, make_future)?.join()
 }
 
 /// Runs `future` in the background on the current reactor.
