@@ -994,12 +994,29 @@ pub struct ChunkWriter<'a> {
 
 // SAFETY: `chunk_mut` hands out the unwritten tail of the active chunk's (initialized, zeroed)
 // buffer, never more than `remaining_mut`; `advance_mut` only records how much was written.
-unsafe impl BufMut for ChunkWriter<'_> {
-    fn remaining_mut(&self) -> usize {
-        (self.end - self.pos) as usize
+impl ChunkWriter<'_> {
+    /// The next `len` bytes as one slice, when they fit in the active chunk (the common case:
+    /// a record then encodes into plain memory instead of through `BufMut` calls that each
+    /// look the chunk up). Call `commit(len)` once they are written.
+    pub fn contiguous(&mut self, len: usize) -> Option<&mut [u8]> {
+        if len as u64 > self.end - self.pos {
+            return None;
+        }
+        let pos = self.pos;
+        let chunk = self.log.chunk_for_write(pos);
+        let from = (pos - chunk.start) as usize;
+        let ChunkData::Active(buffer) = &mut chunk.data else {
+            unreachable!("chunk_for_write returns an active chunk")
+        };
+        (from + len <= buffer.len()).then(|| &mut buffer.as_bytes_mut()[from..from + len])
     }
 
-    unsafe fn advance_mut(&mut self, cnt: usize) {
+    /// Records that the `len` bytes handed out by `contiguous` are written.
+    pub fn commit(&mut self, len: usize) {
+        self.record_written(len);
+    }
+
+    fn record_written(&mut self, cnt: usize) {
         assert!(cnt as u64 <= self.end - self.pos);
         let chunk_bytes = self.log.settings.chunk_bytes;
         let chunk = self.log.chunks.back_mut().expect("chunk_mut came first");
@@ -1010,6 +1027,16 @@ unsafe impl BufMut for ChunkWriter<'_> {
         if chunk.written == chunk_bytes {
             chunk.seal();
         }
+    }
+}
+
+unsafe impl BufMut for ChunkWriter<'_> {
+    fn remaining_mut(&self) -> usize {
+        (self.end - self.pos) as usize
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        self.record_written(cnt);
     }
 
     fn chunk_mut(&mut self) -> &mut UninitSlice {

@@ -446,8 +446,16 @@ impl MessageStore {
                             0
                         };
                         let record = record_ref(m, qo, pos, store_timestamp);
-                        record.encode(crcs[i], writer);
-                        pos += record.encoded_len() as u64;
+                        let len = record.encoded_len();
+                        match writer.contiguous(len) {
+                            Some(mut slice) => {
+                                record.encode(crcs[i], &mut slice);
+                                debug_assert!(slice.is_empty(), "the record filled its slice");
+                                writer.commit(len);
+                            }
+                            None => record.encode(crcs[i], writer),
+                        }
+                        pos += len as u64;
                     }
                 })
                 .map(|(start, ())| (start, queue_offset, store_timestamp))
