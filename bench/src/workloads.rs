@@ -176,7 +176,7 @@ fn client(common: &Common, group: &str) -> Rc<Client> {
 pub fn produce(args: &ProduceArgs, progress: &Arc<AtomicU64>) -> std::io::Result<RunResult> {
     let args = args.clone();
     let common = args.common.clone();
-    on_threads(&common, progress, move |thread, progress| {
+    on_threads(&common, progress, move |_, progress| {
         let args = args.clone();
         async move {
             let client = client(&args.common, "thruster-bench-producer");
@@ -201,7 +201,6 @@ pub fn produce(args: &ProduceArgs, progress: &Arc<AtomicU64>) -> std::io::Result
                         start,
                         rate,
                         per_thread_ops,
-                        thread,
                     )
                     .await
                 }
@@ -286,7 +285,6 @@ async fn closed_loop(
         } else {
             1
         };
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let finished = Rc::new(Cell::new(0usize));
     for _ in 0..senders {
         let (args, client, state, progress, finished) = (
@@ -296,7 +294,6 @@ async fn closed_loop(
             progress.clone(),
             finished.clone(),
         );
-        let done_tx = done_tx.clone();
         client_rt::spawn(async move {
             while start.elapsed() < args.common.duration
                 && ops.is_none_or(|n| state.issued.get() < n)
@@ -307,17 +304,13 @@ async fn closed_loop(
                 send_one(&args, &client, &state, &progress, start, t0, i).await;
             }
             finished.set(finished.get() + 1);
-            let _ = done_tx.send(());
         });
     }
-    drop(done_tx);
     while finished.get() < senders {
         client_rt::sleep(Duration::from_millis(5)).await;
     }
-    drop(done_rx);
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn open_loop(
     args: &ProduceArgs,
     client: &Rc<Client>,
@@ -326,7 +319,6 @@ async fn open_loop(
     start: Instant,
     rate: f64,
     ops: Option<u64>,
-    _thread: usize,
 ) {
     let mut i = 0u64;
     loop {

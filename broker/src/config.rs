@@ -320,8 +320,9 @@ pub fn parse_namesrv_addrs(value: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// Java properties, the subset broker.conf files use: `key=value` or `key: value`, `#`/`!`
-/// comments, blank lines; later keys override earlier ones (callers apply in order).
+/// Java properties, the subset broker.conf and name-server config texts use: `key=value` or
+/// `key: value`, `#`/`!` comments, blank lines; later keys override earlier ones (callers
+/// apply in order).
 pub fn parse_properties(text: &str) -> Vec<(String, String)> {
     text.lines()
         .map(str::trim)

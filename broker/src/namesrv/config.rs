@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::route_info::BROKER_EXPIRE_MS_DEFAULT;
+use crate::config::parse_properties;
 
 #[derive(Debug, Clone)]
 pub struct NamesrvConfig {
@@ -86,21 +87,6 @@ impl NamesrvConfig {
         *self = next;
         Ok(ignored)
     }
-}
-
-/// Parses Java properties text: `key=value` (or `key: value`) per line, `#`/`!` comments.
-pub fn parse_properties(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#') && !line.starts_with('!'))
-        .filter_map(|line| {
-            let split = line.find(['=', ':'])?;
-            Some((
-                line[..split].trim().to_owned(),
-                line[split + 1..].trim().to_owned(),
-            ))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use thruster_client::core::requests::expression_tags;
 use thruster_client::protocol::body::perm;
 use thruster_client::protocol::header::pull::{
     pull_sys_flag, PullMessageRequestHeader, PullMessageResponseHeader,
@@ -36,18 +37,14 @@ pub enum TagFilter {
 impl TagFilter {
     /// From a subscription expression (`*`, empty, or `a || b`).
     pub fn from_expression(expression: &str) -> TagFilter {
-        let expression = expression.trim();
-        if expression.is_empty() || expression == "*" {
-            return TagFilter::All;
+        match expression_tags(expression) {
+            None => TagFilter::All,
+            Some(tags) => TagFilter::Codes(
+                tags.iter()
+                    .map(|t| i64::from(java_string_hash(t)))
+                    .collect(),
+            ),
         }
-        TagFilter::Codes(
-            expression
-                .split("||")
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(|t| i64::from(java_string_hash(t)))
-                .collect(),
-        )
     }
 
     pub fn accepts(&self, tags_code: i64) -> bool {

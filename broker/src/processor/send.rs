@@ -40,7 +40,7 @@ pub async fn route(
     request: &RemotingCommand,
 ) -> Handled {
     let shard = &processor.shard;
-    let header = decode_header(request)?;
+    let mut header = decode_header(request)?;
     validate_topic_name(&header.topic)?;
     let topic = processor
         .topic_or_create(
@@ -49,21 +49,13 @@ pub async fn route(
             header.default_topic_queue_nums,
         )
         .await?;
-    let mut queue_id = header.queue_id;
-    let mut rewritten = None;
-    if queue_id < 0 {
+    let picked = header.queue_id < 0;
+    if picked {
         let rotation = shard.queue_rotation.get();
         shard.queue_rotation.set(rotation.wrapping_add(1));
-        queue_id = (rotation % topic.write_queue_nums.max(1) as u32) as i32;
-        let mut request = request.clone();
-        let key = if request.code == rc::SEND_MESSAGE {
-            "queueId"
-        } else {
-            "e"
-        };
-        request.ext_fields.insert(key, queue_id.to_string());
-        rewritten = Some(request);
+        header.queue_id = (rotation % topic.write_queue_nums.max(1) as u32) as i32;
     }
+    let queue_id = header.queue_id;
     let queue_nums = topic.write_queue_nums.max(topic.read_queue_nums);
     if queue_id >= queue_nums {
         return Err(Failure::system(format!(
@@ -72,21 +64,47 @@ pub async fn route(
         )));
     }
     let owner = shard.owner_of(&header.topic, queue_id);
-    let request = rewritten.as_ref().unwrap_or(request);
+    if owner == shard.id {
+        // Served here: the header decoded above is used as it is.
+        return store_decoded(processor, request, header, context.peer).await;
+    }
+    if picked {
+        // The owner decodes the request again: it must carry the queue picked here.
+        let mut request = request.clone();
+        let key = if request.code == rc::SEND_MESSAGE {
+            "queueId"
+        } else {
+            "e"
+        };
+        request.ext_fields.insert(key, queue_id.to_string());
+        return processor
+            .on_shard(owner, &request, context, Some(topic))
+            .await;
+    }
     processor
         .on_shard(owner, request, context, Some(topic))
         .await
 }
 
-/// Appends the message(s) to this shard's store and answers with their ids.
+/// Appends the message(s) of a request that hopped here to this shard's store.
 pub async fn store_owned(
     processor: &BrokerProcessor,
     request: &RemotingCommand,
     peer: SocketAddr,
 ) -> Handled {
+    let header = decode_header(request)?;
+    store_decoded(processor, request, header, peer).await
+}
+
+/// Appends the message(s) to this shard's store and answers with their ids.
+async fn store_decoded(
+    processor: &BrokerProcessor,
+    request: &RemotingCommand,
+    header: SendMessageRequestHeader,
+    peer: SocketAddr,
+) -> Handled {
     let shard = &processor.shard;
     let config = &shard.config;
-    let header = decode_header(request)?;
     let topic = processor.known_topic(&header.topic)?;
     if !perm::is_writeable(config.broker_permission) {
         return Err(Failure::new(

@@ -14,6 +14,7 @@ use crate::protocol::header::pull::{
     pull_sys_flag, PullMessageRequestHeader, PullMessageResponseHeader,
 };
 use crate::protocol::header::send::{SendMessageRequestHeaderV2, SendMessageResponseHeader};
+use crate::protocol::header::CommandHeader;
 use crate::protocol::message::decode_records;
 use crate::protocol::{request_code as rc, response_code, RemotingCommand};
 
@@ -146,6 +147,26 @@ pub fn batch_request(
     Ok(RemotingCommand::request(rc::SEND_BATCH_MESSAGE, &header).with_body(body))
 }
 
+/// A response's typed header; a malformed one is a protocol error naming the peer.
+pub fn response_header<H: CommandHeader>(
+    addr: SocketAddr,
+    response: &RemotingCommand,
+) -> ClientResult<H> {
+    response.decode_header().map_err(|e| ClientError::Protocol {
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+/// A refusal: the broker's code and remark.
+pub fn refusal(addr: SocketAddr, response: RemotingCommand) -> ClientError {
+    ClientError::Broker {
+        addr,
+        code: response.code,
+        remark: response.remark.unwrap_or_default(),
+    }
+}
+
 /// What a send response means.
 pub fn parse_send_response(
     addr: SocketAddr,
@@ -158,21 +179,9 @@ pub fn parse_send_response(
         response_code::FLUSH_DISK_TIMEOUT => SendStatus::FlushDiskTimeout,
         response_code::FLUSH_SLAVE_TIMEOUT => SendStatus::FlushSlaveTimeout,
         response_code::SLAVE_NOT_AVAILABLE => SendStatus::SlaveNotAvailable,
-        code => {
-            return Err(ClientError::Broker {
-                addr,
-                code,
-                remark: response.remark.unwrap_or_default(),
-            })
-        }
+        _ => return Err(refusal(addr, response)),
     };
-    let header: SendMessageResponseHeader =
-        response
-            .decode_header()
-            .map_err(|e| ClientError::Protocol {
-                addr,
-                reason: e.to_string(),
-            })?;
+    let header: SendMessageResponseHeader = response_header(addr, &response)?;
     Ok(SendResult {
         status,
         msg_id,
@@ -256,21 +265,9 @@ pub fn parse_pull_response(
         response_code::PULL_NOT_FOUND => PullStatus::NoNewMessage,
         response_code::PULL_RETRY_IMMEDIATELY => PullStatus::NoMatchedMessage,
         response_code::PULL_OFFSET_MOVED => PullStatus::OffsetIllegal,
-        code => {
-            return Err(ClientError::Broker {
-                addr,
-                code,
-                remark: response.remark.unwrap_or_default(),
-            })
-        }
+        _ => return Err(refusal(addr, response)),
     };
-    let header: PullMessageResponseHeader =
-        response
-            .decode_header()
-            .map_err(|e| ClientError::Protocol {
-                addr,
-                reason: e.to_string(),
-            })?;
+    let header: PullMessageResponseHeader = response_header(addr, &response)?;
     let mut messages = Vec::new();
     if status == PullStatus::Found {
         let records = decode_records(&response.body, false).map_err(|e| ClientError::Protocol {
@@ -293,6 +290,22 @@ pub fn parse_pull_response(
     })
 }
 
+/// The tags of a subscription expression (`TagA || TagB`); `None` for "every message" (`*` or
+/// empty). The broker filters by their hash codes, clients by the exact tags.
+pub fn expression_tags(expression: &str) -> Option<Vec<String>> {
+    let expression = expression.trim();
+    if expression.is_empty() || expression == "*" {
+        return None;
+    }
+    Some(
+        expression
+            .split("||")
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+    )
+}
+
 /// The exact tag check applied to pulled messages.
 #[derive(Debug, Clone)]
 pub struct TagFilter {
@@ -301,18 +314,8 @@ pub struct TagFilter {
 
 impl TagFilter {
     pub fn new(expression: &str) -> TagFilter {
-        let expression = expression.trim();
-        if expression.is_empty() || expression == "*" {
-            return TagFilter { tags: None };
-        }
         TagFilter {
-            tags: Some(
-                expression
-                    .split("||")
-                    .map(|t| t.trim().to_owned())
-                    .filter(|t| !t.is_empty())
-                    .collect(),
-            ),
+            tags: expression_tags(expression),
         }
     }
 

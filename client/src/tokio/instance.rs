@@ -207,10 +207,6 @@ pub fn expect_success(
     if response.code == response_code::SUCCESS {
         Ok(response)
     } else {
-        Err(ClientError::Broker {
-            addr,
-            code: response.code,
-            remark: response.remark.unwrap_or_default(),
-        })
+        Err(crate::core::requests::refusal(addr, response))
     }
 }

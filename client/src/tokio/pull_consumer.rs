@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::instance::{expect_success, ClientConfig, ClientInstance};
-use crate::core::error::{ClientError, ClientResult};
-use crate::core::requests::{parse_pull_response, pull_request, PullResult};
+use crate::core::error::ClientResult;
+use crate::core::requests::{parse_pull_response, pull_request, response_header, PullResult};
 use crate::protocol::body::heartbeat::MessageQueue;
 use crate::protocol::header::offset::{
     GetMaxOffsetRequestHeader, GetMinOffsetRequestHeader, OffsetResponseHeader,
@@ -148,12 +148,7 @@ impl PullConsumer {
                 broker_name: Some(queue.broker_name.clone()),
             },
         );
-        let addr = self.addr(queue).await?;
-        let response = expect_success(
-            addr,
-            self.instance.invoke(addr, request, self.timeout()).await?,
-        )?;
-        offset_header(addr, &response)
+        self.ask_offset(queue, request).await
     }
 
     /// The queue's first readable offset.
@@ -166,6 +161,15 @@ impl PullConsumer {
                 broker_name: Some(queue.broker_name.clone()),
             },
         );
+        self.ask_offset(queue, request).await
+    }
+
+    /// Sends `request` to `queue`'s broker (or shard) and reads the `offset` it answers.
+    async fn ask_offset(
+        &self,
+        queue: &MessageQueue,
+        request: RemotingCommand,
+    ) -> ClientResult<i64> {
         let addr = self.addr(queue).await?;
         let response = expect_success(
             addr,
@@ -176,11 +180,5 @@ impl PullConsumer {
 }
 
 fn offset_header(addr: SocketAddr, response: &RemotingCommand) -> ClientResult<i64> {
-    response
-        .decode_header::<OffsetResponseHeader>()
-        .map(|h| h.offset)
-        .map_err(|e| ClientError::Protocol {
-            addr,
-            reason: e.to_string(),
-        })
+    response_header::<OffsetResponseHeader>(addr, response).map(|h| h.offset)
 }

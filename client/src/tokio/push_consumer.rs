@@ -42,7 +42,7 @@ use super::pull_consumer::PullConsumer;
 use crate::core::allocate::rebalance;
 use crate::core::error::{ClientError, ClientResult};
 use crate::core::message::MessageExt;
-use crate::core::requests::{PullStatus, PULL_BATCH_SIZE};
+use crate::core::requests::{expression_tags, PullStatus, PULL_BATCH_SIZE};
 use crate::protocol::body::heartbeat::{
     ConsumerData, ConsumerListBody, HeartbeatData, MessageQueue, ProducerData, SubscriptionData,
 };
@@ -767,15 +767,7 @@ fn queue_key(queue: &MessageQueue) -> String {
 }
 
 fn subscription(topic: &str, expression: &str, now_ms: i64) -> SubscriptionData {
-    let tags: Vec<String> = if expression.trim() == "*" || expression.trim().is_empty() {
-        Vec::new()
-    } else {
-        expression
-            .split("||")
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect()
-    };
+    let tags = expression_tags(expression).unwrap_or_default();
     SubscriptionData {
         class_filter_mode: false,
         code_set: tags.iter().map(|t| java_string_hash(t)).collect(),
