@@ -9,7 +9,8 @@
 //! Entries are placed at the index given by the record's QUEUEOFFSET, so dispatching a record
 //! twice (recovery re-dispatch) writes the same bytes twice: idempotent.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -61,6 +62,62 @@ pub enum CqError {
         offset: u64,
         max: u64,
     },
+}
+
+/// A shard's ConsumeQueues, by topic then queue id, so that a lookup by `&str` neither
+/// allocates nor hashes a (String, i32) key: every put looks its queue up.
+#[derive(Default)]
+pub struct QueueTable {
+    topics: HashMap<String, HashMap<i32, ConsumeQueue>>,
+}
+
+impl QueueTable {
+    pub fn get(&self, topic: &str, queue_id: i32) -> Option<&ConsumeQueue> {
+        self.topics.get(topic)?.get(&queue_id)
+    }
+
+    pub fn get_mut(&mut self, topic: &str, queue_id: i32) -> Option<&mut ConsumeQueue> {
+        self.topics.get_mut(topic)?.get_mut(&queue_id)
+    }
+
+    /// The queue, from `open` when not in the table yet.
+    pub fn get_or_open(
+        &mut self,
+        topic: &str,
+        queue_id: i32,
+        open: impl FnOnce() -> io::Result<ConsumeQueue>,
+    ) -> io::Result<&mut ConsumeQueue> {
+        if !self.topics.contains_key(topic) {
+            self.topics.insert(topic.to_owned(), HashMap::new());
+        }
+        let queues = self.topics.get_mut(topic).expect("inserted");
+        match queues.entry(queue_id) {
+            Entry::Occupied(queue) => Ok(queue.into_mut()),
+            Entry::Vacant(slot) => Ok(slot.insert(open()?)),
+        }
+    }
+
+    pub fn insert(&mut self, queue: ConsumeQueue) {
+        self.topics
+            .entry(queue.topic.clone())
+            .or_default()
+            .insert(queue.queue_id, queue);
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut ConsumeQueue> {
+        self.topics.values_mut().flat_map(HashMap::values_mut)
+    }
+
+    /// Every (topic, queue id), sorted.
+    pub fn ids(&self) -> Vec<(String, i32)> {
+        let mut ids: Vec<_> = self
+            .topics
+            .iter()
+            .flat_map(|(topic, queues)| queues.keys().map(|id| (topic.clone(), *id)))
+            .collect();
+        ids.sort();
+        ids
+    }
 }
 
 pub struct ConsumeQueue {

@@ -7,7 +7,6 @@
 //! sees a message a crash could still take back); under ASYNC_FLUSH as soon as it is appended.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -20,7 +19,7 @@ use tracing::{error, info, warn};
 use super::checkpoint::Checkpoint;
 use super::commit_log::{self, materialize, AppendError, CommitLog, CommitLogSettings, Slice};
 use super::config::{shard_base_offset, FlushMode, StoreConfig};
-use super::consume_queue::{ConsumeQueue, CqEntry};
+use super::consume_queue::{ConsumeQueue, CqEntry, QueueTable};
 use super::index_file::IndexService;
 use super::mapped_file;
 use super::watermark::Watermark;
@@ -160,6 +159,10 @@ pub struct StoreStats {
     pub put_records: u64,
     pub flushes: u64,
     pub flushed_bytes: u64,
+    /// Puts that waited because unwritten data filled the memory window (the disk is behind).
+    pub window_waits: u64,
+    /// Puts that waited for the next segment to be prepared.
+    pub segment_waits: u64,
 }
 
 /// Reports the used share of the store's file system, in percent.
@@ -177,7 +180,7 @@ struct State {
 pub struct MessageStore {
     config: StoreConfig,
     log: RefCell<CommitLog>,
-    queues: RefCell<HashMap<(String, i32), ConsumeQueue>>,
+    queues: RefCell<QueueTable>,
     index: RefCell<IndexService>,
     /// CommitLog bytes made durable.
     flushed: Watermark,
@@ -196,6 +199,10 @@ pub struct MessageStore {
     /// Bumped when a segment is consumed (wakes the preparer) and when one is ready.
     segments_rolled: Watermark,
     segments_ready: Watermark,
+    /// Coarse wall clock (ms), ticked by `clock_loop` under SYNC_FLUSH: waiting puts take their
+    /// FLUSH_DISK_TIMEOUT deadline from it. One timer per shard instead of one per put (a
+    /// timer per put cost an io_uring timeout and a cancel each, which halved group commits).
+    clock_ms: Watermark,
     state: State,
     disk_usage: RefCell<DiskUsageProbe>,
     last_checkpoint: Cell<Checkpoint>,
@@ -315,9 +322,10 @@ impl MessageStore {
             written_out: Watermark::new(0),
             segments_rolled: Watermark::new(0),
             segments_ready: Watermark::new(0),
+            clock_ms: Watermark::new(runtime::now_ms().max(0) as u64),
             state: State {
                 stopped: Cell::new(false),
-                tasks_running: Cell::new(4),
+                tasks_running: Cell::new(0),
                 disk_full: Cell::new(false),
                 flush_error: RefCell::new(None),
                 shutting_down: Cell::new(false),
@@ -335,11 +343,25 @@ impl MessageStore {
         });
         // Everything recovered is durable: record that before serving.
         store.sync_queues_and_checkpoint().await?;
-        runtime::spawn_detached(flush_loop(Rc::downgrade(&store)));
-        runtime::spawn_detached(prepare_loop(Rc::downgrade(&store)));
-        runtime::spawn_detached(checkpoint_loop(Rc::downgrade(&store)));
-        runtime::spawn_detached(retention_loop(Rc::downgrade(&store)));
+        store.spawn_background(flush_loop);
+        store.spawn_background(prepare_loop);
+        store.spawn_background(checkpoint_loop);
+        store.spawn_background(retention_loop);
+        if store.config.flush_mode == FlushMode::Sync {
+            store.spawn_background(clock_loop);
+        }
         Ok(store)
+    }
+
+    /// Starts a background task, counted until it exits (its `TaskGuard` drops), so shutdown
+    /// can wait for all of them.
+    fn spawn_background<F: std::future::Future<Output = ()> + 'static>(
+        self: &Rc<Self>,
+        task: impl FnOnce(std::rc::Weak<MessageStore>) -> F,
+    ) {
+        let running = &self.state.tasks_running;
+        running.set(running.get() + 1);
+        runtime::spawn_detached(task(Rc::downgrade(self)));
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -348,6 +370,12 @@ impl MessageStore {
 
     pub fn stats(&self) -> StoreStats {
         self.stats.get()
+    }
+
+    fn count(&self, update: impl FnOnce(&mut StoreStats)) {
+        let mut stats = self.stats.get();
+        update(&mut stats);
+        self.stats.set(stats);
     }
 
     /// Replaces the disk usage probe (tests simulate a full disk with it).
@@ -384,13 +412,17 @@ impl MessageStore {
     pub async fn put_batch(&self, messages: Vec<PutMessage>) -> PutResult {
         assert!(!messages.is_empty());
         // An async put may never wait; without this a busy producer would starve the flusher.
-        runtime::yield_if_needed().await;
+        // (A sync put always waits for the flusher; yielding here would only split its group.)
+        if self.config.flush_mode == FlushMode::Async {
+            runtime::yield_if_needed().await;
+        }
         if let Some(status) = self.refusal() {
             return PutResult::refused(status);
         }
-        let (topic, queue_id) = (messages[0].topic.clone(), messages[0].queue_id);
+        let (topic, queue_id) = (messages[0].topic.as_str(), messages[0].queue_id);
         let mut total = 0usize;
-        let mut crcs = Vec::with_capacity(messages.len());
+        // (body CRC, record length) per message, computed once.
+        let mut sizes = Vec::with_capacity(messages.len());
         for m in &messages {
             assert!(
                 m.topic == topic && m.queue_id == queue_id,
@@ -408,36 +440,38 @@ impl MessageStore {
                 )));
             }
             total += len;
-            crcs.push(body_crc(&m.body));
+            sizes.push((body_crc(&m.body), len));
         }
         if total + 8 > self.config.segment_bytes as usize {
             return PutResult::refused(PutStatus::MessageIllegal(format!(
                 "batch of {total} bytes exceeds a commit log segment"
             )));
         }
-        let dispatched = matches!(
-            sys_flag::transaction_type(messages[0].sys_flag),
-            sys_flag::TRANSACTION_NOT_TYPE | sys_flag::TRANSACTION_COMMIT
-        );
+        let dispatched = dispatches_to_queue(messages[0].sys_flag);
         // Under back-pressure (memory window full) writers go through in arrival order: a
         // ticket queue, so no writer can be overtaken again and again by newcomers.
         let mut ticket: Option<Ticket<'_>> = self.backlog_ticket();
         if let Some(t) = &ticket {
             self.admitted.wait_for(t.number).await;
         }
-        let (start, queue_offset, store_timestamp) = loop {
+        let (start, queue_offset, store_timestamp, phys_offsets) = loop {
             let attempt = {
-                let mut log = self.log.borrow_mut();
                 let mut queues = self.queues.borrow_mut();
-                let queue = match queue_entry(&self.config, &mut queues, &topic, queue_id) {
-                    Ok(q) => q,
-                    Err(e) => {
-                        return PutResult::refused(PutStatus::ServiceNotAvailable(e.to_string()))
+                let mut queue = if dispatched {
+                    match queue_entry(&self.config, &mut queues, topic, queue_id) {
+                        Ok(q) => Some(q),
+                        Err(e) => {
+                            return PutResult::refused(PutStatus::ServiceNotAvailable(
+                                e.to_string(),
+                            ))
+                        }
                     }
+                } else {
+                    None
                 };
-                let queue_offset = if dispatched { queue.max_offset() } else { 0 };
+                let queue_offset = queue.as_ref().map_or(0, |q| q.max_offset());
                 let store_timestamp = runtime::now_ms();
-                log.append(total, |start, writer| {
+                let appended = self.log.borrow_mut().append(total, |start, writer| {
                     let mut pos = start;
                     for (i, m) in messages.iter().enumerate() {
                         let qo = if dispatched {
@@ -446,28 +480,58 @@ impl MessageStore {
                             0
                         };
                         let record = record_ref(m, qo, pos, store_timestamp);
-                        let len = record.encoded_len();
+                        let (crc, len) = sizes[i];
                         match writer.contiguous(len) {
                             Some(mut slice) => {
-                                record.encode(crcs[i], &mut slice);
+                                record.encode(crc, &mut slice);
                                 debug_assert!(slice.is_empty(), "the record filled its slice");
                                 writer.commit(len);
                             }
-                            None => record.encode(crcs[i], writer),
+                            None => record.encode(crc, writer),
                         }
                         pos += len as u64;
                     }
+                });
+                appended.map(|(start, ())| {
+                    // Dispatch inline, under the same lookup: same reactor, so readers see the
+                    // ConsumeQueue and the log agree.
+                    let mut index = self.index.borrow_mut();
+                    let mut pos = start;
+                    let mut phys_offsets = Vec::with_capacity(messages.len());
+                    for (i, m) in messages.iter().enumerate() {
+                        let len = sizes[i].1;
+                        let record = DispatchRecord {
+                            pos,
+                            topic,
+                            queue_offset: queue_offset + i as u64,
+                            size: len as u32,
+                            sys_flag: m.sys_flag,
+                            properties: &m.properties,
+                            store_timestamp,
+                        };
+                        let result =
+                            dispatch_to(&self.config, queue.as_deref_mut(), &mut index, &record);
+                        if let Err(e) = result {
+                            // The record is in the log; recovery re-dispatches it. Report, do
+                            // not lose it.
+                            error!(topic = %topic, queue_id, pos, error = %e, "dispatch failed");
+                        }
+                        phys_offsets.push(pos);
+                        pos += len as u64;
+                    }
+                    (start, queue_offset, store_timestamp, phys_offsets)
                 })
-                .map(|(start, ())| (start, queue_offset, store_timestamp))
             };
             match attempt {
                 Ok(done) => break done,
                 Err(AppendError::NeedSegment) => {
+                    self.count(|stats| stats.segment_waits += 1);
                     let seen = self.segments_ready.get();
                     self.segments_rolled.advance(self.segments_rolled.get() + 1);
                     self.segments_ready.wait_for(seen + 1).await;
                 }
                 Err(AppendError::NeedFlush) => {
+                    self.count(|stats| stats.window_waits += 1);
                     if ticket.is_none() {
                         let t = self.take_ticket();
                         self.admitted.wait_for(t.number).await;
@@ -494,54 +558,21 @@ impl MessageStore {
             }
         };
         drop(ticket);
-        // Dispatch inline: same reactor, so readers see the ConsumeQueue and the log agree.
-        let mut pos = start;
-        let mut phys_offsets = Vec::with_capacity(messages.len());
-        {
-            let mut queues = self.queues.borrow_mut();
-            let mut index = self.index.borrow_mut();
-            for (i, m) in messages.iter().enumerate() {
-                let len = record_ref(m, 0, 0, 0).encoded_len();
-                let qo = if dispatched {
-                    queue_offset + i as u64
-                } else {
-                    0
-                };
-                if let Err(e) = dispatch(
-                    &self.config,
-                    &mut queues,
-                    &mut index,
-                    pos,
-                    &topic,
-                    queue_id,
-                    qo,
-                    len as u32,
-                    m.sys_flag,
-                    &m.properties,
-                    store_timestamp,
-                ) {
-                    // The record is in the log; recovery re-dispatches it. Report, do not lose it.
-                    error!(topic = %topic, queue_id, pos, error = %e, "dispatch failed");
-                }
-                phys_offsets.push(pos);
-                pos += len as u64;
-            }
-        }
         let end = start + total as u64;
-        let mut stats = self.stats.get();
-        stats.puts += 1;
-        stats.put_records += messages.len() as u64;
-        self.stats.set(stats);
+        self.count(|stats| {
+            stats.puts += 1;
+            stats.put_records += messages.len() as u64;
+        });
         self.appended.advance(end);
         if self.config.flush_mode == FlushMode::Async {
             self.visible.advance(end);
         }
         let mut status = PutStatus::Ok;
         if self.config.flush_mode == FlushMode::Sync {
-            let timeout = runtime::sleep(Duration::from_millis(self.config.sync_flush_timeout_ms));
+            let deadline_ms = store_timestamp.max(0) as u64 + self.config.sync_flush_timeout_ms;
             let flushed =
                 futures_lite::future::or(async { Some(self.wait_flushed(end).await) }, async {
-                    timeout.await;
+                    self.clock_ms.wait_for(deadline_ms).await;
                     None
                 })
                 .await;
@@ -587,7 +618,7 @@ impl MessageStore {
         let queues = self.queues.borrow();
         let log = self.log.borrow();
         let visible_end = self.visible.get();
-        let Some(queue) = queues.get(&(topic.to_owned(), queue_id)) else {
+        let Some(queue) = queues.get(topic, queue_id) else {
             return empty_result(GetStatus::NoMatchedLogicQueue, 0, 0, 0);
         };
         let min = queue.min_offset();
@@ -679,7 +710,7 @@ impl MessageStore {
         let visible_end = self.visible.get();
         self.queues
             .borrow()
-            .get(&(topic.to_owned(), queue_id))
+            .get(topic, queue_id)
             .map_or(0, |q| visible_max_offset(q, visible_end))
     }
 
@@ -687,15 +718,13 @@ impl MessageStore {
     pub fn min_offset(&self, topic: &str, queue_id: i32) -> Option<u64> {
         self.queues
             .borrow()
-            .get(&(topic.to_owned(), queue_id))
+            .get(topic, queue_id)
             .map(ConsumeQueue::min_offset)
     }
 
     /// Queues this store has.
     pub fn queue_ids(&self) -> Vec<(String, i32)> {
-        let mut ids: Vec<_> = self.queues.borrow().keys().cloned().collect();
-        ids.sort();
-        ids
+        self.queues.borrow().ids()
     }
 
     pub fn commit_log_min_offset(&self) -> u64 {
@@ -786,7 +815,7 @@ impl MessageStore {
             let Some(q) = self
                 .queues
                 .borrow()
-                .get(&(topic.to_owned(), queue_id))
+                .get(topic, queue_id)
                 .map(|q| (q.min_offset(), visible_max_offset(q, self.visible.get())))
             else {
                 return Ok(0);
@@ -799,7 +828,7 @@ impl MessageStore {
             let entry = self
                 .queues
                 .borrow()
-                .get(&(topic.to_owned(), queue_id))
+                .get(topic, queue_id)
                 .and_then(|q| q.get(mid));
             let ts = match entry {
                 Some(entry) => self.store_timestamp_at(entry).await?.unwrap_or(i64::MIN),
@@ -828,7 +857,7 @@ impl MessageStore {
         let entry = self
             .queues
             .borrow()
-            .get(&(topic.to_owned(), queue_id))
+            .get(topic, queue_id)
             .and_then(|q| q.get(q.min_offset()));
         match entry {
             Some(entry) if entry.end() <= self.visible.get() => {
@@ -949,10 +978,11 @@ impl MessageStore {
         self.log.borrow_mut().complete_flush(&plan);
         self.written_out.advance(self.written_out.get() + 1);
         self.last_flush_ms.set(runtime::now_ms());
-        let mut stats = self.stats.get();
-        stats.flushes += 1;
-        stats.flushed_bytes += plan.target - self.flushed.get();
-        self.stats.set(stats);
+        let flushed_bytes = plan.target - self.flushed.get();
+        self.count(|stats| {
+            stats.flushes += 1;
+            stats.flushed_bytes += flushed_bytes;
+        });
         self.flushed.advance(plan.target);
         if self.config.flush_mode == FlushMode::Sync {
             self.visible.advance(plan.target);
@@ -1083,28 +1113,25 @@ fn record_ref(m: &PutMessage, queue_offset: u64, pos: u64, store_timestamp: i64)
 
 fn queue_entry<'a>(
     config: &StoreConfig,
-    queues: &'a mut HashMap<(String, i32), ConsumeQueue>,
+    queues: &'a mut QueueTable,
     topic: &str,
     queue_id: i32,
 ) -> io::Result<&'a mut ConsumeQueue> {
-    let key = (topic.to_owned(), queue_id);
-    if !queues.contains_key(&key) {
-        let queue = ConsumeQueue::open(
+    queues.get_or_open(topic, queue_id, || {
+        ConsumeQueue::open(
             &config.consume_queue_dir(),
             topic,
             queue_id,
             config.consume_queue_entries_per_file,
-        )?;
-        queues.insert(key.clone(), queue);
-    }
-    Ok(queues.get_mut(&key).expect("inserted"))
+        )
+    })
 }
 
 /// Writes a record's ConsumeQueue entry and index keys. Idempotent (recovery re-dispatches).
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
     config: &StoreConfig,
-    queues: &mut HashMap<(String, i32), ConsumeQueue>,
+    queues: &mut QueueTable,
     index: &mut IndexService,
     pos: u64,
     topic: &str,
@@ -1115,34 +1142,87 @@ fn dispatch(
     properties: &str,
     store_timestamp: i64,
 ) -> io::Result<()> {
-    let tx = sys_flag::transaction_type(sys_flag);
-    if tx == sys_flag::TRANSACTION_NOT_TYPE || tx == sys_flag::TRANSACTION_COMMIT {
-        let queue = queue_entry(config, queues, topic, queue_id)?;
+    let queue = if dispatches_to_queue(sys_flag) {
+        Some(queue_entry(config, queues, topic, queue_id)?)
+    } else {
+        None
+    };
+    let record = DispatchRecord {
+        pos,
+        topic,
+        queue_offset,
+        size,
+        sys_flag,
+        properties,
+        store_timestamp,
+    };
+    dispatch_to(config, queue, index, &record)
+}
+
+/// Whether a record gets a ConsumeQueue entry (not a prepared or rolled-back half message).
+fn dispatches_to_queue(sys_flag: i32) -> bool {
+    matches!(
+        sys_flag::transaction_type(sys_flag),
+        sys_flag::TRANSACTION_NOT_TYPE | sys_flag::TRANSACTION_COMMIT
+    )
+}
+
+/// What dispatching one stored record needs.
+struct DispatchRecord<'a> {
+    pos: u64,
+    topic: &'a str,
+    queue_offset: u64,
+    size: u32,
+    sys_flag: i32,
+    properties: &'a str,
+    store_timestamp: i64,
+}
+
+/// `dispatch` with the record's queue already looked up (`None` when it gets no entry).
+fn dispatch_to(
+    config: &StoreConfig,
+    queue: Option<&mut ConsumeQueue>,
+    index: &mut IndexService,
+    record: &DispatchRecord<'_>,
+) -> io::Result<()> {
+    // One pass over the properties for everything dispatch reads (the last duplicate wins).
+    let (mut tags, mut uniq, mut keys) = (None, None, None);
+    for (name, value) in message::property_pairs(record.properties) {
+        let slot = match name {
+            property::TAGS => &mut tags,
+            property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX => &mut uniq,
+            property::KEYS => &mut keys,
+            _ => continue,
+        };
+        if !value.is_empty() {
+            *slot = Some(value);
+        }
+    }
+    if let Some(queue) = queue {
         queue
             .put(
-                queue_offset,
+                record.queue_offset,
                 CqEntry {
-                    phys_offset: pos,
-                    size,
-                    tags_code: message::tags_code(properties),
+                    phys_offset: record.pos,
+                    size: record.size,
+                    tags_code: tags.map_or(0, |t| i64::from(message::java_string_hash(t))),
                 },
             )
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     }
-    if config.message_index_enable && tx != sys_flag::TRANSACTION_ROLLBACK {
-        let uniq = message::find_property(properties, property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX);
-        let keys = message::find_property(properties, property::KEYS);
+    let rolled_back = sys_flag::transaction_type(record.sys_flag) == sys_flag::TRANSACTION_ROLLBACK;
+    if config.message_index_enable && !rolled_back && (uniq.is_some() || keys.is_some()) {
         let all = uniq
             .into_iter()
             .chain(keys.into_iter().flat_map(|k| k.split(' ')));
-        index.put_keys(topic, all, pos, store_timestamp)?;
+        index.put_keys(record.topic, all, record.pos, record.store_timestamp)?;
     }
     Ok(())
 }
 
 /// Opens every ConsumeQueue found on disk that this shard owns.
-fn open_queues(config: &StoreConfig) -> io::Result<HashMap<(String, i32), ConsumeQueue>> {
-    let mut queues = HashMap::new();
+fn open_queues(config: &StoreConfig) -> io::Result<QueueTable> {
+    let mut queues = QueueTable::default();
     let root = config.consume_queue_dir();
     let Ok(topics) = std::fs::read_dir(&root) else {
         return Ok(queues);
@@ -1171,7 +1251,7 @@ fn open_queues(config: &StoreConfig) -> io::Result<HashMap<(String, i32), Consum
                 queue_id,
                 config.consume_queue_entries_per_file,
             )?;
-            queues.insert((topic_name.clone(), queue_id), cq);
+            queues.insert(cq);
         }
     }
     Ok(queues)
@@ -1301,6 +1381,25 @@ async fn flush_loop(store: std::rc::Weak<MessageStore>) {
                 runtime::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+/// Ticks `clock_ms` at a twentieth of the sync flush timeout (at most every 100 ms).
+async fn clock_loop(store: std::rc::Weak<MessageStore>) {
+    let _running = TaskGuard(store.clone());
+    let Some(tick_ms) = store
+        .upgrade()
+        .map(|s| (s.config.sync_flush_timeout_ms / 20).clamp(1, 100))
+    else {
+        return;
+    };
+    loop {
+        runtime::sleep(Duration::from_millis(tick_ms)).await;
+        let Some(s) = store.upgrade() else { return };
+        if s.state.stopped.get() {
+            return;
+        }
+        s.clock_ms.advance(runtime::now_ms().max(0) as u64);
     }
 }
 

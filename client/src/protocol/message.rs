@@ -110,15 +110,16 @@ pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
 
 /// Looks one property up without building a map (the hot path needs only TAGS and KEYS).
 pub fn find_property<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-    let mut found = None;
-    for pair in text.split(PROPERTY_SEPARATOR) {
-        if let Some((n, value)) = pair.split_once(NAME_VALUE_SEPARATOR) {
-            if n == name && !value.is_empty() {
-                found = Some(value); // the last duplicate wins
-            }
-        }
-    }
-    found
+    property_pairs(text)
+        .filter(|(n, value)| *n == name && !value.is_empty())
+        .last() // the last duplicate wins
+        .map(|(_, value)| value)
+}
+
+/// The (name, value) pairs of a properties string, in order (for one pass over all of them).
+pub fn property_pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split(PROPERTY_SEPARATOR)
+        .filter_map(|pair| pair.split_once(NAME_VALUE_SEPARATOR))
 }
 
 /// Builds a properties string, with the separator after every pair as Java writes it.
