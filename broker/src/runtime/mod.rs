@@ -233,6 +233,16 @@ impl DirectFile {
             .map_err(|e| context(e, "stat", &self.path, 0))
     }
 
+    /// Allocates the file's blocks up to `size_bytes` (fallocate, size extended). O_DIRECT
+    /// writes into allocated blocks are submitted inline by io_uring; writes that must allocate
+    /// or grow the file are punted to its worker threads, which run on the submitting core.
+    pub async fn allocate(&self, size_bytes: u64) -> io::Result<()> {
+        self.inner
+            .pre_allocate(size_bytes, false)
+            .await
+            .map_err(|e| context(e, "allocating", &self.path, size_bytes))
+    }
+
     pub async fn truncate(&self, size_bytes: u64) -> io::Result<()> {
         self.inner
             .truncate(size_bytes)
