@@ -1231,6 +1231,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_file_gets_zeros_past_the_last_record_even_from_a_reused_chunk_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let s = CommitLogSettings {
+                prewrite_segments: false,
+                ..settings(&root)
+            };
+            let mut log = CommitLog::open(s.clone(), 0, true, |_, _| {})
+                .await
+                .unwrap();
+            // Many chunks through a 4-chunk window: evicted buffers, full of records, are kept.
+            append_all(&mut log, &s, 0..200).await;
+            flush(&mut log).await;
+            assert!(
+                !log.free_chunks.is_empty(),
+                "evicted chunk buffers are kept"
+            );
+            // Cross into a new chunk, which takes a reused buffer, and stop mid-block.
+            let chunk = s.chunk_bytes as u64;
+            let mut i = 200;
+            let first_chunk = log.write_pos() / chunk;
+            while log.write_pos() / chunk == first_chunk {
+                append_all(&mut log, &s, i..i + 1).await;
+                i += 1;
+            }
+            append_all(&mut log, &s, i..i + 1).await;
+            flush(&mut log).await;
+            let end = log.write_pos();
+            let segment_start = log.segment_start_of(end);
+            assert_ne!(end % BLOCK_BYTES, 0, "the last block is partly used");
+            let file = std::fs::read(s.dir.join(segment_file_name(segment_start))).unwrap();
+            let tail =
+                &file[(end - segment_start) as usize..(align_up(end) - segment_start) as usize];
+            assert!(
+                tail.iter().all(|&b| b == 0),
+                "old bytes leaked past the log's end"
+            );
+        });
+    }
+
+    #[test]
     fn appends_cross_chunks_and_segments_and_read_back_from_memory_and_disk() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();

@@ -48,8 +48,8 @@ fn put_message(queue: i32, body: Vec<u8>) -> PutMessage {
 }
 
 fn config(dir: &std::path::Path, mode: FlushMode) -> StoreConfig {
+    // Segments prepared as in production: allocated under ASYNC_FLUSH, prewritten under SYNC.
     StoreConfig {
-        flush_mode: mode,
         // Async: flush only when asked (Flush, restart, full memory window), so a crash
         // really loses the unflushed tail.
         flush_interval_ms: 60_000,
@@ -60,7 +60,7 @@ fn config(dir: &std::path::Path, mode: FlushMode) -> StoreConfig {
         memory_window_bytes: 16 << 10,
         max_message_bytes: 8 << 10,
         consume_queue_entries_per_file: 16,
-        ..StoreConfig::small_for_tests(dir)
+        ..StoreConfig::small_for_tests(dir).with_flush_mode(mode)
     }
 }
 
