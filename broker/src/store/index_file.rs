@@ -230,6 +230,8 @@ pub struct IndexService {
     slots: u32,
     entries: u32,
     files: Vec<IndexFile>,
+    /// Reused for each `topic#key` (a put indexes a key or two per message).
+    key_scratch: String,
 }
 
 impl IndexService {
@@ -251,6 +253,7 @@ impl IndexService {
             slots,
             entries,
             files,
+            key_scratch: String::new(),
         })
     }
 
@@ -274,20 +277,33 @@ impl IndexService {
         if self.end_phy_offset().is_some_and(|end| phys_offset <= end) {
             return Ok(()); // indexed before the restart
         }
-        let mut full_key = String::with_capacity(topic.len() + 33);
+        let mut full_key = std::mem::take(&mut self.key_scratch);
+        let result = self.put_keys_with(&mut full_key, topic, keys, phys_offset, store_timestamp);
+        self.key_scratch = full_key;
+        result
+    }
+
+    fn put_keys_with<'k>(
+        &mut self,
+        full_key: &mut String,
+        topic: &str,
+        keys: impl Iterator<Item = &'k str>,
+        phys_offset: u64,
+        store_timestamp: i64,
+    ) -> io::Result<()> {
         for key in keys.filter(|k| !k.is_empty()) {
             full_key.clear();
             full_key.push_str(topic);
             full_key.push('#');
             full_key.push_str(key);
-            if !self.current()?.put(&full_key, phys_offset, store_timestamp) {
+            if !self.current()?.put(full_key, phys_offset, store_timestamp) {
                 let file = self.files.last().expect("current() created one");
                 let previous = Some((file.end_phy_offset, file.end_timestamp));
                 let path = self.new_file_path(crate::runtime::now_ms());
                 self.files
                     .push(IndexFile::open(&path, self.slots, self.entries, previous)?);
                 let ok = self.files.last_mut().expect("pushed").put(
-                    &full_key,
+                    full_key,
                     phys_offset,
                     store_timestamp,
                 );

@@ -137,9 +137,14 @@ pub fn encode_properties<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>
 /// Java `String.hashCode()`: over UTF-16 code units with wrapping arithmetic. Tag codes in
 /// ConsumeQueue entries and IndexFile key hashes are this value.
 pub fn java_string_hash(text: &str) -> i32 {
-    text.encode_utf16().fold(0i32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(i32::from(unit))
-    })
+    let step = |h: i32, unit: i32| h.wrapping_mul(31).wrapping_add(unit);
+    // ASCII (tags, keys, ids: the common case) is one UTF-16 unit per byte; the store hashes
+    // a key or two per message, and the byte loop is several times cheaper than encode_utf16.
+    if text.is_ascii() {
+        return text.bytes().fold(0, |h, b| step(h, i32::from(b)));
+    }
+    text.encode_utf16()
+        .fold(0, |h, unit| step(h, i32::from(unit)))
 }
 
 /// The ConsumeQueue tag code of a message: hash of its TAGS, 0 without tags.
@@ -602,6 +607,9 @@ mod tests {
         assert_eq!(java_string_hash("TagA"), 2598919);
         assert_eq!(java_string_hash("hello"), 99162322);
         assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        // Non-ASCII goes by UTF-16 units: "é" is one unit (0xE9), "😀" two (a surrogate pair).
+        assert_eq!(java_string_hash("é"), 0xE9);
+        assert_eq!(java_string_hash("a😀"), (97 * 31 + 0xD83D) * 31 + 0xDE00);
         assert_eq!(java_string_hash("é"), 233);
         assert_eq!(tags_code(text), i64::from(java_string_hash("TagB")));
         assert_eq!(tags_code(""), 0);
