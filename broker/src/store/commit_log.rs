@@ -64,8 +64,12 @@ pub struct Segment {
 }
 
 impl Segment {
-    async fn open(start: u64, path: &Path) -> io::Result<Segment> {
-        let file = DirectFile::open(path).await?;
+    async fn open(start: u64, path: &Path, settings: &CommitLogSettings) -> io::Result<Segment> {
+        let file = if settings.dsync_writes {
+            DirectFile::open_dsync(path).await?
+        } else {
+            DirectFile::open(path).await?
+        };
         let reader = std::fs::File::open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
         Ok(Segment {
@@ -250,6 +254,8 @@ pub struct CommitLogSettings {
     pub chunk_bytes: usize,
     pub memory_window_bytes: usize,
     pub prewrite_segments: bool,
+    /// Segment files opened O_DSYNC: every write is durable when it completes (SYNC_FLUSH).
+    pub dsync_writes: bool,
 }
 
 /// What a flush must write; built under the log's borrow, executed without it.
@@ -521,8 +527,12 @@ impl CommitLog {
             log.settings.base_offset,
             log.settings.segment_bytes,
         )? {
-            let segment =
-                Segment::open(start, &log.settings.dir.join(segment_file_name(start))).await?;
+            let segment = Segment::open(
+                start,
+                &log.settings.dir.join(segment_file_name(start)),
+                &log.settings,
+            )
+            .await?;
             log.segments.insert(start, Rc::new(segment));
         }
         if log.segments.is_empty() {
@@ -1091,11 +1101,12 @@ fn list_segments(dir: &Path, base: u64, segment_bytes: u64) -> io::Result<Vec<u6
 /// Creates the segment file starting at `start`, written full of zeros if so configured.
 pub async fn prepare_segment(settings: &CommitLogSettings, start: u64) -> io::Result<Rc<Segment>> {
     let path = settings.dir.join(segment_file_name(start));
-    let segment = Segment::open(start, &path).await?;
-    let file = &segment.file;
-    if settings.prewrite_segments {
+    {
+        // Prepared through a plain handle: zeros go out in big writes and one fdatasync, even
+        // when the segment's own handle is O_DSYNC.
+        let file = DirectFile::open(&path).await?;
         let mut size = file.size_bytes().await?;
-        if size < settings.segment_bytes {
+        if settings.prewrite_segments && size < settings.segment_bytes {
             let zeros = Rc::new(runtime::alloc_io_buffer_long_lived(PREWRITE_BYTES));
             size = align_down(size);
             while size < settings.segment_bytes {
@@ -1109,13 +1120,14 @@ pub async fn prepare_segment(settings: &CommitLogSettings, start: u64) -> io::Re
                 size += len;
             }
             file.fdatasync().await?;
+        } else if size < settings.segment_bytes {
+            // Allocated, not written: O_DIRECT writes into it skip io_uring's worker threads
+            // and cost about a third of the kernel CPU of writes that grow the file (the store
+            // bench measures both), and ENOSPC surfaces here, before any record is placed in it.
+            file.allocate(settings.segment_bytes).await?;
         }
-    } else if file.size_bytes().await? < settings.segment_bytes {
-        // Allocated, not written: O_DIRECT writes into it skip io_uring's worker threads and
-        // cost about a third of the kernel CPU of writes that grow the file (the store bench
-        // measures both), and ENOSPC surfaces here, before any record is placed in it.
-        file.allocate(settings.segment_bytes).await?;
     }
+    let segment = Segment::open(start, &path, settings).await?;
     sync_dir(&settings.dir).await?;
     Ok(Rc::new(segment))
 }
@@ -1156,6 +1168,7 @@ pub(crate) mod tests {
             chunk_bytes: 8 << 10,
             memory_window_bytes: 32 << 10,
             prewrite_segments: true,
+            dsync_writes: false,
         }
     }
 

@@ -260,6 +260,7 @@ impl MessageStore {
             chunk_bytes: config.chunk_bytes,
             memory_window_bytes: config.memory_window_bytes,
             prewrite_segments: config.prewrite_segments,
+            dsync_writes: config.flush_mode == FlushMode::Sync,
         };
         let mut redispatched = 0u64;
         let mut dispatch_error = None;
