@@ -1291,12 +1291,19 @@ fn disk_used_percent(path: &std::path::Path) -> io::Result<u32> {
     if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let total = stat.f_blocks as u128;
-    if total == 0 {
-        return Ok(0);
+    Ok(used_percent(stat.f_blocks, stat.f_bfree, stat.f_bavail))
+}
+
+/// Used share of a file system from statvfs block counts, as RocketMQ (and `df`) compute it:
+/// used / (used + available to us), rounded up. Blocks reserved for root count in neither, so a
+/// file system with a large reserve does not look fuller than it is.
+fn used_percent(blocks: u64, free: u64, available: u64) -> u32 {
+    let used = u128::from(blocks.saturating_sub(free));
+    let entire = used + u128::from(available);
+    if entire == 0 {
+        return 0;
     }
-    let available = stat.f_bavail as u128;
-    Ok((((total - available.min(total)) * 100) / total) as u32)
+    (used * 100).div_ceil(entire) as u32
 }
 
 async fn flush_loop(store: std::rc::Weak<MessageStore>) {
@@ -1760,6 +1767,18 @@ mod tests {
             assert_eq!(r.queue_offset, 200);
             store.shutdown().await.unwrap();
         });
+    }
+
+    #[test]
+    fn disk_use_counts_like_rocketmq_not_the_root_reserve() {
+        // 100 blocks, 30 free of which 10 reserved for root: 70 used of 90 usable -> 78 %.
+        assert_eq!(used_percent(100, 30, 20), 78);
+        assert_eq!(used_percent(100, 100, 100), 0);
+        assert_eq!(used_percent(100, 0, 0), 100);
+        assert_eq!(used_percent(0, 0, 0), 0);
+        // This machine's root file system at one point: 252 G, 68 G used, 24 G available. The
+        // old formula, (blocks - available) / blocks, said 90 % and refused writes.
+        assert_eq!(used_percent(252, 184, 24), 74);
     }
 
     #[test]
