@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use thruster_client::protocol::{decode_frame, encode, RemotingCommand, FRAME_MAX_BYTES_DEFAULT};
 
+/// Brokers started by tests use 64 MiB commit log segments (overridable by a later `--set`):
+/// segments are allocated (or, under SYNC_FLUSH, written) whole when prepared, and the
+/// default 1 GiB per shard per broker adds up when tests run side by side.
+const TEST_SEGMENT_SETTING: &str = "mappedFileSizeCommitLog=67108864";
 /// How long a started process may take to report its listening address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a test waits for any one response.
@@ -133,6 +137,8 @@ impl ServerProcess {
             "listenPort=0".into(),
             "--set".into(),
             format!("shards={shards}"),
+            "--set".into(),
+            TEST_SEGMENT_SETTING.into(),
         ];
         for setting in extra {
             args.push("--set".into());
@@ -153,6 +159,8 @@ impl ServerProcess {
             "listenPort=0".into(),
             "--set".into(),
             format!("shards={shards}"),
+            "--set".into(),
+            TEST_SEGMENT_SETTING.into(),
         ];
         let dir = tempfile::tempdir().expect("temp dir");
         ServerProcess::start_in("thruster-broker", args, dir, 2)
