@@ -1,18 +1,20 @@
 //! One shard's CommitLog: segment files named by their 20-digit start offset, written with
 //! O_DIRECT through io_uring from an in-memory chunk buffer.
 //!
-//! Write buffer: records are encoded straight into aligned chunks (`chunk_bytes`, reused, not
-//! zeroed: what lies past the data is zeroed on its way to the file). A flush writes, per dirty chunk, either the whole chunk without copying (a
-//! sealed chunk never written before) or the dirty aligned range copied into a transient
-//! buffer (the partial tail block is rewritten as it fills). One flush at a time per shard, so
-//! two writes of the same tail block can never race. Flushed chunks stay in memory while they
-//! fit in `memory_window_bytes` and serve tail reads; older data is read from the files.
-//! Unflushed data is never evicted, and appends wait for a flush when it exceeds the window, so
-//! memory is bounded.
+//! Write buffer: records are encoded straight into aligned chunks (`chunk_bytes`; buffers are
+//! reused without zeroing, and what lies past the data is zeroed on its way to the file). A
+//! flush writes, per dirty chunk, either the whole chunk without copying (a sealed chunk never
+//! written before) or the dirty aligned range copied into a transient buffer (the partial tail
+//! block is rewritten as it fills). One flush at a time per shard, so two writes of the same
+//! tail block can never race. Flushed chunks stay in memory while they fit in
+//! `memory_window_bytes` and serve tail reads; older data is read from the files. Unflushed
+//! data is never evicted, and appends wait for a flush when it exceeds the window, so memory is
+//! bounded.
 //!
 //! Segments are prepared ahead of the writer by a background task: created and allocated
-//! (fallocate), or with `prewrite_segments` written full of zeros (fdatasync after a write into
-//! written blocks costs no journal commit, which SYNC_FLUSH wants). An append that must roll
+//! (fallocate), or with `prewrite_segments` written full of zeros (a durable write into written
+//! blocks needs no journal commit, which SYNC_FLUSH wants; its segments are also opened
+//! O_DSYNC, so each write is durable when it completes). An append that must roll
 //! before the next segment is ready gets `AppendError::NeedSegment` and retries after awaiting
 //! it.
 
