@@ -233,6 +233,7 @@ fn signal_set() -> libc::sigset_t {
 }
 
 fn block_stop_signals() -> Result<(), String> {
+    thruster_broker::runtime::ignore_file_size_signal();
     let set = signal_set();
     // SAFETY: a valid set; the old mask is not needed.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };

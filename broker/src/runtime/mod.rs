@@ -56,6 +56,13 @@ where
     spawn_reactor(config, make_future)?.join()
 }
 
+/// Makes writes past a file-size limit (RLIMIT_FSIZE) fail with EFBIG instead of killing the
+/// process with SIGXFSZ: the store reports a refused write and survives it, as it does ENOSPC.
+pub fn ignore_file_size_signal() {
+    // SAFETY: installs SIG_IGN for one signal; no handler code runs.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+}
+
 /// Runs `future` in the background on the current reactor.
 pub fn spawn_detached(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();

@@ -173,6 +173,8 @@ struct State {
     stopped: Cell<bool>,
     tasks_running: Cell<u32>,
     disk_full: Cell<bool>,
+    /// Why preparing the next segment failed (ENOSPC, typically); cleared when one is prepared.
+    segment_error: RefCell<Option<String>>,
     flush_error: RefCell<Option<String>>,
     shutting_down: Cell<bool>,
 }
@@ -328,6 +330,7 @@ impl MessageStore {
                 stopped: Cell::new(false),
                 tasks_running: Cell::new(0),
                 disk_full: Cell::new(false),
+                segment_error: RefCell::new(None),
                 flush_error: RefCell::new(None),
                 shutting_down: Cell::new(false),
             },
@@ -394,6 +397,11 @@ impl MessageStore {
             return Some(PutStatus::ServiceNotAvailable(format!(
                 "disk full: the store's file system is over {}% used",
                 self.config.disk_space_warning_level_ratio
+            )));
+        }
+        if let Some(e) = self.state.segment_error.borrow().as_ref() {
+            return Some(PutStatus::ServiceNotAvailable(format!(
+                "disk full or failing: preparing the next commit log segment failed: {e}"
             )));
         }
         if let Some(e) = self.state.flush_error.borrow().as_ref() {
@@ -1442,12 +1450,15 @@ async fn prepare_loop(store: std::rc::Weak<MessageStore>) {
                         log.set_next_segment(segment);
                     }
                     drop(log);
+                    if s.state.segment_error.borrow_mut().take().is_some() {
+                        info!(start, "commit log segment prepared again: accepting writes");
+                    }
                     s.segments_ready.advance(s.segments_ready.get() + 1);
                 }
                 Err(e) => {
-                    // Typically ENOSPC: writers waiting for this segment are refused meanwhile.
+                    // Typically ENOSPC: writers are refused until a segment can be prepared.
                     error!(error = %e, start, "preparing the next commit log segment failed");
-                    s.state.disk_full.set(true);
+                    *s.state.segment_error.borrow_mut() = Some(e.to_string());
                     s.segments_ready.advance(s.segments_ready.get() + 1);
                     drop(s);
                     runtime::sleep(Duration::from_millis(500)).await;

@@ -16,6 +16,8 @@ pub struct Watermark {
     /// satisfies: no scan of those still waiting (a scan per advance was 8 % of the store
     /// bench with 64 writers queued behind the memory window).
     waiters: RefCell<VecDeque<(u64, Waker)>>,
+    /// Bumped by `wake_all`: every wait begun before it completes, below its target.
+    epoch: Cell<u64>,
 }
 
 impl Watermark {
@@ -23,6 +25,7 @@ impl Watermark {
         Watermark {
             value: Cell::new(value),
             waiters: RefCell::new(VecDeque::new()),
+            epoch: Cell::new(0),
         }
     }
 
@@ -58,13 +61,19 @@ impl Watermark {
         self.value.set(value);
     }
 
-    /// Completes once the position is at least `target`.
+    /// Completes once the position is at least `target`, or once `wake_all` is called: it
+    /// returns the position then, which callers compare with their target.
     pub fn wait_for(&self, target: u64) -> WaitFor<'_> {
-        WaitFor { mark: self, target }
+        WaitFor {
+            mark: self,
+            target,
+            epoch: self.epoch.get(),
+        }
     }
 
-    /// Wakes every waiter without advancing (so they can observe a failure elsewhere).
+    /// Completes every wait without advancing, so waiters can observe a failure elsewhere.
     pub fn wake_all(&self) {
+        self.epoch.set(self.epoch.get() + 1);
         let woken = std::mem::take(&mut *self.waiters.borrow_mut());
         for (_, waker) in woken {
             waker.wake();
@@ -92,6 +101,8 @@ impl Watermark {
 pub struct WaitFor<'a> {
     mark: &'a Watermark,
     target: u64,
+    /// The mark's `epoch` when the wait began.
+    epoch: u64,
 }
 
 impl Future for WaitFor<'_> {
@@ -99,7 +110,7 @@ impl Future for WaitFor<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
         let value = self.mark.value.get();
-        if value >= self.target {
+        if value >= self.target || self.mark.epoch.get() != self.epoch {
             return Poll::Ready(value);
         }
         self.mark.register(self.target, cx.waker());
@@ -127,6 +138,18 @@ mod tests {
         mark.advance(20);
         assert_eq!(future::block_on(future::poll_once(&mut high)), Some(20));
         assert!(mark.waiters.borrow().is_empty());
+    }
+
+    #[test]
+    fn wake_all_completes_waits_below_their_target() {
+        let mark = Watermark::new(3);
+        let mut wait = Box::pin(mark.wait_for(10));
+        assert!(future::block_on(future::poll_once(&mut wait)).is_none());
+        mark.wake_all();
+        assert_eq!(future::block_on(future::poll_once(&mut wait)), Some(3));
+        // A wait begun after it waits for its target again.
+        let mut later = Box::pin(mark.wait_for(10));
+        assert!(future::block_on(future::poll_once(&mut later)).is_none());
     }
 
     #[test]
