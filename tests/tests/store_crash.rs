@@ -198,3 +198,104 @@ fn flipped_bits_in_the_last_segment_stop_recovery_at_the_last_intact_record() {
     let after = recovered(&mut run);
     assert!(after.iter().sum::<u64>() >= counts.iter().sum::<u64>() + 50);
 }
+
+/// Sets the writer's file-size limit (RLIMIT_FSIZE) from outside; `None` lifts it.
+fn set_file_size_limit(run: &Run, limit_bytes: Option<u64>) {
+    let value = limit_bytes.unwrap_or(libc::RLIM_INFINITY);
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit on our own child's pid with a valid new limit and no old-limit pointer.
+    let rc = unsafe {
+        libc::prlimit(
+            run.child.id() as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// A file system that refuses space makes the store refuse puts, never corrupt its log, and
+/// accept them again once space is back, without a restart. The refusal is simulated with
+/// RLIMIT_FSIZE set on the running writer: writes and preallocation past 64 KiB of any file
+/// then fail (EFBIG), the way they fail with ENOSPC.
+#[test]
+fn refused_space_refuses_puts_then_recovers_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = start(dir.path(), "write-retry", 0);
+    recovered(&mut run);
+    // A watchdog: a store that never recovers ends the writer, and the reads below fail.
+    let pid = run.child.id() as libc::pid_t;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog_done = done.clone();
+    let watchdog = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if watchdog_done.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    // next[q]: one past the highest acknowledged sequence of queue q.
+    let mut next = [0u64; QUEUES];
+    let mut refusals = Vec::new();
+    let mut read_acks = |run: &mut Run, acks: usize, until_refused: bool| {
+        let mut seen = 0;
+        loop {
+            let line = run
+                .lines
+                .next()
+                .expect("the writer ended: no recovery within the watchdog's 60 s")
+                .unwrap();
+            let parts: Vec<&str> = line.splitn(4, ' ').collect();
+            let (q, seq): (usize, u64) = (parts[1].parse().unwrap(), parts[2].parse().unwrap());
+            match parts[0] {
+                "ACK" => {
+                    assert!(seq >= next[q], "queue {q}: {seq} acknowledged twice");
+                    next[q] = seq + 1;
+                    seen += 1;
+                }
+                "REFUSED" => refusals.push(line.clone()),
+                other => panic!("unexpected line {other}: {line}"),
+            }
+            if until_refused && !refusals.is_empty() || !until_refused && seen >= acks {
+                return;
+            }
+        }
+    };
+    read_acks(&mut run, 200, false);
+    set_file_size_limit(&run, Some(64 << 10));
+    read_acks(&mut run, 0, true);
+    set_file_size_limit(&run, None);
+    read_acks(&mut run, 200, false);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    watchdog.join().unwrap();
+    kill(run);
+    // Puts waiting for the failing flush learn of the failure at once (not by timing out),
+    // later ones are refused up front: SERVICE_NOT_AVAILABLE, with the cause.
+    assert!(
+        refusals.iter().all(|r| r.contains("ServiceNotAvailable")),
+        "refusals carry SERVICE_NOT_AVAILABLE: {refusals:?}"
+    );
+    assert!(
+        refusals.iter().any(|r| r.contains("File too large")),
+        "and say why: {refusals:?}"
+    );
+    let mut run = start(dir.path(), "verify", 1);
+    let counts = recovered(&mut run); // order, bodies and CRCs checked by the helper
+    assert!(run.child.wait().unwrap().success());
+    for q in 0..QUEUES {
+        assert!(
+            counts[q] >= next[q],
+            "queue {q}: {} messages after recovery, {} were acknowledged",
+            counts[q],
+            next[q]
+        );
+    }
+}

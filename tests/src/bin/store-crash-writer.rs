@@ -6,8 +6,11 @@
 //!   messages `0..count` exactly, in order, each record intact (CRC checked); otherwise the
 //!   helper prints `CORRUPT <why>` and exits 1.
 //! * `ACK <queue> <seq>`: message `seq` of `queue` was acknowledged (durable).
+//! * `REFUSED <queue> <seq> <status>`: the put of `seq` was refused. In `write` mode the queue's
+//!   writer stops there; in `write-retry` mode it waits and goes on (a refused put may still
+//!   have been stored: then the writer continues after it, as a client retrying would find).
 //!
-//! Usage: `store-crash-writer <dir> write|verify`
+//! Usage: `store-crash-writer <dir> write|write-retry|verify`
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -81,9 +84,10 @@ async fn verify(store: &MessageStore) -> Result<Vec<u64>, String> {
 
 fn main() -> ExitCode {
     thruster_broker::logging::init("warn,thruster_broker::store=info");
+    runtime::ignore_file_size_signal();
     let args: Vec<String> = std::env::args().collect();
     let (Some(dir), Some(mode)) = (args.get(1).cloned(), args.get(2).cloned()) else {
-        eprintln!("usage: store-crash-writer <dir> write|verify");
+        eprintln!("usage: store-crash-writer <dir> write|write-retry|verify");
         return ExitCode::from(2);
     };
     let reactor = ReactorConfig {
@@ -111,17 +115,19 @@ fn main() -> ExitCode {
         }
         let _ = out.flush();
         drop(out);
-        if mode != "write" {
+        if mode != "write" && mode != "write-retry" {
             let _ = store.shutdown().await;
             return 0;
         }
+        let retry = mode == "write-retry";
         // One writer task per queue: concurrent puts share group commits.
         let mut writers = Vec::new();
         for (queue, start) in counts.into_iter().enumerate() {
             let store: Rc<MessageStore> = store.clone();
             let (done_tx, done_rx) = runtime::bounded_channel::<()>(1);
             runtime::spawn_detached(async move {
-                for seq in start.. {
+                let mut seq = start;
+                loop {
                     let put = PutMessage {
                         born_timestamp: runtime::now_ms(),
                         ..PutMessage::new(
@@ -134,13 +140,21 @@ fn main() -> ExitCode {
                     let result = store.put(put).await;
                     if result.status != PutStatus::Ok {
                         println!("REFUSED {queue} {seq} {:?}", result.status);
-                        break;
+                        if !retry {
+                            break;
+                        }
+                        // Under SYNC_FLUSH a refused put may have been appended and become
+                        // durable (readable) later; readable messages are never put again.
+                        runtime::sleep(std::time::Duration::from_millis(20)).await;
+                        seq = seq.max(store.max_offset(TOPIC, queue as i32));
+                        continue;
                     }
                     assert_eq!(
                         result.queue_offset, seq,
                         "queue offsets follow the sequence"
                     );
                     println!("ACK {queue} {seq}");
+                    seq += 1;
                 }
                 let _ = done_tx.send(()).await;
             });
