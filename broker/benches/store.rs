@@ -47,8 +47,21 @@ struct Settings {
 }
 
 /// Properties as a Java producer sets them; the UNIQ_KEY is unique per message.
+/// Built by hand, not with `format!`, which was 7 % of the reactor's time in this bench: the
+/// bench's own work is charged to the store.
 fn client_properties(message_number: u64) -> String {
-    format!("TAGS\u{1}TagA\u{2}UNIQ_KEY\u{1}7F00000100002A9F0000000000{message_number:014X}\u{2}WAIT\u{1}true\u{2}")
+    const PREFIX: &str = "TAGS\u{1}TagA\u{2}UNIQ_KEY\u{1}7F00000100002A9F0000000000";
+    const SUFFIX: &str = "\u{2}WAIT\u{1}true\u{2}";
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut text = String::with_capacity(PREFIX.len() + 14 + SUFFIX.len());
+    text.push_str(PREFIX);
+    for shift in (0..14).rev() {
+        text.push(char::from(
+            HEX[(message_number >> (shift * 4)) as usize & 0xF],
+        ));
+    }
+    text.push_str(SUFFIX);
+    text
 }
 
 const CHUNK_BYTES: usize = 256 << 10;
