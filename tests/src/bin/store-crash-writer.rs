@@ -1,16 +1,17 @@
-//! Test helper for the crash tests: opens a store under SYNC_FLUSH (recovering it), verifies
+//! Test helper for the crash tests: opens a store (recovering it), verifies
 //! what it holds, then (in `write` mode) appends until killed, printing each acknowledgement.
 //!
 //! Output lines (stdout):
 //! * `RECOVERED <queue> <count>`: after verification, per queue. Every queue must hold
 //!   messages `0..count` exactly, in order, each record intact (CRC checked); otherwise the
 //!   helper prints `CORRUPT <why>` and exits 1.
-//! * `ACK <queue> <seq>`: message `seq` of `queue` was acknowledged (durable).
+//! * `ACK <queue> <seq>`: message `seq` of `queue` was acknowledged (durable under SYNC_FLUSH).
 //! * `REFUSED <queue> <seq> <status>`: the put of `seq` was refused. In `write` mode the queue's
 //!   writer stops there; in `write-retry` mode it waits and goes on (a refused put may still
 //!   have been stored: then the writer continues after it, as a client retrying would find).
 //!
-//! Usage: `store-crash-writer <dir> write|write-retry|verify`
+//! Usage: `store-crash-writer <dir> write|write-retry|verify [async]`: SYNC_FLUSH unless `async`
+//! is given (then `ACK` means stored in memory, not durable).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,15 +34,16 @@ fn body(queue: i32, seq: u64) -> Vec<u8> {
     body
 }
 
-fn config(dir: &str) -> StoreConfig {
+fn config(dir: &str, flush_mode: FlushMode) -> StoreConfig {
     StoreConfig {
-        flush_mode: FlushMode::Sync,
+        // Async: a short interval, so a failing write shows within the test's patience.
+        flush_interval_ms: 100,
         segment_bytes: 256 << 10,
         chunk_bytes: 16 << 10,
         memory_window_bytes: 128 << 10,
         max_message_bytes: 16 << 10,
         flush_consume_queue_interval_ms: 100,
-        ..StoreConfig::small_for_tests(dir)
+        ..StoreConfig::small_for_tests(dir).with_flush_mode(flush_mode)
     }
 }
 
@@ -87,15 +89,19 @@ fn main() -> ExitCode {
     runtime::ignore_file_size_signal();
     let args: Vec<String> = std::env::args().collect();
     let (Some(dir), Some(mode)) = (args.get(1).cloned(), args.get(2).cloned()) else {
-        eprintln!("usage: store-crash-writer <dir> write|write-retry|verify");
+        eprintln!("usage: store-crash-writer <dir> write|write-retry|verify [async]");
         return ExitCode::from(2);
+    };
+    let flush_mode = match args.get(3).map(String::as_str) {
+        Some("async") => FlushMode::Async,
+        _ => FlushMode::Sync,
     };
     let reactor = ReactorConfig {
         io_memory_bytes: 1 << 20,
         ..ReactorConfig::new("crash-writer")
     };
     let code = runtime::run_reactor(reactor, move || async move {
-        let store = match MessageStore::open(config(&dir)).await {
+        let store = match MessageStore::open(config(&dir, flush_mode)).await {
             Ok(store) => store,
             Err(e) => {
                 println!("CORRUPT open failed: {e}");
