@@ -1126,7 +1126,17 @@ pub async fn prepare_segment(settings: &CommitLogSettings, start: u64) -> io::Re
             // Allocated, not written: O_DIRECT writes into it skip io_uring's worker threads
             // and cost about a third of the kernel CPU of writes that grow the file (the store
             // bench measures both), and ENOSPC surfaces here, before any record is placed in it.
-            file.allocate(settings.segment_bytes).await?;
+            // A file system without fallocate still works, with writes that grow the file.
+            match file.allocate(settings.segment_bytes).await {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    warn!(
+                        path = %path.display(),
+                        error = %e,
+                        "cannot preallocate segments: writes will grow the file"
+                    );
+                }
+                result => result?,
+            }
         }
     }
     let segment = Segment::open(start, &path, settings).await?;
