@@ -174,6 +174,7 @@ struct State {
     tasks_running: Cell<u32>,
     disk_full: Cell<bool>,
     /// Why preparing the next segment failed (ENOSPC, typically); cleared when one is prepared.
+    /// Puts that need that segment meanwhile are refused with it.
     segment_error: RefCell<Option<String>>,
     flush_error: RefCell<Option<String>>,
     shutting_down: Cell<bool>,
@@ -399,11 +400,6 @@ impl MessageStore {
                 self.config.disk_space_warning_level_ratio
             )));
         }
-        if let Some(e) = self.state.segment_error.borrow().as_ref() {
-            return Some(PutStatus::ServiceNotAvailable(format!(
-                "disk full or failing: preparing the next commit log segment failed: {e}"
-            )));
-        }
         if let Some(e) = self.state.flush_error.borrow().as_ref() {
             return Some(PutStatus::ServiceNotAvailable(format!(
                 "commit log flush failing: {e}"
@@ -538,6 +534,16 @@ impl MessageStore {
                     let seen = self.segments_ready.get();
                     self.segments_rolled.advance(self.segments_rolled.get() + 1);
                     self.segments_ready.wait_for(seen + 1).await;
+                    // Only a put that needs the next segment is refused when it cannot be
+                    // prepared: the rest of the current one still takes writes.
+                    if !self.log.borrow().has_next_segment() {
+                        if let Some(e) = self.state.segment_error.borrow().as_ref() {
+                            return PutResult::refused(PutStatus::ServiceNotAvailable(format!(
+                                "disk full or failing: preparing the next commit log segment \
+                                 failed: {e}"
+                            )));
+                        }
+                    }
                 }
                 Err(AppendError::NeedFlush) => {
                     self.count(|stats| stats.window_waits += 1);
@@ -1456,7 +1462,8 @@ async fn prepare_loop(store: std::rc::Weak<MessageStore>) {
                     s.segments_ready.advance(s.segments_ready.get() + 1);
                 }
                 Err(e) => {
-                    // Typically ENOSPC: writers are refused until a segment can be prepared.
+                    // Typically ENOSPC: writers that need the segment are refused until it can
+                    // be prepared.
                     error!(error = %e, start, "preparing the next commit log segment failed");
                     *s.state.segment_error.borrow_mut() = Some(e.to_string());
                     s.segments_ready.advance(s.segments_ready.get() + 1);
