@@ -70,15 +70,8 @@ fn every_acknowledged_message_survives_sigkill_at_random_moments() {
     for round in 0..rounds {
         let mut run = start(dir.path(), "write", round);
         let counts = recovered(&mut run);
-        for q in 0..QUEUES {
-            assert!(
-                counts[q] >= acked[q],
-                "round {round}: queue {q} has {} messages, {} were acknowledged",
-                counts[q],
-                acked[q]
-            );
-            acked[q] = counts[q];
-        }
+        assert_holds_acknowledged(&counts, &acked, &format!("round {round}"));
+        acked.copy_from_slice(&counts);
         // Kill after a pseudo-random number of acknowledgements (xorshift).
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -231,10 +224,15 @@ fn set_file_size_limit(run: &Run, limit_bytes: Option<u64>) {
 fn refused_space_refuses_puts_then_recovers_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let (acknowledged, counts) = refuse_space_then_lift(dir.path(), &[]);
+    assert_holds_acknowledged(&counts, &acknowledged, "after the space came back");
+}
+
+/// Every queue holds at least the messages acknowledged in it.
+fn assert_holds_acknowledged(counts: &[u64], acknowledged: &[u64], when: &str) {
     for q in 0..QUEUES {
         assert!(
             counts[q] >= acknowledged[q],
-            "queue {q}: {} messages after recovery, {} were acknowledged",
+            "{when}: queue {q} has {} messages, {} were acknowledged",
             counts[q],
             acknowledged[q]
         );
