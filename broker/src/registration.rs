@@ -130,7 +130,10 @@ impl Registrar {
                 self.unregister_all().await;
                 return;
             }
+            // Read before `register_all` takes its snapshot of the table (no await between).
+            let version = shard.topics_changed.get();
             self.register_all().await;
+            shard.topics_registered.advance(version);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! information.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use thruster_client::protocol::body::{self, perm, KvTable, TopicConfig};
 use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
@@ -69,7 +70,17 @@ pub async fn upsert_topic(
     shard
         .broadcast(|| MeshMessage::TopicChanged(announced.clone()))
         .await;
-    shard.topics_changed.advance(shard.topics_changed.get() + 1);
+    let version = shard.topics_changed.get() + 1;
+    shard.topics_changed.advance(version);
+    // Answer once the name servers know the topic (bounded: a name server that is down delays
+    // the answer by the registration timeout at most, and the topic is created regardless).
+    if !shard.config.namesrv_addrs.is_empty() {
+        let registered = shard.topics_registered.wait_for(version);
+        let bound = Duration::from_millis(shard.config.register_broker_timeout_ms);
+        if runtime::timeout(bound, registered).await.is_none() {
+            warn!(topic = %config.topic_name, "topic created; its registration is still pending");
+        }
+    }
     Ok(config)
 }
 

@@ -224,6 +224,10 @@ pub struct Shard {
     pub boot_ms: i64,
     /// Bumped by shard 0 when the topic table changes: registration runs at once.
     pub topics_changed: Watermark,
+    /// The `topics_changed` value the name servers were last sent (shard 0). A topic upsert
+    /// waits for it, so a created topic is routable once the create is answered, as with
+    /// RocketMQ's synchronous registration after UPDATE_AND_CREATE_TOPIC.
+    pub topics_registered: Watermark,
     /// Completes when the registrar has unregistered (shard 0, at shutdown).
     pub registrar_done: RefCell<Option<runtime::LocalReceiver<()>>>,
     /// Spreads sends that let the broker pick the queue (negative queue id).
@@ -269,6 +273,7 @@ impl Shard {
             in_flight_drained: Watermark::new(0),
             boot_ms: runtime::now_ms(),
             topics_changed: Watermark::new(0),
+            topics_registered: Watermark::new(0),
             registrar_done: RefCell::new(None),
             queue_rotation: Cell::new(0),
             shard_addrs,
