@@ -20,6 +20,17 @@ use thruster_client::protocol::{decode_frame, encode, RemotingCommand, FRAME_MAX
 /// segments are allocated (or, under SYNC_FLUSH, written) whole when prepared, and the
 /// default 1 GiB per shard per broker adds up when tests run side by side.
 const TEST_SEGMENT_SETTING: &str = "mappedFileSizeCommitLog=67108864";
+/// The `--set` arguments every test broker gets (free port, shard count, test segments), then
+/// `extra`, which may override them.
+fn broker_settings(shards: usize, extra: &[&str]) -> Vec<String> {
+    let shards = format!("shards={shards}");
+    ["listenPort=0", shards.as_str(), TEST_SEGMENT_SETTING]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .flat_map(|setting| ["--set".to_string(), setting.to_string()])
+        .collect()
+}
+
 /// How long a started process may take to report its listening address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a test waits for any one response.
@@ -130,20 +141,8 @@ impl ServerProcess {
     /// Starts `thruster-broker` on free ports in a temp dir, registering with `namesrv`, with
     /// `shards` shards and any extra `--set` overrides.
     pub fn broker(namesrv: SocketAddr, shards: usize, extra: &[&str]) -> ServerProcess {
-        let mut args = vec![
-            "-n".to_string(),
-            namesrv.to_string(),
-            "--set".into(),
-            "listenPort=0".into(),
-            "--set".into(),
-            format!("shards={shards}"),
-            "--set".into(),
-            TEST_SEGMENT_SETTING.into(),
-        ];
-        for setting in extra {
-            args.push("--set".into());
-            args.push(setting.to_string());
-        }
+        let mut args = vec!["-n".to_string(), namesrv.to_string()];
+        args.extend(broker_settings(shards, extra));
         let dir = tempfile::tempdir().expect("temp dir");
         ServerProcess::start_in("thruster-broker", args, dir, 1)
     }
@@ -151,17 +150,12 @@ impl ServerProcess {
     /// `thruster-broker --standalone` on free ports: `listening` holds the name server (first)
     /// and the broker.
     pub fn standalone_broker(shards: usize) -> ServerProcess {
-        let args = vec![
+        let mut args = vec![
             "--standalone".to_string(),
             "--namesrv-listen".into(),
             "127.0.0.1:0".into(),
-            "--set".into(),
-            "listenPort=0".into(),
-            "--set".into(),
-            format!("shards={shards}"),
-            "--set".into(),
-            TEST_SEGMENT_SETTING.into(),
         ];
+        args.extend(broker_settings(shards, &[]));
         let dir = tempfile::tempdir().expect("temp dir");
         ServerProcess::start_in("thruster-broker", args, dir, 2)
     }
@@ -242,6 +236,26 @@ impl Client {
             buf: BytesMut::new(),
             next_opaque: 1,
         }
+    }
+
+    /// GET_CONSUMER_LIST_BY_GROUP: the client ids the broker knows in `group` (none when the
+    /// broker refuses, e.g. for an unknown group).
+    pub fn consumer_ids(&mut self, group: &str) -> Vec<String> {
+        use thruster_client::protocol::body::{decode_lenient, ConsumerListBody};
+        use thruster_client::protocol::header::client::GetConsumerListByGroupRequestHeader;
+        use thruster_client::protocol::{request_code, response_code};
+        let response = self.invoke(RemotingCommand::request(
+            request_code::GET_CONSUMER_LIST_BY_GROUP,
+            &GetConsumerListByGroupRequestHeader {
+                consumer_group: group.into(),
+            },
+        ));
+        if response.code != response_code::SUCCESS {
+            return Vec::new();
+        }
+        decode_lenient::<ConsumerListBody>("consumer list", &response.body)
+            .expect("consumer list body")
+            .consumer_id_list
     }
 
     /// Sends `request` with a fresh opaque and returns the response with that opaque.

@@ -481,23 +481,6 @@ fn heartbeat(client_id: &str, group: &str) -> RemotingCommand {
     RemotingCommand::request(rc::HEART_BEAT, &EmptyHeader {}).with_body(body::encode(&data))
 }
 
-fn consumer_list(client: &mut Client, group: &str) -> Vec<String> {
-    use thruster_client::protocol::body::ConsumerListBody;
-    use thruster_client::protocol::header::client::GetConsumerListByGroupRequestHeader;
-    let response = client.invoke(RemotingCommand::request(
-        rc::GET_CONSUMER_LIST_BY_GROUP,
-        &GetConsumerListByGroupRequestHeader {
-            consumer_group: group.into(),
-        },
-    ));
-    if response.code != response_code::SUCCESS {
-        return Vec::new();
-    }
-    decode_lenient::<ConsumerListBody>("list", &response.body)
-        .unwrap()
-        .consumer_id_list
-}
-
 /// Reads frames until a NOTIFY_CONSUMER_IDS_CHANGED request for `group` arrives.
 fn expect_notify(client: &mut Client, group: &str) {
     loop {
@@ -522,7 +505,7 @@ fn group_membership_is_seen_from_every_connection_and_changes_are_notified() {
     // More connections than shards, so some land on the other shard: each sees the group.
     let mut others: Vec<Client> = (0..4).map(|_| Client::connect(broker.addr)).collect();
     for other in &mut others {
-        assert_eq!(consumer_list(other, "Members-G"), vec!["client-a"]);
+        assert_eq!(other.consumer_ids("Members-G"), vec!["client-a"]);
     }
     let mut b = Client::connect(broker.addr);
     assert_eq!(
@@ -533,24 +516,18 @@ fn group_membership_is_seen_from_every_connection_and_changes_are_notified() {
     // The table is replicated by messages between shards: a connection sees a change no
     // later than its own notification, other shards very soon after.
     for other in &mut others {
-        assert!(wait_until(Duration::from_secs(10), || consumer_list(
-            other,
-            "Members-G"
-        ) == vec![
-            "client-a", "client-b"
-        ]));
+        assert!(wait_until(Duration::from_secs(10), || other
+            .consumer_ids("Members-G")
+            == vec!["client-a", "client-b"]));
     }
     // b goes away without unregistering: its connection closing removes it.
     drop(b);
     expect_notify(&mut a, "Members-G");
-    assert_eq!(consumer_list(&mut a, "Members-G"), vec!["client-a"]);
+    assert_eq!(a.consumer_ids("Members-G"), vec!["client-a"]);
     for other in &mut others {
-        assert!(wait_until(Duration::from_secs(10), || consumer_list(
-            other,
-            "Members-G"
-        ) == vec![
-            "client-a"
-        ]));
+        assert!(wait_until(Duration::from_secs(10), || other
+            .consumer_ids("Members-G")
+            == vec!["client-a"]));
     }
     // The retry topic the group consumes from was created.
     let topics = a.invoke(RemotingCommand::request(
@@ -631,6 +608,25 @@ fn pull_records(
     decode_records(&response.body, true).unwrap()
 }
 
+/// The first record of a queue, once one is there (panics if none arrives within `limit`).
+fn first_record_within(
+    client: &mut Client,
+    topic: &str,
+    queue_id: i32,
+    limit: Duration,
+) -> thruster_client::protocol::message::DecodedRecord {
+    let mut records = Vec::new();
+    let arrived = wait_until(limit, || {
+        records = pull_records(client, topic, queue_id);
+        !records.is_empty()
+    });
+    assert!(
+        arrived,
+        "nothing arrived in {topic}:{queue_id} within {limit:?}"
+    );
+    records.remove(0)
+}
+
 #[test]
 fn delayed_messages_arrive_after_their_level_and_failed_ones_retry_then_die() {
     use thruster_client::protocol::header::client::ConsumerSendMsgBackRequestHeader;
@@ -666,13 +662,7 @@ fn delayed_messages_arrive_after_their_level_and_failed_ones_retry_then_die() {
         Some("Delayed")
     );
     assert_eq!(find_property(&scheduled.properties, "REAL_QID"), Some("2"));
-    assert!(wait_until(Duration::from_secs(20), || !pull_records(
-        &mut client,
-        "Delayed",
-        2
-    )
-    .is_empty()));
-    let delivered = pull_records(&mut client, "Delayed", 2).remove(0);
+    let delivered = first_record_within(&mut client, "Delayed", 2, Duration::from_secs(20));
     assert_eq!(delivered.body.as_ref(), b"later");
     assert!(
         delivered.store_timestamp >= scheduled.store_timestamp + 1_000,
@@ -705,13 +695,7 @@ fn delayed_messages_arrive_after_their_level_and_failed_ones_retry_then_die() {
         );
     };
     send_back(&mut client, delivered.physical_offset, 2);
-    assert!(wait_until(Duration::from_secs(20), || !pull_records(
-        &mut client,
-        "%RETRY%G",
-        0
-    )
-    .is_empty()));
-    let retry = pull_records(&mut client, "%RETRY%G", 0).remove(0);
+    let retry = first_record_within(&mut client, "%RETRY%G", 0, Duration::from_secs(20));
     assert_eq!(retry.body.as_ref(), b"later");
     assert_eq!(retry.reconsume_times, 1);
     let props = parse_properties(&retry.properties);
@@ -719,13 +703,7 @@ fn delayed_messages_arrive_after_their_level_and_failed_ones_retry_then_die() {
     assert!(props.contains_key("ORIGIN_MESSAGE_ID"));
     // Given up (a negative level): straight to the dead-letter topic.
     send_back(&mut client, retry.physical_offset, -1);
-    assert!(wait_until(Duration::from_secs(10), || !pull_records(
-        &mut client,
-        "%DLQ%G",
-        0
-    )
-    .is_empty()));
-    let dead = pull_records(&mut client, "%DLQ%G", 0).remove(0);
+    let dead = first_record_within(&mut client, "%DLQ%G", 0, Duration::from_secs(10));
     assert_eq!(dead.reconsume_times, 2);
     assert_eq!(parse_properties(&dead.properties)["RETRY_TOPIC"], "Delayed");
 }

@@ -9,9 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
-use thruster_client::protocol::body::{decode_lenient, ConsumerListBody};
-use thruster_client::protocol::header::client::GetConsumerListByGroupRequestHeader;
-use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_client::protocol::body::decode_lenient;
+use thruster_client::protocol::{request_code as rc, RemotingCommand};
 use thruster_tests::cpp_client::ClientProcess;
 use thruster_tests::{wait_until, Client, ServerProcess};
 
@@ -67,22 +66,6 @@ fn pull_all(namesrv: &ServerProcess, group: &str, topic: &str, expect: usize) ->
         .into_iter()
         .filter(|e| e["event"] == "received")
         .collect()
-}
-
-fn consumer_ids(broker: &ServerProcess, group: &str) -> Vec<String> {
-    let mut client = Client::connect(broker.addr);
-    let response = client.invoke(RemotingCommand::request(
-        rc::GET_CONSUMER_LIST_BY_GROUP,
-        &GetConsumerListByGroupRequestHeader {
-            consumer_group: group.into(),
-        },
-    ));
-    if response.code != response_code::SUCCESS {
-        return Vec::new();
-    }
-    decode_lenient::<ConsumerListBody>("consumer list", &response.body)
-        .expect("consumer list body")
-        .consumer_id_list
 }
 
 #[test]
@@ -215,6 +198,30 @@ fn received_bodies(events: &[Value], prefix: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Starts two push consumers of `group` on `topic` (`model`: clustering or broadcasting) and
+/// waits until the broker knows both.
+fn two_push_consumers(
+    namesrv: &ServerProcess,
+    broker: &ServerProcess,
+    group: &str,
+    topic: &str,
+    model: &str,
+) -> (ClientProcess, ClientProcess) {
+    let ns = namesrv.addr.to_string();
+    let a = ClientProcess::start(&["push", &ns, group, topic, model]);
+    let b = ClientProcess::start(&["push", &ns, group, topic, model]);
+    a.until("started", CLIENT_TIMEOUT);
+    b.until("started", CLIENT_TIMEOUT);
+    assert!(
+        wait_until(CLIENT_TIMEOUT, || Client::connect(broker.addr)
+            .consumer_ids(group)
+            .len()
+            == 2),
+        "both consumers registered with the broker"
+    );
+    (a, b)
+}
+
 #[test]
 fn push_clustering_two_consumers_split_the_queues_and_get_every_message_once() {
     let (namesrv, broker) = start_cluster();
@@ -222,15 +229,7 @@ fn push_clustering_two_consumers_split_the_queues_and_get_every_message_once() {
     let group = "CppClusterGroup";
     // The topic exists before the consumers subscribe (4 queues, two per shard).
     produce(&namesrv, topic, "sync", 1, "create");
-    let ns = namesrv.addr.to_string();
-    let a = ClientProcess::start(&["push", &ns, group, topic, "clustering"]);
-    let b = ClientProcess::start(&["push", &ns, group, topic, "clustering"]);
-    a.until("started", CLIENT_TIMEOUT);
-    b.until("started", CLIENT_TIMEOUT);
-    assert!(
-        wait_until(CLIENT_TIMEOUT, || consumer_ids(&broker, group).len() == 2),
-        "both consumers registered with the broker"
-    );
+    let (a, b) = two_push_consumers(&namesrv, &broker, group, topic, "clustering");
     settle_with_probes(&namesrv, topic, &[&a, &b], 1);
 
     produce(&namesrv, topic, "sync", 200, "msg");
@@ -272,14 +271,7 @@ fn push_broadcasting_every_consumer_gets_every_message() {
     let topic = "CppBroadcast";
     let group = "CppBroadcastGroup";
     produce(&namesrv, topic, "sync", 1, "create");
-    let ns = namesrv.addr.to_string();
-    let a = ClientProcess::start(&["push", &ns, group, topic, "broadcasting"]);
-    let b = ClientProcess::start(&["push", &ns, group, topic, "broadcasting"]);
-    a.until("started", CLIENT_TIMEOUT);
-    b.until("started", CLIENT_TIMEOUT);
-    assert!(wait_until(CLIENT_TIMEOUT, || consumer_ids(&broker, group)
-        .len()
-        == 2));
+    let (a, b) = two_push_consumers(&namesrv, &broker, group, topic, "broadcasting");
     settle_with_probes(&namesrv, topic, &[&a, &b], 2);
 
     produce(&namesrv, topic, "sync", 100, "msg");
