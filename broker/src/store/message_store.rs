@@ -163,6 +163,10 @@ pub struct StoreStats {
     pub window_waits: u64,
     /// Puts that waited for the next segment to be prepared.
     pub segment_waits: u64,
+    /// Async write-out: chunk writes completed, and their summed time from start to the
+    /// store seeing the completion (which includes waiting for the reactor to reap it).
+    pub chunk_writes: u64,
+    pub chunk_write_us: u64,
 }
 
 /// Reports the used share of the store's file system, in percent.
@@ -960,8 +964,13 @@ impl MessageStore {
             let store = Rc::downgrade(self);
             runtime::spawn_detached(async move {
                 let (start, written, segment) = (write.start, write.written, write.segment.clone());
+                let started = std::time::Instant::now();
                 let result = write.execute().await;
                 let Some(s) = store.upgrade() else { return };
+                s.count(|stats| {
+                    stats.chunk_writes += 1;
+                    stats.chunk_write_us += started.elapsed().as_micros() as u64;
+                });
                 s.writes_in_flight.set(s.writes_in_flight.get() - 1);
                 match result {
                     Ok(()) => s
