@@ -197,15 +197,9 @@ impl DirectFile {
         &self.path
     }
 
-    /// Writes all of `buffer` at `pos` (both aligned). Short writes are errors.
+    /// Writes all of `buffer` at `pos` (both aligned).
     pub async fn write_at(&self, buffer: IoBuffer, pos: u64) -> io::Result<()> {
-        let len = buffer.len();
-        let written = self
-            .inner
-            .write_at(buffer, pos)
-            .await
-            .map_err(|e| context(e, "writing", &self.path, pos))?;
-        self.check_written(written, len, pos)
+        self.write_shared_at(Rc::new(buffer), pos).await
     }
 
     /// Like `write_at`, keeping the buffer shared (no copy).
@@ -213,14 +207,36 @@ impl DirectFile {
         let len = buffer.len();
         let written = self
             .inner
-            .write_rc_at(buffer, pos)
+            .write_rc_at(buffer.clone(), pos)
             .await
             .map_err(|e| context(e, "writing", &self.path, pos))?;
-        self.check_written(written, len, pos)
+        self.finish_short_write(&buffer, written, len, pos).await
     }
 
-    fn check_written(&self, written: usize, len: usize, pos: u64) -> io::Result<()> {
-        if written != len {
+    /// A short write (the file system ran out of space, or a file-size limit) is continued,
+    /// as any writer does, so that the error that stopped it is reported (ENOSPC, EFBIG)
+    /// rather than a byte count. The rest is copied: glommio writes whole buffers only.
+    async fn finish_short_write(
+        &self,
+        buffer: &IoBuffer,
+        mut written: usize,
+        len: usize,
+        pos: u64,
+    ) -> io::Result<()> {
+        // O_DIRECT continues only from a block boundary; nothing written means no cause to
+        // find.
+        while written < len && written > 0 && written.is_multiple_of(4096) {
+            let at = pos + written as u64;
+            let mut rest = alloc_io_buffer(len - written);
+            rest.as_bytes_mut()
+                .copy_from_slice(&buffer.as_bytes()[written..]);
+            match self.inner.write_at(rest, at).await {
+                Ok(0) => break,
+                Ok(more) => written += more,
+                Err(e) => return Err(context(e, "writing", &self.path, at)),
+            }
+        }
+        if written < len {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 format!(
