@@ -44,6 +44,8 @@ const SCAN_READ_BYTES: usize = 8 << 20;
 /// the cap and cut window waits by 4, while raw writes are as fast at 8 as at 32. Segments
 /// are allocated ahead, so these writes never wait in io_uring's worker threads.
 pub const WRITES_IN_FLIGHT_MAX: usize = 32;
+/// Coalesced group-commit write buffers kept for reuse.
+const COPY_BUFFERS_MAX: usize = 4;
 /// Zeros written per I/O when preparing a segment.
 const PREWRITE_BYTES: usize = 1 << 20;
 
@@ -383,6 +385,8 @@ pub struct CommitLog {
     /// Evicted chunk buffers kept for reuse (at most `free_chunks_max`): a fresh allocation
     /// costs page faults, kernel zeroing and our own zeroing on every chunk.
     free_chunks: Vec<IoBuffer>,
+    /// Buffers of coalesced group-commit writes, kept for reuse (see `coalesced_write`).
+    copy_buffers: Vec<Rc<IoBuffer>>,
     /// Chunk buffers allocated so far (not taken from `free_chunks`).
     chunk_buffers_allocated: u64,
     /// Sum over chunks of bytes not yet written to the files (kept, not recomputed, because
@@ -523,6 +527,7 @@ impl CommitLog {
             flushed_pos: settings.base_offset,
             unsynced: Vec::new(),
             free_chunks: Vec::new(),
+            copy_buffers: Vec::new(),
             chunk_buffers_allocated: 0,
             unwritten_bytes: 0,
             settings,
@@ -869,14 +874,14 @@ impl CommitLog {
 
     /// The writes that make everything appended so far durable (ending with fdatasync);
     /// `None` when nothing is dirty.
-    pub fn plan_flush(&self) -> Option<FlushPlan> {
+    pub fn plan_flush(&mut self) -> Option<FlushPlan> {
         if self.write_pos == self.flushed_pos {
             return None;
         }
         Some(self.plan(true))
     }
 
-    fn plan(&self, sync: bool) -> FlushPlan {
+    fn plan(&mut self, sync: bool) -> FlushPlan {
         let mut plan = FlushPlan {
             target: self.write_pos,
             sync,
@@ -888,14 +893,102 @@ impl CommitLog {
             },
             marks: Vec::new(),
         };
-        for chunk in self.chunks.iter().filter(|c| c.flushed < c.written) {
-            plan.writes.push(chunk.pending_write());
+        let dirty: Vec<usize> = (0..self.chunks.len())
+            .filter(|&i| self.chunks[i].flushed < self.chunks[i].written)
+            .collect();
+        for &i in &dirty {
+            let chunk = &self.chunks[i];
             if !plan.synced.iter().any(|s| Rc::ptr_eq(s, &chunk.segment)) {
                 plan.synced.push(chunk.segment.clone());
             }
             plan.marks.push((chunk.start, chunk.written));
         }
+        // O_DSYNC segments make every write durable on its own, with a device cache flush
+        // each: a group commit spanning several chunks of a segment goes out as one write.
+        // (A 1 MiB group written as its 4-5 chunks took 1.2 ms here, as one write 0.85 ms;
+        // written plainly and synced once, 1.1 ms.)
+        let coalesce = sync && self.settings.dsync_writes;
+        let mut rest = &dirty[..];
+        while let Some(&first) = rest.first() {
+            let segment = self.chunks[first].segment.clone();
+            let run = if coalesce {
+                rest.iter()
+                    .take_while(|&&i| Rc::ptr_eq(&self.chunks[i].segment, &segment))
+                    .count()
+            } else {
+                1
+            };
+            let write = if run == 1 {
+                self.chunks[first].pending_write()
+            } else {
+                self.coalesced_write(&rest[..run])
+            };
+            plan.writes.push(write);
+            rest = &rest[run..];
+        }
         plan
+    }
+
+    /// One write of the dirty bytes of consecutive chunks (`indexes`) of one segment, copied
+    /// into a reused buffer: a fresh buffer of a megabyte cost more in page faults than the
+    /// write saved. Buffers come in sizes a sixteenth of a power of two apart, so the write
+    /// may run up to that much (zeros) past the last record, never past the segment's end.
+    fn coalesced_write(&mut self, indexes: &[usize]) -> FlushWrite {
+        let (first, last) = (
+            &self.chunks[indexes[0]],
+            &self.chunks[indexes[indexes.len() - 1]],
+        );
+        let segment = first.segment.clone();
+        debug_assert!(indexes
+            .windows(2)
+            .all(|w| self.chunks[w[0]].end() == self.chunks[w[1]].start));
+        let lo = first.start + align_down(first.flushed as u64);
+        let end = last.end();
+        let needed = (align_up(end) - lo) as usize;
+        let room = (segment.start + self.settings.segment_bytes - lo) as usize;
+        let mut buffer = self.take_copy_buffer(needed, room);
+        let bytes = Rc::get_mut(&mut buffer)
+            .expect("a copy buffer is taken only when unshared")
+            .as_bytes_mut();
+        for &i in indexes {
+            let chunk = &self.chunks[i];
+            let from = chunk.start.max(lo);
+            let data = &chunk.bytes()[(from - chunk.start) as usize..chunk.written];
+            let at = (from - lo) as usize;
+            bytes[at..at + data.len()].copy_from_slice(data);
+        }
+        // Past the last record the file gets zeros (the buffer holds an older group's bytes).
+        bytes[(end - lo) as usize..].fill(0);
+        self.copy_buffers.push(buffer.clone());
+        FlushWrite::Shared {
+            pos: lo - segment.start,
+            segment,
+            buffer,
+        }
+    }
+
+    /// An unshared copy buffer of at least `needed` and at most `room` bytes, reused when one
+    /// fits (`copy_buffers` keeps them; at most `COPY_BUFFERS_MAX`).
+    fn take_copy_buffer(&mut self, needed: usize, room: usize) -> Rc<IoBuffer> {
+        debug_assert!(needed <= room && needed.is_multiple_of(BLOCK_BYTES as usize));
+        let fits =
+            |b: &Rc<IoBuffer>| Rc::strong_count(b) == 1 && (needed..=room).contains(&b.len());
+        if let Some(i) = self.copy_buffers.iter().position(fits) {
+            return self.copy_buffers.swap_remove(i);
+        }
+        if self.copy_buffers.len() >= COPY_BUFFERS_MAX {
+            // Drop an unshared one to make room (shared ones are still being written).
+            if let Some(i) = self
+                .copy_buffers
+                .iter()
+                .position(|b| Rc::strong_count(b) == 1)
+            {
+                self.copy_buffers.swap_remove(i);
+            }
+        }
+        let step = (needed.next_power_of_two() / 16).max(BLOCK_BYTES as usize);
+        let len = needed.next_multiple_of(step).min(room);
+        Rc::new(runtime::alloc_io_buffer_long_lived(len))
     }
 
     /// Records a completed flush and evicts flushed chunks beyond the memory window.
@@ -1341,6 +1434,75 @@ pub(crate) mod tests {
                 tail.iter().all(|&b| b == 0),
                 "old bytes leaked past the log's end"
             );
+        });
+    }
+
+    #[test]
+    fn an_o_dsync_group_commit_spanning_chunks_is_one_write_per_segment_and_recovers_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let s = CommitLogSettings {
+                dsync_writes: true,
+                ..settings(&root)
+            };
+            let mut log = CommitLog::open(s.clone(), 0, true, |_, _| {})
+                .await
+                .unwrap();
+            let mut positions = Vec::new();
+            let (mut coalesced, mut across_segments) = (0, 0);
+            let mut i = 0;
+            while i < 600 {
+                // Groups of 1 to 40 records (up to ~40 KiB: up to 6 chunks of 8 KiB).
+                let group = 1 + (i * 7) % 40;
+                for j in i..i + group {
+                    // Without flushing in between: the group is one commit.
+                    match append(&mut log, j) {
+                        Ok(p) => positions.push(p),
+                        Err(AppendError::NeedSegment) => {
+                            let next = prepare_segment(&s, log.next_segment_start()).await.unwrap();
+                            log.set_next_segment(next);
+                            positions.push(append(&mut log, j).unwrap());
+                        }
+                        Err(AppendError::NeedFlush) => break,
+                    }
+                }
+                i = positions.len();
+                let mut plan = log.plan_flush().expect("dirty");
+                let segments = plan.synced.len();
+                let dirty_chunks = plan.marks.len();
+                assert_eq!(plan.writes.len(), segments, "one write per segment");
+                coalesced += usize::from(dirty_chunks > segments);
+                across_segments += usize::from(segments > 1);
+                plan.execute().await.unwrap();
+                log.complete_flush(&plan);
+                assert_eq!(log.flushed_pos(), log.write_pos());
+                // Past the last record the file holds zeros, whatever a reused buffer held.
+                let end = log.write_pos();
+                let segment_start = log.segment_start_of(end);
+                let file = std::fs::read(s.dir.join(segment_file_name(segment_start))).unwrap();
+                assert!(
+                    file[(end - segment_start) as usize..]
+                        .iter()
+                        .all(|&b| b == 0),
+                    "old bytes past the log's end at {end}"
+                );
+            }
+            assert!(coalesced > 20, "{coalesced} groups spanned chunks");
+            assert!(across_segments > 0, "a group crossed into a new segment");
+            let end = log.write_pos();
+            check(&log, &positions).await;
+            // Recovery reads every record back from the files.
+            drop(log);
+            let mut seen = Vec::new();
+            let log = CommitLog::open(s.clone(), 0, true, |pos, bytes| {
+                seen.push((pos, bytes.len()))
+            })
+            .await
+            .unwrap();
+            assert_eq!(seen, positions);
+            assert_eq!(log.write_pos(), end);
+            check(&log, &positions).await;
         });
     }
 

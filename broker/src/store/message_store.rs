@@ -994,7 +994,7 @@ impl MessageStore {
     }
 
     async fn flush_once(&self) -> io::Result<bool> {
-        let Some(mut plan) = self.log.borrow().plan_flush() else {
+        let Some(mut plan) = self.log.borrow_mut().plan_flush() else {
             self.last_flush_ms.set(runtime::now_ms());
             return Ok(false);
         };
