@@ -141,7 +141,24 @@ pub fn java_string_hash(text: &str) -> i32 {
     // ASCII (tags, keys, ids: the common case) is one UTF-16 unit per byte; the store hashes
     // a key or two per message, and the byte loop is several times cheaper than encode_utf16.
     if text.is_ascii() {
-        return text.bytes().fold(0, |h, b| step(h, i32::from(b)));
+        // Four bytes a step: h*31^4 + b0*31^3 + b1*31^2 + b2*31 + b3 is the same sum under
+        // wrapping arithmetic, with a quarter of the dependent multiplies (index keys of 40+
+        // bytes made this hash 4 % of the store bench).
+        let mut quads = text.as_bytes().chunks_exact(4);
+        let mut h = 0i32;
+        for q in &mut quads {
+            let [b0, b1, b2, b3] = [q[0], q[1], q[2], q[3]].map(i32::from);
+            h = h
+                .wrapping_mul(31 * 31 * 31 * 31)
+                .wrapping_add(b0.wrapping_mul(31 * 31 * 31))
+                .wrapping_add(b1 * (31 * 31))
+                .wrapping_add(b2 * 31)
+                .wrapping_add(b3);
+        }
+        return quads
+            .remainder()
+            .iter()
+            .fold(h, |h, &b| step(h, i32::from(b)));
     }
     text.encode_utf16()
         .fold(0, |h, unit| step(h, i32::from(unit)))
@@ -638,6 +655,14 @@ mod tests {
         fn decoding_arbitrary_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode_record(&Bytes::from(data.clone()), true);
             let _ = decode_records(&Bytes::from(data), false);
+        }
+
+        #[test]
+        fn java_string_hash_of_ascii_is_the_one_unit_at_a_time_hash(text in "[ -~]{0,64}") {
+            let expected = text
+                .encode_utf16()
+                .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)));
+            prop_assert_eq!(java_string_hash(&text), expected);
         }
 
         #[test]
