@@ -1368,6 +1368,35 @@ pub(crate) mod tests {
         }
     }
 
+    /// The last segment holds zeros from the log's end to `until` (its end when `None`).
+    fn assert_zeros_past_the_end(log: &CommitLog, s: &CommitLogSettings, until: Option<u64>) {
+        let end = log.write_pos();
+        let segment_start = log.segment_start_of(end);
+        let file = std::fs::read(s.dir.join(segment_file_name(segment_start))).unwrap();
+        let until = until.map_or(file.len(), |u| (u - segment_start) as usize);
+        assert!(
+            file[(end - segment_start) as usize..until]
+                .iter()
+                .all(|&b| b == 0),
+            "old bytes past the log's end at {end}"
+        );
+    }
+
+    /// Reopens the log: recovery finds every record, in order, and the same end.
+    async fn reopen_and_check(log: CommitLog, s: &CommitLogSettings, positions: &[(u64, usize)]) {
+        let end = log.write_pos();
+        drop(log);
+        let mut seen = Vec::new();
+        let log = CommitLog::open(s.clone(), 0, true, |pos, bytes| {
+            seen.push((pos, bytes.len()))
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, positions);
+        assert_eq!(log.write_pos(), end);
+        check(&log, positions).await;
+    }
+
     #[test]
     fn chunk_buffers_are_allocated_once_per_window_not_once_per_chunk() {
         let dir = tempfile::tempdir().unwrap();
@@ -1425,15 +1454,8 @@ pub(crate) mod tests {
             append_all(&mut log, &s, i..i + 1).await;
             flush(&mut log).await;
             let end = log.write_pos();
-            let segment_start = log.segment_start_of(end);
             assert_ne!(end % BLOCK_BYTES, 0, "the last block is partly used");
-            let file = std::fs::read(s.dir.join(segment_file_name(segment_start))).unwrap();
-            let tail =
-                &file[(end - segment_start) as usize..(align_up(end) - segment_start) as usize];
-            assert!(
-                tail.iter().all(|&b| b == 0),
-                "old bytes leaked past the log's end"
-            );
+            assert_zeros_past_the_end(&log, &s, Some(align_up(end)));
         });
     }
 
@@ -1478,31 +1500,12 @@ pub(crate) mod tests {
                 log.complete_flush(&plan);
                 assert_eq!(log.flushed_pos(), log.write_pos());
                 // Past the last record the file holds zeros, whatever a reused buffer held.
-                let end = log.write_pos();
-                let segment_start = log.segment_start_of(end);
-                let file = std::fs::read(s.dir.join(segment_file_name(segment_start))).unwrap();
-                assert!(
-                    file[(end - segment_start) as usize..]
-                        .iter()
-                        .all(|&b| b == 0),
-                    "old bytes past the log's end at {end}"
-                );
+                assert_zeros_past_the_end(&log, &s, None);
             }
             assert!(coalesced > 20, "{coalesced} groups spanned chunks");
             assert!(across_segments > 0, "a group crossed into a new segment");
-            let end = log.write_pos();
             check(&log, &positions).await;
-            // Recovery reads every record back from the files.
-            drop(log);
-            let mut seen = Vec::new();
-            let log = CommitLog::open(s.clone(), 0, true, |pos, bytes| {
-                seen.push((pos, bytes.len()))
-            })
-            .await
-            .unwrap();
-            assert_eq!(seen, positions);
-            assert_eq!(log.write_pos(), end);
-            check(&log, &positions).await;
+            reopen_and_check(log, &s, &positions).await;
         });
     }
 
@@ -1528,18 +1531,7 @@ pub(crate) mod tests {
             check(&log, &positions).await;
             assert!(log.read_slices(log.write_pos(), 1).is_err());
 
-            // Reopen: recovery finds every record, in order, and the same end.
-            let end = log.write_pos();
-            drop(log);
-            let mut seen = Vec::new();
-            let log = CommitLog::open(s.clone(), 0, true, |pos, bytes| {
-                seen.push((pos, bytes.len()))
-            })
-            .await
-            .unwrap();
-            assert_eq!(seen, positions);
-            assert_eq!(log.write_pos(), end);
-            check(&log, &positions).await;
+            reopen_and_check(log, &s, &positions).await;
         });
     }
 
