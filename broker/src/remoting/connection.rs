@@ -9,12 +9,10 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use thruster_client::protocol::{
     decode_frame, encode, encode_head, response_code, RemotingCommand, SerializeType,
 };
@@ -22,6 +20,7 @@ use tracing::{debug, warn};
 
 use super::server::ServerConfig;
 use crate::runtime::{self, IoBuffer, LocalSender, Semaphore, TcpStream};
+use thruster_client::glommio::SharedStream;
 
 /// Handles requests. Implemented by the name server and the broker.
 #[allow(async_fn_in_trait)] // processors live on one reactor; futures need not be Send
@@ -91,36 +90,6 @@ pub struct ConnectionContext {
     pub outbound: LocalSender<Reply>,
 }
 
-/// Lets the reader and the writer task share one socket on one reactor: each poll borrows it
-/// for the duration of that poll only.
-struct SharedStream(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for SharedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SharedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
-    }
-}
-
 /// Tail parts smaller than this are copied into the frame buffer (one write beats two).
 const TAIL_COPY_MAX_BYTES: usize = 4 * 1024;
 /// Bytes asked of the socket per read.
@@ -171,7 +140,7 @@ pub async fn serve_connection<P: RequestProcessor>(
 }
 
 async fn read_loop<P: RequestProcessor>(
-    mut stream: SharedStream,
+    mut stream: SharedStream<TcpStream>,
     context: &ConnectionContext,
     processor: Rc<P>,
     in_flight: Rc<Semaphore>,
@@ -280,7 +249,7 @@ async fn write_loop(
 }
 
 /// Writes what `out` holds.
-async fn flush(stream: &mut SharedStream, out: &mut BytesMut) -> Result<(), String> {
+async fn flush(stream: &mut SharedStream<TcpStream>, out: &mut BytesMut) -> Result<(), String> {
     if !out.is_empty() {
         stream.write_all(out).await.map_err(|e| e.to_string())?;
         out.clear();
@@ -292,7 +261,7 @@ async fn flush(stream: &mut SharedStream, out: &mut BytesMut) -> Result<(), Stri
 /// Small parts are copied into `out`; larger ones are written after flushing `out`.
 async fn write_with_tail(
     socket: &Rc<RefCell<TcpStream>>,
-    stream: &mut SharedStream,
+    stream: &mut SharedStream<TcpStream>,
     out: &mut BytesMut,
     reply: Reply,
 ) -> Result<(), String> {

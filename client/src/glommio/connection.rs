@@ -4,16 +4,15 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpStream;
 
+use super::SharedStream;
 use crate::core::error::{ClientError, ClientResult};
 use crate::protocol::{decode_frame, encode, RemotingCommand, FRAME_MAX_BYTES_DEFAULT};
 
@@ -21,36 +20,6 @@ use crate::protocol::{decode_frame, encode, RemotingCommand, FRAME_MAX_BYTES_DEF
 const OUTBOUND_CAPACITY: usize = 4096;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 const WRITE_BATCH_MAX_BYTES: usize = 256 * 1024;
-
-/// Lets the reader and the writer task share the socket: each poll borrows it only for the
-/// duration of that poll.
-struct Shared(Rc<RefCell<TcpStream>>);
-
-impl AsyncRead for Shared {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Shared {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
-    }
-}
 
 type Pending = Rc<RefCell<HashMap<i32, LocalSender<RemotingCommand>>>>;
 
@@ -84,7 +53,7 @@ impl Connection {
         let pending: Pending = Rc::default();
         let closed = Rc::new(Cell::new(false));
 
-        let mut writer = Shared(socket.clone());
+        let mut writer = SharedStream(socket.clone());
         let writer_closed = closed.clone();
         glommio::spawn_local(async move {
             let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
@@ -107,7 +76,7 @@ impl Connection {
         })
         .detach();
 
-        let mut reader = Shared(socket);
+        let mut reader = SharedStream(socket);
         let reader_pending = pending.clone();
         let reader_closed = closed.clone();
         glommio::spawn_local(async move {

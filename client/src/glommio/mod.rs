@@ -4,6 +4,7 @@
 //! what a load generator needs.
 
 mod connection;
+mod shared_stream;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use connection::Connection;
+pub use shared_stream::SharedStream;
 
 use crate::core::config::ClientConfig;
 use crate::core::error::{ClientError, ClientResult};
