@@ -44,8 +44,10 @@ const SCAN_READ_BYTES: usize = 8 << 20;
 /// the cap and cut window waits by 4, while raw writes are as fast at 8 as at 32. Segments
 /// are allocated ahead, so these writes never wait in io_uring's worker threads.
 pub const WRITES_IN_FLIGHT_MAX: usize = 32;
-/// Coalesced group-commit write buffers kept for reuse.
+/// Coalesced group-commit write buffers kept for reuse, and the largest kept (a group can be as
+/// large as the memory window; keeping those would hold that much memory for good).
 const COPY_BUFFERS_MAX: usize = 4;
+const COPY_BUFFER_KEPT_BYTES_MAX: usize = 4 << 20;
 /// Zeros written per I/O when preparing a segment.
 const PREWRITE_BYTES: usize = 1 << 20;
 
@@ -959,7 +961,9 @@ impl CommitLog {
         }
         // Past the last record the file gets zeros (the buffer holds an older group's bytes).
         bytes[(end - lo) as usize..].fill(0);
-        self.copy_buffers.push(buffer.clone());
+        if buffer.len() <= COPY_BUFFER_KEPT_BYTES_MAX {
+            self.copy_buffers.push(buffer.clone());
+        }
         FlushWrite::Shared {
             pos: lo - segment.start,
             segment,
