@@ -622,6 +622,10 @@ impl CommitLog {
                             && pos + total_size as u64 + BLANK_BYTES as u64 <= segment_end =>
                     {
                         match message::decode_record(&here, check_crc) {
+                            Ok(record) if record.looks_torn() => {
+                                warn!(file = %segment.path().display(), pos, topic = ?record.topic, "log end: torn record (zeros where its topic or properties should be)");
+                                return Ok(pos);
+                            }
                             Ok(record) if record.physical_offset == pos as i64 => {
                                 on_record(pos, &here.slice(..total_size));
                                 pos += total_size as u64;
@@ -1568,6 +1572,39 @@ pub(crate) mod tests {
                 refused,
                 "appends must stop when unflushed data exceeds the window"
             );
+        });
+    }
+
+    #[test]
+    fn a_record_whose_end_never_reached_the_disk_is_cut_though_its_body_crc_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let s = settings(&root);
+            let mut log = CommitLog::open(s.clone(), 0, true, |_, _| {})
+                .await
+                .unwrap();
+            let positions = append_all(&mut log, &s, 0..30).await;
+            flush(&mut log).await;
+            drop(log);
+            // As if the write holding record 20's last bytes (its topic and properties
+            // length) and everything after had not landed: zeros from there on.
+            let (pos, len) = positions[20];
+            let path = s.dir.join(segment_file_name(0));
+            let mut data = std::fs::read(&path).unwrap();
+            let torn_from = pos as usize + len - 3;
+            let end = (positions[29].0 as usize) + positions[29].1;
+            data[torn_from..end].fill(0);
+            std::fs::write(&path, &data).unwrap();
+            let mut seen = 0;
+            let log = CommitLog::open(s.clone(), 0, true, |_, _| seen += 1)
+                .await
+                .unwrap();
+            assert_eq!(
+                seen, 20,
+                "record 20 is torn: size, position and body CRC still hold"
+            );
+            assert_eq!(log.write_pos(), pos);
         });
     }
 

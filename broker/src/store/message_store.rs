@@ -1741,6 +1741,12 @@ mod tests {
                 store.put(long_topic).await.status,
                 PutStatus::MessageIllegal(_)
             ));
+            // Recovery reads a NUL in properties as a torn record: never stored.
+            let nul = message("T", 1, b"x", "Tag\0A", "");
+            assert!(matches!(
+                store.put(nul).await.status,
+                PutStatus::MessageIllegal(remark) if remark.contains("NUL")
+            ));
             store.shutdown().await.unwrap();
         });
     }

@@ -229,6 +229,10 @@ pub enum RecordLimitError {
     TopicTooLong(usize),
     #[error("properties of {0} bytes exceed the 32KB limit")]
     PropertiesTooLong(usize),
+    /// A stored record never holds a NUL in its topic or properties: recovery reads one as the
+    /// zeros of a write that never landed (see [`DecodedRecord::looks_torn`]).
+    #[error("the {0} contains a NUL character")]
+    NulCharacter(&'static str),
 }
 
 impl RecordRef<'_> {
@@ -239,6 +243,12 @@ impl RecordRef<'_> {
         }
         if self.properties.len() > PROPERTIES_MAX_BYTES {
             return Err(RecordLimitError::PropertiesTooLong(self.properties.len()));
+        }
+        if self.topic.contains('\0') {
+            return Err(RecordLimitError::NulCharacter("topic"));
+        }
+        if self.properties.contains('\0') {
+            return Err(RecordLimitError::NulCharacter("properties"));
         }
         Ok(())
     }
@@ -473,6 +483,18 @@ pub fn decode_record(bytes: &Bytes, check_crc: bool) -> Result<DecodedRecord, Re
         topic,
         properties,
     })
+}
+
+impl DecodedRecord {
+    /// Whether this record looks like one whose end never reached the disk: files read zeros
+    /// where a write did not land, and a record whose first part landed can still pass the
+    /// size, position and body-CRC checks (the CRC covers the body only) with zeros for its
+    /// topic or properties. `RecordRef::check_limits` keeps stored records free of NULs there,
+    /// so zeros in either mean a torn record. (Found by the store's model test: a record split
+    /// across two chunk writes, only the first written before a crash.)
+    pub fn looks_torn(&self) -> bool {
+        self.topic.is_empty() || self.topic.contains('\0') || self.properties.contains('\0')
+    }
 }
 
 /// Decodes every record of a pull/query body (records back to back).
