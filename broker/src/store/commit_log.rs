@@ -1575,31 +1575,45 @@ pub(crate) mod tests {
         });
     }
 
+    /// Writes records 0..30 into the first segment, lets `damage` change the file's bytes
+    /// (given the records' positions), reopens: the positions, how many records recovery
+    /// found, and the log.
+    async fn thirty_records_damaged(
+        s: &CommitLogSettings,
+        damage: impl FnOnce(&mut [u8], &[(u64, usize)]),
+    ) -> (Vec<(u64, usize)>, usize, CommitLog) {
+        let mut log = CommitLog::open(s.clone(), 0, true, |_, _| {})
+            .await
+            .unwrap();
+        let positions = append_all(&mut log, s, 0..30).await;
+        flush(&mut log).await;
+        drop(log);
+        let path = s.dir.join(segment_file_name(0));
+        let mut data = std::fs::read(&path).unwrap();
+        damage(&mut data, &positions);
+        std::fs::write(&path, &data).unwrap();
+        let mut seen = 0;
+        let log = CommitLog::open(s.clone(), 0, true, |_, _| seen += 1)
+            .await
+            .unwrap();
+        (positions, seen, log)
+    }
+
     #[test]
     fn a_record_whose_end_never_reached_the_disk_is_cut_though_its_body_crc_holds() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
         on_reactor(move || async move {
             let s = settings(&root);
-            let mut log = CommitLog::open(s.clone(), 0, true, |_, _| {})
-                .await
-                .unwrap();
-            let positions = append_all(&mut log, &s, 0..30).await;
-            flush(&mut log).await;
-            drop(log);
             // As if the write holding record 20's last bytes (its topic and properties
             // length) and everything after had not landed: zeros from there on.
-            let (pos, len) = positions[20];
-            let path = s.dir.join(segment_file_name(0));
-            let mut data = std::fs::read(&path).unwrap();
-            let torn_from = pos as usize + len - 3;
-            let end = (positions[29].0 as usize) + positions[29].1;
-            data[torn_from..end].fill(0);
-            std::fs::write(&path, &data).unwrap();
-            let mut seen = 0;
-            let log = CommitLog::open(s.clone(), 0, true, |_, _| seen += 1)
-                .await
-                .unwrap();
+            let (positions, seen, log) = thirty_records_damaged(&s, |data, positions| {
+                let (pos, len) = positions[20];
+                let end = (positions[29].0 as usize) + positions[29].1;
+                data[pos as usize + len - 3..end].fill(0);
+            })
+            .await;
+            let pos = positions[20].0;
             assert_eq!(
                 seen, 20,
                 "record 20 is torn: size, position and body CRC still hold"
@@ -1614,22 +1628,13 @@ pub(crate) mod tests {
         let root = dir.path().to_owned();
         on_reactor(move || async move {
             let s = settings(&root);
-            let mut log = CommitLog::open(s.clone(), 0, true, |_, _| {})
-                .await
-                .unwrap();
-            let positions = append_all(&mut log, &s, 0..30).await;
-            flush(&mut log).await;
-            drop(log);
             // Flip a body byte of record 20: records 20.. are lost, 0..20 survive.
+            let (positions, seen, mut log) = thirty_records_damaged(&s, |data, positions| {
+                data[positions[20].0 as usize + 95] ^= 0xFF;
+            })
+            .await;
             let (pos, _) = positions[20];
             let path = s.dir.join(segment_file_name(0));
-            let mut data = std::fs::read(&path).unwrap();
-            data[pos as usize + 95] ^= 0xFF;
-            std::fs::write(&path, &data).unwrap();
-            let mut seen = 0;
-            let mut log = CommitLog::open(s.clone(), 0, true, |_, _| seen += 1)
-                .await
-                .unwrap();
             assert_eq!(seen, 20);
             assert_eq!(log.write_pos(), pos);
             // What followed the cut was zeroed, so it can never come back.
