@@ -13,7 +13,7 @@ use thruster_client::protocol::body::perm;
 use thruster_client::protocol::header::pull::{
     pull_sys_flag, PullMessageRequestHeader, PullMessageResponseHeader,
 };
-use thruster_client::protocol::message::java_string_hash;
+use thruster_client::protocol::message::tag_code;
 use thruster_client::protocol::{response_code, RemotingCommand};
 
 use super::{BrokerProcessor, Handled};
@@ -39,11 +39,7 @@ impl TagFilter {
     pub fn from_expression(expression: &str) -> TagFilter {
         match expression_tags(expression) {
             None => TagFilter::All,
-            Some(tags) => TagFilter::Codes(
-                tags.iter()
-                    .map(|t| i64::from(java_string_hash(t)))
-                    .collect(),
-            ),
+            Some(tags) => TagFilter::Codes(tags.iter().map(|t| tag_code(t)).collect()),
         }
     }
 
@@ -254,6 +250,7 @@ fn respond(request: &RemotingCommand, requested_offset: i64, result: GetResult) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use thruster_client::protocol::message::java_string_hash;
 
     #[test]
     fn tag_expressions_become_hash_sets() {

@@ -1229,7 +1229,7 @@ fn dispatch_to(
                 CqEntry {
                     phys_offset: record.pos,
                     size: record.size,
-                    tags_code: tags.map_or(0, |t| i64::from(message::java_string_hash(t))),
+                    tags_code: tags.map_or(0, message::tag_code),
                 },
             )
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;

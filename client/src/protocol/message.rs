@@ -164,9 +164,10 @@ pub fn java_string_hash(text: &str) -> i32 {
         .fold(0, |h, unit| step(h, i32::from(unit)))
 }
 
-/// The ConsumeQueue tag code of a message: hash of its TAGS, 0 without tags.
-pub fn tags_code(properties: &str) -> i64 {
-    find_property(properties, property::TAGS).map_or(0, |tags| i64::from(java_string_hash(tags)))
+/// The ConsumeQueue tag code of a TAGS value (a message without tags has code 0), which
+/// subscriptions match by the same code.
+pub fn tag_code(tags: &str) -> i64 {
+    i64::from(java_string_hash(tags))
 }
 
 /// BODYCRC: CRC32 (IEEE) & 0x7FFFFFFF.
@@ -650,6 +651,7 @@ mod tests {
         assert_eq!(java_string_hash("é"), 0xE9);
         assert_eq!(java_string_hash("a😀"), (97 * 31 + 0xD83D) * 31 + 0xDE00);
         assert_eq!(java_string_hash("é"), 233);
+        let tags_code = |text| find_property(text, property::TAGS).map_or(0, tag_code);
         assert_eq!(tags_code(text), i64::from(java_string_hash("TagB")));
         assert_eq!(tags_code(""), 0);
     }
