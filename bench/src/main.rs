@@ -73,6 +73,13 @@ struct TargetCli {
     /// Label of this run in outputs.
     #[arg(long)]
     label: Option<String>,
+    /// Route like any RocketMQ client: ignore a Thruster broker's shard map (one-name mode
+    /// advertises one), so requests go wherever the name server's routes say.
+    #[arg(long)]
+    plain: bool,
+    /// The broker's process id: report its CPU (from /proc) per message over the run.
+    #[arg(long)]
+    broker_pid: Option<u32>,
 }
 
 #[derive(Args, Clone)]
@@ -134,7 +141,8 @@ struct DiskCli {
 
 #[derive(Args, Clone)]
 struct CompareCli {
-    /// Targets as NAME=NAMESRV, two or more; the first is the one ratios are about.
+    /// Targets as NAME=NAMESRV or NAME=NAMESRV@BROKER_PID (then the broker's CPU per message
+    /// is reported), two or more; the first is the one ratios are about.
     #[arg(long = "target", required = true)]
     targets: Vec<String>,
     #[arg(long, default_value_t = 3)]
@@ -155,7 +163,7 @@ fn main() {
         Command::Compare(a) => a
             .targets
             .iter()
-            .filter_map(|t| t.split_once('=').map(|(_, addr)| addr))
+            .filter_map(|t| parse_target(t).ok().map(|t| t.namesrv))
             .collect(),
         Command::Disk(_) => Vec::new(),
     };
@@ -193,6 +201,7 @@ fn common(args: &TargetCli) -> Common {
         cpus: args.cpus.clone(),
         duration: Duration::from_secs_f64(args.duration_s),
         operations: args.messages,
+        plain: args.plain,
     }
 }
 
@@ -229,7 +238,7 @@ fn run_and_report_target(
     run: impl FnOnce(&Arc<AtomicU64>) -> std::io::Result<RunResult>,
 ) -> Result<(), String> {
     let label = target.label.clone().unwrap_or_else(|| name.to_owned());
-    let (summary, histogram) = measure(&label, run)?;
+    let (summary, histogram) = measure(&label, target.broker_pid, run)?;
     println!("{}\n{}", Summary::table_header(), summary.table_row());
     if let Some(out) = &target.out {
         write_outputs(out, &[(summary, histogram)], name)?;
@@ -237,11 +246,17 @@ fn run_and_report_target(
     Ok(())
 }
 
-/// Runs one workload with a progress bar; returns its summary and histogram.
+/// Runs one workload with a progress bar; returns its summary and histogram, with the broker's
+/// CPU per operation when its pid is given.
 fn measure(
     label: &str,
+    broker_pid: Option<u32>,
     run: impl FnOnce(&Arc<AtomicU64>) -> std::io::Result<RunResult>,
 ) -> Result<(Summary, Histogram<u64>), String> {
+    let broker_cpu =
+        |pid: u32| cpu::process_cpu_time(pid).map_err(|e| format!("broker pid {pid}: {e}"));
+    let broker_before = broker_pid.map(broker_cpu).transpose()?;
+    let started = Instant::now();
     let progress = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let bar = indicatif::ProgressBar::new_spinner();
@@ -285,6 +300,13 @@ fn measure(
     );
     summary.generator_cores = result.cpu_cores;
     summary.generator_saturated = result.saturated;
+    if let (Some(pid), Some(before)) = (broker_pid, broker_before) {
+        // The whole run, its warm-up sends included: a slight overestimate per message.
+        let spent = broker_cpu(pid)?.saturating_sub(before);
+        summary.broker_cpu_us_per_op =
+            Some(spent.as_secs_f64() * 1e6 / summary.operations.max(1) as f64);
+        summary.broker_cores = Some(spent.as_secs_f64() / started.elapsed().as_secs_f64());
+    }
     Ok((summary, result.histogram))
 }
 
@@ -362,15 +384,40 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// One `compare` target.
+#[derive(Debug, PartialEq)]
+struct Target<'a> {
+    name: &'a str,
+    namesrv: &'a str,
+    broker_pid: Option<u32>,
+}
+
+/// `NAME=NAMESRV` or `NAME=NAMESRV@BROKER_PID`.
+fn parse_target(text: &str) -> Result<Target<'_>, String> {
+    let (name, rest) = text
+        .split_once('=')
+        .ok_or_else(|| format!("--target {text:?}: expected NAME=NAMESRV[@BROKER_PID]"))?;
+    let (namesrv, broker_pid) = match rest.split_once('@') {
+        Some((addr, pid)) => {
+            let pid = pid
+                .parse()
+                .map_err(|e| format!("--target {text:?}: broker pid: {e}"))?;
+            (addr, Some(pid))
+        }
+        None => (rest, None),
+    };
+    Ok(Target {
+        name,
+        namesrv,
+        broker_pid,
+    })
+}
+
 fn run_compare(args: &CompareCli) -> Result<(), String> {
-    let targets: Vec<(String, String)> = args
+    let targets: Vec<Target> = args
         .targets
         .iter()
-        .map(|t| {
-            t.split_once('=')
-                .map(|(n, a)| (n.to_owned(), a.to_owned()))
-                .ok_or_else(|| format!("--target {t:?}: expected NAME=NAMESRV"))
-        })
+        .map(|t| parse_target(t))
         .collect::<Result<_, _>>()?;
     if targets.len() < 2 {
         return Err("compare needs two targets or more".into());
@@ -380,15 +427,17 @@ fn run_compare(args: &CompareCli) -> Result<(), String> {
     let mut by_target: Vec<Vec<Summary>> = vec![Vec::new(); targets.len()];
     println!("{}", Summary::table_header());
     for round in 0..args.rounds {
-        for (t, (name, namesrv)) in targets.iter().enumerate() {
+        for (t, target) in targets.iter().enumerate() {
             let mut produce = produce_args(&args.produce);
-            produce.common.namesrv = namesrv.clone();
-            let label = format!("{name} r{round}");
-            let (summary, histogram) = measure(&label, |progress| match args.workload.as_str() {
-                "consume" => workloads::consume(&produce.common, false, progress),
-                "e2e" => workloads::e2e(&produce, progress).map(|(_, c)| c),
-                _ => run_produce(&produce, progress),
-            })?;
+            produce.common.namesrv = target.namesrv.to_owned();
+            let label = format!("{} r{round}", target.name);
+            let pid = target.broker_pid;
+            let (summary, histogram) =
+                measure(&label, pid, |progress| match args.workload.as_str() {
+                    "consume" => workloads::consume(&produce.common, false, progress),
+                    "e2e" => workloads::e2e(&produce, progress).map(|(_, c)| c),
+                    _ => run_produce(&produce, progress),
+                })?;
             println!("{}", summary.table_row());
             by_target[t].push(summary.clone());
             runs.push((summary, histogram));
@@ -396,9 +445,10 @@ fn run_compare(args: &CompareCli) -> Result<(), String> {
     }
     println!(
         "\nratios, {} vs each other target (per round, then the median):",
-        targets[0].0
+        targets[0].name
     );
-    for (t, (name, _)) in targets.iter().enumerate().skip(1) {
+    for (t, target) in targets.iter().enumerate().skip(1) {
+        let name = target.name;
         let mut throughput: Vec<f64> = (0..args.rounds)
             .map(|r| by_target[0][r].ops_per_s / by_target[t][r].ops_per_s.max(1e-9))
             .collect();
@@ -421,16 +471,28 @@ fn run_compare(args: &CompareCli) -> Result<(), String> {
         );
         println!(
             "  vs {name}: p99 {name}/{} ×[{}] median {:.2}",
-            targets[0].0,
+            targets[0].name,
             show(&p99),
             median(&mut p99)
         );
         println!(
             "  vs {name}: p99.9 {name}/{} ×[{}] median {:.2}",
-            targets[0].0,
+            targets[0].name,
             show(&p999),
             median(&mut p999)
         );
+        let cpu = |r: usize, t: usize| by_target[t][r].broker_cpu_us_per_op;
+        let mut cpu_ratio: Vec<f64> = (0..args.rounds)
+            .filter_map(|r| Some(cpu(r, 0)? / cpu(r, t)?.max(1e-9)))
+            .collect();
+        if !cpu_ratio.is_empty() {
+            println!(
+                "  vs {name}: broker CPU per message {}/{name} ×[{}] median {:.2}",
+                targets[0].name,
+                show(&cpu_ratio),
+                median(&mut cpu_ratio)
+            );
+        }
     }
     if let Some(out) = &args.produce.target.out {
         write_outputs(out, &runs, &format!("{} latency", args.workload))?;
@@ -441,6 +503,21 @@ fn run_compare(args: &CompareCli) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_name_a_name_server_and_maybe_a_broker_pid() {
+        assert_eq!(
+            parse_target("a=127.0.0.1:9876@42"),
+            Ok(Target {
+                name: "a",
+                namesrv: "127.0.0.1:9876",
+                broker_pid: Some(42)
+            })
+        );
+        assert_eq!(parse_target("b=127.0.0.1:9876").unwrap().broker_pid, None);
+        assert!(parse_target("127.0.0.1:9876").is_err());
+        assert!(parse_target("a=127.0.0.1:9876@x").is_err());
+    }
 
     #[test]
     fn median_of_rounds() {

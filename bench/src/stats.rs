@@ -49,6 +49,11 @@ pub struct Summary {
     /// Set when a generator thread used most of a core: the figures may be the generator's
     /// limit, not the target's.
     pub generator_saturated: bool,
+    /// Broker CPU (user + system, whole process, from `/proc`) over the run, per operation,
+    /// microseconds; set with `--broker-pid`.
+    pub broker_cpu_us_per_op: Option<f64>,
+    /// Broker CPU over the run, in cores.
+    pub broker_cores: Option<f64>,
 }
 
 impl Summary {
@@ -76,19 +81,31 @@ impl Summary {
             max_us: histogram.max(),
             generator_cores: 0.0,
             generator_saturated: false,
+            broker_cpu_us_per_op: None,
+            broker_cores: None,
         }
     }
 
     pub fn table_header() -> String {
         format!(
-            "{:<28} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            "run", "ops/s", "MB/s", "p50", "p90", "p99", "p99.9", "p99.99", "max", "errors"
+            "{:<28} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>14}",
+            "run",
+            "ops/s",
+            "MB/s",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "p99.99",
+            "max",
+            "errors",
+            "broker µs/op"
         )
     }
 
     pub fn table_row(&self) -> String {
         format!(
-            "{:<28} {:>10.0} {:>11.1} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}{}",
+            "{:<28} {:>10.0} {:>11.1} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>14}{}",
             self.name,
             self.ops_per_s,
             self.mb_per_s,
@@ -99,6 +116,10 @@ impl Summary {
             fmt_us(self.p9999_us),
             fmt_us(self.max_us),
             self.errors,
+            match (self.broker_cpu_us_per_op, self.broker_cores) {
+                (Some(us), Some(cores)) => format!("{us:.2} ({cores:.2}c)"),
+                _ => "-".to_owned(),
+            },
             if self.generator_saturated {
                 "  (generator saturated a core: this may be its limit)"
             } else {

@@ -42,6 +42,8 @@ pub struct Common {
     pub duration: Duration,
     /// Stop after this many operations (all threads), if set.
     pub operations: Option<u64>,
+    /// Route like any RocketMQ client: ignore a Thruster broker's shard map.
+    pub plain: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -167,8 +169,9 @@ where
 }
 
 fn client(common: &Common, group: &str) -> Rc<Client> {
-    let config =
+    let mut config =
         ClientConfig::new(&common.namesrv).expect("name server address checked by the CLI");
+    config.shard_aware = !common.plain;
     Client::new(config, group)
 }
 
