@@ -32,13 +32,24 @@ const CLIENT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// step.
 const LISTENERS_MAX: u64 = 3;
 
+/// Where a shard accepts connections.
+pub enum Listen {
+    /// One broker name: the shared ports (main and VIP, SO_REUSEPORT on every shard), plus a
+    /// port of the shard's own for shard-aware clients.
+    Shared(Vec<SocketAddr>),
+    /// A broker per shard: the listeners the binary bound for this shard alone (its port, and
+    /// its VIP port if enabled). Bound before any shard starts, so a port that is taken fails
+    /// the start at once and clearly.
+    Own(Vec<std::net::TcpListener>),
+}
+
 /// Everything a shard needs to start; built by the binary.
 pub struct ShardStart {
     pub config: Arc<BrokerConfig>,
-    /// `brokerIP1:listenPort`, published and used as store host.
+    /// The address this shard is known by (`brokerIP1:port`), published and used as store
+    /// host: the broker's in one-name mode, the shard's own with a broker per shard.
     pub broker_addr: SocketAddr,
-    /// Where to accept (main port, and the VIP port if enabled).
-    pub listen_addrs: Vec<SocketAddr>,
+    pub listen: Listen,
     pub mesh: MeshBuilder<MeshMessage>,
     pub shard_count: usize,
     pub stop: Arc<AtomicBool>,
@@ -51,11 +62,12 @@ pub struct ShardStart {
 }
 
 /// Runs one shard until the stop flag is set, then shuts it down cleanly.
-pub async fn run_shard(start: ShardStart) -> io::Result<()> {
+pub async fn run_shard(mut start: ShardStart) -> io::Result<()> {
     let ready = start.ready.clone();
+    let listen = std::mem::replace(&mut start.listen, Listen::Shared(Vec::new()));
     let started = async {
         let (shard, processor) = open_shard(&start).await?;
-        let own_addr = start_serving(&start, &shard, &processor).await?;
+        let own_addr = start_serving(&start, listen, &shard, &processor).await?;
         Ok::<_, io::Error>((shard, own_addr))
     };
     match started.await {
@@ -96,6 +108,7 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
         config.clone(),
         store,
         start.broker_addr,
+        config.shard_broker_name(id),
         topics,
         offsets,
         senders,
@@ -116,30 +129,50 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
     Ok((shard, processor))
 }
 
-/// Accepts on the shared ports and on the shard's own port, and starts the background loops;
-/// shard 0 registers with the name servers once before the broker reports itself ready, so
-/// clients find its routes. Returns the shard's own (advertised) address.
+/// The listeners of one shard and the address it is known by on its own port.
+fn bind_listeners(
+    config: &BrokerConfig,
+    shard_id: usize,
+    broker_addr: SocketAddr,
+    listen: Listen,
+) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
+    match listen {
+        Listen::Own(listeners) => {
+            let listeners = listeners.into_iter().map(TcpListener::from_std).collect();
+            Ok((listeners, broker_addr))
+        }
+        Listen::Shared(addrs) => {
+            let own_port = match config.shard_listen_port_base {
+                0 => 0,
+                base => base
+                    .checked_add(shard_id as u16)
+                    .ok_or_else(|| io::Error::other("shardListenPortBase + shard id overflows"))?,
+            };
+            let own_listener = TcpListener::bind(SocketAddr::new(config.bind_address, own_port))?;
+            let own_addr = SocketAddr::new(config.broker_ip1, own_listener.local_addr()?.port());
+            let mut listeners = addrs
+                .iter()
+                .map(|addr| TcpListener::bind_shared(*addr))
+                .collect::<io::Result<Vec<_>>>()?;
+            listeners.push(own_listener);
+            Ok((listeners, own_addr))
+        }
+    }
+}
+
+/// Accepts on the shard's listeners and starts the background loops; shard 0 registers with
+/// the name servers once before the broker reports itself ready, so clients find its routes.
+/// Returns the shard's own (advertised) address.
 async fn start_serving(
     start: &ShardStart,
+    listen: Listen,
     shard: &Rc<Shard>,
     processor: &Rc<BrokerProcessor>,
 ) -> io::Result<SocketAddr> {
     let config = &start.config;
-    let own_port = match config.shard_listen_port_base {
-        0 => 0,
-        base => base
-            .checked_add(shard.id as u16)
-            .ok_or_else(|| io::Error::other("shardListenPortBase + shard id overflows"))?,
-    };
-    let own_listener = TcpListener::bind(SocketAddr::new(config.bind_address, own_port))?;
-    let own_addr = SocketAddr::new(config.broker_ip1, own_listener.local_addr()?.port());
-    let listeners = start
-        .listen_addrs
-        .iter()
-        .map(|addr| TcpListener::bind_shared(*addr))
-        .chain(std::iter::once(Ok(own_listener)));
-    for (i, listener) in listeners.enumerate() {
-        let listener = listener?;
+    let (listeners, own_addr) = bind_listeners(config, shard.id, start.broker_addr, listen)?;
+    assert!(listeners.len() as u64 <= LISTENERS_MAX);
+    for (i, listener) in listeners.into_iter().enumerate() {
         let server_config = ServerConfig {
             first_connection_id: i as u64,
             connection_id_step: LISTENERS_MAX,
@@ -240,31 +273,144 @@ fn spawn_client_scanner(shard: Rc<Shard>, expired_ms: u64) {
     });
 }
 
-/// Shard count is part of the store's layout (queue ownership follows it): a store written
-/// with N shards must be opened with N. Records the count on first start.
-pub fn check_shard_count(config: &BrokerConfig) -> Result<(), String> {
+/// The shard count is part of the store's layout (queue ownership follows it), and with several
+/// shards so is the routing mode: each shard a broker keeps its own queue ids and ConsumeQueue
+/// tree, one broker name spreads one set of queues over the shards. A store must be opened as
+/// it was written. Records both on first start (`<storePathRootDir>/shards`: the count, then
+/// `brokerPerShard` or `oneName`; a count alone was written before the mode existed, in one-name
+/// mode).
+pub fn check_store_layout(config: &BrokerConfig) -> Result<(), String> {
     let root = &config.store_path_root_dir;
     std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
     let path = root.join("shards");
+    let wanted = StoreLayout::of(config);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let recorded: usize = text
-                .trim()
-                .parse()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            if recorded != config.shards {
+            let recorded =
+                StoreLayout::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            if recorded.shards != wanted.shards {
                 return Err(format!(
-                    "the store at {} was written by {recorded} shards; start with shards={recorded} \
+                    "the store at {} was written by {} shards; start with shards={} \
                      (queue ownership depends on the shard count)",
-                    root.display()
+                    root.display(),
+                    recorded.shards,
+                    recorded.shards
+                ));
+            }
+            if recorded.shards > 1 && recorded.broker_per_shard != wanted.broker_per_shard {
+                return Err(format!(
+                    "the store at {} was written with brokerPerShard={}; start with \
+                     brokerPerShard={} (queue ids and ConsumeQueue files depend on it)",
+                    root.display(),
+                    recorded.broker_per_shard,
+                    recorded.broker_per_shard
                 ));
             }
             Ok(())
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::write(&path, format!("{}\n", config.shards))
-                .map_err(|e| format!("writing {}: {e}", path.display()))
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::write(&path, wanted.render())
+            .map_err(|e| format!("writing {}: {e}", path.display())),
         Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
+/// What `<storePathRootDir>/shards` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoreLayout {
+    shards: usize,
+    broker_per_shard: bool,
+}
+
+impl StoreLayout {
+    const BROKER_PER_SHARD: &'static str = "brokerPerShard";
+    const ONE_NAME: &'static str = "oneName";
+
+    fn of(config: &BrokerConfig) -> StoreLayout {
+        StoreLayout {
+            shards: config.shards,
+            broker_per_shard: config.broker_per_shard,
+        }
+    }
+
+    fn parse(text: &str) -> Result<StoreLayout, String> {
+        let mut words = text.split_whitespace();
+        let shards = words
+            .next()
+            .ok_or("empty")?
+            .parse()
+            .map_err(|e| format!("shard count: {e}"))?;
+        let broker_per_shard = match words.next() {
+            None | Some(Self::ONE_NAME) => false,
+            Some(Self::BROKER_PER_SHARD) => true,
+            Some(other) => return Err(format!("unknown routing mode {other:?}")),
+        };
+        Ok(StoreLayout {
+            shards,
+            broker_per_shard,
+        })
+    }
+
+    fn render(&self) -> String {
+        let mode = if self.broker_per_shard {
+            Self::BROKER_PER_SHARD
+        } else {
+            Self::ONE_NAME
+        };
+        format!("{} {mode}\n", self.shards)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_layout_round_trips_and_reads_the_old_count_only_file() {
+        for layout in [
+            StoreLayout {
+                shards: 2,
+                broker_per_shard: true,
+            },
+            StoreLayout {
+                shards: 3,
+                broker_per_shard: false,
+            },
+        ] {
+            assert_eq!(StoreLayout::parse(&layout.render()), Ok(layout));
+        }
+        let old = StoreLayout::parse("2\n").unwrap();
+        assert_eq!((old.shards, old.broker_per_shard), (2, false));
+        assert!(StoreLayout::parse("2 sideways\n").is_err());
+        assert!(StoreLayout::parse("").is_err());
+    }
+
+    #[test]
+    fn a_store_refuses_another_routing_mode_only_with_several_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig {
+            store_path_root_dir: dir.path().to_owned(),
+            shards: 2,
+            broker_per_shard: false,
+            ..BrokerConfig::default()
+        };
+        check_store_layout(&config).unwrap();
+        config.broker_per_shard = true;
+        let refused = check_store_layout(&config).unwrap_err();
+        assert!(refused.contains("brokerPerShard=false"), "{refused}");
+        config.shards = 3;
+        assert!(check_store_layout(&config)
+            .unwrap_err()
+            .contains("shards=2"));
+
+        let one = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig {
+            store_path_root_dir: one.path().to_owned(),
+            shards: 1,
+            broker_per_shard: false,
+            ..BrokerConfig::default()
+        };
+        check_store_layout(&config).unwrap();
+        config.broker_per_shard = true;
+        check_store_layout(&config).expect("one shard has one layout in both modes");
     }
 }

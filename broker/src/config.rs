@@ -62,8 +62,17 @@ pub struct BrokerConfig {
     pub io_memory_bytes: usize,
     /// `messageDelayLevel`, in milliseconds per level (level 1 first).
     pub delay_levels_ms: Vec<u64>,
-    /// Shard `i` also accepts on its own port, `shardListenPortBase + i` (0: free ports), which
-    /// shard-aware clients use so their requests never cross cores.
+    /// `brokerPerShard` (default): every shard is a broker of its own to clients and name
+    /// servers (`shard_broker_name`, `shard_listen_port`), with its own queues, so any
+    /// RocketMQ client sends each request to the shard that owns it. `false`: one broker name
+    /// for the process, whose queues are spread over the shards (`owner_of`); requests for
+    /// another shard's queue hop there.
+    pub broker_per_shard: bool,
+    /// `shardPortStep`: with `broker_per_shard`, shard `i` listens on `listenPort + i × step`
+    /// (its VIP port 2 below, its HA port 1 above, as for any RocketMQ broker).
+    pub shard_port_step: u16,
+    /// One-name mode only: shard `i` also accepts on its own port, `shardListenPortBase + i`
+    /// (0: free ports), which shard-aware clients use so their requests never cross cores.
     pub shard_listen_port_base: u16,
     /// CommitLog bytes each shard keeps in memory for tail reads (and before write-out);
     /// older data is read from the files (sendfile). `None`: the store's default.
@@ -112,6 +121,8 @@ impl Default for BrokerConfig {
             pin_shards: true,
             io_memory_bytes: 2 << 20,
             memory_window_bytes: None,
+            broker_per_shard: true,
+            shard_port_step: 10,
             shard_listen_port_base: 0,
             delay_levels_ms: crate::processor::schedule::parse_delay_levels(
                 "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h",
@@ -251,6 +262,13 @@ impl BrokerConfig {
                 self.delay_levels_ms = crate::processor::schedule::parse_delay_levels(value)?
             }
             "shardListenPortBase" => self.shard_listen_port_base = parse(key, value)?,
+            "brokerPerShard" => self.broker_per_shard = parse(key, value)?,
+            "shardPortStep" => {
+                self.shard_port_step = parse(key, value)?;
+                if self.shard_port_step < 3 {
+                    return Err("shardPortStep must be at least 3 (VIP, main and HA ports)".into());
+                }
+            }
             "memoryWindowBytes" => self.memory_window_bytes = Some(parse(key, value)?),
             _ if NOT_SUPPORTED_KEYS.contains(&key) => return Ok(Applied::NotSupported),
             _ => return Ok(Applied::Unknown),
@@ -263,6 +281,34 @@ impl BrokerConfig {
         SocketAddr::new(self.broker_ip1, self.listen_port)
     }
 
+    /// The name shard `shard` registers under: `brokerName` for one shard or in one-name mode,
+    /// else `brokerName-s<shard>`.
+    pub fn shard_broker_name(&self, shard: usize) -> String {
+        if self.broker_per_shard && self.shards > 1 {
+            format!("{}-s{shard}", self.broker_name)
+        } else {
+            self.broker_name.clone()
+        }
+    }
+
+    /// With `broker_per_shard`, the port shard `shard` listens on: `listenPort + shard × step`
+    /// (0 stays 0: a free port). `None` when the port does not fit in 16 bits.
+    pub fn shard_listen_port(&self, shard: usize) -> Option<u16> {
+        if self.listen_port == 0 {
+            return Some(0);
+        }
+        let offset = u16::try_from(shard)
+            .ok()?
+            .checked_mul(self.shard_port_step)?;
+        self.listen_port.checked_add(offset)
+    }
+
+    /// Whether each shard keeps its ConsumeQueues in a tree of its own: with several shards
+    /// each a broker, queue ids are per shard, so two shards have a queue 0 of one topic.
+    pub fn consume_queue_per_shard(&self) -> bool {
+        self.broker_per_shard && self.shards > 1
+    }
+
     /// The store settings of shard `shard_id`.
     pub fn store_config(&self, shard_id: u8) -> StoreConfig {
         let base =
@@ -270,6 +316,7 @@ impl BrokerConfig {
         StoreConfig {
             shard_id,
             shard_count: self.shards as u8,
+            consume_queue_per_shard: self.consume_queue_per_shard(),
             segment_bytes: self.mapped_file_size_commit_log,
             flush_interval_ms: self.flush_interval_commit_log_ms,
             flush_least_bytes: self.flush_commit_log_least_pages * 4096,

@@ -89,8 +89,8 @@ def push(namesrv, group, topic, model):
 
     def on_message(msg):
         emit(event="received", body=text(msg.body), queue=msg.queue_id,
-             offset=msg.queue_offset, topic=text(msg.topic), tags=text(msg.tags),
-             keys=text(msg.keys))
+             offset=msg.queue_offset, commit_log_offset=msg.commit_log_offset,
+             topic=text(msg.topic), tags=text(msg.tags), keys=text(msg.keys))
 
     consumer.subscribe(topic, on_message)
     consumer.start()
@@ -100,8 +100,18 @@ def push(namesrv, group, topic, model):
     emit(event="done")
 
 
+class PullConsumerByBroker(PullConsumer):
+    """The wrapper's PullConsumer keys its local offsets by topic@queueId, so when a topic has
+    queues on two brokers (any RocketMQ cluster with two masters, or Thruster's broker per
+    shard) both brokers' queue 0 share one offset: messages are skipped or read twice. The key
+    names the broker here; the pulling itself is the wrapper's and the C++ client's own."""
+
+    def _get_mq_key(self, mq):
+        return "%s@%s@%s" % (mq.topic, mq.brokerName, mq.queueId)
+
+
 def pull(namesrv, group, topic, expect, timeout_s):
-    consumer = PullConsumer(group)
+    consumer = PullConsumerByBroker(group)
     consumer.set_namesrv_addr(namesrv)
     consumer.start()
     received = 0
@@ -110,7 +120,7 @@ def pull(namesrv, group, topic, expect, timeout_s):
         for msg in consumer.pull(topic):
             received += 1
             emit(event="received", body=text(msg.body), queue=msg.queue_id,
-                 offset=msg.queue_offset)
+                 offset=msg.queue_offset, commit_log_offset=msg.commit_log_offset)
     consumer.shutdown()
     emit(event="done", received=received)
 

@@ -259,17 +259,25 @@ impl Client {
     }
 
     /// Sends `request` with a fresh opaque and returns the response with that opaque.
-    pub fn invoke(&mut self, mut request: RemotingCommand) -> RemotingCommand {
+    pub fn invoke(&mut self, request: RemotingCommand) -> RemotingCommand {
+        self.try_invoke(request).expect("a response")
+    }
+
+    /// `invoke` that reports a failed or closed connection instead of panicking (for tests
+    /// that kill the server under load).
+    pub fn try_invoke(&mut self, mut request: RemotingCommand) -> io::Result<RemotingCommand> {
         request.opaque = self.next_opaque;
         self.next_opaque += 1;
-        self.send(&request).expect("send");
+        self.send(&request)?;
         loop {
-            let response = self
-                .read_command()
-                .expect("read response")
-                .expect("connection closed before the response");
+            let response = self.read_command()?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before the response",
+                )
+            })?;
             if response.is_response() && response.opaque == request.opaque {
-                return response;
+                return Ok(response);
             }
         }
     }
@@ -313,6 +321,25 @@ impl Client {
             }
         }
     }
+}
+
+/// A port `p` such that every `p + offset` is free right now (for a server that must come back
+/// on the same ports after a restart, so it cannot take port 0). Another process may still take
+/// one before the server binds it; the ephemeral range makes that unlikely.
+pub fn free_port_block(offsets: &[u16]) -> u16 {
+    for _ in 0..100 {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let base = probe.local_addr().expect("bound").port();
+        drop(probe);
+        let free = offsets.iter().all(|&offset| {
+            base.checked_add(offset)
+                .is_some_and(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no block of free ports found in 100 tries");
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.

@@ -26,10 +26,18 @@ use thruster_tests::{wait_until, Client, ServerProcess};
 const QUEUES: i32 = 4;
 
 fn start(shards: usize) -> (ServerProcess, ServerProcess) {
+    start_with(shards, &[])
+}
+
+fn start_with(shards: usize, extra: &[&str]) -> (ServerProcess, ServerProcess) {
     let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
-    let broker = ServerProcess::broker(namesrv.addr, shards, &[]);
+    let broker = ServerProcess::broker(namesrv.addr, shards, extra);
     (namesrv, broker)
 }
+
+/// One broker name for the process: queues spread over the shards, requests hop to owners.
+/// For tests that address all of a topic's queues through one connection.
+const ONE_NAME: &str = "brokerPerShard=false";
 
 fn create_topic(client: &mut Client, topic: &str) {
     let response = client.invoke(RemotingCommand::request(
@@ -162,7 +170,7 @@ fn offset_of(response: &RemotingCommand) -> i64 {
 
 #[test]
 fn topics_messages_and_offsets_survive_a_restart() {
-    let (_namesrv, broker) = start(2);
+    let (_namesrv, broker) = start_with(2, &[ONE_NAME]);
     let mut client = Client::connect(broker.addr);
     create_topic(&mut client, "Durable");
     let mut sent = vec![Vec::new(); QUEUES as usize];
@@ -239,7 +247,7 @@ fn topics_messages_and_offsets_survive_a_restart() {
 
 #[test]
 fn a_parked_pull_is_answered_by_the_next_send_to_its_queue_not_by_its_timeout() {
-    let (_namesrv, broker) = start(2);
+    let (_namesrv, broker) = start_with(2, &[ONE_NAME]);
     let mut setup = Client::connect(broker.addr);
     create_topic(&mut setup, "LongPoll");
     create_topic(&mut setup, "LongPollOther");
@@ -283,7 +291,8 @@ fn a_parked_pull_is_answered_by_the_next_send_to_its_queue_not_by_its_timeout() 
 
 #[test]
 fn requests_for_other_shards_hop_and_are_counted_and_ids_lead_back() {
-    let (_namesrv, broker) = start(2);
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let broker = ServerProcess::broker(namesrv.addr, 2, &[ONE_NAME]);
     let mut client = Client::connect(broker.addr);
     create_topic(&mut client, "Hops");
     let mut ids = Vec::new();
@@ -321,6 +330,200 @@ fn requests_for_other_shards_hop_and_are_counted_and_ids_lead_back() {
         assert_eq!(record.body.as_ref(), format!("h-{queue}").as_bytes());
     }
     assert_eq!(shards.len(), 2, "both shards stored messages");
+}
+
+/// The route of `topic` from the name server at `namesrv`.
+fn route_of(namesrv: std::net::SocketAddr, topic: &str) -> body::TopicRouteData {
+    let mut ns = Client::connect(namesrv);
+    let route = ns.invoke(RemotingCommand::request(
+        rc::GET_ROUTEINFO_BY_TOPIC,
+        &GetRouteInfoRequestHeader {
+            topic: topic.into(),
+            accept_standard_json_only: None,
+        },
+    ));
+    assert_eq!(route.code, response_code::SUCCESS, "{:?}", route.remark);
+    decode_lenient("route", &route.body).unwrap()
+}
+
+fn runtime_info(client: &mut Client) -> std::collections::BTreeMap<String, String> {
+    let info = client.invoke(RemotingCommand::request(
+        rc::GET_BROKER_RUNTIME_INFO,
+        &EmptyHeader {},
+    ));
+    let table: KvTable = decode_lenient("runtime info", &info.body).unwrap();
+    table.table.into_iter().collect()
+}
+
+/// `topic`'s brokers from the name server, sorted by name: (name, address, write queues).
+fn shard_brokers(
+    namesrv: std::net::SocketAddr,
+    topic: &str,
+) -> Vec<(String, std::net::SocketAddr, i32)> {
+    let route = route_of(namesrv, topic);
+    let mut brokers: Vec<_> = route
+        .broker_datas
+        .iter()
+        .map(|b| {
+            let addr = b.master_addr().expect("a master").parse().unwrap();
+            let queues = route
+                .queue_datas
+                .iter()
+                .find(|q| q.broker_name == b.broker_name)
+                .map_or(0, |q| q.write_queue_nums);
+            (b.broker_name.clone(), addr, queues)
+        })
+        .collect();
+    brokers.sort();
+    brokers
+}
+
+#[test]
+fn each_shard_is_a_broker_of_its_own_and_no_request_hops() {
+    // The default: every shard registers as a broker with its own name, port and share of each
+    // topic's queues, so a client that follows the routes (any RocketMQ client) reaches the
+    // owner directly.
+    let (namesrv, broker) = start(2);
+    let mut admin = Client::connect(broker.addr);
+    create_topic(&mut admin, "PerShard");
+    let brokers = shard_brokers(namesrv.addr, "PerShard");
+    assert_eq!(brokers.len(), 2, "one broker per shard: {brokers:?}");
+    let base = brokers[0].0.strip_suffix("-s0").expect("shard 0's name");
+    assert_eq!(brokers[1].0, format!("{base}-s1"));
+    assert_eq!(
+        brokers[0].1, broker.addr,
+        "shard 0 is the broker's main port"
+    );
+    assert_ne!(brokers[0].1, brokers[1].1);
+    assert_eq!(
+        brokers.iter().map(|b| b.2).sum::<i32>(),
+        QUEUES,
+        "the topic's queues in all, whatever the shard count: {brokers:?}"
+    );
+    for (shard, (name, addr, queues)) in brokers.iter().enumerate() {
+        let mut client = Client::connect(*addr);
+        for queue in 0..*queues {
+            let body = format!("{name}-{queue}");
+            let response = send(&mut client, "PerShard", queue, &body);
+            let (host, offset) = decode_offset_msg_id(&response.msg_id).expect("offsetMsgId");
+            assert_eq!(host, *addr, "the id leads back to the shard's own port");
+            assert_eq!(offset >> 56, shard as i64, "stored by the shard itself");
+            let viewed = client.invoke(RemotingCommand::request(
+                rc::VIEW_MESSAGE_BY_ID,
+                &ViewMessageRequestHeader {
+                    offset,
+                    topic: None,
+                    broker_name: None,
+                },
+            ));
+            assert_eq!(viewed.code, response_code::SUCCESS);
+            let record = &decode_records(&viewed.body, true).unwrap()[0];
+            assert_eq!(record.body.as_ref(), body.as_bytes());
+            assert_eq!(record.queue_id, queue, "queue ids are the shard's own");
+            assert_eq!(pull_bodies(&mut client, "PerShard", queue), vec![body]);
+        }
+        // A queue id past this shard's share is refused, as past a broker's queues.
+        let mut past = v2_header("PerShard", *queues, None);
+        past.e = *queues;
+        let refused = client
+            .invoke(RemotingCommand::request(rc::SEND_MESSAGE_V2, &past).with_body(b"x".to_vec()));
+        assert_eq!(
+            refused.code,
+            response_code::SYSTEM_ERROR,
+            "{:?}",
+            refused.remark
+        );
+        let info = runtime_info(&mut client);
+        assert_eq!(info["crossShardHops"], "0", "{name}");
+        assert_eq!(info["msgPutTotalTodayNow"], queues.to_string(), "{name}");
+        assert!(
+            !info.contains_key("thrusterShards"),
+            "no shard map to follow: every broker name is one shard"
+        );
+    }
+}
+
+#[test]
+fn a_broker_killed_under_load_restarts_at_once_on_its_ports_with_every_acknowledged_message() {
+    // Fixed ports (a restart must come back where clients and name servers know it): shard 0
+    // on `port` with its VIP port 2 below, shard 1 on `port + 10` (shardPortStep) likewise.
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let port = thruster_tests::free_port_block(&[0, 2, 10, 12]) + 2;
+    let listen = format!("listenPort={port}");
+    let broker = ServerProcess::broker(namesrv.addr, 2, &[&listen, "flushDiskType=SYNC_FLUSH"]);
+    assert_eq!(broker.addr.port(), port);
+    let mut admin = Client::connect(broker.addr);
+    create_topic(&mut admin, "KillLoad");
+    let brokers = shard_brokers(namesrv.addr, "KillLoad");
+    let shard_addrs: Vec<_> = brokers.iter().map(|b| b.1).collect();
+    assert_eq!(
+        shard_addrs,
+        [
+            broker.addr,
+            std::net::SocketAddr::from(([127, 0, 0, 1], port + 10))
+        ]
+    );
+    // One synchronous sender per shard broker until its connection dies; it keeps what was
+    // acknowledged, and the one body in flight when the connection broke.
+    let senders: Vec<_> = brokers
+        .iter()
+        .enumerate()
+        .map(|(shard, &(_, addr, queues))| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                let mut acked = vec![BTreeSet::new(); queues as usize];
+                for i in 0.. {
+                    let queue = i % queues;
+                    let body = format!("s{shard}-{i}");
+                    let header = v2_header("KillLoad", queue, None);
+                    let request = RemotingCommand::request(rc::SEND_MESSAGE_V2, &header)
+                        .with_body(body.clone().into_bytes());
+                    match client.try_invoke(request) {
+                        Ok(response) if response.code == response_code::SUCCESS => {
+                            acked[queue as usize].insert(body);
+                        }
+                        _ => return (acked, body),
+                    }
+                }
+                unreachable!("the loop ends when the broker dies")
+            })
+        })
+        .collect();
+    let mut watcher = Client::connect(broker.addr);
+    let loaded = wait_until(Duration::from_secs(30), || {
+        let put: u64 = runtime_info(&mut watcher)["msgPutTotalTodayNow"]
+            .parse()
+            .unwrap();
+        put >= 100
+    });
+    assert!(loaded, "shard 0 stored 100 messages under load");
+    // SIGKILL mid-load, then the same program, arguments and store at once.
+    let broker = broker.restart();
+    assert_eq!(broker.addr.port(), port, "back on the same port");
+    for (shard, sender) in senders.into_iter().enumerate() {
+        let (acked, in_flight) = sender.join().unwrap();
+        assert!(
+            acked.iter().any(|q| !q.is_empty()),
+            "shard {shard} acknowledged sends"
+        );
+        let mut client = Client::connect(shard_addrs[shard]);
+        for queue in 0..brokers[shard].2 {
+            let stored: BTreeSet<String> = pull_bodies(&mut client, "KillLoad", queue)
+                .into_iter()
+                .collect();
+            let acked = &acked[queue as usize];
+            assert!(
+                stored.is_superset(acked),
+                "shard {shard} queue {queue}: acknowledged but lost: {:?}",
+                acked.difference(&stored).collect::<Vec<_>>()
+            );
+            let unacked: Vec<_> = stored.difference(acked).collect();
+            assert!(
+                unacked.is_empty() || unacked == [&in_flight],
+                "shard {shard} queue {queue}: only the send in flight may be there unacknowledged: {unacked:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -376,27 +579,18 @@ fn standalone_serves_routes_from_its_embedded_name_server() {
     assert_eq!(broker.listening[0].0, "thruster-namesrv");
     let mut client = Client::connect(broker_addr);
     create_topic(&mut client, "Standalone");
-    let mut ns = Client::connect(namesrv_addr);
-    let route = ns.invoke(RemotingCommand::request(
-        rc::GET_ROUTEINFO_BY_TOPIC,
-        &GetRouteInfoRequestHeader {
-            topic: "Standalone".into(),
-            accept_standard_json_only: None,
-        },
-    ));
-    assert_eq!(route.code, response_code::SUCCESS, "{:?}", route.remark);
-    let route: body::TopicRouteData = decode_lenient("route", &route.body).unwrap();
-    assert_eq!(route.queue_datas[0].write_queue_nums, QUEUES);
-    assert_eq!(
-        route.broker_datas[0].master_addr(),
-        Some(broker_addr.to_string().as_str())
-    );
+    // The topic's queues, over the shards' brokers; shard 0 is the printed address.
+    let brokers = shard_brokers(namesrv_addr, "Standalone");
+    assert_eq!(brokers.iter().map(|b| b.2).sum::<i32>(), QUEUES);
+    assert_eq!(brokers[0].1, broker_addr);
 }
 
 #[test]
 fn sync_flush_acknowledged_sends_survive_kill_9() {
     let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
-    let broker = ServerProcess::broker(namesrv.addr, 2, &["flushDiskType=SYNC_FLUSH"]);
+    // One connection addresses all of the topic's queues: one broker name over both shards
+    // (a_broker_killed_under_load_… covers a broker per shard).
+    let broker = ServerProcess::broker(namesrv.addr, 2, &[ONE_NAME, "flushDiskType=SYNC_FLUSH"]);
     let mut client = Client::connect(broker.addr);
     create_topic(&mut client, "Crash");
     let mut acked = vec![Vec::new(); QUEUES as usize];
@@ -637,9 +831,11 @@ fn delayed_messages_arrive_after_their_level_and_failed_ones_retry_then_die() {
     create_topic(&mut client, "Delayed");
 
     // DELAY=1: stored now, readable in its queue only once its level's delay has passed.
+    // (Queue 1: with a broker per shard, shard 0 has queues 0 and 1 of the topic's 4; the
+    // schedule, retry and dead-letter queues are its own.)
     let header = v2_header(
         "Delayed",
-        2,
+        1,
         Some(encode_properties([("DELAY", "1"), ("TAGS", "t")])),
     );
     let response = client.invoke(
@@ -652,7 +848,7 @@ fn delayed_messages_arrive_after_their_level_and_failed_ones_retry_then_die() {
         response.remark
     );
     assert!(
-        pull_records(&mut client, "Delayed", 2).is_empty(),
+        pull_records(&mut client, "Delayed", 1).is_empty(),
         "not delivered at once"
     );
     // It waits in the level's schedule queue, remembering where it belongs.
@@ -661,8 +857,8 @@ fn delayed_messages_arrive_after_their_level_and_failed_ones_retry_then_die() {
         find_property(&scheduled.properties, "REAL_TOPIC"),
         Some("Delayed")
     );
-    assert_eq!(find_property(&scheduled.properties, "REAL_QID"), Some("2"));
-    let delivered = first_record_within(&mut client, "Delayed", 2, Duration::from_secs(20));
+    assert_eq!(find_property(&scheduled.properties, "REAL_QID"), Some("1"));
+    let delivered = first_record_within(&mut client, "Delayed", 1, Duration::from_secs(20));
     assert_eq!(delivered.body.as_ref(), b"later");
     assert!(
         delivered.store_timestamp >= scheduled.store_timestamp + 1_000,
@@ -713,7 +909,7 @@ fn a_clean_stop_under_load_keeps_every_acknowledged_message() {
     use std::sync::{Arc, Mutex};
     // ASYNC_FLUSH: acknowledged messages may still be in memory when SIGTERM arrives; the
     // shutdown must flush them.
-    let (_namesrv, broker) = start(2);
+    let (_namesrv, broker) = start_with(2, &[ONE_NAME]);
     let mut client = Client::connect(broker.addr);
     create_topic(&mut client, "Stopping");
     drop(client);

@@ -1,7 +1,7 @@
 //! `thruster-broker` with an unchanged, independent client: the Apache RocketMQ C++ client
 //! 2.x from PyPI `rocketmq==0.4.4` (see `thruster_tests::cpp_client`). Each test starts its
-//! own name server and a two-shard broker on free ports, so queues of one topic live on both
-//! shards and requests cross between them.
+//! own name server and a two-shard broker on free ports in the default mode, where each shard
+//! is a broker of its own: a topic has queues on both, and the client reaches each directly.
 //!
 //! Assertions are on exact message sets: what the client acknowledged is what consumers get.
 
@@ -43,6 +43,22 @@ fn produce(
         assert_eq!(event["status"], 0, "{mode} send not OK: {event}");
     }
     sent
+}
+
+/// (shard, queue id).
+type QueueKey = (i64, i64);
+
+/// The queue a received message came from: (shard, queue id). With a broker per shard two
+/// brokers have a queue 0; Thruster's CommitLog offsets carry the shard in their top byte,
+/// and the C++ client reports the offset (it does not report the broker's name).
+fn queue_of(event: &Value) -> QueueKey {
+    let commit_log_offset = event["commit_log_offset"]
+        .as_i64()
+        .expect("commit_log_offset");
+    (
+        commit_log_offset >> 56,
+        event["queue"].as_i64().expect("queue"),
+    )
 }
 
 fn bodies(events: &[Value]) -> Vec<String> {
@@ -90,23 +106,69 @@ fn sync_async_oneway_and_batch_sends_are_stored_and_pulled_exactly() {
         "no duplicates, nothing missing: {got:?}"
     );
     assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), all);
-    // Sends without a queue were spread over the topic's 4 queues (two per shard).
-    let queues: BTreeSet<i64> = received
-        .iter()
-        .map(|e| e["queue"].as_i64().unwrap())
-        .collect();
-    assert_eq!(queues, (0..4).collect());
-    // An unchanged client talks to whichever shard accepted its connection: the requests for
-    // the other shard's queues hop (the native client's shard-aware path avoids that).
-    let mut client = Client::connect(broker.addr);
-    let info = client.invoke(RemotingCommand::request(
-        rc::GET_BROKER_RUNTIME_INFO,
-        &thruster_client::protocol::header::EmptyHeader {},
+    // The send that created the topic was routed by the template's route, where each shard
+    // promises the client's 4 queues: each shard has 4. Sends without a queue were spread
+    // over all of them.
+    let shard_brokers = broker_queues(&namesrv, topic);
+    assert_eq!(
+        shard_brokers.len(),
+        2,
+        "a broker per shard: {shard_brokers:?}"
+    );
+    assert_eq!(shard_brokers[0].0, broker.addr);
+    assert!(shard_brokers.iter().all(|b| b.1 == 4), "{shard_brokers:?}");
+    let queues: BTreeSet<QueueKey> = received.iter().map(queue_of).collect();
+    assert_eq!(
+        queues,
+        (0..2).flat_map(|s| (0..4).map(move |q| (s, q))).collect()
+    );
+    // The unchanged client followed the routes to each shard's own port: both shards stored
+    // messages and no request crossed between them.
+    for (addr, _) in shard_brokers {
+        let mut client = Client::connect(addr);
+        let info = client.invoke(RemotingCommand::request(
+            rc::GET_BROKER_RUNTIME_INFO,
+            &thruster_client::protocol::header::EmptyHeader {},
+        ));
+        let table: thruster_client::protocol::body::KvTable =
+            decode_lenient("runtime info", &info.body).unwrap();
+        assert_eq!(table.table["crossShardHops"], "0", "{addr}");
+        let puts: u64 = table.table["msgPutTotalTodayNow"].parse().unwrap();
+        assert!(puts > 0, "the shard at {addr} stored some of the messages");
+    }
+}
+
+/// The brokers in `topic`'s route, sorted by broker name: address and write queues.
+fn broker_queues(namesrv: &ServerProcess, topic: &str) -> Vec<(std::net::SocketAddr, i32)> {
+    use thruster_client::protocol::header::namesrv::GetRouteInfoRequestHeader;
+    let mut ns = Client::connect(namesrv.addr);
+    let route = ns.invoke(RemotingCommand::request(
+        rc::GET_ROUTEINFO_BY_TOPIC,
+        &GetRouteInfoRequestHeader {
+            topic: topic.into(),
+            accept_standard_json_only: None,
+        },
     ));
-    let table: thruster_client::protocol::body::KvTable =
-        decode_lenient("runtime info", &info.body).unwrap();
-    let hops: u64 = table.table["crossShardHops"].parse().unwrap();
-    assert!(hops > 0, "expected hops from an unchanged client");
+    let route: thruster_client::protocol::body::TopicRouteData =
+        decode_lenient("route", &route.body).unwrap();
+    let mut brokers: Vec<_> = route
+        .broker_datas
+        .iter()
+        .map(|b| {
+            let queues = route
+                .queue_datas
+                .iter()
+                .find(|q| q.broker_name == b.broker_name)
+                .map_or(0, |q| q.write_queue_nums);
+            let addr = b.master_addr().unwrap().parse().unwrap();
+            (b.broker_name.clone(), addr, queues)
+        })
+        .collect();
+    brokers.sort();
+    brokers
+        .into_iter()
+        .map(|(_, addr, queues)| (addr, queues))
+        .collect()
 }
 
 #[test]
@@ -129,19 +191,19 @@ fn ordered_send_by_sharding_key_keeps_each_key_in_one_queue_in_order() {
         expected("ord", 30)
     );
     // Per key: one queue, and queue offsets in send order.
-    let mut by_key: BTreeMap<i64, Vec<(usize, i64, i64)>> = BTreeMap::new();
+    let mut by_key: BTreeMap<i64, Vec<(usize, QueueKey, i64)>> = BTreeMap::new();
     for event in &received {
         let body = event["body"].as_str().unwrap();
         let index: usize = body.trim_start_matches("ord-").parse().unwrap();
         by_key.entry(key_of[body]).or_default().push((
             index,
-            event["queue"].as_i64().unwrap(),
+            queue_of(event),
             event["offset"].as_i64().unwrap(),
         ));
     }
     assert_eq!(by_key.len(), 3);
     for (key, mut messages) in by_key {
-        let queues: BTreeSet<i64> = messages.iter().map(|m| m.1).collect();
+        let queues: BTreeSet<QueueKey> = messages.iter().map(|m| m.1).collect();
         assert_eq!(queues.len(), 1, "key {key} spread over {queues:?}");
         messages.sort();
         let offsets: Vec<i64> = messages.iter().map(|m| m.2).collect();
@@ -152,18 +214,20 @@ fn ordered_send_by_sharding_key_keeps_each_key_in_one_queue_in_order() {
     }
 }
 
-/// Sends probe messages (one to each queue, by sharding key) until every consumer has
-/// received probes and, in the last full round, each queue's probe reached exactly
-/// `per_queue` consumers: then assignments have settled. Returns the probe bodies.
+/// Sends probe messages (one to each of the topic's queues on every broker, by sharding key)
+/// until every consumer has received probes and, in the last full round, each queue's probe
+/// reached exactly `per_queue` consumers: then assignments have settled.
 fn settle_with_probes(
     namesrv: &ServerProcess,
     topic: &str,
     consumers: &[&ClientProcess],
     per_queue: usize,
 ) {
+    let queues: i32 = broker_queues(namesrv, topic).iter().map(|b| b.1).sum();
+    let queues = queues as usize;
     for round in 0..40 {
         let prefix = format!("probe{round}");
-        produce(namesrv, topic, "each-queue", 4, &prefix);
+        produce(namesrv, topic, "each-queue", queues, &prefix);
         let mut reached: BTreeMap<String, usize> = BTreeMap::new();
         let mut everyone = true;
         for consumer in consumers {
@@ -179,21 +243,21 @@ fn settle_with_probes(
             }
             everyone &= got_any;
         }
-        if everyone && reached.len() == 4 && reached.values().all(|&n| n == per_queue) {
+        if everyone && reached.len() == queues && reached.values().all(|&n| n == per_queue) {
             return;
         }
     }
     panic!("consumers did not settle on an assignment");
 }
 
-fn received_bodies(events: &[Value], prefix: &str) -> Vec<(String, i64)> {
+fn received_bodies(events: &[Value], prefix: &str) -> Vec<(String, QueueKey)> {
     events
         .iter()
         .filter(|e| e["event"] == "received")
         .filter_map(|e| {
             let body = e["body"].as_str()?;
             body.starts_with(prefix)
-                .then(|| (body.to_owned(), e["queue"].as_i64().unwrap()))
+                .then(|| (body.to_owned(), queue_of(e)))
         })
         .collect()
 }
@@ -227,7 +291,7 @@ fn push_clustering_two_consumers_split_the_queues_and_get_every_message_once() {
     let (namesrv, broker) = start_cluster();
     let topic = "CppClustering";
     let group = "CppClusterGroup";
-    // The topic exists before the consumers subscribe (4 queues, two per shard).
+    // The topic exists before the consumers subscribe (4 queues on each shard).
     produce(&namesrv, topic, "sync", 1, "create");
     let (a, b) = two_push_consumers(&namesrv, &broker, group, topic, "clustering");
     settle_with_probes(&namesrv, topic, &[&a, &b], 1);
@@ -253,8 +317,8 @@ fn push_clustering_two_consumers_split_the_queues_and_get_every_message_once() {
         all.into_iter().collect::<BTreeSet<_>>(),
         expected("msg", 200)
     );
-    let queues_a: BTreeSet<i64> = got_a.iter().map(|m| m.1).collect();
-    let queues_b: BTreeSet<i64> = got_b.iter().map(|m| m.1).collect();
+    let queues_a: BTreeSet<QueueKey> = got_a.iter().map(|m| m.1).collect();
+    let queues_b: BTreeSet<QueueKey> = got_b.iter().map(|m| m.1).collect();
     assert!(
         !queues_a.is_empty() && !queues_b.is_empty(),
         "both consumers got queues"

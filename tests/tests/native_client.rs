@@ -173,7 +173,10 @@ async fn orderly_sends_keep_keys_in_order_and_offsets_commit() {
 use std::sync::{Arc, Mutex};
 use thruster_client::tokio::{ConsumeResult, MessageModel, PushConsumer, PushConsumerConfig};
 
-type Received = Arc<Mutex<Vec<(String, i32)>>>;
+/// A queue, broker-wide: the store host (with a broker per shard, the shard's own address) and
+/// the queue id there.
+type QueueKey = (std::net::SocketAddr, i32);
+type Received = Arc<Mutex<Vec<(String, QueueKey)>>>;
 
 async fn push_consumer(
     ns: &str,
@@ -198,7 +201,10 @@ async fn push_consumer(
         .start(move |messages| {
             let mut sink = sink.lock().unwrap();
             for m in messages {
-                sink.push((String::from_utf8(m.body.to_vec()).unwrap(), m.queue_id));
+                sink.push((
+                    String::from_utf8(m.body.to_vec()).unwrap(),
+                    (m.store_host, m.queue_id),
+                ));
             }
             ConsumeResult::Success
         })
@@ -217,8 +223,12 @@ async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Queues of a topic the first send creates: the client's 4 on each of the broker's 2 shards
+/// (the send was routed by the template's route, where every shard offers 4).
+const AUTO_CREATED_QUEUES: usize = 4 * 2;
+
 async fn create_topic(producer: &Producer, topic: &str) {
-    // The first send creates the topic (4 queues); consumers then see its route.
+    // The first send creates the topic (AUTO_CREATED_QUEUES); consumers then see its route.
     producer.send(Message::new(topic, "create")).await.unwrap();
 }
 
@@ -235,7 +245,7 @@ async fn produce(producer: &Producer, topic: &str, prefix: &str, count: usize) -
     sent
 }
 
-fn bodies_with(received: &Received, prefix: &str) -> Vec<(String, i32)> {
+fn bodies_with(received: &Received, prefix: &str) -> Vec<(String, QueueKey)> {
     received
         .lock()
         .unwrap()
@@ -271,8 +281,8 @@ async fn two_push_consumers_split_queues_and_a_leaver_hands_over_without_loss() 
         home.path(),
     )
     .await;
-    // Settled: the topic's 4 queues split between the two, disjoint.
-    wait_for("a 2/2 split", || {
+    // Settled: the topic's queues split evenly between the two, disjoint.
+    wait_for("an even split", || {
         let qa: Vec<_> = a
             .assigned_queues()
             .into_iter()
@@ -283,7 +293,9 @@ async fn two_push_consumers_split_queues_and_a_leaver_hands_over_without_loss() 
             .into_iter()
             .filter(|q| q.topic == topic)
             .collect();
-        qa.len() == 2 && qb.len() == 2 && qa.iter().all(|q| !qb.contains(q))
+        qa.len() == AUTO_CREATED_QUEUES / 2
+            && qb.len() == AUTO_CREATED_QUEUES / 2
+            && qa.iter().all(|q| !qb.contains(q))
     })
     .await;
     let first = produce(&producer, topic, "first", 200).await;
@@ -295,8 +307,8 @@ async fn two_push_consumers_split_queues_and_a_leaver_hands_over_without_loss() 
     assert_eq!(in_a.len() + in_b.len(), 200, "every message exactly once");
     let all: BTreeSet<String> = in_a.iter().chain(&in_b).map(|m| m.0.clone()).collect();
     assert_eq!(all, first);
-    let queues_a: BTreeSet<i32> = in_a.iter().map(|m| m.1).collect();
-    let queues_b: BTreeSet<i32> = in_b.iter().map(|m| m.1).collect();
+    let queues_a: BTreeSet<QueueKey> = in_a.iter().map(|m| m.1).collect();
+    let queues_b: BTreeSet<QueueKey> = in_b.iter().map(|m| m.1).collect();
     assert!(
         queues_a.is_disjoint(&queues_b),
         "{queues_a:?} / {queues_b:?}"
@@ -304,12 +316,12 @@ async fn two_push_consumers_split_queues_and_a_leaver_hands_over_without_loss() 
 
     // b leaves (commits its offsets, unregisters); a takes over all queues.
     b.shutdown().await;
-    wait_for("a holding all 4 queues", || {
+    wait_for("a holding all the queues", || {
         a.assigned_queues()
             .iter()
             .filter(|q| q.topic == topic)
             .count()
-            == 4
+            == AUTO_CREATED_QUEUES
     })
     .await;
     let second = produce(&producer, topic, "second", 100).await;
@@ -358,7 +370,8 @@ async fn broadcasting_push_consumers_each_get_everything() {
     )
     .await;
     wait_for("both holding every queue", || {
-        a.assigned_queues().len() == 4 && b.assigned_queues().len() == 4
+        a.assigned_queues().len() == AUTO_CREATED_QUEUES
+            && b.assigned_queues().len() == AUTO_CREATED_QUEUES
     })
     .await;
     let sent = produce(&producer, topic, "bc", 100).await;
@@ -422,7 +435,10 @@ async fn workload(ns: &str, topic: &str, shard_aware: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_aware_requests_never_cross_cores_and_plain_ones_do() {
-    let (namesrv, broker) = start();
+    // One broker name for the process (not the default): its queues are spread over the
+    // shards, which the shard-aware client follows and a plain one does not.
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let broker = ServerProcess::broker(namesrv.addr, 2, &["brokerPerShard=false"]);
     let ns = namesrv.addr.to_string();
     // Create the topics first (auto-creation itself is not a client request hop).
     let setup = Producer::new(ProducerConfig::new("hops-setup", &ns).unwrap());

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Parser;
-use thruster_broker::broker::{check_shard_count, run_shard, ShardStart};
+use thruster_broker::broker::{check_store_layout, run_shard, Listen, ShardStart};
 use thruster_broker::config::{parse_namesrv_addrs, Applied, BrokerConfig};
 use thruster_broker::namesrv::{self, NamesrvConfig};
 use thruster_broker::runtime::{self, ReactorConfig};
@@ -88,7 +88,7 @@ fn load_config(args: &Args) -> Result<BrokerConfig, String> {
 
 fn run(args: Args) -> Result<(), String> {
     let mut config = load_config(&args)?;
-    check_shard_count(&config)?;
+    check_store_layout(&config)?;
     block_stop_signals()?;
 
     if args.standalone {
@@ -99,19 +99,7 @@ fn run(args: Args) -> Result<(), String> {
         warn!("no name server configured (namesrvAddr, -n or --standalone): clients cannot find this broker");
     }
 
-    // Resolve the ports before any shard binds them with SO_REUSEPORT, and fail clearly if
-    // another process holds them.
-    let requested_port = config.listen_port;
-    let main_addr = runtime::reserve_port(SocketAddr::new(config.bind_address, requested_port))
-        .map_err(|e| e.to_string())?;
-    config.listen_port = main_addr.port();
-    let mut listen_addrs = vec![main_addr];
-    if config.vip_channel_enable {
-        let vip_port = requested_port.saturating_sub(2);
-        let vip = runtime::reserve_port(SocketAddr::new(config.bind_address, vip_port))
-            .map_err(|e| format!("VIP port (listenPort-2): {e}"))?;
-        listen_addrs.push(vip);
-    }
+    let mut listens = bind_listeners(&mut config)?;
     let broker_addr = config.broker_addr();
     let shard_count = config.shards;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -121,11 +109,23 @@ fn run(args: Args) -> Result<(), String> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let shard_addrs = Arc::new(std::sync::OnceLock::new());
     let mut handles = Vec::new();
+    if let ShardListens::Own(own) = &listens {
+        // Known before any shard starts: shard 0 registers them all before reporting ready.
+        let addrs = own.iter().map(|(addr, _)| *addr).collect();
+        let _ = shard_addrs.set(addrs);
+    }
     for i in 0..shard_count {
+        let (broker_addr, listen) = match &mut listens {
+            ShardListens::Shared(addrs) => (broker_addr, Listen::Shared(addrs.clone())),
+            ShardListens::Own(own) => {
+                let (addr, listeners) = &mut own[i];
+                (*addr, Listen::Own(std::mem::take(listeners)))
+            }
+        };
         let start = ShardStart {
             config: config.clone(),
             broker_addr,
-            listen_addrs: listen_addrs.clone(),
+            listen,
             mesh: mesh.clone(),
             shard_count,
             stop: stop.clone(),
@@ -160,7 +160,7 @@ fn run(args: Args) -> Result<(), String> {
         "every shard reported its address"
     );
     let _ = shard_addrs.set(own_addrs.clone());
-    info!(%broker_addr, shards = shard_count, listen = ?listen_addrs, shard_addrs = ?own_addrs, "broker serving");
+    info!(%broker_addr, shards = shard_count, broker_per_shard = config.broker_per_shard, shard_addrs = ?own_addrs, "broker serving");
     // The one stdout line: tests and scripts read the address from it.
     println!("thruster-broker listening on {broker_addr}");
     let _ = std::io::stdout().flush();
@@ -183,6 +183,54 @@ fn run(args: Args) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Where the shards accept, bound or checked before any shard starts.
+enum ShardListens {
+    /// One broker name: the shared addresses every shard binds with SO_REUSEPORT.
+    Shared(Vec<SocketAddr>),
+    /// A broker per shard: each shard's address and its listeners (port, VIP port).
+    Own(Vec<(SocketAddr, Vec<std::net::TcpListener>)>),
+}
+
+/// Binds (a broker per shard) or reserves (one name) the ports, failing clearly if another
+/// process holds one; sets `listenPort` to the port actually bound, so a free port (0) is
+/// known from here on.
+fn bind_listeners(config: &mut BrokerConfig) -> Result<ShardListens, String> {
+    let requested_port = config.listen_port;
+    if !config.broker_per_shard {
+        let main_addr = runtime::reserve_port(SocketAddr::new(config.bind_address, requested_port))
+            .map_err(|e| e.to_string())?;
+        config.listen_port = main_addr.port();
+        let mut addrs = vec![main_addr];
+        if config.vip_channel_enable {
+            let vip_port = requested_port.saturating_sub(2);
+            let vip = runtime::reserve_port(SocketAddr::new(config.bind_address, vip_port))
+                .map_err(|e| format!("VIP port (listenPort-2): {e}"))?;
+            addrs.push(vip);
+        }
+        return Ok(ShardListens::Shared(addrs));
+    }
+    let mut own = Vec::with_capacity(config.shards);
+    for shard in 0..config.shards {
+        let port = config.shard_listen_port(shard).ok_or_else(|| {
+            format!("shard {shard}'s port (listenPort + {shard} x shardPortStep) is past 65535")
+        })?;
+        let bind = |port: u16, what: &str| {
+            runtime::bind_at_start(SocketAddr::new(config.bind_address, port))
+                .map_err(|e| format!("shard {shard}'s {what} port: {e}"))
+        };
+        let listener = bind(port, "main")?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let mut listeners = vec![listener];
+        // A free port (tests) has no VIP port beside it for clients to find.
+        if config.vip_channel_enable && port >= 2 {
+            listeners.push(bind(port - 2, "VIP")?);
+        }
+        own.push((SocketAddr::new(config.broker_ip1, bound), listeners));
+    }
+    config.listen_port = own[0].0.port();
+    Ok(ShardListens::Own(own))
 }
 
 fn start_embedded_namesrv(args: &Args, config: &BrokerConfig) -> Result<SocketAddr, String> {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use thruster_client::protocol::body::{
     perm, DataVersion, TopicConfig, TopicConfigSerializeWrapper,
 };
-use thruster_client::protocol::message::TOPIC_MAX_BYTES;
+use thruster_client::protocol::message::{java_string_hash, TOPIC_MAX_BYTES};
 use thruster_client::protocol::response_code;
 
 use crate::config::BrokerConfig;
@@ -168,9 +168,88 @@ impl TopicTable {
         }
     }
 
+    /// What shard `view.shard` registers and reports as a broker of its own: each topic with
+    /// that shard's queues (`ShardView::topic`); topics with none there are left out, as a
+    /// topic created on some masters of a cluster only.
+    pub fn wrapper_for_shard(
+        &self,
+        broker_permission: i32,
+        view: ShardView,
+    ) -> TopicConfigSerializeWrapper {
+        let mut wrapper = self.wrapper(broker_permission);
+        wrapper.topic_config_table = std::mem::take(&mut wrapper.topic_config_table)
+            .into_values()
+            .map(|topic| view.topic(topic))
+            .filter(|topic| topic.read_queue_nums > 0 || topic.write_queue_nums > 0)
+            .map(|topic| (topic.topic_name.clone(), topic))
+            .collect();
+        wrapper
+    }
+
     pub fn data_version(&self) -> &DataVersion {
         &self.data_version
     }
+}
+
+/// One shard's share of the topics when every shard is a broker of its own
+/// (`brokerPerShard`). A topic created with Q queues has Q queues in all, spread over the
+/// shards by the queue-ownership function: shard `s` has the queue ids `q < Q` with
+/// `owner_of(topic, q) == s`, renumbered from 0 there. So the core count never changes how
+/// many queues a topic has (a one-queue topic keeps one queue, and its order), and topics
+/// with few queues spread over the shards by their hash. Queue ids on the wire and in the
+/// store are the shard's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardView {
+    pub shard: usize,
+    pub shards: usize,
+}
+
+impl ShardView {
+    /// `topic` as this shard has it: its own queue counts.
+    pub fn topic(&self, mut topic: TopicConfig) -> TopicConfig {
+        if !whole_on_every_shard(&topic.topic_name) {
+            topic.read_queue_nums = self.queue_nums(&topic.topic_name, topic.read_queue_nums);
+            topic.write_queue_nums = self.queue_nums(&topic.topic_name, topic.write_queue_nums);
+        }
+        topic
+    }
+
+    /// An auto-created topic with `queue_nums` queues on every shard: as many in all as the
+    /// shards together, so the split gives each shard exactly that many.
+    pub fn auto_created(&self, mut topic: TopicConfig) -> TopicConfig {
+        if !whole_on_every_shard(&topic.topic_name) {
+            let total = |nums: i32| (nums.max(0) * self.shards as i32).min(QUEUE_NUMS_MAX);
+            topic.read_queue_nums = total(topic.read_queue_nums);
+            topic.write_queue_nums = total(topic.write_queue_nums);
+        }
+        topic
+    }
+
+    /// How many of a topic's `queue_nums` queues this shard has: the count of `q` in
+    /// `0..queue_nums` with `(hash(topic) + q) mod shards == shard`.
+    pub fn queue_nums(&self, topic: &str, queue_nums: i32) -> i32 {
+        let shards = self.shards as i64;
+        let hash = i64::from(java_string_hash(topic) as u32);
+        // The smallest such q; the others follow every `shards` ids.
+        let first = (self.shard as i64 - hash).rem_euclid(shards);
+        let total = i64::from(queue_nums.max(0));
+        if total <= first {
+            0
+        } else {
+            ((total - first + shards - 1) / shards) as i32
+        }
+    }
+}
+
+/// Topics every shard has whole, as every RocketMQ broker has its own: the delay levels'
+/// schedule queues (a delayed message waits on the shard that took it), the auto-create
+/// template (every shard accepts the send that creates a topic), and the retry and dead-letter
+/// topics (a message goes back to the broker that stored it).
+pub fn whole_on_every_shard(topic: &str) -> bool {
+    topic == SCHEDULE_TOPIC
+        || topic == AUTO_CREATE_TOPIC_KEY_TOPIC
+        || topic.starts_with(RETRY_GROUP_TOPIC_PREFIX)
+        || topic.starts_with(DLQ_GROUP_TOPIC_PREFIX)
 }
 
 /// `config/topics.json`.
@@ -206,6 +285,7 @@ pub fn validate_topic_name(topic: &str) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use thruster_client::core::shard::owner_of;
 
     fn config() -> BrokerConfig {
         BrokerConfig {
@@ -262,5 +342,85 @@ mod tests {
         assert_eq!(table.data_version().counter, before + 1);
         let read_only = table.wrapper(perm::READ);
         assert_eq!(read_only.topic_config_table["T"].perm, perm::READ);
+    }
+
+    #[test]
+    fn a_shard_has_the_queues_it_owns_and_the_shares_add_up() {
+        for topic in [
+            "TopicTest",
+            "a",
+            "Orders",
+            "%RETRY%g-not-split-here",
+            "x-y-z",
+        ] {
+            for shards in 1..=5 {
+                for queue_nums in 0..=20 {
+                    let mut sum = 0;
+                    for shard in 0..shards {
+                        let view = ShardView { shard, shards };
+                        let owned = (0..queue_nums)
+                            .filter(|&q| owner_of(topic, q, shards) == shard)
+                            .count() as i32;
+                        assert_eq!(
+                            view.queue_nums(topic, queue_nums),
+                            owned,
+                            "{topic} {shard}/{shards} of {queue_nums}"
+                        );
+                        sum += owned;
+                    }
+                    assert_eq!(sum, queue_nums);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shard_views_split_user_topics_and_keep_the_brokers_own_whole() {
+        let config = BrokerConfig::default();
+        let mut table = TopicTable::with_system_topics(&config, 1);
+        table.upsert(TopicConfig::new("One", 1, perm::READ_WRITE), 2);
+        table.upsert(TopicConfig::new("Four", 4, perm::READ_WRITE), 3);
+        table.upsert(TopicConfig::new("%RETRY%g", 1, perm::READ_WRITE), 4);
+        let views: Vec<_> = (0..2)
+            .map(|shard| table.wrapper_for_shard(perm::READ_WRITE, ShardView { shard, shards: 2 }))
+            .collect();
+        let queues = |topic: &str| -> Vec<i32> {
+            views
+                .iter()
+                .map(|w| {
+                    w.topic_config_table
+                        .get(topic)
+                        .map_or(0, |t| t.write_queue_nums)
+                })
+                .collect()
+        };
+        assert_eq!(queues("Four"), vec![2, 2]);
+        let one = queues("One");
+        assert_eq!(one.iter().sum::<i32>(), 1, "one queue in all: {one:?}");
+        assert_eq!(
+            views
+                .iter()
+                .filter(|w| w.topic_config_table.contains_key("One"))
+                .count(),
+            1,
+            "a topic is left out where the shard has none of its queues"
+        );
+        assert_eq!(queues("%RETRY%g"), vec![1, 1]);
+        assert_eq!(queues(SCHEDULE_TOPIC), vec![18, 18]);
+        assert_eq!(queues(AUTO_CREATE_TOPIC_KEY_TOPIC), vec![8, 8]);
+    }
+
+    #[test]
+    fn an_auto_created_topic_has_the_templates_count_on_every_shard() {
+        for shards in 1..=4 {
+            let view = ShardView { shard: 0, shards };
+            let created = view.auto_created(TopicConfig::new("Auto", 4, perm::READ_WRITE));
+            for shard in 0..shards {
+                let share = ShardView { shard, shards }.topic(created.clone());
+                assert_eq!((share.read_queue_nums, share.write_queue_nums), (4, 4));
+            }
+            let retry = view.auto_created(TopicConfig::new("%RETRY%g", 1, perm::READ_WRITE));
+            assert_eq!(retry.write_queue_nums, 1, "whole on every shard already");
+        }
     }
 }

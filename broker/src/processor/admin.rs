@@ -29,10 +29,18 @@ pub async fn auto_create_topic(
     if let Some(existing) = shard.topics.borrow().get(topic) {
         return Ok(existing.clone());
     }
-    let config = shard
+    let mut config = shard
         .topics
         .borrow()
         .derive_from_template(topic, template, queue_nums)?;
+    if let Some(view) = shard.view() {
+        // The send that creates a topic was routed by the template's route, in which every
+        // shard is a broker promising `queue_nums` queues (Java and C++ clients build the new
+        // topic's first route that way), so every shard gets that many, as every broker that
+        // auto-creates a topic in RocketMQ does. A topic created explicitly keeps its count in
+        // all (`ShardView`).
+        config = view.auto_created(config);
+    }
     info!(
         topic,
         template,
@@ -122,22 +130,19 @@ pub async fn update_and_create_topic(
     }
 }
 
-/// GET_ALL_TOPIC_CONFIG (21): this shard's copy of the table.
+/// GET_ALL_TOPIC_CONFIG (21): this shard's copy of the table, as its clients see it.
 pub fn all_topic_config(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
-    let shard = &processor.shard;
-    let wrapper = shard
-        .topics
-        .borrow()
-        .wrapper(shard.config.broker_permission);
+    let wrapper = processor.shard.topics_wrapper();
     Ok(request.success().with_body(body::encode(&wrapper)).into())
 }
 
-/// GET_BROKER_RUNTIME_INFO (28): counters summed over every shard.
+/// GET_BROKER_RUNTIME_INFO (28): counters summed over the shards of the broker the client
+/// sees (this shard alone with a broker per shard, so a cluster's sums count each once).
 pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let shard = &processor.shard;
     let mut total = ShardStats::default();
     let mut table = BTreeMap::new();
-    for to in 0..shard.count {
+    for to in shard.broker_shards() {
         match shard.call(processor, to, Call::Stats).await {
             CallReply::Stats(stats) => {
                 total.add(&stats);
@@ -170,8 +175,13 @@ pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand
     put("pullSendfileBytes", total.pull_file_bytes.to_string());
     put("shards", shard.count.to_string());
     // Shard-aware clients send each queue's requests to its owner's own port (see
-    // thruster_client::core::shard); other clients ignore these keys.
-    if let Some(addrs) = shard.shard_addrs.get() {
+    // thruster_client::core::shard); other clients ignore these keys. With a broker per shard
+    // there is nothing to map: every broker name is one shard already.
+    if let Some(addrs) = shard
+        .shard_addrs
+        .get()
+        .filter(|_| !shard.config.broker_per_shard)
+    {
         put(SHARD_COUNT_KEY, addrs.len().to_string());
         let joined: Vec<String> = addrs.iter().map(ToString::to_string).collect();
         put(SHARD_ADDRS_KEY, joined.join(";"));

@@ -241,13 +241,12 @@ impl BrokerProcessor {
         }
     }
 
-    /// The topic's config from this shard's copy; TOPIC_NOT_EXIST when it has none.
+    /// The topic's config from this shard's copy, as this shard's clients see it (its own
+    /// queue counts with a broker per shard); TOPIC_NOT_EXIST when it has none.
     pub fn known_topic(&self, topic: &str) -> Result<TopicConfig, Failure> {
-        self.shard
-            .topics
-            .borrow()
-            .get(topic)
-            .cloned()
+        let config = self.shard.topics.borrow().get(topic).cloned();
+        config
+            .map(|config| self.shard.topic_view(config))
             .ok_or_else(|| {
                 Failure::new(
                     response_code::TOPIC_NOT_EXIST,
@@ -256,9 +255,21 @@ impl BrokerProcessor {
             })
     }
 
-    /// The topic's config, auto-creating it from `template` (shard 0 writes; the reply also
-    /// updates this shard's copy at once).
+    /// The topic's config as this shard's clients see it, auto-creating it from `template`
+    /// (shard 0 writes; the reply also updates this shard's copy at once).
     pub async fn topic_or_create(
+        &self,
+        topic: &str,
+        template: &str,
+        queue_nums: i32,
+    ) -> Result<TopicConfig, Failure> {
+        let config = self
+            .whole_topic_or_create(topic, template, queue_nums)
+            .await?;
+        Ok(self.shard.topic_view(config))
+    }
+
+    async fn whole_topic_or_create(
         &self,
         topic: &str,
         template: &str,

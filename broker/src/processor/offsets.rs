@@ -68,11 +68,13 @@ pub fn max_offset(processor: &BrokerProcessor, request: &RemotingCommand) -> Han
 /// -1 for an unknown queue, as 4.9.8 answers.
 pub fn min_offset(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let header: GetMinOffsetRequestHeader = request.decode_header()?;
+    // A queue nothing was ever stored in starts at 0 (RocketMQ creates its ConsumeQueue on
+    // the lookup, so it answers 0 too, not -1).
     let offset = processor
         .shard
         .store
         .min_offset(&header.topic, header.queue_id);
-    offset_reply(request, offset.map_or(-1, |o| o as i64))
+    offset_reply(request, offset.map_or(0, |o| o as i64))
 }
 
 pub async fn search_by_timestamp(

@@ -59,7 +59,7 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
             response_code::NO_PERMISSION,
             format!(
                 "the broker[{}] pulling message is forbidden",
-                shard.config.broker_name
+                shard.broker_name
             ),
         ));
     }

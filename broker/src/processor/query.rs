@@ -1,4 +1,4 @@
-//! QUERY_MESSAGE (by key, every shard's index) and VIEW_MESSAGE_BY_ID (one record, on the
+//! QUERY_MESSAGE (by key, the index of every shard of the broker the client sees) and VIEW_MESSAGE_BY_ID (one record, on the
 //! shard whose id its CommitLog offset carries).
 
 use thruster_client::protocol::header::query::{
@@ -27,7 +27,7 @@ pub async fn query_message(processor: &BrokerProcessor, request: &RemotingComman
     let mut records = Vec::new();
     let mut last_update_ms = 0i64;
     let mut last_update_offset = 0u64;
-    for to in 0..shard.count {
+    for to in shard.broker_shards() {
         let call = Call::QueryByKey {
             topic: header.topic.clone(),
             key: header.key.clone(),

@@ -111,7 +111,7 @@ async fn store_decoded(
             response_code::NO_PERMISSION,
             format!(
                 "the broker[{}] sending message is forbidden",
-                config.broker_name
+                shard.broker_name
             ),
         ));
     }
@@ -132,7 +132,7 @@ async fn store_decoded(
             response_code::NO_PERMISSION,
             format!(
                 "the broker[{}] sending transaction message is forbidden",
-                config.broker_name
+                shard.broker_name
             ),
         ));
     }

@@ -98,9 +98,14 @@ impl TcpListener {
     pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         let std_listener = StdTcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("binding {addr}: {e}")))?;
+        Ok(TcpListener::from_std(std_listener))
+    }
+
+    /// Takes over a listener bound elsewhere (by the binary, before the reactors start).
+    pub fn from_std(std_listener: StdTcpListener) -> TcpListener {
         // SAFETY: the fd comes from a listener we own and give up here; glommio takes it over.
         let inner = unsafe { glommio::net::TcpListener::from_raw_fd(std_listener.into_raw_fd()) };
-        Ok(TcpListener { inner })
+        TcpListener { inner }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -355,9 +360,43 @@ impl TcpListener {
 /// Checks that `addr` is free by binding it without `SO_REUSEPORT` (which fails if anyone,
 /// even a SO_REUSEPORT socket, holds it), and resolves port 0 to a concrete free port.
 pub fn reserve_port(addr: SocketAddr) -> io::Result<SocketAddr> {
-    let probe = StdTcpListener::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("binding {addr}: {e}")))?;
-    probe.local_addr()
+    bind_at_start(addr)?.local_addr()
+}
+
+/// How long a starting broker waits for a port that is still in use. A killed process's
+/// io_uring instances are torn down by the kernel in deferred work after the process is gone,
+/// and a listening socket with an accept pending in a ring lives until then: a restart at once
+/// would otherwise find its own ports taken (seen here: `kill -9` then an immediate start).
+pub const PORT_RELEASE_WAIT_MS: u64 = 10_000;
+/// Between two tries while a port is in use.
+const PORT_RETRY_INTERVAL_MS: u64 = 20;
+
+/// Binds a listener for a server that is starting (blocking; not on a reactor), waiting up
+/// to [`PORT_RELEASE_WAIT_MS`] while the port is in use.
+pub fn bind_at_start(addr: SocketAddr) -> io::Result<StdTcpListener> {
+    let started = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        match StdTcpListener::bind(addr) {
+            Ok(listener) => {
+                if warned {
+                    tracing::info!(%addr, waited_ms = started.elapsed().as_millis() as u64, "port released");
+                }
+                return Ok(listener);
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && started.elapsed() < Duration::from_millis(PORT_RELEASE_WAIT_MS) =>
+            {
+                if !warned {
+                    tracing::warn!(%addr, wait_ms_max = PORT_RELEASE_WAIT_MS, "port in use: waiting for it (a killed broker's sockets are released by the kernel shortly after it exits)");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_millis(PORT_RETRY_INTERVAL_MS));
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("binding {addr}: {e}"))),
+        }
+    }
 }
 
 /// Builder of the channels between shards: every shard joins once, then holds a sender to

@@ -24,7 +24,7 @@ use crate::config::BrokerConfig;
 use crate::meta::clients::{ClientEvent, ClientTable};
 use crate::meta::consumer_offset::ConsumerOffsets;
 use crate::meta::queue_locks::QueueLocks;
-use crate::meta::topic_config::TopicTable;
+use crate::meta::topic_config::{ShardView, TopicTable};
 use crate::remoting::{BodyPart, Failure, Reply};
 use crate::runtime::{self, LocalSender, MeshReceiver, MeshSenders};
 use crate::store::watermark::Watermark;
@@ -195,8 +195,11 @@ pub struct Shard {
     pub count: usize,
     pub config: Arc<BrokerConfig>,
     pub store: Rc<MessageStore>,
-    /// `brokerIP1:listenPort`, the store host of every record.
+    /// The address clients know this shard by and the store host of its records:
+    /// `brokerIP1:listenPort` in one-name mode, the shard's own port with a broker per shard.
     pub broker_addr: SocketAddr,
+    /// The broker name clients know this shard by (`BrokerConfig::shard_broker_name`).
+    pub broker_name: String,
     pub topics: RefCell<TopicTable>,
     pub clients: RefCell<ClientTable>,
     pub offsets: RefCell<ConsumerOffsets>,
@@ -242,6 +245,7 @@ impl Shard {
         config: Arc<BrokerConfig>,
         store: Rc<MessageStore>,
         broker_addr: SocketAddr,
+        broker_name: String,
         topics: TopicTable,
         offsets: ConsumerOffsets,
         senders: MeshSenders<MeshMessage>,
@@ -254,6 +258,7 @@ impl Shard {
             config,
             store,
             broker_addr,
+            broker_name,
             topics: RefCell::new(topics),
             clients: RefCell::new(ClientTable::default()),
             offsets: RefCell::new(offsets),
@@ -280,8 +285,53 @@ impl Shard {
         }
     }
 
+    /// The shard that serves `(topic, queue_id)` for a client of this shard: with a broker
+    /// per shard the queue ids are this shard's own, so always this shard (zero hops); in
+    /// one-name mode, the queue's owner by `owner_of`.
     pub fn owner_of(&self, topic: &str, queue_id: i32) -> usize {
-        owner_of(topic, queue_id, self.count)
+        if self.config.broker_per_shard {
+            self.id
+        } else {
+            owner_of(topic, queue_id, self.count)
+        }
+    }
+
+    /// With a broker per shard, this shard's share of the topics (`ShardView`); `None` in
+    /// one-name mode, where every shard sees the whole topic.
+    pub fn view(&self) -> Option<ShardView> {
+        self.config.broker_per_shard.then_some(ShardView {
+            shard: self.id,
+            shards: self.count,
+        })
+    }
+
+    /// `topic` as clients of this shard see it (its queue counts here).
+    pub fn topic_view(&self, topic: TopicConfig) -> TopicConfig {
+        match self.view() {
+            Some(view) => view.topic(topic),
+            None => topic,
+        }
+    }
+
+    /// The topic table as this shard registers and reports it.
+    pub fn topics_wrapper(&self) -> thruster_client::protocol::body::TopicConfigSerializeWrapper {
+        let topics = self.topics.borrow();
+        let permission = self.config.broker_permission;
+        match self.view() {
+            Some(view) => topics.wrapper_for_shard(permission, view),
+            None => topics.wrapper(permission),
+        }
+    }
+
+    /// The shards that make up the broker a client of this shard sees: this one alone with a
+    /// broker per shard (clients ask every broker of a route and merge the answers, so
+    /// answering for the others would repeat them), every shard in one-name mode.
+    pub fn broker_shards(&self) -> std::ops::Range<usize> {
+        if self.config.broker_per_shard {
+            self.id..self.id + 1
+        } else {
+            0..self.count
+        }
     }
 
     pub fn is_stopping(&self) -> bool {

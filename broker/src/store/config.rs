@@ -18,9 +18,13 @@ pub struct StoreConfig {
     pub root_dir: PathBuf,
     /// This shard's id; its physical offsets carry it in their high bits.
     pub shard_id: u8,
-    /// Shards of the broker: this store opens only the ConsumeQueues its shard owns
-    /// (`crate::shard::owner_of`), since all shards share the `consumequeue/` tree.
+    /// Shards of the broker: unless `consume_queue_per_shard`, this store opens only the
+    /// ConsumeQueues its shard owns (`crate::shard::owner_of`), since all shards share the
+    /// `consumequeue/` tree.
     pub shard_count: u8,
+    /// The shard's ConsumeQueues live in `consumequeue/<shard>/` and are all its own (each
+    /// shard a broker of its own, with its own queue ids).
+    pub consume_queue_per_shard: bool,
     /// `mappedFileSizeCommitLog` (default 1 GiB). A multiple of `chunk_bytes`.
     pub segment_bytes: u64,
     /// Unit of the in-memory write buffer and of zero-copy writes. A multiple of 4096.
@@ -78,6 +82,7 @@ impl StoreConfig {
             root_dir: root_dir.into(),
             shard_id: 0,
             shard_count: 1,
+            consume_queue_per_shard: false,
             segment_bytes: 1 << 30,
             chunk_bytes: 256 << 10,
             memory_window_bytes: 64 << 20,
@@ -188,7 +193,12 @@ impl StoreConfig {
     }
 
     pub fn consume_queue_dir(&self) -> PathBuf {
-        self.root_dir.join("consumequeue")
+        let shared = self.root_dir.join("consumequeue");
+        if self.consume_queue_per_shard {
+            shared.join(self.shard_id.to_string())
+        } else {
+            shared
+        }
     }
 
     pub fn index_dir(&self) -> PathBuf {

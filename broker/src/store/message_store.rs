@@ -1244,7 +1244,8 @@ fn dispatch_to(
     Ok(())
 }
 
-/// Opens every ConsumeQueue found on disk that this shard owns.
+/// Opens every ConsumeQueue found on disk that this shard owns (all of its own tree, or its
+/// share of the common one).
 fn open_queues(config: &StoreConfig) -> io::Result<QueueTable> {
     let mut queues = QueueTable::default();
     let root = config.consume_queue_dir();
@@ -1266,7 +1267,7 @@ fn open_queues(config: &StoreConfig) -> io::Result<QueueTable> {
                 continue;
             };
             let owner = crate::shard::owner_of(&topic_name, queue_id, config.shard_count.into());
-            if owner != usize::from(config.shard_id) {
+            if !config.consume_queue_per_shard && owner != usize::from(config.shard_id) {
                 continue;
             }
             let cq = ConsumeQueue::open(
