@@ -96,9 +96,9 @@ impl TcpListener {
     /// Binds `addr` *without* `SO_REUSEPORT` (glommio's own `bind` sets it, which would let a
     /// second server silently share a port with the first).
     pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-        let std_listener = StdTcpListener::bind(addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("binding {addr}: {e}")))?;
-        Ok(TcpListener::from_std(std_listener))
+        // Called while a server starts, before its reactor serves anything, so waiting for a
+        // port a killed process still holds blocks nothing else.
+        Ok(TcpListener::from_std(bind_at_start(addr)?))
     }
 
     /// Takes over a listener bound elsewhere (by the binary, before the reactors start).
