@@ -54,7 +54,13 @@ def main():
 
     latencies = [[] for _ in range(args.threads)]
     errors = [0] * args.threads
+    error_samples = []  # the first few, to say what failed
     stop = threading.Event()
+
+    def failed(i, what):
+        errors[i] += 1
+        if len(error_samples) < 5:
+            error_samples.append(what)
 
     def sender(i):
         message = Message(args.topic)
@@ -65,10 +71,10 @@ def main():
             try:
                 result = producer.send_sync(message)
                 if result.status != SendStatus.OK:
-                    errors[i] += 1
+                    failed(i, "status %s" % result.status)
                     continue
-            except Exception:  # the client raises on timeouts and broker errors
-                errors[i] += 1
+            except Exception as error:  # the client raises on timeouts and broker errors
+                failed(i, str(error)[:300])
                 continue
             own.append(time.perf_counter() - sent)
 
@@ -97,6 +103,8 @@ def main():
         "p99_us": round(percentile(all_latencies, 0.99) * 1e6),
         "p999_us": round(percentile(all_latencies, 0.999) * 1e6),
     }
+    if error_samples:
+        result["error_samples"] = error_samples
     if cpu_before is not None:
         spent = cpu_after - cpu_before
         result["broker_cpu_us_per_msg"] = round(spent * 1e6 / max(count, 1), 2)
