@@ -60,6 +60,9 @@ pub struct BrokerConfig {
     pub pin_shards: bool,
     /// I/O memory each reactor registers with io_uring.
     pub io_memory_bytes: usize,
+    /// `shardSpinBeforeParkUs`: a shard with nothing to do polls this long before it sleeps
+    /// (`runtime::ReactorConfig::spin_before_park_us`). 0 (default): sleep at once.
+    pub shard_spin_before_park_us: u64,
     /// `messageDelayLevel`, in milliseconds per level (level 1 first).
     pub delay_levels_ms: Vec<u64>,
     /// `brokerPerShard` (default): every shard is a broker of its own to clients and name
@@ -120,6 +123,7 @@ impl Default for BrokerConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pin_shards: true,
             io_memory_bytes: 2 << 20,
+            shard_spin_before_park_us: 0,
             memory_window_bytes: None,
             broker_per_shard: true,
             shard_port_step: 10,
@@ -258,6 +262,7 @@ impl BrokerConfig {
             }
             "pinShards" => self.pin_shards = parse(key, value)?,
             "ioMemoryBytes" => self.io_memory_bytes = parse(key, value)?,
+            "shardSpinBeforeParkUs" => self.shard_spin_before_park_us = parse(key, value)?,
             "messageDelayLevel" => {
                 self.delay_levels_ms = crate::processor::schedule::parse_delay_levels(value)?
             }

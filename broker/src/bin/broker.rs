@@ -135,6 +135,7 @@ fn run(args: Args) -> Result<(), String> {
         let reactor = ReactorConfig {
             cpu: (config.pin_shards && shard_count <= cpus).then_some(i),
             io_memory_bytes: config.io_memory_bytes,
+            spin_before_park_us: config.shard_spin_before_park_us,
             ..ReactorConfig::new(format!("shard-{i}"))
         };
         let handle =
