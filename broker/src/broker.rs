@@ -192,6 +192,9 @@ async fn start_serving(
     crate::processor::schedule::spawn_delivery(processor.clone());
     spawn_client_scanner(shard.clone(), config.channel_expired_timeout_ms);
     let (registrar_done_tx, registrar_done) = runtime::bounded_channel::<()>(1);
+    if shard.id == 0 {
+        runtime::spawn_detached(crate::processor::admin::persist_topics(shard.clone()));
+    }
     if shard.id == 0 && !config.namesrv_addrs.is_empty() {
         let mut registrar = Registrar::new(shard.clone());
         registrar.register_all().await;

@@ -164,9 +164,11 @@ impl Registrar {
     pub async fn run(mut self) {
         let period = Duration::from_millis(self.shard.config.register_name_server_period_ms);
         loop {
-            let seen = self.shard.topics_changed.get();
+            // Past what was registered, not what was seen: a change made while the last
+            // registration was on its way is registered at once, not a period later.
+            let registered = self.shard.topics_registered.get();
             let shard = self.shard.clone();
-            let changed = shard.topics_changed.wait_for(seen + 1);
+            let changed = shard.topics_changed.wait_for(registered + 1);
             let stopping = shard.stopping.wait_for(1);
             runtime::timeout(period, futures_lite::future::or(changed, stopping)).await;
             if shard.is_stopping() {

@@ -141,7 +141,12 @@ impl ServerProcess {
     /// Starts `thruster-broker` on free ports in a temp dir, registering with `namesrv`, with
     /// `shards` shards and any extra `--set` overrides.
     pub fn broker(namesrv: SocketAddr, shards: usize, extra: &[&str]) -> ServerProcess {
-        let mut args = vec!["-n".to_string(), namesrv.to_string()];
+        ServerProcess::broker_with_namesrvs(&namesrv.to_string(), shards, extra)
+    }
+
+    /// `broker` registering with the name servers `namesrvs` (`host:port;host:port`).
+    pub fn broker_with_namesrvs(namesrvs: &str, shards: usize, extra: &[&str]) -> ServerProcess {
+        let mut args = vec!["-n".to_string(), namesrvs.to_string()];
         args.extend(broker_settings(shards, extra));
         let dir = tempfile::tempdir().expect("temp dir");
         ServerProcess::start_in("thruster-broker", args, dir, 1)

@@ -444,6 +444,87 @@ fn each_shard_is_a_broker_of_its_own_and_no_request_hops() {
 }
 
 #[test]
+fn every_topic_created_concurrently_is_routable_once_its_create_is_answered() {
+    // Creations arrive while registrations are on their way to the name server: each create
+    // is answered only once a registration covering it is done, so its route is there at
+    // once (a change made during a registration used to wait for the next one, up to a
+    // registration period later, while its create was answered at the wait's bound).
+    let (namesrv, broker) = start(2);
+    let creators: Vec<_> = (0..8)
+        .map(|creator| {
+            let (broker, namesrv) = (broker.addr, namesrv.addr);
+            std::thread::spawn(move || {
+                let mut client = Client::connect(broker);
+                let mut missing = Vec::new();
+                for i in 0..25 {
+                    let topic = format!("Concurrent-{creator}-{i}");
+                    create_topic(&mut client, &topic);
+                    let mut ns = Client::connect(namesrv);
+                    let route = ns.invoke(RemotingCommand::request(
+                        rc::GET_ROUTEINFO_BY_TOPIC,
+                        &GetRouteInfoRequestHeader {
+                            topic: topic.clone(),
+                            accept_standard_json_only: None,
+                        },
+                    ));
+                    if route.code != response_code::SUCCESS {
+                        missing.push(topic);
+                    }
+                }
+                missing
+            })
+        })
+        .collect();
+    let missing: Vec<String> = creators
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(missing.is_empty(), "created but not routable: {missing:?}");
+}
+
+#[test]
+fn a_topic_created_while_a_registration_is_on_its_way_is_registered_right_after_it() {
+    // A name server that accepts and never answers makes every registration round last
+    // registerBrokerTimeoutMills; the live one is asked first in each round.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let namesrvs = format!("{};{silent_addr}", namesrv.addr);
+    let broker =
+        ServerProcess::broker_with_namesrvs(&namesrvs, 1, &["registerBrokerTimeoutMills=1500"]);
+    let mut first = Client::connect(broker.addr);
+    let creating_first = std::thread::spawn(move || create_topic(&mut first, "RoundOne"));
+    // A round with RoundOne has begun once the live name server knows it; it goes on (the
+    // silent one) for up to 1.5 s, and RoundTwo is created during it.
+    let routable = |topic: &str| {
+        let mut ns = Client::connect(namesrv.addr);
+        let route = ns.invoke(RemotingCommand::request(
+            rc::GET_ROUTEINFO_BY_TOPIC,
+            &GetRouteInfoRequestHeader {
+                topic: topic.into(),
+                accept_standard_json_only: None,
+            },
+        ));
+        route.code == response_code::SUCCESS
+    };
+    assert!(wait_until(Duration::from_secs(10), || routable("RoundOne")));
+    let mut second = Client::connect(broker.addr);
+    create_topic(&mut second, "RoundTwo");
+    // The next round starts as soon as this one ends, not a registration period (30 s) later.
+    assert!(
+        wait_until(Duration::from_secs(8), || routable("RoundTwo")),
+        "a topic created during a registration waited for the next period"
+    );
+    creating_first.join().unwrap();
+}
+
+#[test]
 fn a_broker_killed_under_load_restarts_at_once_on_its_ports_with_every_acknowledged_message() {
     // Fixed ports (a restart must come back where clients and name servers know it): shard 0
     // on `port` with its VIP port 2 below, shard 1 on `port + 10` (shardPortStep) likewise.

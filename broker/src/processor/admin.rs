@@ -65,22 +65,19 @@ pub async fn upsert_topic(
     if !changed {
         return Ok(config);
     }
-    let bytes = {
-        let topics = shard.topics.borrow();
-        serde_json::to_vec_pretty(&topics.wrapper(perm::READ_WRITE | perm::INHERIT))
-            .map_err(|e| Failure::system(e.to_string()))?
-    };
-    let path = topics_path(&shard.config);
-    runtime::spawn_blocking(move || write_file_atomically(&path, &bytes))
-        .await
-        .map_err(|e| Failure::system(format!("persisting topics: {e}")))?;
     let announced = config.clone();
     shard
         .broadcast(|| MeshMessage::TopicChanged(announced.clone()))
         .await;
     let version = shard.topics_changed.get() + 1;
     shard.topics_changed.advance(version);
-    // Answer once the name servers know the topic (bounded: a name server that is down delays
+    // Answer once the table is on disk with the topic (`persist_topics` writes every change
+    // made before its write began, so many creations share one write) ...
+    shard.topics_persisted.wait_for(version).await;
+    if let Err(error) = &*shard.topics_persist_result.borrow() {
+        return Err(Failure::system(format!("persisting topics: {error}")));
+    }
+    // ... and the name servers know it (bounded: a name server that is down delays
     // the answer by the registration timeout at most, and the topic is created regardless).
     if !shard.config.namesrv_addrs.is_empty() {
         let registered = shard.topics_registered.wait_for(version);
@@ -90,6 +87,38 @@ pub async fn upsert_topic(
         }
     }
     Ok(config)
+}
+
+/// Shard 0, for the broker's life: writes `config/topics.json` whenever the table changed,
+/// one write at a time, each covering every change made before it began. Creating a thousand
+/// topics at once therefore costs a few writes of the table, not a thousand. Every change is
+/// made by `upsert_topic`, which waits for its write, so nothing is left unwritten at
+/// shutdown once requests have drained.
+pub async fn persist_topics(shard: std::rc::Rc<crate::shard::Shard>) {
+    assert_eq!(shard.id, 0, "shard 0 writes the topic table");
+    loop {
+        let persisted = shard.topics_persisted.get();
+        shard.topics_changed.wait_for(persisted + 1).await;
+        let version = shard.topics_changed.get();
+        let bytes = {
+            let topics = shard.topics.borrow();
+            serde_json::to_vec_pretty(&topics.wrapper(perm::READ_WRITE | perm::INHERIT))
+        };
+        let path = topics_path(&shard.config);
+        let result = match bytes {
+            Ok(bytes) => runtime::spawn_blocking(move || write_file_atomically(&path, &bytes))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = &result {
+            // The change stays in memory and goes to disk with the next one; its creator is
+            // told it failed.
+            warn!(%error, version, "persisting the topic table failed");
+        }
+        *shard.topics_persist_result.borrow_mut() = result;
+        shard.topics_persisted.advance(version);
+    }
 }
 
 /// UPDATE_AND_CREATE_TOPIC (17).

@@ -231,6 +231,11 @@ pub struct Shard {
     /// waits for it, so a created topic is routable once the create is answered, as with
     /// RocketMQ's synchronous registration after UPDATE_AND_CREATE_TOPIC.
     pub topics_registered: Watermark,
+    /// The `topics_changed` value `config/topics.json` was last written at (shard 0), and
+    /// how that write ended: an upsert waits for a write that covers it, and one write covers
+    /// every change made before it began (group commit of the topic table).
+    pub topics_persisted: Watermark,
+    pub topics_persist_result: RefCell<Result<(), String>>,
     /// Completes when the registrar has unregistered (shard 0, at shutdown).
     pub registrar_done: RefCell<Option<runtime::LocalReceiver<()>>>,
     /// Spreads sends that let the broker pick the queue (negative queue id).
@@ -279,6 +284,8 @@ impl Shard {
             boot_ms: runtime::now_ms(),
             topics_changed: Watermark::new(0),
             topics_registered: Watermark::new(0),
+            topics_persisted: Watermark::new(0),
+            topics_persist_result: RefCell::new(Ok(())),
             registrar_done: RefCell::new(None),
             queue_rotation: Cell::new(0),
             shard_addrs,
