@@ -328,6 +328,57 @@ impl Client {
     }
 }
 
+/// `topic`'s route from the name server at `namesrv`; `None` when it has none.
+pub fn route(
+    namesrv: SocketAddr,
+    topic: &str,
+) -> Option<thruster_client::protocol::body::TopicRouteData> {
+    use thruster_client::protocol::body::decode_lenient;
+    use thruster_client::protocol::header::namesrv::GetRouteInfoRequestHeader;
+    use thruster_client::protocol::{request_code, response_code};
+    let response = Client::connect(namesrv).invoke(RemotingCommand::request(
+        request_code::GET_ROUTEINFO_BY_TOPIC,
+        &GetRouteInfoRequestHeader {
+            topic: topic.into(),
+            accept_standard_json_only: None,
+        },
+    ));
+    (response.code == response_code::SUCCESS)
+        .then(|| decode_lenient("route", &response.body).expect("route body"))
+}
+
+/// A broker in a topic's route: its name, master address and write queues.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RouteBroker {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub write_queues: i32,
+}
+
+/// The brokers of `topic`'s route, sorted by name (with a broker per shard, shard order).
+pub fn route_brokers(namesrv: SocketAddr, topic: &str) -> Vec<RouteBroker> {
+    let route = route(namesrv, topic).unwrap_or_else(|| panic!("no route for {topic}"));
+    let mut brokers: Vec<RouteBroker> = route
+        .broker_datas
+        .iter()
+        .map(|b| RouteBroker {
+            name: b.broker_name.clone(),
+            addr: b
+                .master_addr()
+                .expect("a master")
+                .parse()
+                .expect("an address"),
+            write_queues: route
+                .queue_datas
+                .iter()
+                .find(|q| q.broker_name == b.broker_name)
+                .map_or(0, |q| q.write_queue_nums),
+        })
+        .collect();
+    brokers.sort();
+    brokers
+}
+
 /// A port `p` such that every `p + offset` is free right now (for a server that must come back
 /// on the same ports after a restart, so it cannot take port 0). Another process may still take
 /// one before the server binds it; the ephemeral range makes that unlikely.

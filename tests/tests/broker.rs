@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use thruster_client::protocol::body::{self, decode_lenient, KvTable, TopicConfigSerializeWrapper};
 use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
-use thruster_client::protocol::header::namesrv::GetRouteInfoRequestHeader;
 use thruster_client::protocol::header::offset::{
     GetMaxOffsetRequestHeader, OffsetResponseHeader, QueryConsumerOffsetRequestHeader,
     UpdateConsumerOffsetRequestHeader,
@@ -21,7 +20,7 @@ use thruster_client::protocol::header::send::{
 use thruster_client::protocol::header::EmptyHeader;
 use thruster_client::protocol::message::{decode_offset_msg_id, decode_records, encode_properties};
 use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
-use thruster_tests::{wait_until, Client, ServerProcess};
+use thruster_tests::{route, route_brokers, wait_until, Client, ServerProcess};
 
 const QUEUES: i32 = 4;
 
@@ -317,33 +316,32 @@ fn requests_for_other_shards_hop_and_are_counted_and_ids_lead_back() {
         let (host, offset) = decode_offset_msg_id(id).expect("offsetMsgId");
         assert_eq!(host, broker.addr);
         shards.insert(offset >> 56);
-        let response = client.invoke(RemotingCommand::request(
-            rc::VIEW_MESSAGE_BY_ID,
-            &ViewMessageRequestHeader {
-                offset,
-                topic: None,
-                broker_name: None,
-            },
-        ));
-        assert_eq!(response.code, response_code::SUCCESS);
-        let record = &decode_records(&response.body, true).unwrap()[0];
+        let record = view_record(&mut client, offset);
         assert_eq!(record.body.as_ref(), format!("h-{queue}").as_bytes());
     }
     assert_eq!(shards.len(), 2, "both shards stored messages");
 }
 
-/// The route of `topic` from the name server at `namesrv`.
-fn route_of(namesrv: std::net::SocketAddr, topic: &str) -> body::TopicRouteData {
-    let mut ns = Client::connect(namesrv);
-    let route = ns.invoke(RemotingCommand::request(
-        rc::GET_ROUTEINFO_BY_TOPIC,
-        &GetRouteInfoRequestHeader {
-            topic: topic.into(),
-            accept_standard_json_only: None,
+/// VIEW_MESSAGE_BY_ID: the record at CommitLog `offset` (asserts it is found).
+fn view_record(
+    client: &mut Client,
+    offset: i64,
+) -> thruster_client::protocol::message::DecodedRecord {
+    let response = client.invoke(RemotingCommand::request(
+        rc::VIEW_MESSAGE_BY_ID,
+        &ViewMessageRequestHeader {
+            offset,
+            topic: None,
+            broker_name: None,
         },
     ));
-    assert_eq!(route.code, response_code::SUCCESS, "{:?}", route.remark);
-    decode_lenient("route", &route.body).unwrap()
+    assert_eq!(
+        response.code,
+        response_code::SUCCESS,
+        "{:?}",
+        response.remark
+    );
+    decode_records(&response.body, true).unwrap().remove(0)
 }
 
 fn runtime_info(client: &mut Client) -> std::collections::BTreeMap<String, String> {
@@ -355,29 +353,6 @@ fn runtime_info(client: &mut Client) -> std::collections::BTreeMap<String, Strin
     table.table.into_iter().collect()
 }
 
-/// `topic`'s brokers from the name server, sorted by name: (name, address, write queues).
-fn shard_brokers(
-    namesrv: std::net::SocketAddr,
-    topic: &str,
-) -> Vec<(String, std::net::SocketAddr, i32)> {
-    let route = route_of(namesrv, topic);
-    let mut brokers: Vec<_> = route
-        .broker_datas
-        .iter()
-        .map(|b| {
-            let addr = b.master_addr().expect("a master").parse().unwrap();
-            let queues = route
-                .queue_datas
-                .iter()
-                .find(|q| q.broker_name == b.broker_name)
-                .map_or(0, |q| q.write_queue_nums);
-            (b.broker_name.clone(), addr, queues)
-        })
-        .collect();
-    brokers.sort();
-    brokers
-}
-
 #[test]
 fn each_shard_is_a_broker_of_its_own_and_no_request_hops() {
     // The default: every shard registers as a broker with its own name, port and share of each
@@ -386,21 +361,22 @@ fn each_shard_is_a_broker_of_its_own_and_no_request_hops() {
     let (namesrv, broker) = start(2);
     let mut admin = Client::connect(broker.addr);
     create_topic(&mut admin, "PerShard");
-    let brokers = shard_brokers(namesrv.addr, "PerShard");
+    let brokers = route_brokers(namesrv.addr, "PerShard");
     assert_eq!(brokers.len(), 2, "one broker per shard: {brokers:?}");
-    let base = brokers[0].0.strip_suffix("-s0").expect("shard 0's name");
-    assert_eq!(brokers[1].0, format!("{base}-s1"));
+    let base = brokers[0].name.strip_suffix("-s0").expect("shard 0's name");
+    assert_eq!(brokers[1].name, format!("{base}-s1"));
     assert_eq!(
-        brokers[0].1, broker.addr,
+        brokers[0].addr, broker.addr,
         "shard 0 is the broker's main port"
     );
-    assert_ne!(brokers[0].1, brokers[1].1);
+    assert_ne!(brokers[0].addr, brokers[1].addr);
     assert_eq!(
-        brokers.iter().map(|b| b.2).sum::<i32>(),
+        brokers.iter().map(|b| b.write_queues).sum::<i32>(),
         QUEUES,
         "the topic's queues in all, whatever the shard count: {brokers:?}"
     );
-    for (shard, (name, addr, queues)) in brokers.iter().enumerate() {
+    for (shard, broker) in brokers.iter().enumerate() {
+        let (name, addr, queues) = (&broker.name, &broker.addr, &broker.write_queues);
         let mut client = Client::connect(*addr);
         for queue in 0..*queues {
             let body = format!("{name}-{queue}");
@@ -408,16 +384,7 @@ fn each_shard_is_a_broker_of_its_own_and_no_request_hops() {
             let (host, offset) = decode_offset_msg_id(&response.msg_id).expect("offsetMsgId");
             assert_eq!(host, *addr, "the id leads back to the shard's own port");
             assert_eq!(offset >> 56, shard as i64, "stored by the shard itself");
-            let viewed = client.invoke(RemotingCommand::request(
-                rc::VIEW_MESSAGE_BY_ID,
-                &ViewMessageRequestHeader {
-                    offset,
-                    topic: None,
-                    broker_name: None,
-                },
-            ));
-            assert_eq!(viewed.code, response_code::SUCCESS);
-            let record = &decode_records(&viewed.body, true).unwrap()[0];
+            let record = view_record(&mut client, offset);
             assert_eq!(record.body.as_ref(), body.as_bytes());
             assert_eq!(record.queue_id, queue, "queue ids are the shard's own");
             assert_eq!(pull_bodies(&mut client, "PerShard", queue), vec![body]);
@@ -459,15 +426,7 @@ fn every_topic_created_concurrently_is_routable_once_its_create_is_answered() {
                 for i in 0..25 {
                     let topic = format!("Concurrent-{creator}-{i}");
                     create_topic(&mut client, &topic);
-                    let mut ns = Client::connect(namesrv);
-                    let route = ns.invoke(RemotingCommand::request(
-                        rc::GET_ROUTEINFO_BY_TOPIC,
-                        &GetRouteInfoRequestHeader {
-                            topic: topic.clone(),
-                            accept_standard_json_only: None,
-                        },
-                    ));
-                    if route.code != response_code::SUCCESS {
+                    if route(namesrv, &topic).is_none() {
                         missing.push(topic);
                     }
                 }
@@ -502,17 +461,7 @@ fn a_topic_created_while_a_registration_is_on_its_way_is_registered_right_after_
     let creating_first = std::thread::spawn(move || create_topic(&mut first, "RoundOne"));
     // A round with RoundOne has begun once the live name server knows it; it goes on (the
     // silent one) for up to 1.5 s, and RoundTwo is created during it.
-    let routable = |topic: &str| {
-        let mut ns = Client::connect(namesrv.addr);
-        let route = ns.invoke(RemotingCommand::request(
-            rc::GET_ROUTEINFO_BY_TOPIC,
-            &GetRouteInfoRequestHeader {
-                topic: topic.into(),
-                accept_standard_json_only: None,
-            },
-        ));
-        route.code == response_code::SUCCESS
-    };
+    let routable = |topic: &str| route(namesrv.addr, topic).is_some();
     assert!(wait_until(Duration::from_secs(10), || routable("RoundOne")));
     let mut second = Client::connect(broker.addr);
     create_topic(&mut second, "RoundTwo");
@@ -535,8 +484,8 @@ fn a_broker_killed_under_load_restarts_at_once_on_its_ports_with_every_acknowled
     assert_eq!(broker.addr.port(), port);
     let mut admin = Client::connect(broker.addr);
     create_topic(&mut admin, "KillLoad");
-    let brokers = shard_brokers(namesrv.addr, "KillLoad");
-    let shard_addrs: Vec<_> = brokers.iter().map(|b| b.1).collect();
+    let brokers = route_brokers(namesrv.addr, "KillLoad");
+    let shard_addrs: Vec<_> = brokers.iter().map(|b| b.addr).collect();
     assert_eq!(
         shard_addrs,
         [
@@ -549,7 +498,8 @@ fn a_broker_killed_under_load_restarts_at_once_on_its_ports_with_every_acknowled
     let senders: Vec<_> = brokers
         .iter()
         .enumerate()
-        .map(|(shard, &(_, addr, queues))| {
+        .map(|(shard, b)| {
+            let (addr, queues) = (b.addr, b.write_queues);
             std::thread::spawn(move || {
                 let mut client = Client::connect(addr);
                 let mut acked = vec![BTreeSet::new(); queues as usize];
@@ -588,7 +538,7 @@ fn a_broker_killed_under_load_restarts_at_once_on_its_ports_with_every_acknowled
             "shard {shard} acknowledged sends"
         );
         let mut client = Client::connect(shard_addrs[shard]);
-        for queue in 0..brokers[shard].2 {
+        for queue in 0..brokers[shard].write_queues {
             let stored: BTreeSet<String> = pull_bodies(&mut client, "KillLoad", queue)
                 .into_iter()
                 .collect();
@@ -661,9 +611,9 @@ fn standalone_serves_routes_from_its_embedded_name_server() {
     let mut client = Client::connect(broker_addr);
     create_topic(&mut client, "Standalone");
     // The topic's queues, over the shards' brokers; shard 0 is the printed address.
-    let brokers = shard_brokers(namesrv_addr, "Standalone");
-    assert_eq!(brokers.iter().map(|b| b.2).sum::<i32>(), QUEUES);
-    assert_eq!(brokers[0].1, broker_addr);
+    let brokers = route_brokers(namesrv_addr, "Standalone");
+    assert_eq!(brokers.iter().map(|b| b.write_queues).sum::<i32>(), QUEUES);
+    assert_eq!(brokers[0].addr, broker_addr);
 }
 
 #[test]

@@ -45,6 +45,14 @@ fn produce(
     sent
 }
 
+/// The brokers of `topic`'s route in shard order: address and write queues.
+fn broker_queues(namesrv: &ServerProcess, topic: &str) -> Vec<(std::net::SocketAddr, i32)> {
+    thruster_tests::route_brokers(namesrv.addr, topic)
+        .into_iter()
+        .map(|b| (b.addr, b.write_queues))
+        .collect()
+}
+
 /// (shard, queue id).
 type QueueKey = (i64, i64);
 
@@ -136,39 +144,6 @@ fn sync_async_oneway_and_batch_sends_are_stored_and_pulled_exactly() {
         let puts: u64 = table.table["msgPutTotalTodayNow"].parse().unwrap();
         assert!(puts > 0, "the shard at {addr} stored some of the messages");
     }
-}
-
-/// The brokers in `topic`'s route, sorted by broker name: address and write queues.
-fn broker_queues(namesrv: &ServerProcess, topic: &str) -> Vec<(std::net::SocketAddr, i32)> {
-    use thruster_client::protocol::header::namesrv::GetRouteInfoRequestHeader;
-    let mut ns = Client::connect(namesrv.addr);
-    let route = ns.invoke(RemotingCommand::request(
-        rc::GET_ROUTEINFO_BY_TOPIC,
-        &GetRouteInfoRequestHeader {
-            topic: topic.into(),
-            accept_standard_json_only: None,
-        },
-    ));
-    let route: thruster_client::protocol::body::TopicRouteData =
-        decode_lenient("route", &route.body).unwrap();
-    let mut brokers: Vec<_> = route
-        .broker_datas
-        .iter()
-        .map(|b| {
-            let queues = route
-                .queue_datas
-                .iter()
-                .find(|q| q.broker_name == b.broker_name)
-                .map_or(0, |q| q.write_queue_nums);
-            let addr = b.master_addr().unwrap().parse().unwrap();
-            (b.broker_name.clone(), addr, queues)
-        })
-        .collect();
-    brokers.sort();
-    brokers
-        .into_iter()
-        .map(|(_, addr, queues)| (addr, queues))
-        .collect()
 }
 
 #[test]
