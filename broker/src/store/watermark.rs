@@ -1,6 +1,7 @@
 //! A monotonically increasing position that tasks of one reactor can wait on ("flushed up to
-//! here"). Waiters are woken when the position reaches their target; the number of waiters is
-//! bounded by the number of requests in flight, which the remoting layer bounds.
+//! here"). Waiters are woken when the position reaches their target; a wait dropped before
+//! that (the loser of a race with a timeout or another wait) takes its entry with it, so the
+//! number of entries is bounded by the waits in progress, which the remoting layer bounds.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -15,9 +16,19 @@ pub struct Watermark {
     /// appends), so inserting is a push at the back and an advance pops only the waiters it
     /// satisfies: no scan of those still waiting (a scan per advance was 8 % of the store
     /// bench with 64 writers queued behind the memory window).
-    waiters: RefCell<VecDeque<(u64, Waker)>>,
+    waiters: RefCell<VecDeque<Waiter>>,
     /// Bumped by `wake_all`: every wait begun before it completes, below its target.
     epoch: Cell<u64>,
+}
+
+/// One entry: the waits of one task for one target, in one epoch, share it (`waits` counts
+/// them); waking the task once wakes them all.
+#[derive(Debug)]
+struct Waiter {
+    target: u64,
+    waker: Waker,
+    epoch: u64,
+    waits: u32,
 }
 
 impl Watermark {
@@ -44,12 +55,12 @@ impl Watermark {
             let ready = {
                 let mut waiters = self.waiters.borrow_mut();
                 match waiters.front() {
-                    Some((target, _)) if *target <= value => waiters.pop_front(),
+                    Some(waiter) if waiter.target <= value => waiters.pop_front(),
                     _ => None,
                 }
             };
             match ready {
-                Some((_, waker)) => waker.wake(),
+                Some(waiter) => waiter.waker.wake(),
                 None => return,
             }
         }
@@ -68,6 +79,7 @@ impl Watermark {
             mark: self,
             target,
             epoch: self.epoch.get(),
+            registered: None,
         }
     }
 
@@ -75,25 +87,56 @@ impl Watermark {
     pub fn wake_all(&self) {
         self.epoch.set(self.epoch.get() + 1);
         let woken = std::mem::take(&mut *self.waiters.borrow_mut());
-        for (_, waker) in woken {
-            waker.wake();
+        for waiter in woken {
+            waiter.waker.wake();
         }
     }
 
-    /// Registers `waker` for `target` unless the same task already waits for it there (a task
-    /// that polls again, or loops on the same target while nothing moves, adds no entry). An
-    /// entry left by a dropped wait goes when the position passes its target.
-    fn register(&self, target: u64, waker: &Waker) {
-        let mut waiters = self.waiters.borrow_mut();
-        // First index with a greater target: waiters with equal targets sit just before it.
-        let end = waiters.partition_point(|(t, _)| *t <= target);
-        let already = waiters
-            .range(..end)
+    /// Waits registered and not yet woken or dropped (tests and leak checks).
+    pub fn waits_pending(&self) -> usize {
+        self.waiters.borrow().iter().map(|w| w.waits as usize).sum()
+    }
+
+    /// The index of the entry of `waker`'s task for `target` in `epoch`, if any. Entries with
+    /// equal targets sit just before the first greater target.
+    fn find(waiters: &VecDeque<Waiter>, target: u64, waker: &Waker, epoch: u64) -> Option<usize> {
+        let end = waiters.partition_point(|w| w.target <= target);
+        (0..end)
             .rev()
-            .take_while(|(t, _)| *t == target)
-            .any(|(_, w)| w.will_wake(waker));
-        if !already {
-            waiters.insert(end, (target, waker.clone()));
+            .take_while(|&i| waiters[i].target == target)
+            .find(|&i| waiters[i].epoch == epoch && waiters[i].waker.will_wake(waker))
+    }
+
+    /// Adds one wait of `waker`'s task for `target`: to the task's entry there if it has one
+    /// (a task that loops on the same target while nothing moves adds no entry), else a new
+    /// entry.
+    fn register(&self, target: u64, waker: &Waker, epoch: u64) {
+        let mut waiters = self.waiters.borrow_mut();
+        match Self::find(&waiters, target, waker, epoch) {
+            Some(i) => waiters[i].waits += 1,
+            None => {
+                let end = waiters.partition_point(|w| w.target <= target);
+                let waiter = Waiter {
+                    target,
+                    waker: waker.clone(),
+                    epoch,
+                    waits: 1,
+                };
+                waiters.insert(end, waiter);
+            }
+        }
+    }
+
+    /// Takes one wait away from the task's entry (a wait dropped or moved to another waker);
+    /// the entry goes with its last wait. Nothing to do when an advance or `wake_all` has
+    /// taken the entry already.
+    fn deregister(&self, target: u64, waker: &Waker, epoch: u64) {
+        let mut waiters = self.waiters.borrow_mut();
+        if let Some(i) = Self::find(&waiters, target, waker, epoch) {
+            waiters[i].waits -= 1;
+            if waiters[i].waits == 0 {
+                waiters.remove(i);
+            }
         }
     }
 }
@@ -103,18 +146,40 @@ pub struct WaitFor<'a> {
     target: u64,
     /// The mark's `epoch` when the wait began.
     epoch: u64,
+    /// The waker this wait is counted under, while it is.
+    registered: Option<Waker>,
 }
 
 impl Future for WaitFor<'_> {
     type Output = u64;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
         let value = self.mark.value.get();
         if value >= self.target || self.mark.epoch.get() != self.epoch {
+            // Whatever completed it (an advance past the target, `wake_all`) took the entry.
+            self.registered = None;
             return Poll::Ready(value);
         }
-        self.mark.register(self.target, cx.waker());
+        let waker = cx.waker();
+        match &self.registered {
+            Some(registered) if registered.will_wake(waker) => {}
+            _ => {
+                if let Some(old) = self.registered.take() {
+                    self.mark.deregister(self.target, &old, self.epoch);
+                }
+                self.mark.register(self.target, waker, self.epoch);
+                self.registered = Some(waker.clone());
+            }
+        }
         Poll::Pending
+    }
+}
+
+impl Drop for WaitFor<'_> {
+    fn drop(&mut self) {
+        if let Some(waker) = self.registered.take() {
+            self.mark.deregister(self.target, &waker, self.epoch);
+        }
     }
 }
 
@@ -167,14 +232,74 @@ mod tests {
         // All four share block_on's thread waker: one entry per distinct target, however
         // often they are polled.
         assert_eq!(mark.waiters.borrow().len(), 3);
-        let targets: Vec<u64> = mark.waiters.borrow().iter().map(|(t, _)| *t).collect();
+        let targets: Vec<u64> = mark.waiters.borrow().iter().map(|w| w.target).collect();
         assert!(targets.windows(2).all(|w| w[0] <= w[1]), "{targets:?}");
         mark.advance(19);
-        assert!(mark.waiters.borrow().iter().all(|(t, _)| *t > 19));
+        assert!(mark.waiters.borrow().iter().all(|w| w.target > 19));
         assert_eq!(future::block_on(future::poll_once(&mut waits[1])), Some(19));
         assert!(future::block_on(future::poll_once(&mut waits[2])).is_none());
         mark.advance(30);
         assert!(mark.waiters.borrow().is_empty());
         assert_eq!(future::block_on(future::poll_once(&mut waits[0])), Some(30));
+    }
+
+    #[test]
+    fn a_dropped_wait_takes_its_entry_with_it_and_leaves_the_others() {
+        let mark = Watermark::new(0);
+        // Two waits of one task for one target share an entry; dropping one keeps it for the
+        // other, dropping both removes it.
+        let mut first = Box::pin(mark.wait_for(10));
+        let mut second = Box::pin(mark.wait_for(10));
+        let mut other = Box::pin(mark.wait_for(20));
+        for w in [&mut first, &mut second, &mut other] {
+            assert!(future::block_on(future::poll_once(w)).is_none());
+        }
+        assert_eq!((mark.waiters.borrow().len(), mark.waits_pending()), (2, 3));
+        drop(first);
+        assert_eq!((mark.waiters.borrow().len(), mark.waits_pending()), (2, 2));
+        mark.advance(10);
+        assert_eq!(future::block_on(future::poll_once(&mut second)), Some(10));
+        drop(second);
+        drop(other);
+        assert_eq!(mark.waits_pending(), 0, "nothing left behind");
+        assert!(mark.waiters.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_wait_that_loses_a_race_leaves_nothing_behind() {
+        // A parked pull races its queue's mark against shutdown's: whichever completes, the
+        // other wait is dropped pending and must not stay registered.
+        let head = Watermark::new(0);
+        let stopping = Watermark::new(0);
+        for round in 1..=100u64 {
+            let mut race = Box::pin(future::or(head.wait_for(round), async {
+                stopping.wait_for(1).await;
+                0
+            }));
+            assert!(future::block_on(future::poll_once(&mut race)).is_none());
+            head.advance(round);
+            assert_eq!(future::block_on(race), round);
+        }
+        assert_eq!(
+            stopping.waits_pending(),
+            0,
+            "a stale entry per finished race"
+        );
+        assert_eq!(head.waits_pending(), 0);
+    }
+
+    #[test]
+    fn a_dropped_wait_of_an_old_epoch_does_not_take_a_new_waits_entry() {
+        let mark = Watermark::new(0);
+        let mut old = Box::pin(mark.wait_for(10));
+        assert!(future::block_on(future::poll_once(&mut old)).is_none());
+        mark.wake_all();
+        // Same task, same target, a new epoch: its own entry.
+        let mut new = Box::pin(mark.wait_for(10));
+        assert!(future::block_on(future::poll_once(&mut new)).is_none());
+        drop(old);
+        assert_eq!(mark.waits_pending(), 1, "the new wait is still registered");
+        mark.advance(10);
+        assert_eq!(future::block_on(future::poll_once(&mut new)), Some(10));
     }
 }
