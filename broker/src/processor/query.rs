@@ -1,5 +1,5 @@
-//! QUERY_MESSAGE (by key, the index of every shard of the broker the client sees) and VIEW_MESSAGE_BY_ID (one record, on the
-//! shard whose id its CommitLog offset carries).
+//! QUERY_MESSAGE (by key, the index of every shard of the broker the client sees) and
+//! VIEW_MESSAGE_BY_ID (one record, on the shard whose id its CommitLog offset carries).
 
 use thruster_client::protocol::header::query::{
     QueryMessageRequestHeader, QueryMessageResponseHeader, ViewMessageRequestHeader,
