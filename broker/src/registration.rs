@@ -1,21 +1,27 @@
-//! Registration with the name servers (shard 0): at start, whenever the topic table changes,
-//! and every `registerNameServerPeriod`; UNREGISTER_BROKER at a clean shutdown. One
-//! connection per name server is kept open, since a name server drops a broker whose
-//! connection closes. With a broker per shard, shard 0 registers every shard as a broker of its
-//! own (its name and address, the same topic table), so there is still one registrar.
+//! Registration with the name servers (shard 0): the whole topic table at start and every
+//! `registerNameServerPeriod` (REGISTER_BROKER, which also keeps the broker alive there), and
+//! each changed topic as it changes (REGISTER_TOPIC_IN_NAMESRV, one small request per topic
+//! instead of the whole table per change; a name server that does not know the code, like
+//! Apache RocketMQ's before 5.0, gets the whole table instead); UNREGISTER_BROKER at a clean
+//! shutdown. One connection per name server is kept open, since a name server drops a broker
+//! whose connection closes. With a broker per shard, shard 0 registers every shard as a broker
+//! of its own (its name and address, its share of the topics), so there is still one registrar.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use thruster_client::protocol::body::{self, RegisterBrokerBody};
+use thruster_client::protocol::body::{
+    self, JsonStyle, QueueData, RegisterBrokerBody, TopicConfig, TopicRouteData,
+};
+use thruster_client::protocol::header::admin::TopicRequestHeader;
 use thruster_client::protocol::header::namesrv::{
     BrokerIdentityHeader, RegisterBrokerRequestHeader,
 };
 use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::{info, warn};
 
-use crate::meta::topic_config::ShardView;
+use crate::meta::topic_config::{advertised, ShardView};
 use crate::remoting::client::RemotingClient;
 use crate::runtime;
 use crate::shard::Shard;
@@ -23,6 +29,9 @@ use crate::shard::Shard;
 pub struct Registrar {
     shard: Rc<Shard>,
     clients: Vec<(SocketAddr, Option<RemotingClient>)>,
+    /// Per name server: it answered REGISTER_TOPIC_IN_NAMESRV with REQUEST_CODE_NOT_SUPPORTED,
+    /// so it gets the whole table for every change.
+    whole_table_only: Vec<bool>,
     /// The brokers this registrar announces: (name, address).
     brokers: Vec<(String, SocketAddr)>,
 }
@@ -44,6 +53,7 @@ impl Registrar {
             _ => vec![(shard.broker_name.clone(), shard.broker_addr)],
         };
         Registrar {
+            whole_table_only: vec![false; config.namesrv_addrs.len()],
             shard,
             clients,
             brokers,
@@ -99,19 +109,103 @@ impl Registrar {
     pub async fn register_all(&mut self) {
         let requests = self.register_requests();
         for i in 0..self.clients.len() {
-            let addr = self.clients[i].0;
-            for request in &requests {
-                match self.invoke(i, request.clone()).await {
-                    Ok(response) if response.code == response_code::SUCCESS => {
-                        tracing::debug!(namesrv = %addr, "registered");
-                    }
-                    Ok(response) => {
-                        warn!(namesrv = %addr, code = response.code, remark = ?response.remark, "registration refused")
-                    }
-                    Err(error) => warn!(namesrv = %addr, %error, "registration failed"),
+            self.register_whole_table(i, &requests).await;
+        }
+    }
+
+    async fn register_whole_table(&mut self, i: usize, requests: &[RemotingCommand]) {
+        let addr = self.clients[i].0;
+        for request in requests {
+            match self.invoke(i, request.clone()).await {
+                Ok(response) if response.code == response_code::SUCCESS => {
+                    tracing::debug!(namesrv = %addr, "registered");
+                }
+                Ok(response) => {
+                    warn!(namesrv = %addr, code = response.code, remark = ?response.remark, "registration refused")
+                }
+                Err(error) => warn!(namesrv = %addr, %error, "registration failed"),
+            }
+        }
+    }
+
+    /// REGISTER_TOPIC_IN_NAMESRV for `topic`: its queues on every broker this registrar
+    /// announces (with a broker per shard, each shard's share; shards without any are left
+    /// out).
+    fn topic_request(&self, topic: &TopicConfig) -> RemotingCommand {
+        let config = &self.shard.config;
+        let topic = advertised(topic.clone(), config.broker_permission);
+        let queue_datas = self
+            .brokers
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let share = if config.broker_per_shard {
+                    let view = ShardView {
+                        shard: i,
+                        shards: self.brokers.len(),
+                    };
+                    view.topic(topic.clone())
+                } else {
+                    topic.clone()
+                };
+                QueueData {
+                    broker_name: name.clone(),
+                    perm: share.perm,
+                    read_queue_nums: share.read_queue_nums,
+                    topic_sys_flag: share.topic_sys_flag,
+                    write_queue_nums: share.write_queue_nums,
+                }
+            })
+            .filter(|q| q.read_queue_nums > 0 || q.write_queue_nums > 0)
+            .collect();
+        let route = TopicRouteData {
+            queue_datas,
+            ..TopicRouteData::default()
+        };
+        let header = TopicRequestHeader {
+            topic: topic.topic_name.clone(),
+            broker_name: None,
+        };
+        RemotingCommand::request(rc::REGISTER_TOPIC_IN_NAMESRV, &header)
+            .with_body(route.encode(JsonStyle::Standard))
+    }
+
+    /// Announces changed `topics` to every name server: topic by topic where the name server
+    /// takes that, else the whole table.
+    async fn register_topics(&mut self, topics: &[TopicConfig]) {
+        let requests: Vec<RemotingCommand> = topics.iter().map(|t| self.topic_request(t)).collect();
+        for i in 0..self.clients.len() {
+            if !self.whole_table_only[i] && self.register_topics_with(i, &requests).await {
+                continue;
+            }
+            let whole = self.register_requests();
+            self.register_whole_table(i, &whole).await;
+        }
+    }
+
+    /// `false` when name server `i` refused a request: it gets the whole table instead.
+    async fn register_topics_with(&mut self, i: usize, requests: &[RemotingCommand]) -> bool {
+        let addr = self.clients[i].0;
+        for request in requests {
+            match self.invoke(i, request.clone()).await {
+                Ok(response) if response.code == response_code::SUCCESS => {}
+                Ok(response) if response.code == response_code::REQUEST_CODE_NOT_SUPPORTED => {
+                    info!(namesrv = %addr, "the name server takes no single-topic registration: it gets the whole table");
+                    self.whole_table_only[i] = true;
+                    return false;
+                }
+                Ok(response) => {
+                    warn!(namesrv = %addr, code = response.code, remark = ?response.remark, "topic registration refused");
+                    return false;
+                }
+                Err(error) => {
+                    // Unreachable: the next whole-table registration (every period) retries.
+                    warn!(namesrv = %addr, %error, "topic registration failed");
+                    return true;
                 }
             }
         }
+        true
     }
 
     pub async fn unregister_all(&mut self) {
@@ -159,10 +253,11 @@ impl Registrar {
         result
     }
 
-    /// After the first registration (which the caller makes before serving): registers
-    /// every period and whenever the topic table changes; when the shard stops, unregisters.
+    /// After the first registration (which the caller makes before serving): the whole table
+    /// every period, and each topic change as it comes; when the shard stops, unregisters.
     pub async fn run(mut self) {
-        let period = Duration::from_millis(self.shard.config.register_name_server_period_ms);
+        let period_ms = self.shard.config.register_name_server_period_ms;
+        let mut whole_table_due_ms = runtime::now_ms() + period_ms as i64;
         loop {
             // Past what was registered, not what was seen: a change made while the last
             // registration was on its way is registered at once, not a period later.
@@ -170,14 +265,22 @@ impl Registrar {
             let shard = self.shard.clone();
             let changed = shard.topics_changed.wait_for(registered + 1);
             let stopping = shard.stopping.wait_for(1);
-            runtime::timeout(period, futures_lite::future::or(changed, stopping)).await;
+            let until_due_ms = (whole_table_due_ms - runtime::now_ms()).max(0) as u64;
+            let until_due = Duration::from_millis(until_due_ms);
+            runtime::timeout(until_due, futures_lite::future::or(changed, stopping)).await;
             if shard.is_stopping() {
                 self.unregister_all().await;
                 return;
             }
-            // Read before `register_all` takes its snapshot of the table (no await between).
+            // Read before the registration takes its snapshot of the table (no await between).
             let version = shard.topics_changed.get();
-            self.register_all().await;
+            let deltas = std::mem::take(&mut *shard.topic_deltas.borrow_mut());
+            if deltas.overflowed || runtime::now_ms() >= whole_table_due_ms {
+                self.register_all().await;
+                whole_table_due_ms = runtime::now_ms() + period_ms as i64;
+            } else if !deltas.topics.is_empty() {
+                self.register_topics(&deltas.topics).await;
+            }
             shard.topics_registered.advance(version);
         }
     }

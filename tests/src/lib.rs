@@ -243,6 +243,17 @@ impl Client {
         }
     }
 
+    /// The server side of an accepted connection, for tests that stand in for a server: frames
+    /// are read and written the same way.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            stream,
+            buf: BytesMut::new(),
+            next_opaque: 1,
+        }
+    }
+
     /// GET_CONSUMER_LIST_BY_GROUP: the client ids the broker knows in `group` (none when the
     /// broker refuses, e.g. for an unknown group).
     pub fn consumer_ids(&mut self, group: &str) -> Vec<String> {

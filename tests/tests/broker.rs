@@ -474,6 +474,55 @@ fn a_topic_created_while_a_registration_is_on_its_way_is_registered_right_after_
 }
 
 #[test]
+fn a_name_server_without_single_topic_registration_gets_the_whole_table_at_once() {
+    // Topic changes are announced topic by topic (REGISTER_TOPIC_IN_NAMESRV, code 217); a name
+    // server that does not know the code (Apache RocketMQ's before 5.0) must get the whole table
+    // instead, at once, not a registration period later. A proxy in front of a real name server
+    // refuses code 217 as such a name server does and relays everything else.
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let upstream = namesrv.addr;
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let counter = refused.clone();
+    std::thread::spawn(move || {
+        for stream in proxy.incoming().flatten() {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut broker = Client::from_stream(stream);
+                let mut namesrv = Client::connect(upstream);
+                while let Ok(Some(request)) = broker.read_command() {
+                    let reply = if request.code == rc::REGISTER_TOPIC_IN_NAMESRV {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        request.error(response_code::REQUEST_CODE_NOT_SUPPORTED, "not supported")
+                    } else {
+                        let mut reply = namesrv.invoke(request.clone());
+                        reply.opaque = request.opaque;
+                        reply
+                    };
+                    if broker.send(&reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let broker = ServerProcess::broker_with_namesrvs(&proxy_addr.to_string(), 2, &[]);
+    let mut client = Client::connect(broker.addr);
+    for topic in ["WholeTableA", "WholeTableB"] {
+        create_topic(&mut client, topic);
+        let brokers = route_brokers(namesrv.addr, topic);
+        assert_eq!(
+            brokers.iter().map(|b| b.write_queues).sum::<i32>(),
+            QUEUES,
+            "{topic} is routable once created: {brokers:?}"
+        );
+    }
+    // Asked once, then never again: that name server takes the whole table from then on.
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
 fn a_broker_killed_under_load_restarts_at_once_on_its_ports_with_every_acknowledged_message() {
     // Fixed ports (a restart must come back where clients and name servers know it): shard 0
     // on `port` with its VIP port 2 below, shard 1 on `port + 10` (shardPortStep) likewise.

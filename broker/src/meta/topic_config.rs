@@ -153,14 +153,7 @@ impl TopicTable {
         let topic_config_table = self
             .topics
             .iter()
-            .map(|(name, topic)| {
-                let mut topic = topic.clone();
-                // A read-only broker advertises its topics read-only.
-                if broker_permission & perm::WRITE == 0 {
-                    topic.perm &= broker_permission | perm::INHERIT;
-                }
-                (name.clone(), topic)
-            })
+            .map(|(name, topic)| (name.clone(), advertised(topic.clone(), broker_permission)))
             .collect();
         TopicConfigSerializeWrapper {
             data_version: self.data_version.clone(),
@@ -188,6 +181,41 @@ impl TopicTable {
 
     pub fn data_version(&self) -> &DataVersion {
         &self.data_version
+    }
+}
+
+/// `topic` as a broker with `broker_permission` announces it: a read-only broker advertises its
+/// topics read-only.
+pub fn advertised(mut topic: TopicConfig, broker_permission: i32) -> TopicConfig {
+    if broker_permission & perm::WRITE == 0 {
+        topic.perm &= broker_permission | perm::INHERIT;
+    }
+    topic
+}
+
+/// Topic changes the registrar has not announced yet (shard 0): it announces them one by one
+/// (REGISTER_TOPIC_IN_NAMESRV) rather than the whole table, as long as there are at most
+/// [`TOPIC_DELTAS_MAX`]; past that it sends the whole table.
+#[derive(Debug, Default)]
+pub struct TopicDeltas {
+    pub topics: Vec<TopicConfig>,
+    pub overflowed: bool,
+}
+
+/// Topic changes held for one registration round; more mean a whole-table registration.
+pub const TOPIC_DELTAS_MAX: usize = 1024;
+
+impl TopicDeltas {
+    pub fn push(&mut self, topic: TopicConfig) {
+        if self.overflowed {
+            return;
+        }
+        if self.topics.len() == TOPIC_DELTAS_MAX {
+            self.topics = Vec::new();
+            self.overflowed = true;
+            return;
+        }
+        self.topics.push(topic);
     }
 }
 

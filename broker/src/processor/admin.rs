@@ -65,6 +65,7 @@ pub async fn upsert_topic(
     if !changed {
         return Ok(config);
     }
+    shard.topic_deltas.borrow_mut().push(config.clone());
     let announced = config.clone();
     shard
         .broadcast(|| MeshMessage::TopicChanged(announced.clone()))

@@ -24,7 +24,7 @@ use crate::config::BrokerConfig;
 use crate::meta::clients::{ClientEvent, ClientTable};
 use crate::meta::consumer_offset::ConsumerOffsets;
 use crate::meta::queue_locks::QueueLocks;
-use crate::meta::topic_config::{ShardView, TopicTable};
+use crate::meta::topic_config::{ShardView, TopicDeltas, TopicTable};
 use crate::remoting::{BodyPart, Failure, Reply};
 use crate::runtime::{self, LocalSender, MeshReceiver, MeshSenders};
 use crate::store::watermark::Watermark;
@@ -236,6 +236,8 @@ pub struct Shard {
     /// every change made before it began (group commit of the topic table).
     pub topics_persisted: Watermark,
     pub topics_persist_result: RefCell<Result<(), String>>,
+    /// Topic changes for the registrar to announce (shard 0).
+    pub topic_deltas: RefCell<TopicDeltas>,
     /// Completes when the registrar has unregistered (shard 0, at shutdown).
     pub registrar_done: RefCell<Option<runtime::LocalReceiver<()>>>,
     /// Spreads sends that let the broker pick the queue (negative queue id).
@@ -286,6 +288,7 @@ impl Shard {
             topics_registered: Watermark::new(0),
             topics_persisted: Watermark::new(0),
             topics_persist_result: RefCell::new(Ok(())),
+            topic_deltas: RefCell::new(TopicDeltas::default()),
             registrar_done: RefCell::new(None),
             queue_rotation: Cell::new(0),
             shard_addrs,
