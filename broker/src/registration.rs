@@ -64,6 +64,14 @@ impl Registrar {
         Duration::from_millis(self.shard.config.register_broker_timeout_ms)
     }
 
+    /// With a broker per shard, broker `i`'s share of the topics; `None` in one-name mode.
+    fn view_of(&self, i: usize) -> Option<ShardView> {
+        self.shard.config.broker_per_shard.then_some(ShardView {
+            shard: i,
+            shards: self.brokers.len(),
+        })
+    }
+
     /// One REGISTER_BROKER per broker, from a snapshot of the topic table.
     fn register_requests(&self) -> Vec<RemotingCommand> {
         let config = &self.shard.config;
@@ -73,14 +81,9 @@ impl Registrar {
             .enumerate()
             .map(|(i, (name, addr))| {
                 // Each shard announces its own share of the topics (one-name: all of them).
-                let wrapper = if config.broker_per_shard {
-                    let view = ShardView {
-                        shard: i,
-                        shards: self.brokers.len(),
-                    };
-                    topics.wrapper_for_shard(config.broker_permission, view)
-                } else {
-                    topics.wrapper(config.broker_permission)
+                let wrapper = match self.view_of(i) {
+                    Some(view) => topics.wrapper_for_shard(config.broker_permission, view),
+                    None => topics.wrapper(config.broker_permission),
                 };
                 let body = body::encode(&RegisterBrokerBody {
                     filter_server_list: Vec::new(),
@@ -139,14 +142,9 @@ impl Registrar {
             .iter()
             .enumerate()
             .map(|(i, (name, _))| {
-                let share = if config.broker_per_shard {
-                    let view = ShardView {
-                        shard: i,
-                        shards: self.brokers.len(),
-                    };
-                    view.topic(topic.clone())
-                } else {
-                    topic.clone()
+                let share = match self.view_of(i) {
+                    Some(view) => view.topic(topic.clone()),
+                    None => topic.clone(),
                 };
                 QueueData {
                     broker_name: name.clone(),
