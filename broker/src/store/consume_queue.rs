@@ -171,7 +171,8 @@ impl ConsumeQueue {
                     continue;
                 }
                 let first = byte_offset / ENTRY_BYTES;
-                let file = MappedFile::open(&queue.dir.join(name), entries_per_file * ENTRY_BYTES)?;
+                let file =
+                    MappedFile::open(&queue.dir.join(name), entries_per_file * ENTRY_BYTES, true)?;
                 queue.files.insert(first, file);
             }
         }
@@ -293,7 +294,7 @@ impl ConsumeQueue {
         let first = self.file_first(offset);
         if !self.files.contains_key(&first) {
             let path = self.dir.join(format!("{:020}", first * ENTRY_BYTES));
-            let file = MappedFile::open(&path, self.entries_per_file * ENTRY_BYTES)?;
+            let file = MappedFile::open(&path, self.entries_per_file * ENTRY_BYTES, true)?;
             self.files.insert(first, file);
         }
         let at = ((offset % self.entries_per_file) * ENTRY_BYTES) as usize;

@@ -66,7 +66,7 @@ impl IndexFile {
         previous: Option<(u64, i64)>,
     ) -> io::Result<IndexFile> {
         let existed = path.exists();
-        let map = MappedFile::open(path, file_bytes(slots, entries))?;
+        let map = MappedFile::open(path, file_bytes(slots, entries), false)?;
         let mut file = IndexFile {
             map,
             slots,
