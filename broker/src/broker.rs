@@ -130,7 +130,7 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
 }
 
 /// The listeners of one shard and the address it is known by on its own port.
-fn bind_listeners(
+fn shard_listeners(
     config: &BrokerConfig,
     shard_id: usize,
     broker_addr: SocketAddr,
@@ -170,7 +170,7 @@ async fn start_serving(
     processor: &Rc<BrokerProcessor>,
 ) -> io::Result<SocketAddr> {
     let config = &start.config;
-    let (listeners, own_addr) = bind_listeners(config, shard.id, start.broker_addr, listen)?;
+    let (listeners, own_addr) = shard_listeners(config, shard.id, start.broker_addr, listen)?;
     assert!(listeners.len() as u64 <= LISTENERS_MAX);
     for (i, listener) in listeners.into_iter().enumerate() {
         let server_config = ServerConfig {

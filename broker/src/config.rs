@@ -270,8 +270,12 @@ impl BrokerConfig {
             "brokerPerShard" => self.broker_per_shard = parse(key, value)?,
             "shardPortStep" => {
                 self.shard_port_step = parse(key, value)?;
-                if self.shard_port_step < 3 {
-                    return Err("shardPortStep must be at least 3 (VIP, main and HA ports)".into());
+                // Shard i uses p-2 (VIP), p and p+1 (HA): four ports apart keeps them disjoint.
+                if self.shard_port_step < 4 {
+                    return Err(
+                        "shardPortStep must be at least 4 (each shard's VIP, main and HA ports)"
+                            .into(),
+                    );
                 }
             }
             "memoryWindowBytes" => self.memory_window_bytes = Some(parse(key, value)?),
@@ -446,6 +450,22 @@ mod tests {
         assert!(config.set("flushDiskType", "SOMETIMES").is_err());
         assert!(config.set("brokerId", "1").is_err());
         assert!(config.set("shards", "0").is_err());
+    }
+
+    #[test]
+    fn shard_ports_step_past_each_shards_vip_main_and_ha_ports() {
+        let mut config = BrokerConfig::default();
+        assert!(
+            config.set("shardPortStep", "3").is_err(),
+            "HA of one = VIP of the next"
+        );
+        config.set("shardPortStep", "4").unwrap();
+        config.set("listenPort", "10911").unwrap();
+        assert_eq!(config.shard_listen_port(1), Some(10915));
+        config.set("listenPort", "65530").unwrap();
+        assert_eq!(config.shard_listen_port(2), None, "past 65535");
+        config.set("listenPort", "0").unwrap();
+        assert_eq!(config.shard_listen_port(5), Some(0), "free ports stay free");
     }
 
     #[test]
