@@ -17,7 +17,7 @@ use crate::meta::topic_config::{topics_path, TopicTable};
 use crate::meta::{read_json_file, write_file_atomically};
 use crate::processor::{notify_consumer_ids_changed, BrokerProcessor};
 use crate::registration::Registrar;
-use crate::remoting::{self, ServerConfig};
+use crate::remoting::{self, RequestMemory, ServerConfig};
 use crate::runtime::{self, MeshBuilder, TcpListener};
 use crate::shard::{MeshMessage, Shard};
 use crate::store::MessageStore;
@@ -96,7 +96,8 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
         topics.merge_persisted(persisted);
     }
     if id == 0 && fresh {
-        let bytes = serde_json::to_vec_pretty(&topics.wrapper(7)).map_err(io::Error::other)?;
+        let bytes =
+            serde_json::to_vec_pretty(&topics.stored_wrapper()).map_err(io::Error::other)?;
         write_file_atomically(&path, &bytes)?;
     }
     let offsets = ConsumerOffsets::load(
@@ -172,10 +173,12 @@ async fn start_serving(
     let config = &start.config;
     let (listeners, own_addr) = shard_listeners(config, shard.id, start.broker_addr, listen)?;
     assert!(listeners.len() as u64 <= LISTENERS_MAX);
+    let request_memory = RequestMemory::new(config.shard_request_memory_bytes);
     for (i, listener) in listeners.into_iter().enumerate() {
         let server_config = ServerConfig {
             first_connection_id: i as u64,
             connection_id_step: LISTENERS_MAX,
+            request_memory: Some(request_memory.clone()),
             ..ServerConfig::default()
         };
         let stop_shard = shard.clone();

@@ -6,7 +6,14 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use thruster_client::protocol::body::perm;
+use thruster_client::protocol::FRAME_MAX_BYTES_DEFAULT;
+
 use crate::store::{FlushMode, StoreConfig};
+
+/// `shardRequestMemoryBytes` unless configured.
+pub const SHARD_REQUEST_MEMORY_BYTES_DEFAULT: usize = 256 << 20;
+const _: () = assert!(SHARD_REQUEST_MEMORY_BYTES_DEFAULT >= FRAME_MAX_BYTES_DEFAULT);
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -77,6 +84,9 @@ pub struct BrokerConfig {
     /// One-name mode only: shard `i` also accepts on its own port, `shardListenPortBase + i`
     /// (0: free ports), which shard-aware clients use so their requests never cross cores.
     pub shard_listen_port_base: u16,
+    /// `shardRequestMemoryBytes`: request frames each shard holds while processing them, over
+    /// all its connections (each connection also has its own bound); readers wait past it.
+    pub shard_request_memory_bytes: usize,
     /// CommitLog bytes each shard keeps in memory for tail reads (and before write-out);
     /// older data is read from the files (sendfile). `None`: the store's default.
     pub memory_window_bytes: Option<usize>,
@@ -109,7 +119,7 @@ impl Default for BrokerConfig {
             auto_create_topic_enable: true,
             auto_create_subscription_group: true,
             default_topic_queue_nums: 8,
-            broker_permission: 6,
+            broker_permission: perm::READ_WRITE,
             long_polling_enable: true,
             short_polling_time_ms: 1_000,
             register_name_server_period_ms: 30_000,
@@ -125,10 +135,11 @@ impl Default for BrokerConfig {
             io_memory_bytes: 2 << 20,
             shard_spin_before_park_us: 0,
             memory_window_bytes: None,
+            shard_request_memory_bytes: SHARD_REQUEST_MEMORY_BYTES_DEFAULT,
             broker_per_shard: true,
             shard_port_step: 10,
             shard_listen_port_base: 0,
-            delay_levels_ms: crate::processor::schedule::parse_delay_levels(
+            delay_levels_ms: parse_delay_levels(
                 "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h",
             )
             .expect("the default levels parse"),
@@ -263,9 +274,7 @@ impl BrokerConfig {
             "pinShards" => self.pin_shards = parse(key, value)?,
             "ioMemoryBytes" => self.io_memory_bytes = parse(key, value)?,
             "shardSpinBeforeParkUs" => self.shard_spin_before_park_us = parse(key, value)?,
-            "messageDelayLevel" => {
-                self.delay_levels_ms = crate::processor::schedule::parse_delay_levels(value)?
-            }
+            "messageDelayLevel" => self.delay_levels_ms = parse_delay_levels(value)?,
             "shardListenPortBase" => self.shard_listen_port_base = parse(key, value)?,
             "brokerPerShard" => self.broker_per_shard = parse(key, value)?,
             "shardPortStep" => {
@@ -276,6 +285,14 @@ impl BrokerConfig {
                         "shardPortStep must be at least 4 (each shard's VIP, main and HA ports)"
                             .into(),
                     );
+                }
+            }
+            "shardRequestMemoryBytes" => {
+                self.shard_request_memory_bytes = parse(key, value)?;
+                if self.shard_request_memory_bytes < FRAME_MAX_BYTES_DEFAULT {
+                    return Err(format!(
+                        "shardRequestMemoryBytes must hold the largest frame ({FRAME_MAX_BYTES_DEFAULT} bytes)"
+                    ));
                 }
             }
             "memoryWindowBytes" => self.memory_window_bytes = Some(parse(key, value)?),
@@ -391,6 +408,31 @@ pub fn parse_properties(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `messageDelayLevel`: "1s 5s 10s …" → milliseconds per level (level 1 first).
+pub fn parse_delay_levels(text: &str) -> Result<Vec<u64>, String> {
+    let levels: Vec<u64> = text
+        .split_whitespace()
+        .map(|item| {
+            let (number, unit) = item.split_at(item.len().saturating_sub(1));
+            let factor = match unit {
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => return Err(format!("messageDelayLevel: bad unit in {item:?}")),
+            };
+            number
+                .parse::<u64>()
+                .map(|n| n * factor)
+                .map_err(|e| format!("messageDelayLevel: {item:?}: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    if levels.is_empty() {
+        return Err("messageDelayLevel: no levels".into());
+    }
+    Ok(levels)
+}
+
 fn default_broker_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
@@ -466,6 +508,20 @@ mod tests {
         assert_eq!(config.shard_listen_port(2), None, "past 65535");
         config.set("listenPort", "0").unwrap();
         assert_eq!(config.shard_listen_port(5), Some(0), "free ports stay free");
+    }
+
+    #[test]
+    fn delay_levels_parse_like_rocketmq() {
+        let levels =
+            parse_delay_levels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
+                .unwrap();
+        assert_eq!(levels.len(), 18);
+        assert_eq!(
+            (levels[0], levels[4], levels[17]),
+            (1_000, 60_000, 7_200_000)
+        );
+        assert!(parse_delay_levels("1x").is_err());
+        assert!(parse_delay_levels("").is_err());
     }
 
     #[test]

@@ -148,6 +148,12 @@ impl TopicTable {
         })
     }
 
+    /// The whole table as `topics.json` stores it: each topic's own permission, unfiltered by
+    /// the broker's (which may change between runs).
+    pub fn stored_wrapper(&self) -> TopicConfigSerializeWrapper {
+        self.wrapper(perm::READ_WRITE | perm::INHERIT)
+    }
+
     /// The whole table as registration and GET_ALL_TOPIC_CONFIG send it.
     pub fn wrapper(&self, broker_permission: i32) -> TopicConfigSerializeWrapper {
         let topic_config_table = self

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use thruster_client::protocol::body::{self, perm, KvTable, TopicConfig};
+use thruster_client::protocol::body::{self, KvTable, TopicConfig};
 use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
 use thruster_client::protocol::{response_code, RemotingCommand};
 use tracing::{info, warn};
@@ -103,7 +103,7 @@ pub async fn persist_topics(shard: std::rc::Rc<crate::shard::Shard>) {
         let version = shard.topics_changed.get();
         let bytes = {
             let topics = shard.topics.borrow();
-            serde_json::to_vec_pretty(&topics.wrapper(perm::READ_WRITE | perm::INHERIT))
+            serde_json::to_vec_pretty(&topics.stored_wrapper())
         };
         let path = topics_path(&shard.config);
         let result = match bytes {

@@ -37,31 +37,6 @@ const READ_BATCH: usize = 32;
 /// Retries a consumer group gets before its messages go to the dead-letter queue.
 pub const RETRY_MAX_TIMES_DEFAULT: i32 = 16;
 
-/// `messageDelayLevel`: "1s 5s 10s …" → milliseconds per level (level 1 first).
-pub fn parse_delay_levels(text: &str) -> Result<Vec<u64>, String> {
-    let levels: Vec<u64> = text
-        .split_whitespace()
-        .map(|item| {
-            let (number, unit) = item.split_at(item.len().saturating_sub(1));
-            let factor = match unit {
-                "s" => 1_000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                "d" => 86_400_000,
-                _ => return Err(format!("messageDelayLevel: bad unit in {item:?}")),
-            };
-            number
-                .parse::<u64>()
-                .map(|n| n * factor)
-                .map_err(|e| format!("messageDelayLevel: {item:?}: {e}"))
-        })
-        .collect::<Result<_, _>>()?;
-    if levels.is_empty() {
-        return Err("messageDelayLevel: no levels".into());
-    }
-    Ok(levels)
-}
-
 /// The delay level a properties string asks for (`None` for 0 or absent).
 pub fn delay_level(properties: &str) -> Option<i32> {
     message::find_property(properties, property::DELAY)
@@ -303,20 +278,6 @@ pub async fn send_back(processor: &BrokerProcessor, request: &RemotingCommand) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn delay_levels_parse_like_rocketmq() {
-        let levels =
-            parse_delay_levels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
-                .unwrap();
-        assert_eq!(levels.len(), 18);
-        assert_eq!(
-            (levels[0], levels[4], levels[17]),
-            (1_000, 60_000, 7_200_000)
-        );
-        assert!(parse_delay_levels("1x").is_err());
-        assert!(parse_delay_levels("").is_err());
-    }
 
     #[test]
     fn scheduled_messages_remember_where_they_belong() {

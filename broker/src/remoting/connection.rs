@@ -18,8 +18,8 @@ use thruster_client::protocol::{
 };
 use tracing::{debug, warn};
 
-use super::server::ServerConfig;
-use crate::runtime::{self, IoBuffer, LocalSender, Semaphore, TcpStream};
+use super::config::{RequestMemory, ServerConfig};
+use crate::runtime::{self, IoBuffer, LocalSender, Semaphore, StaticPermit, TcpStream};
 use thruster_client::glommio::SharedStream;
 
 /// Handles requests. Implemented by the name server and the broker.
@@ -113,13 +113,16 @@ pub async fn serve_connection<P: RequestProcessor>(
         runtime::bounded_channel::<Reply>(config.in_flight_per_connection_max);
     let writer = write_loop(stream.clone(), outbound_rx, peer);
     let context = ConnectionContext { id, peer, outbound };
-    let in_flight = Rc::new(Semaphore::new(config.in_flight_per_connection_max as u64));
-
+    let budget = RequestBudget {
+        requests: Rc::new(Semaphore::new(config.in_flight_per_connection_max as u64)),
+        connection_bytes: RequestMemory::new(config.in_flight_bytes_per_connection_max),
+        shared_bytes: config.request_memory.clone(),
+    };
     let reader = read_loop(
         SharedStream(stream.clone()),
         &context,
         processor.clone(),
-        in_flight,
+        budget,
         config.frame_max_bytes,
     );
     // The writer runs as its own task so a slow peer never blocks request processing.
@@ -139,11 +142,37 @@ pub async fn serve_connection<P: RequestProcessor>(
     }
 }
 
+/// What one connection's requests may hold while they are processed: a count, and bytes of
+/// its own and of the shard's shared budget.
+struct RequestBudget {
+    requests: Rc<Semaphore>,
+    connection_bytes: RequestMemory,
+    shared_bytes: Option<RequestMemory>,
+}
+
+/// Released when the request has been answered.
+struct RequestPermits {
+    _held: Vec<StaticPermit>,
+}
+
+impl RequestBudget {
+    /// Waits for room for one more request of `frame_bytes`; `None` when closed.
+    async fn admit(&self, frame_bytes: usize) -> Option<RequestPermits> {
+        let mut permits = Vec::with_capacity(3);
+        permits.push(self.requests.clone().acquire_static_permit(1).await.ok()?);
+        permits.push(self.connection_bytes.reserve(frame_bytes).await?);
+        if let Some(shared) = &self.shared_bytes {
+            permits.push(shared.reserve(frame_bytes).await?);
+        }
+        Some(RequestPermits { _held: permits })
+    }
+}
+
 async fn read_loop<P: RequestProcessor>(
     mut stream: SharedStream<TcpStream>,
     context: &ConnectionContext,
     processor: Rc<P>,
-    in_flight: Rc<Semaphore>,
+    budget: RequestBudget,
     frame_max_bytes: usize,
 ) {
     let peer = context.peer;
@@ -151,6 +180,7 @@ async fn read_loop<P: RequestProcessor>(
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     loop {
         loop {
+            let buffered_bytes = buf.len();
             let frame = match decode_frame(&mut buf, frame_max_bytes) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
@@ -178,7 +208,8 @@ async fn read_loop<P: RequestProcessor>(
                 debug!(%peer, opaque = request.opaque, code = request.code, "unsolicited response dropped");
                 continue;
             }
-            let Ok(permit) = in_flight.clone().acquire_static_permit(1).await else {
+            let frame_bytes = buffered_bytes - buf.len();
+            let Some(permit) = budget.admit(frame_bytes).await else {
                 return;
             };
             let processor = processor.clone();
@@ -322,4 +353,150 @@ async fn write_with_tail(
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    use thruster_client::protocol::encode;
+
+    use super::*;
+    use crate::remoting::config::RequestMemory;
+    use crate::runtime::{run_reactor, ReactorConfig, TcpListener};
+
+    const FRAME_MAX_BYTES: usize = 1_500_000;
+    const BODY_BYTES: usize = 1 << 20;
+    const REQUESTS_PER_CONNECTION: usize = 10;
+
+    /// Holds every request a while and records how many were being processed at once.
+    struct Holding {
+        active: Cell<usize>,
+        active_max: Cell<usize>,
+    }
+
+    impl RequestProcessor for Holding {
+        async fn process(&self, _: &ConnectionContext, request: RemotingCommand) -> Option<Reply> {
+            self.active.set(self.active.get() + 1);
+            self.active_max
+                .set(self.active_max.get().max(self.active.get()));
+            // Long enough that, unbounded, every pipelined request would be here at once.
+            runtime::sleep(Duration::from_millis(20)).await;
+            self.active.set(self.active.get() - 1);
+            Some(request.success().into())
+        }
+    }
+
+    /// Pipelines `REQUESTS_PER_CONNECTION` 1 MiB requests and reads every response.
+    fn pipeline(addr: SocketAddr) -> usize {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        let mut frames = BytesMut::new();
+        for opaque in 0..REQUESTS_PER_CONNECTION {
+            let request = RemotingCommand::bare_request(10)
+                .with_body(vec![7u8; BODY_BYTES])
+                .with_opaque(opaque as i32);
+            encode(&request, &mut frames).unwrap();
+        }
+        let mut reader = socket.try_clone().unwrap();
+        let writer = std::thread::spawn(move || socket.write_all(&frames).unwrap());
+        let mut answered = 0;
+        let mut buf = BytesMut::new();
+        let mut chunk = [0u8; 4096];
+        while answered < REQUESTS_PER_CONNECTION {
+            while decode_frame(&mut buf, FRAME_MAX_BYTES).unwrap().is_some() {
+                answered += 1;
+            }
+            if answered < REQUESTS_PER_CONNECTION {
+                let n = reader.read(&mut chunk).unwrap();
+                assert!(n > 0, "server closed with {answered} answers");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        writer.join().unwrap();
+        answered
+    }
+
+    /// Serves with `config`, runs `connections` pipelining clients; returns the most requests
+    /// processed at once and the answers received.
+    fn run(
+        config: impl FnOnce() -> ServerConfig + Send + 'static,
+        connections: usize,
+    ) -> (usize, usize) {
+        run_reactor(ReactorConfig::new("remoting-test"), move || async move {
+            let config = config();
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let processor = Rc::new(Holding {
+                active: Cell::new(0),
+                active_max: Cell::new(0),
+            });
+            let (stop_tx, stop_rx) = runtime::bounded_channel::<()>(1);
+            runtime::spawn_detached(crate::remoting::serve(
+                listener,
+                processor.clone(),
+                config,
+                async move {
+                    let _ = stop_rx.recv().await;
+                },
+            ));
+            let clients: Vec<_> = (0..connections)
+                .map(|_| std::thread::spawn(move || pipeline(addr)))
+                .collect();
+            // Joined off the reactor, which must keep serving them.
+            let answered = runtime::spawn_blocking(move || {
+                clients
+                    .into_iter()
+                    .map(|c| c.join().unwrap())
+                    .sum::<usize>()
+            })
+            .await;
+            drop(stop_tx);
+            (processor.active_max.get(), answered)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_connection_holds_no_more_request_bytes_than_its_budget() {
+        let config = || ServerConfig {
+            frame_max_bytes: FRAME_MAX_BYTES,
+            in_flight_bytes_per_connection_max: 3 * FRAME_MAX_BYTES,
+            ..ServerConfig::default()
+        };
+        let (active_max, answered) = run(config, 1);
+        assert_eq!(answered, REQUESTS_PER_CONNECTION);
+        // 4.5 MB hold four frames of 1 MiB and a header, not five.
+        assert!(
+            (1..=4).contains(&active_max),
+            "{active_max} requests at once"
+        );
+    }
+
+    #[test]
+    fn connections_share_the_request_memory_budget() {
+        let config = || ServerConfig {
+            frame_max_bytes: FRAME_MAX_BYTES,
+            request_memory: Some(RequestMemory::new(2 * FRAME_MAX_BYTES)),
+            ..ServerConfig::default()
+        };
+        let (active_max, answered) = run(config, 3);
+        assert_eq!(answered, 3 * REQUESTS_PER_CONNECTION);
+        assert!(
+            (1..=2).contains(&active_max),
+            "{active_max} requests at once"
+        );
+    }
+
+    #[test]
+    fn a_budget_smaller_than_a_frame_is_refused() {
+        let config = ServerConfig {
+            frame_max_bytes: FRAME_MAX_BYTES,
+            request_memory: Some(RequestMemory::new(FRAME_MAX_BYTES - 1)),
+            ..ServerConfig::default()
+        };
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("largest frame"), "{error}");
+    }
 }

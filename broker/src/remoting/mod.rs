@@ -2,10 +2,12 @@
 //! server.
 
 pub mod client;
+pub mod config;
 pub mod connection;
 pub mod failure;
 pub mod server;
 
+pub use config::{RequestMemory, ServerConfig};
 pub use connection::{BodyPart, ConnectionContext, Reply, RequestProcessor};
 pub use failure::Failure;
-pub use server::{serve, ServerConfig};
+pub use server::serve;

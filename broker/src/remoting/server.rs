@@ -5,33 +5,9 @@ use std::rc::Rc;
 
 use tracing::{info, warn};
 
+use super::config::ServerConfig;
 use super::connection::{serve_connection, RequestProcessor};
 use crate::runtime::{self, TcpListener};
-
-/// Limits of one server.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Largest frame accepted, counting the length field (RocketMQ `frameMaxLength`).
-    pub frame_max_bytes: usize,
-    /// Requests of one connection being processed at once; the reader stops reading past it.
-    pub in_flight_per_connection_max: usize,
-    /// Open connections; further ones are closed at once.
-    pub connections_max: usize,
-    pub first_connection_id: u64,
-    pub connection_id_step: u64,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            frame_max_bytes: thruster_client::protocol::FRAME_MAX_BYTES_DEFAULT,
-            in_flight_per_connection_max: 1024,
-            connections_max: 16 * 1024,
-            first_connection_id: 0,
-            connection_id_step: 1,
-        }
-    }
-}
 
 /// Serves `listener` until `stop` completes (connections already open keep being served by
 /// their own tasks). Connection ids start at `first_connection_id` and step by
@@ -42,6 +18,9 @@ pub async fn serve<P: RequestProcessor>(
     config: ServerConfig,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    if let Err(error) = config.validate() {
+        panic!("server limits: {error}");
+    }
     let local_addr = listener.local_addr().ok();
     let open_connections = Rc::new(Cell::new(0usize));
     let mut next_connection_id = config.first_connection_id;
