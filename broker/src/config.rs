@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use thruster_client::protocol::body::perm;
 use thruster_client::protocol::FRAME_MAX_BYTES_DEFAULT;
 
+use crate::store::config::{PAGE_BYTES, SHARDS_MAX};
+use crate::store::consume_queue::ENTRY_BYTES as CQ_ENTRY_BYTES;
 use crate::store::{FlushMode, StoreConfig};
 
 /// `shardRequestMemoryBytes` unless configured.
@@ -36,6 +38,7 @@ pub struct BrokerConfig {
     pub sync_flush_timeout_ms: u64,
     pub flush_interval_commit_log_ms: u64,
     pub flush_commit_log_least_pages: u64,
+    pub flush_commit_log_thorough_interval_ms: u64,
     pub mapped_file_size_commit_log: u64,
     pub mapped_file_size_consume_queue: u64,
     pub max_message_size: usize,
@@ -108,6 +111,7 @@ impl Default for BrokerConfig {
             sync_flush_timeout_ms: 5_000,
             flush_interval_commit_log_ms: 500,
             flush_commit_log_least_pages: 4,
+            flush_commit_log_thorough_interval_ms: 10_000,
             mapped_file_size_commit_log: 1 << 30,
             mapped_file_size_consume_queue: 300_000 * 20,
             max_message_size: 4 << 20,
@@ -231,6 +235,9 @@ impl BrokerConfig {
             "syncFlushTimeout" => self.sync_flush_timeout_ms = parse(key, value)?,
             "flushIntervalCommitLog" => self.flush_interval_commit_log_ms = parse(key, value)?,
             "flushCommitLogLeastPages" => self.flush_commit_log_least_pages = parse(key, value)?,
+            "flushCommitLogThoroughInterval" => {
+                self.flush_commit_log_thorough_interval_ms = parse(key, value)?
+            }
             "mappedFileSizeCommitLog" | "mapedFileSizeCommitLog" => {
                 self.mapped_file_size_commit_log = parse(key, value)?
             }
@@ -245,7 +252,12 @@ impl BrokerConfig {
             "messageIndexEnable" => self.message_index_enable = parse(key, value)?,
             "autoCreateTopicEnable" => self.auto_create_topic_enable = parse(key, value)?,
             "autoCreateSubscriptionGroup" => {
-                self.auto_create_subscription_group = parse(key, value)?
+                self.auto_create_subscription_group = parse(key, value)?;
+                // Every group is implicitly created today; refusing unknown ones needs the
+                // subscription-group table (issue 16), so `false` is reported as not honoured.
+                if !self.auto_create_subscription_group {
+                    return Ok(Applied::NotSupported);
+                }
             }
             "defaultTopicQueueNums" => self.default_topic_queue_nums = parse(key, value)?,
             "brokerPermission" => self.broker_permission = parse(key, value)?,
@@ -267,8 +279,8 @@ impl BrokerConfig {
             "channelExpiredTimeout" => self.channel_expired_timeout_ms = parse(key, value)?,
             "shards" => {
                 self.shards = parse(key, value)?;
-                if self.shards == 0 || self.shards > 64 {
-                    return Err("shards must be between 1 and 64".into());
+                if self.shards == 0 || self.shards > SHARDS_MAX {
+                    return Err(format!("shards must be between 1 and {SHARDS_MAX}"));
                 }
             }
             "pinShards" => self.pin_shards = parse(key, value)?,
@@ -345,9 +357,11 @@ impl BrokerConfig {
             consume_queue_per_shard: self.consume_queue_per_shard(),
             segment_bytes: self.mapped_file_size_commit_log,
             flush_interval_ms: self.flush_interval_commit_log_ms,
-            flush_least_bytes: self.flush_commit_log_least_pages * 4096,
+            flush_least_bytes: self.flush_commit_log_least_pages * PAGE_BYTES,
+            flush_thorough_interval_ms: self.flush_commit_log_thorough_interval_ms,
             sync_flush_timeout_ms: self.sync_flush_timeout_ms,
-            consume_queue_entries_per_file: (self.mapped_file_size_consume_queue / 20).max(1),
+            consume_queue_entries_per_file: (self.mapped_file_size_consume_queue / CQ_ENTRY_BYTES)
+                .max(1),
             max_message_bytes: self.max_message_size,
             check_crc_on_recover: self.check_crc_on_recover,
             message_index_enable: self.message_index_enable,
@@ -522,6 +536,31 @@ mod tests {
         );
         assert!(parse_delay_levels("1x").is_err());
         assert!(parse_delay_levels("").is_err());
+    }
+
+    #[test]
+    fn flush_and_group_keys_are_honoured_or_reported() {
+        let mut config = BrokerConfig::default();
+        assert_eq!(
+            config.set("flushCommitLogLeastPages", "8"),
+            Ok(Applied::Used)
+        );
+        assert_eq!(
+            config.set("flushCommitLogThoroughInterval", "3000"),
+            Ok(Applied::Used)
+        );
+        let store = config.store_config(0);
+        assert_eq!(store.flush_least_bytes, 8 * PAGE_BYTES);
+        assert_eq!(store.flush_thorough_interval_ms, 3000);
+        assert_eq!(
+            config.set("autoCreateSubscriptionGroup", "true"),
+            Ok(Applied::Used)
+        );
+        assert_eq!(
+            config.set("autoCreateSubscriptionGroup", "false"),
+            Ok(Applied::NotSupported)
+        );
+        assert!(config.set("shards", &(SHARDS_MAX + 1).to_string()).is_err());
     }
 
     #[test]

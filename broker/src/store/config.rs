@@ -40,8 +40,11 @@ pub struct StoreConfig {
     pub flush_mode: FlushMode,
     /// `flushIntervalCommitLog`.
     pub flush_interval_ms: u64,
-    /// `flushCommitLogLeastPages` × 4 KiB: async flush starts early past this much dirty data.
+    /// `flushCommitLogLeastPages` × [`PAGE_BYTES`]: under ASYNC_FLUSH, an interval's fdatasync
+    /// is skipped while less than this is unflushed (as Java's flush service does)...
     pub flush_least_bytes: u64,
+    /// `flushCommitLogThoroughInterval`: ...unless the last fdatasync is this old.
+    pub flush_thorough_interval_ms: u64,
     /// `syncFlushTimeout`: past it a sync put answers FLUSH_DISK_TIMEOUT.
     pub sync_flush_timeout_ms: u64,
     /// `mappedFileSizeConsumeQueue` / 20: entries per ConsumeQueue file.
@@ -89,7 +92,8 @@ impl StoreConfig {
             prewrite_segments: false,
             flush_mode: FlushMode::Async,
             flush_interval_ms: 500,
-            flush_least_bytes: 4 * 4096,
+            flush_least_bytes: 4 * PAGE_BYTES,
+            flush_thorough_interval_ms: 10_000,
             sync_flush_timeout_ms: 5_000,
             consume_queue_entries_per_file: 300_000,
             flush_consume_queue_interval_ms: 1_000,
@@ -167,8 +171,8 @@ impl StoreConfig {
                 self.shard_id, self.shard_count
             ));
         }
-        if self.shard_id >= 128 {
-            return Err("shard_id must be below 128 (offsets stay positive)".into());
+        if usize::from(self.shard_count) > SHARDS_MAX {
+            return Err(format!("shard_count must be at most {SHARDS_MAX}"));
         }
         Ok(())
     }
@@ -216,6 +220,14 @@ impl StoreConfig {
 
 /// Bits of a physical offset below the shard id.
 pub const SHARD_OFFSET_BITS: u32 = 56;
+
+/// Shards of one broker (`shards`). Every shard id fits above [`SHARD_OFFSET_BITS`] with the
+/// sign bit clear: physical offsets travel as Java longs and must stay positive.
+pub const SHARDS_MAX: usize = 64;
+const _: () = assert!(SHARDS_MAX <= 1 << (63 - SHARD_OFFSET_BITS));
+
+/// The page of `flushCommitLogLeastPages` (RocketMQ's `OS_PAGE_SIZE`).
+pub const PAGE_BYTES: u64 = 4096;
 
 /// First physical offset of a shard: offsets are unique broker-wide because clients see them
 /// (offsetMsgId) and send them back (VIEW_MESSAGE_BY_ID, CONSUMER_SEND_MSG_BACK).

@@ -1382,9 +1382,11 @@ async fn flush_loop(store: std::rc::Weak<MessageStore>) {
                     ),
                 )
                 .await;
+                let since_flush_ms = runtime::now_ms() - s.last_flush_ms.get();
                 let sync_due = requests.get() > served
-                    || runtime::now_ms() - s.last_flush_ms.get()
-                        >= s.config.flush_interval_ms as i64;
+                    || (since_flush_ms >= s.config.flush_interval_ms as i64
+                        && s.log.borrow().unflushed_bytes() >= s.config.flush_least_bytes)
+                    || since_flush_ms >= s.config.flush_thorough_interval_ms as i64;
                 if !sync_due {
                     continue;
                 }
