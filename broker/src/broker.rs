@@ -242,7 +242,7 @@ async fn serve_until_stopped(shard: Rc<Shard>) -> io::Result<()> {
     if let Some(registrar_done) = registrar_done {
         let _ = runtime::timeout(DRAIN_TIMEOUT, registrar_done.recv()).await;
     }
-    if let Err(error) = shard.offsets.borrow_mut().persist() {
+    if let Err(error) = persist_offsets(&shard).await {
         warn!(shard = shard.id, %error, "persisting consumer offsets at shutdown");
     }
     shard.store.shutdown().await?;
@@ -254,11 +254,22 @@ fn spawn_offset_flusher(shard: Rc<Shard>, interval_ms: u64) {
     runtime::spawn_detached(async move {
         while !shard.is_stopping() {
             runtime::sleep(Duration::from_millis(interval_ms.max(100))).await;
-            if let Err(error) = shard.offsets.borrow_mut().persist() {
+            if let Err(error) = persist_offsets(&shard).await {
                 warn!(shard = shard.id, %error, "persisting consumer offsets");
             }
         }
     });
+}
+
+/// Writes the shard's consumer offsets if they changed: serialized on the reactor, which owns
+/// the table, written and fdatasynced on the helper thread.
+async fn persist_offsets(shard: &Shard) -> io::Result<()> {
+    let Some(snapshot) = shard.offsets.borrow().snapshot()? else {
+        return Ok(());
+    };
+    let snapshot = runtime::spawn_blocking(move || snapshot.write().map(|()| snapshot)).await?;
+    shard.offsets.borrow_mut().persisted(&snapshot);
+    Ok(())
 }
 
 /// Every shard expires silent channels from its own copy of the client table (the copies

@@ -21,8 +21,26 @@ struct OffsetFile {
 pub struct ConsumerOffsets {
     path: PathBuf,
     table: BTreeMap<String, BTreeMap<i32, i64>>,
-    /// Changed since the last persist.
-    dirty: bool,
+    /// Changes made to the table (each commit that moved an offset counts one).
+    changes: u64,
+    /// `changes` as of the last snapshot that reached the disk.
+    changes_persisted: u64,
+}
+
+/// A serialized table and where it goes: taken on the reactor (the table is owned there),
+/// written and fdatasynced off it ([`OffsetSnapshot::write`]).
+#[derive(Debug)]
+pub struct OffsetSnapshot {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    changes: u64,
+}
+
+impl OffsetSnapshot {
+    /// Blocking: a temporary file, fdatasync, rename. Run it off the reactor.
+    pub fn write(&self) -> io::Result<()> {
+        write_file_atomically(&self.path, &self.bytes)
+    }
 }
 
 fn key(topic: &str, group: &str) -> String {
@@ -35,7 +53,8 @@ impl ConsumerOffsets {
         Ok(ConsumerOffsets {
             path,
             table: file.map(|f| f.offset_table).unwrap_or_default(),
-            dirty: false,
+            changes: 0,
+            changes_persisted: 0,
         })
     }
 
@@ -43,7 +62,7 @@ impl ConsumerOffsets {
     pub fn commit(&mut self, group: &str, topic: &str, queue_id: i32, offset: i64) {
         let entry = self.table.entry(key(topic, group)).or_default();
         if entry.insert(queue_id, offset) != Some(offset) {
-            self.dirty = true;
+            self.changes += 1;
         }
     }
 
@@ -51,17 +70,33 @@ impl ConsumerOffsets {
         self.table.get(&key(topic, group))?.get(&queue_id).copied()
     }
 
-    /// Writes the table if it changed.
-    pub fn persist(&mut self) -> io::Result<()> {
-        if !self.dirty {
-            return Ok(());
+    /// The table to write, if it changed since the last snapshot that was written.
+    pub fn snapshot(&self) -> io::Result<Option<OffsetSnapshot>> {
+        if self.changes == self.changes_persisted {
+            return Ok(None);
         }
         let file = OffsetFile {
             offset_table: self.table.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
-        write_file_atomically(&self.path, &bytes)?;
-        self.dirty = false;
+        Ok(Some(OffsetSnapshot {
+            path: self.path.clone(),
+            bytes,
+            changes: self.changes,
+        }))
+    }
+
+    /// Records that `snapshot` reached the disk.
+    pub fn persisted(&mut self, snapshot: &OffsetSnapshot) {
+        self.changes_persisted = self.changes_persisted.max(snapshot.changes);
+    }
+
+    /// Writes the table if it changed, on this thread (tests, tools).
+    pub fn persist(&mut self) -> io::Result<()> {
+        if let Some(snapshot) = self.snapshot()? {
+            snapshot.write()?;
+            self.persisted(&snapshot);
+        }
         Ok(())
     }
 
@@ -96,5 +131,29 @@ mod tests {
         std::fs::write(&path, r#"{"offsetTable":{"T@g":{0:7,3:9}}}"#).unwrap();
         let java = ConsumerOffsets::load(path).unwrap();
         assert_eq!(java.query("g", "T", 3), Some(9));
+    }
+
+    #[test]
+    fn a_commit_made_while_a_snapshot_is_written_is_persisted_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("consumerOffset-0.json");
+        let mut offsets = ConsumerOffsets::load(path.clone()).unwrap();
+        offsets.commit("g", "T", 0, 1);
+        let first = offsets.snapshot().unwrap().expect("changed");
+        offsets.commit("g", "T", 0, 2); // while `first` is being written
+        first.write().unwrap();
+        offsets.persisted(&first);
+        let second = offsets
+            .snapshot()
+            .unwrap()
+            .expect("the later commit is not on disk");
+        second.write().unwrap();
+        offsets.persisted(&second);
+        assert!(
+            offsets.snapshot().unwrap().is_none(),
+            "nothing left to write"
+        );
+        let reloaded = ConsumerOffsets::load(path).unwrap();
+        assert_eq!(reloaded.query("g", "T", 0), Some(2));
     }
 }
