@@ -244,6 +244,64 @@ fn topics_messages_and_offsets_survive_a_restart() {
     }
 }
 
+fn update_offset(client: &mut Client, topic: &str, queue_id: i32) -> RemotingCommand {
+    client.invoke(RemotingCommand::request(
+        rc::UPDATE_CONSUMER_OFFSET,
+        &UpdateConsumerOffsetRequestHeader {
+            consumer_group: "g".into(),
+            topic: topic.into(),
+            queue_id,
+            commit_offset: 5,
+            broker_name: None,
+        },
+    ))
+}
+
+/// A client cannot grow the offset table with queues the broker does not have.
+#[test]
+fn offsets_of_queues_that_do_not_exist_are_refused() {
+    let (_namesrv, broker) = start_with(1, &[]);
+    let mut client = Client::connect(broker.addr);
+    create_topic(&mut client, "Offsets");
+    let unknown = update_offset(&mut client, "NoSuchTopic", 0);
+    assert_eq!(
+        unknown.code,
+        response_code::TOPIC_NOT_EXIST,
+        "{:?}",
+        unknown.remark
+    );
+    let outside = update_offset(&mut client, "Offsets", QUEUES);
+    assert_eq!(
+        outside.code,
+        response_code::SYSTEM_ERROR,
+        "{:?}",
+        outside.remark
+    );
+    let negative = update_offset(&mut client, "Offsets", -1);
+    assert_eq!(negative.code, response_code::SYSTEM_ERROR);
+    let stored = update_offset(&mut client, "Offsets", QUEUES - 1);
+    assert_eq!(stored.code, response_code::SUCCESS, "{:?}", stored.remark);
+    let query = |client: &mut Client, topic: &str, queue_id| {
+        client.invoke(RemotingCommand::request(
+            rc::QUERY_CONSUMER_OFFSET,
+            &QueryConsumerOffsetRequestHeader {
+                consumer_group: "g".into(),
+                topic: topic.into(),
+                queue_id,
+                set_zero_if_not_found: Some(false),
+                broker_name: None,
+            },
+        ))
+    };
+    assert_eq!(offset_of(&query(&mut client, "Offsets", QUEUES - 1)), 5);
+    let refused = query(&mut client, "Offsets", QUEUES);
+    assert_eq!(
+        refused.code,
+        response_code::QUERY_NOT_FOUND,
+        "nothing was stored"
+    );
+}
+
 #[test]
 fn a_parked_pull_is_answered_by_the_next_send_to_its_queue_not_by_its_timeout() {
     let (_namesrv, broker) = start_with(2, &[ONE_NAME]);

@@ -25,6 +25,9 @@ pub struct ConsumerOffsets {
     changes: u64,
     /// `changes` as of the last snapshot that reached the disk.
     changes_persisted: u64,
+    /// Accounted memory of `table` ([`entry_bytes`]), at most [`OFFSET_TABLE_BYTES_MAX`]
+    /// (a loaded file may exceed it; then only existing entries move).
+    table_bytes: usize,
 }
 
 /// A serialized table and where it goes: taken on the reactor (the table is owned there),
@@ -43,6 +46,34 @@ impl OffsetSnapshot {
     }
 }
 
+/// Memory the table of one shard may take, as accounted by [`entry_bytes`]: clients choose
+/// groups, topics and queue ids, so the table refuses new entries past it (existing ones still
+/// move).
+pub const OFFSET_TABLE_BYTES_MAX: usize = 64 << 20;
+/// What one `topic@group` key costs besides its text (map node, String, inner map).
+const KEY_OVERHEAD_BYTES: usize = 96;
+/// What one queue's offset costs in an inner map.
+const QUEUE_ENTRY_BYTES: usize = 32;
+
+/// The accounted memory of a new queue entry under `key` (and of the key, when it is new).
+fn entry_bytes(key: &str, key_is_new: bool) -> usize {
+    QUEUE_ENTRY_BYTES
+        + if key_is_new {
+            key.len() + KEY_OVERHEAD_BYTES
+        } else {
+            0
+        }
+}
+
+/// A commit refused because the table is at [`OFFSET_TABLE_BYTES_MAX`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("consumer offset table full ({table_bytes} of {OFFSET_TABLE_BYTES_MAX} bytes): {key} queue {queue_id} not stored")]
+pub struct OffsetTableFull {
+    pub key: String,
+    pub queue_id: i32,
+    pub table_bytes: usize,
+}
+
 fn key(topic: &str, group: &str) -> String {
     format!("{topic}@{group}")
 }
@@ -50,20 +81,66 @@ fn key(topic: &str, group: &str) -> String {
 impl ConsumerOffsets {
     pub fn load(path: PathBuf) -> io::Result<ConsumerOffsets> {
         let file: Option<OffsetFile> = read_json_file(&path, "consumer offsets")?;
+        let table: BTreeMap<String, BTreeMap<i32, i64>> =
+            file.map(|f| f.offset_table).unwrap_or_default();
+        let table_bytes = table
+            .iter()
+            .map(|(k, queues)| entry_bytes(k, true) + (queues.len() - 1) * QUEUE_ENTRY_BYTES)
+            .sum();
         Ok(ConsumerOffsets {
             path,
-            table: file.map(|f| f.offset_table).unwrap_or_default(),
+            table,
+            table_bytes,
             changes: 0,
             changes_persisted: 0,
         })
     }
 
-    /// Stores what the client gives (RocketMQ 4.9 does no monotonicity check).
-    pub fn commit(&mut self, group: &str, topic: &str, queue_id: i32, offset: i64) {
-        let entry = self.table.entry(key(topic, group)).or_default();
+    /// Stores what the client gives (RocketMQ 4.9 does no monotonicity check), unless that
+    /// needs a new entry and the table is full.
+    pub fn commit(
+        &mut self,
+        group: &str,
+        topic: &str,
+        queue_id: i32,
+        offset: i64,
+    ) -> Result<(), OffsetTableFull> {
+        let key = key(topic, group);
+        let queues = self.table.get(&key);
+        if queues.is_none_or(|q| !q.contains_key(&queue_id)) {
+            let grown_bytes = self.table_bytes + entry_bytes(&key, queues.is_none());
+            if grown_bytes > OFFSET_TABLE_BYTES_MAX {
+                return Err(OffsetTableFull {
+                    key,
+                    queue_id,
+                    table_bytes: self.table_bytes,
+                });
+            }
+            self.table_bytes = grown_bytes;
+        }
+        let entry = self.table.entry(key).or_default();
         if entry.insert(queue_id, offset) != Some(offset) {
             self.changes += 1;
         }
+        Ok(())
+    }
+
+    /// A commit of the broker's own (delayed-delivery progress: one entry per delay level),
+    /// never refused, so clients filling the table cannot stop delayed delivery.
+    pub fn commit_internal(&mut self, group: &str, topic: &str, queue_id: i32, offset: i64) {
+        let key = key(topic, group);
+        let queues = self.table.get(&key);
+        if queues.is_none_or(|q| !q.contains_key(&queue_id)) {
+            self.table_bytes += entry_bytes(&key, queues.is_none());
+        }
+        if self.table.entry(key).or_default().insert(queue_id, offset) != Some(offset) {
+            self.changes += 1;
+        }
+    }
+
+    /// Accounted memory of the table, at most [`OFFSET_TABLE_BYTES_MAX`] once it is full.
+    pub fn table_bytes(&self) -> usize {
+        self.table_bytes
     }
 
     pub fn query(&self, group: &str, topic: &str, queue_id: i32) -> Option<i64> {
@@ -118,10 +195,10 @@ mod tests {
         let path = dir.path().join("config/consumerOffset-0.json");
         let mut offsets = ConsumerOffsets::load(path.clone()).unwrap();
         assert_eq!(offsets.query("g", "T", 0), None);
-        offsets.commit("g", "T", 0, 250);
-        offsets.commit("g", "T", 1, 248);
+        offsets.commit("g", "T", 0, 250).unwrap();
+        offsets.commit("g", "T", 1, 248).unwrap();
         offsets.persist().unwrap();
-        offsets.commit("g", "T", 1, 300);
+        offsets.commit("g", "T", 1, 300).unwrap();
         offsets.persist().unwrap();
         let reloaded = ConsumerOffsets::load(path.clone()).unwrap();
         assert_eq!(reloaded.query("g", "T", 0), Some(250));
@@ -138,9 +215,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("consumerOffset-0.json");
         let mut offsets = ConsumerOffsets::load(path.clone()).unwrap();
-        offsets.commit("g", "T", 0, 1);
+        offsets.commit("g", "T", 0, 1).unwrap();
         let first = offsets.snapshot().unwrap().expect("changed");
-        offsets.commit("g", "T", 0, 2); // while `first` is being written
+        offsets.commit("g", "T", 0, 2).unwrap(); // while `first` is being written
         first.write().unwrap();
         offsets.persisted(&first);
         let second = offsets
@@ -155,5 +232,31 @@ mod tests {
         );
         let reloaded = ConsumerOffsets::load(path).unwrap();
         assert_eq!(reloaded.query("g", "T", 0), Some(2));
+    }
+
+    #[test]
+    fn new_entries_are_refused_past_the_memory_bound_and_old_ones_still_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut offsets = ConsumerOffsets::load(dir.path().join("o.json")).unwrap();
+        let mut stored = 0;
+        let refused = loop {
+            match offsets.commit(&format!("group-{stored}"), "T", 0, 1) {
+                Ok(()) => stored += 1,
+                Err(full) => break full,
+            }
+            assert!(stored < OFFSET_TABLE_BYTES_MAX, "never full");
+        };
+        assert!(offsets.table_bytes() <= OFFSET_TABLE_BYTES_MAX);
+        assert!(refused.to_string().contains("full"), "{refused}");
+        assert_eq!(offsets.query("group-0", "T", 0), Some(1));
+        offsets
+            .commit("group-0", "T", 0, 9)
+            .expect("an existing entry moves");
+        assert_eq!(offsets.query("group-0", "T", 0), Some(9));
+        assert!(
+            offsets.commit("group-0", "T", 1, 9).is_err(),
+            "a new queue is an entry"
+        );
+        assert_eq!(offsets.entries().count(), stored);
     }
 }

@@ -45,14 +45,32 @@ pub fn query_consumer_offset(processor: &BrokerProcessor, request: &RemotingComm
     ))
 }
 
+/// Stores a group's offset of a queue this shard has: a topic it does not know is
+/// TOPIC_NOT_EXIST and a queue id outside the topic SYSTEM_ERROR (as RocketMQ 5 answers), so
+/// a client cannot fill the table with queues that do not exist; a full table is SYSTEM_ERROR.
 pub fn update_consumer_offset(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let header: UpdateConsumerOffsetRequestHeader = request.decode_header()?;
-    processor.shard.offsets.borrow_mut().commit(
-        &header.consumer_group,
-        &header.topic,
-        header.queue_id,
-        header.commit_offset,
-    );
+    let topic = processor.known_topic(&header.topic)?;
+    if header.queue_id < 0 || header.queue_id >= topic.read_queue_nums.max(topic.write_queue_nums) {
+        return Err(Failure::system(format!(
+            "queueId[{}] is illegal, topic:[{}] topicConfig.readQueueNums:[{}]",
+            header.queue_id, header.topic, topic.read_queue_nums
+        )));
+    }
+    if header.consumer_group.is_empty() {
+        return Err(Failure::system("consumerGroup is empty"));
+    }
+    processor
+        .shard
+        .offsets
+        .borrow_mut()
+        .commit(
+            &header.consumer_group,
+            &header.topic,
+            header.queue_id,
+            header.commit_offset,
+        )
+        .map_err(|full| Failure::system(full.to_string()))?;
     Ok(request.success().into())
 }
 

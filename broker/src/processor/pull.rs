@@ -78,12 +78,15 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
     }
     let filter = subscription_filter(processor, &header)?;
     if header.sys_flag & pull_sys_flag::COMMIT_OFFSET != 0 && header.commit_offset >= 0 {
-        shard.offsets.borrow_mut().commit(
+        // A full table refuses a new entry; the pull itself still goes on.
+        if let Err(error) = shard.offsets.borrow_mut().commit(
             &header.consumer_group,
             &header.topic,
             header.queue_id,
             header.commit_offset,
-        );
+        ) {
+            tracing::warn!(%error, "offset committed with a pull not stored");
+        }
     }
     let offset = header.queue_offset.max(0) as u64;
     let max_count = (header.max_msg_nums.max(1) as usize).min(PULL_MESSAGES_MAX);

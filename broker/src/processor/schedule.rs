@@ -188,7 +188,7 @@ async fn deliver_level(processor: &BrokerProcessor, level: i32) {
 }
 
 fn set_progress(shard: &Shard, queue_id: i32, offset: u64) {
-    shard.offsets.borrow_mut().commit(
+    shard.offsets.borrow_mut().commit_internal(
         SCHEDULE_PROGRESS_GROUP,
         SCHEDULE_TOPIC,
         queue_id,
