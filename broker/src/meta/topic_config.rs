@@ -23,19 +23,39 @@ pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
 /// Queue count limit of one topic (each queue is a ConsumeQueue directory).
 pub const QUEUE_NUMS_MAX: i32 = 1024;
 
+/// Memory the topic table may take on each shard, as accounted by [`topic_bytes`]: sends
+/// auto-create topics and every clustering group's heartbeat creates a retry topic, so
+/// creation is refused past it (the broker's own topics and existing ones still change).
+pub const TOPIC_TABLE_BYTES_MAX: usize = 64 << 20;
+/// What one topic costs besides its strings (map node, TopicConfig, two Strings).
+const TOPIC_OVERHEAD_BYTES: usize = 256;
+
+/// The accounted memory of one topic: its name twice (key and config), its filter type and
+/// attributes, and the fixed overhead.
+fn topic_bytes(topic: &TopicConfig) -> usize {
+    2 * topic.topic_name.len()
+        + topic.topic_filter_type.len()
+        + topic
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + TOPIC_OVERHEAD_BYTES
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TopicTable {
     topics: BTreeMap<String, TopicConfig>,
     data_version: DataVersion,
+    /// Accounted memory of `topics` ([`topic_bytes`]).
+    table_bytes: usize,
 }
 
 impl TopicTable {
     /// The topics a broker creates at start (features.md §9).
     pub fn with_system_topics(config: &BrokerConfig, now_ms: i64) -> TopicTable {
         let mut table = TopicTable::default();
-        let mut add = |topic: TopicConfig| {
-            table.topics.insert(topic.topic_name.clone(), topic);
-        };
+        let mut add = |topic: TopicConfig| table.insert(topic);
         add(TopicConfig::new(SELF_TEST_TOPIC, 1, perm::READ_WRITE));
         if config.auto_create_topic_enable {
             add(TopicConfig::new(
@@ -79,7 +99,9 @@ impl TopicTable {
 
     /// Adds the topics of a persisted table (they win over the built-in defaults).
     pub fn merge_persisted(&mut self, persisted: TopicConfigSerializeWrapper) {
-        self.topics.extend(persisted.topic_config_table);
+        for (_, topic) in persisted.topic_config_table {
+            self.insert(topic);
+        }
         self.data_version.counter = self
             .data_version
             .counter
@@ -103,17 +125,46 @@ impl TopicTable {
         if self.topics.get(&topic.topic_name) == Some(&topic) {
             return false;
         }
-        self.topics.insert(topic.topic_name.clone(), topic);
+        self.insert(topic);
         self.data_version.next(now_ms);
         true
     }
 
+    fn insert(&mut self, topic: TopicConfig) {
+        self.table_bytes += topic_bytes(&topic);
+        if let Some(old) = self.topics.insert(topic.topic_name.clone(), topic) {
+            self.table_bytes -= topic_bytes(&old);
+        }
+    }
+
     pub fn remove(&mut self, topic: &str, now_ms: i64) -> bool {
-        let removed = self.topics.remove(topic).is_some();
-        if removed {
+        let removed = self.topics.remove(topic);
+        if let Some(old) = &removed {
+            self.table_bytes -= topic_bytes(old);
             self.data_version.next(now_ms);
         }
-        removed
+        removed.is_some()
+    }
+
+    /// Accounted memory of the table ([`TOPIC_TABLE_BYTES_MAX`] bounds new topics).
+    pub fn table_bytes(&self) -> usize {
+        self.table_bytes
+    }
+
+    /// Whether `topic` may be stored: a change to an existing topic always may; a new one
+    /// only while the table stays within [`TOPIC_TABLE_BYTES_MAX`].
+    pub fn room_for(&self, topic: &TopicConfig) -> Result<(), Failure> {
+        let old_bytes = self.topics.get(&topic.topic_name).map_or(0, topic_bytes);
+        let new_bytes = self.table_bytes - old_bytes + topic_bytes(topic);
+        if old_bytes == 0 && new_bytes > TOPIC_TABLE_BYTES_MAX {
+            return Err(Failure::system(format!(
+                "topic table full ({} of {TOPIC_TABLE_BYTES_MAX} bytes, {} topics): topic[{}] not created",
+                self.table_bytes,
+                self.topics.len(),
+                topic.topic_name
+            )));
+        }
+        Ok(())
     }
 
     /// What a send to a missing topic creates (Java `createTopicInSendMessageMethod`): the
@@ -456,5 +507,35 @@ mod tests {
             let retry = view.auto_created(TopicConfig::new("%RETRY%g", 1, perm::READ_WRITE));
             assert_eq!(retry.write_queue_nums, 1, "whole on every shard already");
         }
+    }
+
+    #[test]
+    fn new_topics_are_refused_past_the_memory_bound_and_old_ones_still_change() {
+        let mut table = TopicTable::with_system_topics(&config(), 0);
+        let mut created = 0;
+        let refused = loop {
+            let topic = TopicConfig::new(format!("T{created}"), 4, perm::READ_WRITE);
+            match table.room_for(&topic) {
+                Ok(()) => assert!(table.upsert(topic, 0)),
+                Err(refused) => break refused,
+            }
+            created += 1;
+        };
+        assert!(table.table_bytes() <= TOPIC_TABLE_BYTES_MAX);
+        assert!(
+            refused.remark.contains("topic table full"),
+            "{}",
+            refused.remark
+        );
+        let changed = TopicConfig::new("T0", 8, perm::READ_WRITE);
+        assert!(
+            table.room_for(&changed).is_ok(),
+            "an existing topic may change"
+        );
+        assert!(table.upsert(changed, 1));
+        let bytes = table.table_bytes();
+        assert!(table.remove("T1", 2));
+        assert!(table.table_bytes() < bytes, "removal gives memory back");
+        assert!(created > 1000);
     }
 }

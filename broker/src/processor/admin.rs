@@ -58,6 +58,7 @@ pub async fn upsert_topic(
 ) -> Result<TopicConfig, Failure> {
     let shard = &processor.shard;
     assert_eq!(shard.id, 0, "shard 0 writes the topic table");
+    shard.topics.borrow().room_for(&config)?;
     let changed = shard
         .topics
         .borrow_mut()
