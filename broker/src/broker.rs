@@ -220,6 +220,9 @@ async fn start_serving(
 
 async fn serve_until_stopped(shard: Rc<Shard>) -> io::Result<()> {
     shard.stopping.wait_for(1).await;
+    // Parked pulls answer now (nothing parks once stopping is set), and the delivery loops
+    // waiting for their next delayed message see the stop.
+    shard.store.wake_waiting();
     let registrar_done = shard.registrar_done.borrow_mut().take();
     info!(
         shard = shard.id,

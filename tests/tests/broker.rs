@@ -346,6 +346,68 @@ fn a_parked_pull_is_answered_by_the_next_send_to_its_queue_not_by_its_timeout() 
     }
 }
 
+/// A parked pull's mark lives as long as the pull: answered by a send, by its timeout or at
+/// shutdown, it leaves nothing behind; and shutdown answers it at once.
+#[test]
+fn parked_pulls_leave_no_mark_behind_and_are_answered_at_shutdown() {
+    let (_namesrv, mut broker) = start_with(1, &[]);
+    let mut setup = Client::connect(broker.addr);
+    create_topic(&mut setup, "Parked");
+    let waited_on = |client: &mut Client| -> u64 {
+        runtime_info(client)["thrusterQueuesWaitedOn"]
+            .parse()
+            .unwrap()
+    };
+    // The delayed-delivery loops wait on their schedule queues all along.
+    let levels = 18;
+    assert!(wait_until(Duration::from_secs(10), || waited_on(
+        &mut setup
+    ) == levels));
+    let park = |queue: i32, hold_ms: i64| {
+        let mut puller = Client::connect(broker.addr);
+        let mut request = pull_request("Parked", queue, 0, hold_ms);
+        request.opaque = 1;
+        puller.send(&request).unwrap();
+        puller
+    };
+    // Answered by its timeout.
+    let mut timed_out = park(0, 300);
+    let response = timed_out.read_command().unwrap().expect("pull response");
+    assert_eq!(response.code, response_code::PULL_NOT_FOUND);
+    // Answered by a send, once it is parked.
+    let mut woken = park(1, 20_000);
+    assert!(wait_until(Duration::from_secs(10), || waited_on(
+        &mut setup
+    ) == levels + 1));
+    send(&mut setup, "Parked", 1, "wake");
+    let response = woken.read_command().unwrap().expect("pull response");
+    assert_eq!(
+        response.code,
+        response_code::SUCCESS,
+        "{:?}",
+        response.remark
+    );
+    assert_eq!(
+        waited_on(&mut setup),
+        levels,
+        "answered pulls leave no mark"
+    );
+    // Answered at shutdown, long before its hold ends.
+    let mut at_shutdown = park(2, 60_000);
+    assert!(wait_until(Duration::from_secs(10), || waited_on(
+        &mut setup
+    ) == levels + 1));
+    let started = Instant::now();
+    assert!(broker.stop_gracefully(), "clean exit on SIGTERM");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let response = at_shutdown.read_command().unwrap().expect("pull response");
+    assert_eq!(response.code, response_code::PULL_NOT_FOUND);
+}
+
 #[test]
 fn requests_for_other_shards_hop_and_are_counted_and_ids_lead_back() {
     let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);

@@ -204,6 +204,7 @@ pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand
     put("getMissTps", "0".into());
     put("crossShardHops", total.hops_out.to_string());
     put("pullSendfileBytes", total.pull_file_bytes.to_string());
+    put("thrusterQueuesWaitedOn", total.queues_waited_on.to_string());
     put("shards", shard.count.to_string());
     // Shard-aware clients send each queue's requests to its owner's own port (see
     // thruster_client::core::shard); other clients ignore these keys. With a broker per shard

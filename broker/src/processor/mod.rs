@@ -126,7 +126,7 @@ impl CallHandler for BrokerProcessor {
                 end_ms,
             } => query::query_local(&self.shard, &topic, &key, max_num, begin_ms, end_ms).await,
             Call::Stats => CallReply::Stats(self.shard.stats()),
-            Call::Put(message) => CallReply::Put(schedule::put_here(&self.shard, message).await),
+            Call::Put(message) => CallReply::Put(self.shard.store.put(message).await),
             Call::QueueLocks {
                 group,
                 client_id,

@@ -112,9 +112,11 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
         } else {
             shard.config.short_polling_time_ms
         };
-        let head = shard.queue_head(&header.topic, header.queue_id);
-        // A message stored between the read and here already moved the head past `offset`.
-        let woken = futures_lite::future::or(head.wait_for(offset + 1), shard.stopping.wait_for(1));
+        // Nothing yields between the read and here, so no message can slip in unseen; the
+        // store wakes this wait when the queue grows, and at shutdown.
+        let woken = shard
+            .store
+            .wait_for_message(&header.topic, header.queue_id, offset);
         runtime::timeout(Duration::from_millis(hold_ms), woken).await;
         result = read();
     }

@@ -30,8 +30,8 @@ use crate::store::{PutMessage, PutResult, PutStatus};
 
 /// Internal group whose "consumer offsets" are the delivery progress of each level's queue.
 pub const SCHEDULE_PROGRESS_GROUP: &str = "%SCHEDULE_PROGRESS%";
-/// How long a level's loop waits when its queue has nothing due (RocketMQ: 100 ms).
-const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How long a level's loop waits before retrying a delivery the store refused.
+const RETRY_WAIT: Duration = Duration::from_millis(100);
 /// Records looked at per read of a level's queue.
 const READ_BATCH: usize = 32;
 /// Retries a consumer group gets before its messages go to the dead-letter queue.
@@ -76,7 +76,7 @@ pub async fn put_anywhere(processor: &BrokerProcessor, message: PutMessage) -> P
     let shard = &processor.shard;
     let owner = shard.owner_of(&message.topic, message.queue_id);
     if owner == shard.id {
-        return put_here(shard, message).await;
+        return shard.store.put(message).await;
     }
     match shard.call(processor, owner, Call::Put(message)).await {
         CallReply::Put(result) => result,
@@ -88,17 +88,6 @@ pub async fn put_anywhere(processor: &BrokerProcessor, message: PutMessage) -> P
             wrote_bytes: 0,
         },
     }
-}
-
-/// Stores `message` in this shard's store and wakes pulls parked on its queue.
-pub async fn put_here(shard: &Shard, message: PutMessage) -> PutResult {
-    let (topic, queue_id) = (message.topic.clone(), message.queue_id);
-    let result = shard.store.put(message).await;
-    if matches!(result.status, PutStatus::Ok | PutStatus::FlushDiskTimeout) {
-        shard.put_messages.set(shard.put_messages.get() + 1);
-        shard.queue_grew(&topic, queue_id, result.queue_offset + 1);
-    }
-    result
 }
 
 /// Starts the delivery loop of every level whose schedule queue this shard owns.
@@ -133,7 +122,11 @@ async fn deliver_level(processor: &BrokerProcessor, level: i32) {
                 set_progress(shard, queue_id, found.next_begin_offset);
                 continue;
             }
-            runtime::sleep(IDLE_WAIT).await;
+            // Woken by the put that stores the level's next message, or at shutdown.
+            shard
+                .store
+                .wait_for_message(SCHEDULE_TOPIC, queue_id, offset)
+                .await;
             continue;
         }
         for entry in found.messages {
@@ -154,8 +147,9 @@ async fn deliver_level(processor: &BrokerProcessor, level: i32) {
             // A delivery time further ahead than one delay means the clock moved back: due now.
             let due_ms = (record.store_timestamp + delay_ms).min(now_ms + delay_ms);
             if due_ms > now_ms {
-                runtime::sleep(Duration::from_millis((due_ms - now_ms) as u64).min(IDLE_WAIT))
-                    .await;
+                // One level's messages fall due in the order they were stored: the first not
+                // due is the next thing to do.
+                sleep_unless_stopped(shard, Duration::from_millis((due_ms - now_ms) as u64)).await;
                 break;
             }
             let Some(message) = delivered(&record, shard) else {
@@ -179,12 +173,20 @@ async fn deliver_level(processor: &BrokerProcessor, level: i32) {
                 }
                 status => {
                     warn!(level, ?status, "delayed delivery failed; retrying");
-                    runtime::sleep(IDLE_WAIT).await;
+                    sleep_unless_stopped(shard, RETRY_WAIT).await;
                     break;
                 }
             }
         }
     }
+}
+
+/// Sleeps for `duration`, or until the shard stops.
+async fn sleep_unless_stopped(shard: &Shard, duration: Duration) {
+    futures_lite::future::or(runtime::sleep(duration), async {
+        shard.stopping.wait_for(1).await;
+    })
+    .await;
 }
 
 fn set_progress(shard: &Shard, queue_id: i32, offset: u64) {

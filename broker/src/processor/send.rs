@@ -188,7 +188,6 @@ async fn store_decoded(
             ..template
         }]
     };
-    let count = messages.len() as u64;
     let result = match delay {
         // Stored in the level's schedule queue (possibly on another shard); delivered to this
         // queue when due.
@@ -212,10 +211,6 @@ async fn store_decoded(
             ))
         }
     };
-    if delay.is_none() {
-        shard.put_messages.set(shard.put_messages.get() + count);
-        shard.queue_grew(&header.topic, header.queue_id, result.queue_offset + count);
-    }
     let msg_id = result
         .phys_offsets
         .iter()

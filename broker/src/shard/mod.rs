@@ -151,6 +151,8 @@ pub struct ShardStats {
     pub get_miss: u64,
     pub hops_out: u64,
     pub pull_file_bytes: u64,
+    /// Queues with a parked pull or delivery loop waiting on them.
+    pub queues_waited_on: u64,
     pub commit_log_min_offset: u64,
     pub commit_log_max_offset: u64,
 }
@@ -162,6 +164,7 @@ impl ShardStats {
         self.get_miss += other.get_miss;
         self.hops_out += other.hops_out;
         self.pull_file_bytes += other.pull_file_bytes;
+        self.queues_waited_on += other.queues_waited_on;
     }
 }
 
@@ -205,8 +208,6 @@ pub struct Shard {
     pub offsets: RefCell<ConsumerOffsets>,
     /// Orderly-consumption queue locks (used on shard 0 only).
     pub queue_locks: RefCell<QueueLocks>,
-    /// Highest queue offset written per owned queue: long-polling pulls wait on it.
-    queue_heads: RefCell<HashMap<(String, i32), Rc<Watermark>>>,
     /// Outbound channels of this shard's connections that registered as clients (for
     /// NOTIFY_CONSUMER_IDS_CHANGED).
     pub connections: RefCell<HashMap<u64, LocalSender<Reply>>>,
@@ -216,7 +217,6 @@ pub struct Shard {
     /// Set when shutdown begins: long polls answer at once, new work is refused.
     pub stopping: Watermark,
     pub hops_out: Cell<u64>,
-    pub put_messages: Cell<u64>,
     pub get_found: Cell<u64>,
     pub get_miss: Cell<u64>,
     /// Pull-response bytes sent from files (sendfile) rather than from memory.
@@ -270,14 +270,12 @@ impl Shard {
             clients: RefCell::new(ClientTable::default()),
             offsets: RefCell::new(offsets),
             queue_locks: RefCell::new(QueueLocks::default()),
-            queue_heads: RefCell::new(HashMap::new()),
             connections: RefCell::new(HashMap::new()),
             senders,
             pending: RefCell::new(HashMap::new()),
             next_call_id: Cell::new(1),
             stopping: Watermark::new(0),
             hops_out: Cell::new(0),
-            put_messages: Cell::new(0),
             get_found: Cell::new(0),
             get_miss: Cell::new(0),
             pull_file_bytes: Cell::new(0),
@@ -346,27 +344,6 @@ impl Shard {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.get() > 0
-    }
-
-    /// The long-poll mark of a queue this shard owns.
-    pub fn queue_head(&self, topic: &str, queue_id: i32) -> Rc<Watermark> {
-        self.queue_heads
-            .borrow_mut()
-            .entry((topic.to_owned(), queue_id))
-            .or_insert_with(|| Rc::new(Watermark::new(0)))
-            .clone()
-    }
-
-    /// Records that a queue grew to `max_offset`: wakes the pulls parked on it.
-    pub fn queue_grew(&self, topic: &str, queue_id: i32, max_offset: u64) {
-        let head = self
-            .queue_heads
-            .borrow()
-            .get(&(topic.to_owned(), queue_id))
-            .cloned();
-        if let Some(head) = head {
-            head.advance(max_offset);
-        }
     }
 
     /// Runs `call` on shard `to`: directly when that is this shard, else one hop there and
@@ -464,11 +441,12 @@ impl Shard {
 
     pub fn stats(&self) -> ShardStats {
         ShardStats {
-            put_messages: self.put_messages.get(),
+            put_messages: self.store.stats().put_records,
             get_found: self.get_found.get(),
             get_miss: self.get_miss.get(),
             hops_out: self.hops_out.get(),
             pull_file_bytes: self.pull_file_bytes.get(),
+            queues_waited_on: self.store.queues_waited_on() as u64,
             commit_log_min_offset: self.store.commit_log_min_offset(),
             commit_log_max_offset: self.store.commit_log_max_offset(),
         }

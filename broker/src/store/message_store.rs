@@ -22,6 +22,7 @@ use super::config::{shard_base_offset, FlushMode, StoreConfig};
 use super::consume_queue::{ConsumeQueue, CqEntry, QueueTable};
 use super::index_file::IndexService;
 use super::mapped_file;
+use super::queue_heads::QueueHeads;
 use super::watermark::Watermark;
 use crate::runtime;
 
@@ -188,6 +189,8 @@ pub struct MessageStore {
     config: StoreConfig,
     log: RefCell<CommitLog>,
     queues: RefCell<QueueTable>,
+    /// Long-poll marks of the queues, advanced by the put that grows them.
+    heads: QueueHeads,
     index: RefCell<IndexService>,
     /// CommitLog bytes made durable.
     flushed: Watermark,
@@ -331,6 +334,7 @@ impl MessageStore {
             segments_rolled: Watermark::new(0),
             segments_ready: Watermark::new(0),
             clock_ms: Watermark::new(runtime::now_ms().max(0) as u64),
+            heads: QueueHeads::default(),
             state: State {
                 stopped: Cell::new(false),
                 tasks_running: Cell::new(0),
@@ -603,6 +607,10 @@ impl MessageStore {
                 None => PutStatus::FlushDiskTimeout,
             };
         }
+        if dispatched && matches!(status, PutStatus::Ok | PutStatus::FlushDiskTimeout) {
+            self.heads
+                .advance(topic, queue_id, queue_offset + messages.len() as u64);
+        }
         PutResult {
             status,
             phys_offsets,
@@ -610,6 +618,22 @@ impl MessageStore {
             store_timestamp,
             wrote_bytes: total,
         }
+    }
+
+    /// Completes when `topic`/`queue_id` holds a message at `offset`, or at
+    /// [`MessageStore::wake_waiting`]. Read the queue first, and do not yield in between.
+    pub async fn wait_for_message(&self, topic: &str, queue_id: i32, offset: u64) {
+        self.heads.wait_beyond(topic, queue_id, offset).await
+    }
+
+    /// Completes every [`MessageStore::wait_for_message`] in progress (shutdown).
+    pub fn wake_waiting(&self) {
+        self.heads.wake_all();
+    }
+
+    /// Queues somebody waits on (for tests: waits leave nothing behind).
+    pub fn queues_waited_on(&self) -> usize {
+        self.heads.len()
     }
 
     async fn wait_flushed(&self, end: u64) -> Result<(), String> {
