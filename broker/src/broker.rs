@@ -181,54 +181,47 @@ async fn start_serving(
             request_memory: Some(request_memory.clone()),
             ..ServerConfig::default()
         };
-        let stop_shard = shard.clone();
-        runtime::spawn_detached(remoting::serve(
-            listener,
-            processor.clone(),
-            server_config,
-            async move {
-                stop_shard.stopping.wait_for(1).await;
-            },
-        ));
+        let stop = shard.tasks.stop_signal();
+        shard.tasks.spawn(
+            "accept",
+            remoting::serve(listener, processor.clone(), server_config, async move {
+                stop.wait().await
+            }),
+        );
     }
     spawn_offset_flusher(shard.clone(), config.flush_consumer_offset_interval_ms);
     crate::processor::schedule::spawn_delivery(processor.clone());
     spawn_client_scanner(shard.clone(), config.channel_expired_timeout_ms);
-    let (registrar_done_tx, registrar_done) = runtime::bounded_channel::<()>(1);
     if shard.id == 0 {
-        runtime::spawn_detached(crate::processor::admin::persist_topics(shard.clone()));
+        shard.tasks.spawn(
+            "topics-persister",
+            crate::processor::admin::persist_topics(shard.clone()),
+        );
     }
     if shard.id == 0 && !config.namesrv_addrs.is_empty() {
         let mut registrar = Registrar::new(shard.clone());
         registrar.register_all().await;
-        runtime::spawn_detached(async move {
-            registrar.run().await;
-            let _ = registrar_done_tx.send(()).await;
-        });
-    } else {
-        drop(registrar_done_tx);
+        shard.tasks.spawn("registrar", registrar.run());
     }
+    // The trigger, not a task of the registry: the binary's signal handler sets the flag.
     let stop = start.stop.clone();
     let stopping_shard = shard.clone();
     runtime::spawn_detached(async move {
         runtime::wait_for_flag(&stop, STOP_POLL_INTERVAL).await;
-        stopping_shard.stopping.advance(1);
+        stopping_shard.tasks.stop();
     });
-    *shard.registrar_done.borrow_mut() = Some(registrar_done);
     Ok(own_addr)
 }
 
 async fn serve_until_stopped(shard: Rc<Shard>) -> io::Result<()> {
-    shard.stopping.wait_for(1).await;
+    shard.tasks.stop_signal().wait().await;
     // Parked pulls answer now (nothing parks once stopping is set), and the delivery loops
     // waiting for their next delayed message see the stop.
     shard.store.wake_waiting();
-    let registrar_done = shard.registrar_done.borrow_mut().take();
     info!(
         shard = shard.id,
         "shutting down: no new connections, draining requests"
     );
-    shard.stopping.advance(1);
     let drained = async {
         while shard.in_flight.get() > 0 {
             let seen = shard.in_flight_drained.get();
@@ -242,9 +235,9 @@ async fn serve_until_stopped(shard: Rc<Shard>) -> io::Result<()> {
             "requests still running after the drain timeout"
         );
     }
-    if let Some(registrar_done) = registrar_done {
-        let _ = runtime::timeout(DRAIN_TIMEOUT, registrar_done.recv()).await;
-    }
+    // The registrar unregisters, the topic persister writes what changed last; the others
+    // end at once.
+    let _ = shard.tasks.join(DRAIN_TIMEOUT).await;
     if let Err(error) = persist_offsets(&shard).await {
         warn!(shard = shard.id, %error, "persisting consumer offsets at shutdown");
     }
@@ -254,9 +247,10 @@ async fn serve_until_stopped(shard: Rc<Shard>) -> io::Result<()> {
 }
 
 fn spawn_offset_flusher(shard: Rc<Shard>, interval_ms: u64) {
-    runtime::spawn_detached(async move {
-        while !shard.is_stopping() {
-            runtime::sleep(Duration::from_millis(interval_ms.max(100))).await;
+    let stop = shard.tasks.stop_signal();
+    let interval = Duration::from_millis(interval_ms.max(100));
+    shard.clone().tasks.spawn("offset-flusher", async move {
+        while stop.sleep(interval).await {
             if let Err(error) = persist_offsets(&shard).await {
                 warn!(shard = shard.id, %error, "persisting consumer offsets");
             }
@@ -278,9 +272,9 @@ async fn persist_offsets(shard: &Shard) -> io::Result<()> {
 /// Every shard expires silent channels from its own copy of the client table (the copies
 /// hold the same timestamps, so they agree) and notifies its own connections.
 fn spawn_client_scanner(shard: Rc<Shard>, expired_ms: u64) {
-    runtime::spawn_detached(async move {
-        while !shard.is_stopping() {
-            runtime::sleep(CLIENT_SCAN_INTERVAL).await;
+    let stop = shard.tasks.stop_signal();
+    shard.clone().tasks.spawn("client-scanner", async move {
+        while stop.sleep(CLIENT_SCAN_INTERVAL).await {
             let changed = shard
                 .clients
                 .borrow_mut()

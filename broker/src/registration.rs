@@ -262,7 +262,11 @@ impl Registrar {
             let registered = self.shard.topics_registered.get();
             let shard = self.shard.clone();
             let changed = shard.topics_changed.wait_for(registered + 1);
-            let stopping = shard.stopping.wait_for(1);
+            let stop = shard.tasks.stop_signal();
+            let stopping = async {
+                stop.wait().await;
+                0
+            };
             let until_due_ms = (whole_table_due_ms - runtime::now_ms()).max(0) as u64;
             let until_due = Duration::from_millis(until_due_ms);
             runtime::timeout(until_due, futures_lite::future::or(changed, stopping)).await;

@@ -94,13 +94,21 @@ pub async fn upsert_topic(
 /// Shard 0, for the broker's life: writes `config/topics.json` whenever the table changed,
 /// one write at a time, each covering every change made before it began. Creating a thousand
 /// topics at once therefore costs a few writes of the table, not a thousand. Every change is
-/// made by `upsert_topic`, which waits for its write, so nothing is left unwritten at
-/// shutdown once requests have drained.
+/// made by `upsert_topic`, which waits for its write; at the stop it writes what is left and
+/// ends.
 pub async fn persist_topics(shard: std::rc::Rc<crate::shard::Shard>) {
     assert_eq!(shard.id, 0, "shard 0 writes the topic table");
+    let stop = shard.tasks.stop_signal();
     loop {
         let persisted = shard.topics_persisted.get();
-        shard.topics_changed.wait_for(persisted + 1).await;
+        futures_lite::future::or(shard.topics_changed.wait_for(persisted + 1), async {
+            stop.wait().await;
+            0
+        })
+        .await;
+        if shard.topics_changed.get() == persisted {
+            return; // stopped, and everything changed is on disk
+        }
         let version = shard.topics_changed.get();
         let bytes = {
             let topics = shard.topics.borrow();

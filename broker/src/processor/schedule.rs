@@ -98,7 +98,10 @@ pub fn spawn_delivery(processor: std::rc::Rc<BrokerProcessor>) {
             continue;
         }
         let processor = processor.clone();
-        runtime::spawn_detached(async move { deliver_level(&processor, level).await });
+        let tasks = &processor.clone().shard.tasks;
+        tasks.spawn("delayed-delivery", async move {
+            deliver_level(&processor, level).await
+        });
     }
 }
 
@@ -183,10 +186,7 @@ async fn deliver_level(processor: &BrokerProcessor, level: i32) {
 
 /// Sleeps for `duration`, or until the shard stops.
 async fn sleep_unless_stopped(shard: &Shard, duration: Duration) {
-    futures_lite::future::or(runtime::sleep(duration), async {
-        shard.stopping.wait_for(1).await;
-    })
-    .await;
+    shard.tasks.stop_signal().sleep(duration).await;
 }
 
 fn set_progress(shard: &Shard, queue_id: i32, offset: u64) {

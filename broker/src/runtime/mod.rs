@@ -4,6 +4,9 @@
 //! tasks, timers, TCP sockets, bounded local channels and semaphores. glommio is barely
 //! maintained; swapping it means rewriting this module, not the broker.
 
+pub mod tasks;
+pub mod watermark;
+
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};

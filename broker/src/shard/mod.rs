@@ -26,8 +26,9 @@ use crate::meta::consumer_offset::ConsumerOffsets;
 use crate::meta::queue_locks::QueueLocks;
 use crate::meta::topic_config::{ShardView, TopicDeltas, TopicTable};
 use crate::remoting::{BodyPart, Failure, Reply};
+use crate::runtime::tasks::TaskRegistry;
+use crate::runtime::watermark::Watermark;
 use crate::runtime::{self, LocalSender, MeshReceiver, MeshSenders};
-use crate::store::watermark::Watermark;
 use crate::store::MessageStore;
 
 /// Messages one mesh channel holds; a sender waits beyond it (bounded, like everything else).
@@ -214,8 +215,10 @@ pub struct Shard {
     senders: MeshSenders<MeshMessage>,
     pending: RefCell<HashMap<u64, LocalSender<CallReply>>>,
     next_call_id: Cell<u64>,
-    /// Set when shutdown begins: long polls answer at once, new work is refused.
-    pub stopping: Watermark,
+    /// The shard's background tasks (accept loops, offset flusher, client scanner, delayed
+    /// delivery, topic persister, registrar); its stop signal is set when shutdown begins:
+    /// new work is refused, long polls answer at once.
+    pub tasks: TaskRegistry,
     pub hops_out: Cell<u64>,
     pub get_found: Cell<u64>,
     pub get_miss: Cell<u64>,
@@ -238,8 +241,6 @@ pub struct Shard {
     pub topics_persist_result: RefCell<Result<(), String>>,
     /// Topic changes for the registrar to announce (shard 0).
     pub topic_deltas: RefCell<TopicDeltas>,
-    /// Completes when the registrar has unregistered (shard 0, at shutdown).
-    pub registrar_done: RefCell<Option<runtime::LocalReceiver<()>>>,
     /// Spreads sends that let the broker pick the queue (negative queue id).
     pub queue_rotation: Cell<u32>,
     /// Every shard's own address, by shard id (advertised to shard-aware clients).
@@ -259,8 +260,9 @@ impl Shard {
         count: usize,
         shard_addrs: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
     ) -> Shard {
+        let id = senders.peer_id();
         Shard {
-            id: senders.peer_id(),
+            id,
             count,
             config,
             store,
@@ -274,7 +276,7 @@ impl Shard {
             senders,
             pending: RefCell::new(HashMap::new()),
             next_call_id: Cell::new(1),
-            stopping: Watermark::new(0),
+            tasks: TaskRegistry::new(format!("shard-{id}")),
             hops_out: Cell::new(0),
             get_found: Cell::new(0),
             get_miss: Cell::new(0),
@@ -287,7 +289,6 @@ impl Shard {
             topics_persisted: Watermark::new(0),
             topics_persist_result: RefCell::new(Ok(())),
             topic_deltas: RefCell::new(TopicDeltas::default()),
-            registrar_done: RefCell::new(None),
             queue_rotation: Cell::new(0),
             shard_addrs,
         }
@@ -343,7 +344,7 @@ impl Shard {
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.stopping.get() > 0
+        self.tasks.is_stopping()
     }
 
     /// Runs `call` on shard `to`: directly when that is this shard, else one hop there and

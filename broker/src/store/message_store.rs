@@ -23,8 +23,8 @@ use super::consume_queue::{ConsumeQueue, CqEntry, QueueTable};
 use super::index_file::IndexService;
 use super::mapped_file;
 use super::queue_heads::QueueHeads;
-use super::watermark::Watermark;
 use crate::runtime;
+use crate::runtime::watermark::Watermark;
 
 /// One message to store.
 #[derive(Debug, Clone)]

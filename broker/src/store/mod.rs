@@ -9,7 +9,6 @@ pub mod index_file;
 pub mod mapped_file;
 pub mod message_store;
 pub mod queue_heads;
-pub mod watermark;
 
 pub use commit_log::Slice;
 pub use config::{FlushMode, StoreConfig};

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::watermark::Watermark;
+use crate::runtime::watermark::Watermark;
 
 /// Topic → queue id → mark (nested, so a put looks its queue up without allocating a key).
 type Heads = HashMap<String, HashMap<i32, Rc<Watermark>>>;
