@@ -176,18 +176,18 @@ macro_rules! command_header {
             $( $(#[$field_meta])* pub $field: $crate::__header_field_type!($kind $ty), )*
         }
 
-        impl $crate::protocol::header::CommandHeader for $name {
+        impl $crate::header::CommandHeader for $name {
             const NAME: &'static str = stringify!($name);
 
             #[allow(unused_variables)]
-            fn encode(&self, ext: &mut $crate::protocol::command::ExtFields) {
+            fn encode(&self, ext: &mut $crate::command::ExtFields) {
                 $( $crate::command_header!(@encode $kind ext, $key, &self.$field); )*
             }
 
             #[allow(unused_variables)]
             fn decode(
-                ext: &$crate::protocol::command::ExtFields,
-            ) -> Result<Self, $crate::protocol::header::HeaderError> {
+                ext: &$crate::command::ExtFields,
+            ) -> Result<Self, $crate::header::HeaderError> {
                 Ok($name {
                     $( $field: $crate::command_header!(@decode $kind ext, stringify!($name), $key, $ty), )*
                 })
@@ -199,7 +199,7 @@ macro_rules! command_header {
             /// A deterministic sample: field values and presence vary with `seed`.
             #[allow(dead_code, unused_variables, unused_mut, unused_assignments, unused_imports)]
             pub(crate) fn sample(seed: u64) -> Self {
-                use $crate::protocol::header::SampleValue;
+                use $crate::header::SampleValue;
                 let mut bit = 0u32;
                 $name {
                     $( $field: {
@@ -213,18 +213,18 @@ macro_rules! command_header {
     };
 
     (@encode req $ext:ident, $key:literal, $value:expr) => {
-        $ext.insert($key, $crate::protocol::header::ExtValue::to_ext($value));
+        $ext.insert($key, $crate::header::ExtValue::to_ext($value));
     };
     (@encode opt $ext:ident, $key:literal, $value:expr) => {
         if let Some(value) = $value {
-            $ext.insert($key, $crate::protocol::header::ExtValue::to_ext(value));
+            $ext.insert($key, $crate::header::ExtValue::to_ext(value));
         }
     };
     (@decode req $ext:ident, $header:expr, $key:literal, $ty:ty) => {
-        $crate::protocol::header::decode_required::<$ty>($ext, $header, $key)?
+        $crate::header::decode_required::<$ty>($ext, $header, $key)?
     };
     (@decode opt $ext:ident, $header:expr, $key:literal, $ty:ty) => {
-        $crate::protocol::header::decode_optional::<$ty>($ext, $header, $key)?
+        $crate::header::decode_optional::<$ty>($ext, $header, $key)?
     };
     (@sample req $ty:ty, $seed:expr, $present:expr) => {
         <$ty as SampleValue>::sample($seed)
@@ -246,14 +246,14 @@ macro_rules! round_trip_tests {
     ($($header:ty),* $(,)?) => {
         #[test]
         fn every_header_round_trips() {
-            use $crate::protocol::header::CommandHeader;
+            use $crate::header::CommandHeader;
             $(
                 for seed in 0..64u64 {
                     let header = <$header>::sample(seed);
-                    let mut ext = $crate::protocol::command::ExtFields::new();
+                    let mut ext = $crate::command::ExtFields::new();
                     header.encode(&mut ext);
                     assert_eq!(<$header>::decode(&ext).unwrap(), header, "{} seed {seed}", <$header>::NAME);
-                    $crate::protocol::header::assert_frame_round_trip(&header);
+                    $crate::header::assert_frame_round_trip(&header);
                 }
             )*
         }

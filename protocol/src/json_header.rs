@@ -214,7 +214,7 @@ fn put_string(dst: &mut BytesMut, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::codes::request_code;
+    use crate::codes::request_code;
 
     fn encoded(command: &RemotingCommand) -> String {
         let mut dst = BytesMut::new();

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::BodyError;
-use crate::protocol::codes::version;
-use crate::protocol::fastjson;
+use crate::codes::version;
+use crate::fastjson;
 
 /// How maps with integer keys are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

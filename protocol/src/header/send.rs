@@ -106,7 +106,7 @@ command_header! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::header::{round_trip_tests, CommandHeader};
+    use crate::header::{round_trip_tests, CommandHeader};
 
     round_trip_tests!(
         SendMessageRequestHeader,

@@ -179,8 +179,8 @@ pub fn encode(command: &RemotingCommand, dst: &mut BytesMut) -> Result<(), Encod
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::codes::{request_code, LanguageCode};
-    use crate::protocol::command::ExtFields;
+    use crate::codes::{request_code, LanguageCode};
+    use crate::command::ExtFields;
     use proptest::prelude::*;
 
     fn sample(serialize_type: SerializeType) -> RemotingCommand {
