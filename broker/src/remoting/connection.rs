@@ -13,14 +13,13 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use thruster_client::protocol::{
+use thruster_protocol::{
     decode_frame, encode, encode_head, response_code, RemotingCommand, SerializeType,
 };
 use tracing::{debug, warn};
 
 use super::server::ServerConfig;
-use crate::runtime::{self, IoBuffer, LocalSender, Semaphore, TcpStream};
-use thruster_client::glommio::SharedStream;
+use crate::runtime::{self, IoBuffer, LocalSender, Semaphore, SharedStream, TcpStream};
 
 /// Handles requests. Implemented by the name server and the broker.
 #[allow(async_fn_in_trait)] // processors live on one reactor; futures need not be Send

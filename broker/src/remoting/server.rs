@@ -24,7 +24,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            frame_max_bytes: thruster_client::protocol::FRAME_MAX_BYTES_DEFAULT,
+            frame_max_bytes: thruster_protocol::FRAME_MAX_BYTES_DEFAULT,
             in_flight_per_connection_max: 1024,
             connections_max: 16 * 1024,
             first_connection_id: 0,
