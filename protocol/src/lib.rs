@@ -9,15 +9,20 @@ pub mod binary_header;
 pub mod body;
 pub mod codes;
 pub mod command;
+pub mod error;
 pub mod expression;
+pub mod ext_fields;
 pub mod fastjson;
 pub mod frame;
 pub mod header;
 pub mod json_header;
 pub mod message;
 pub mod shard;
+#[cfg(test)]
+mod test_support;
 
 pub use codes::{flag, request_code, response_code, LanguageCode};
-pub use command::{ExtFields, RemotingCommand, SerializeType};
+pub use command::{RemotingCommand, SerializeType};
+pub use ext_fields::ExtFields;
 pub use frame::{decode_frame, encode, encode_head, RawFrame, FRAME_MAX_BYTES_DEFAULT};
 pub use header::{CommandHeader, HeaderError};

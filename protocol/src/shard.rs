@@ -7,6 +7,10 @@
 
 use std::net::SocketAddr;
 
+use crate::body::{decode_lenient, KvTable};
+use crate::codes::{request_code, response_code};
+use crate::command::RemotingCommand;
+use crate::header::EmptyHeader;
 use crate::message::java_string_hash;
 
 /// GET_BROKER_RUNTIME_INFO keys by which a Thruster broker advertises its shards: the count,
@@ -16,20 +20,16 @@ pub const SHARD_COUNT_KEY: &str = "thrusterShards";
 pub const SHARD_ADDRS_KEY: &str = "thrusterShardAddrs";
 
 /// GET_BROKER_RUNTIME_INFO, which carries the shard map.
-pub fn shard_map_request() -> crate::RemotingCommand {
-    crate::RemotingCommand::request(
-        crate::request_code::GET_BROKER_RUNTIME_INFO,
-        &crate::header::EmptyHeader {},
-    )
+pub fn shard_map_request() -> RemotingCommand {
+    RemotingCommand::request(request_code::GET_BROKER_RUNTIME_INFO, &EmptyHeader {})
 }
 
 /// The shard map in a runtime-info response; `None` for any other broker.
-pub fn parse_shard_map(response: &crate::RemotingCommand) -> Option<ShardMap> {
-    if response.code != crate::response_code::SUCCESS {
+pub fn parse_shard_map(response: &RemotingCommand) -> Option<ShardMap> {
+    if response.code != response_code::SUCCESS {
         return None;
     }
-    let table: crate::body::KvTable =
-        crate::body::decode_lenient("runtime info", &response.body).ok()?;
+    let table: KvTable = decode_lenient("runtime info", &response.body).ok()?;
     ShardMap::from_runtime_info(&table.table)
 }
 
