@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use thruster_client::protocol::body::perm;
-use thruster_client::protocol::FRAME_MAX_BYTES_DEFAULT;
+use thruster_protocol::body::perm;
+use thruster_protocol::FRAME_MAX_BYTES_DEFAULT;
 
 use crate::store::config::{PAGE_BYTES, SHARDS_MAX};
 use crate::store::consume_queue::ENTRY_BYTES as CQ_ENTRY_BYTES;

@@ -11,14 +11,12 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use thruster_client::protocol::body::{
+use thruster_protocol::body::{
     self, JsonStyle, QueueData, RegisterBrokerBody, TopicConfig, TopicRouteData,
 };
-use thruster_client::protocol::header::admin::TopicRequestHeader;
-use thruster_client::protocol::header::namesrv::{
-    BrokerIdentityHeader, RegisterBrokerRequestHeader,
-};
-use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_protocol::header::admin::TopicRequestHeader;
+use thruster_protocol::header::namesrv::{BrokerIdentityHeader, RegisterBrokerRequestHeader};
+use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::{info, warn};
 
 use crate::meta::topic_config::{advertised, ShardView};

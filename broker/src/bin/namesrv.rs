@@ -34,7 +34,7 @@ struct Args {
     /// Pin the reactor to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
-    /// I/O memory glommio registers, bytes.
+    /// I/O memory the reactor registers with io_uring, bytes.
     #[arg(long, default_value_t = 2 << 20)]
     io_memory_bytes: usize,
 }

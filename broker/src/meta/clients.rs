@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use thruster_client::protocol::body::heartbeat::{ConsumerData, SubscriptionData};
+use thruster_protocol::body::heartbeat::{ConsumerData, SubscriptionData};
 
 /// A connection, broker-wide: the shard serving it and its id there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

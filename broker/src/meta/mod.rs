@@ -41,7 +41,7 @@ pub fn read_json_file<T: serde::de::DeserializeOwned>(
 ) -> io::Result<Option<T>> {
     for candidate in [path.to_path_buf(), path.with_extension("json.bak")] {
         match std::fs::read(&candidate) {
-            Ok(bytes) => match thruster_client::protocol::body::decode_lenient::<T>(what, &bytes) {
+            Ok(bytes) => match thruster_protocol::body::decode_lenient::<T>(what, &bytes) {
                 Ok(value) => return Ok(Some(value)),
                 Err(error) => {
                     tracing::warn!(file = %candidate.display(), %error, "unreadable config file")

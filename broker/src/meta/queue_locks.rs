@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use thruster_client::protocol::body::heartbeat::MessageQueue;
+use thruster_protocol::body::heartbeat::MessageQueue;
 
 /// `rocketmq.broker.rebalance.lockMaxLiveTime`.
 pub const LOCK_MAX_LIVE_MS: i64 = 60_000;

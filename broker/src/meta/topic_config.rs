@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use thruster_client::protocol::body::{
-    perm, DataVersion, TopicConfig, TopicConfigSerializeWrapper,
-};
-use thruster_client::protocol::message::{java_string_hash, TOPIC_MAX_BYTES};
-use thruster_client::protocol::response_code;
+use thruster_protocol::body::{perm, DataVersion, TopicConfig, TopicConfigSerializeWrapper};
+use thruster_protocol::message::{java_string_hash, TOPIC_MAX_BYTES};
+use thruster_protocol::response_code;
 
 use crate::config::BrokerConfig;
 use crate::remoting::Failure;
@@ -370,7 +368,7 @@ pub fn validate_topic_name(topic: &str) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use thruster_client::core::shard::owner_of;
+    use thruster_protocol::shard::owner_of;
 
     fn config() -> BrokerConfig {
         BrokerConfig {

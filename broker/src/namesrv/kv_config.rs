@@ -34,14 +34,15 @@ impl KvConfig {
         if let Some(path) = &config.path {
             match fs::read(path) {
                 Ok(bytes) => {
-                    let file: KvConfigFile =
-                        thruster_client::protocol::body::decode_lenient("kvConfig", &bytes)
-                            .map_err(|e| {
-                                io::Error::new(
-                                    io::ErrorKind::InvalidData,
-                                    format!("{}: {e}", path.display()),
-                                )
-                            })?;
+                    let file: KvConfigFile = thruster_protocol::body::decode_lenient(
+                        "kvConfig", &bytes,
+                    )
+                    .map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?;
                     config.table = file.config_table;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -2,16 +2,14 @@
 
 use std::cell::RefCell;
 
-use thruster_client::protocol::body::route::JsonStyle;
-use thruster_client::protocol::body::{
+use thruster_protocol::body::route::JsonStyle;
+use thruster_protocol::body::{
     self, DataVersion, KvTable, RegisterBrokerBody, TopicConfigSerializeWrapper, TopicRouteData,
 };
-use thruster_client::protocol::codes::version;
-use thruster_client::protocol::header::admin::TopicRequestHeader;
-use thruster_client::protocol::header::namesrv::*;
-use thruster_client::protocol::{
-    request_code as rc, response_code, CommandHeader, RemotingCommand,
-};
+use thruster_protocol::codes::version;
+use thruster_protocol::header::admin::TopicRequestHeader;
+use thruster_protocol::header::namesrv::*;
+use thruster_protocol::{request_code as rc, response_code, CommandHeader, RemotingCommand};
 use tracing::{info, warn};
 
 use super::config::NamesrvConfig;

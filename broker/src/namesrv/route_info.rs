@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use thruster_client::protocol::body::{
+use thruster_protocol::body::{
     perm, BrokerData, ClusterInfo, DataVersion, QueueData, TopicConfig,
     TopicConfigSerializeWrapper, TopicList, TopicRouteData,
 };

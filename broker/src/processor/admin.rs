@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use thruster_client::protocol::body::{self, KvTable, TopicConfig};
-use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
-use thruster_client::protocol::{response_code, RemotingCommand};
+use thruster_protocol::body::{self, KvTable, TopicConfig};
+use thruster_protocol::header::admin::CreateTopicRequestHeader;
+use thruster_protocol::{response_code, RemotingCommand};
 use tracing::{info, warn};
 
 use super::{BrokerProcessor, Handled};
@@ -15,7 +15,7 @@ use crate::meta::write_file_atomically;
 use crate::remoting::Failure;
 use crate::runtime;
 use crate::shard::{Call, CallReply, MeshMessage, ShardStats};
-use thruster_client::core::shard::{SHARD_ADDRS_KEY, SHARD_COUNT_KEY};
+use thruster_protocol::shard::{SHARD_ADDRS_KEY, SHARD_COUNT_KEY};
 
 /// Shard 0: creates a topic from its template (a send to a missing topic).
 pub async fn auto_create_topic(
@@ -204,7 +204,7 @@ pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand
     put("brokerVersionDesc", "V4_9_8".into());
     put(
         "brokerVersion",
-        thruster_client::protocol::codes::version::CURRENT.to_string(),
+        thruster_protocol::codes::version::CURRENT.to_string(),
     );
     put("msgPutTotalTodayNow", total.put_messages.to_string());
     put("msgGetTotalTodayNow", total.get_found.to_string());
@@ -215,7 +215,7 @@ pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand
     put("thrusterQueuesWaitedOn", total.queues_waited_on.to_string());
     put("shards", shard.count.to_string());
     // Shard-aware clients send each queue's requests to its owner's own port (see
-    // thruster_client::core::shard); other clients ignore these keys. With a broker per shard
+    // thruster_protocol::shard); other clients ignore these keys. With a broker per shard
     // there is nothing to map: every broker name is one shard already.
     if let Some(addrs) = shard
         .shard_addrs

@@ -3,15 +3,15 @@
 
 use std::collections::BTreeSet;
 
-use thruster_client::protocol::body::heartbeat::{
+use thruster_protocol::body::heartbeat::{
     CheckClientRequestBody, ConsumerListBody, HeartbeatData, LockBatchRequestBody,
     LockBatchResponseBody, MessageQueue,
 };
-use thruster_client::protocol::body::{self, decode_lenient};
-use thruster_client::protocol::header::client::{
+use thruster_protocol::body::{self, decode_lenient};
+use thruster_protocol::header::client::{
     GetConsumerListByGroupRequestHeader, UnregisterClientRequestHeader,
 };
-use thruster_client::protocol::{response_code, RemotingCommand};
+use thruster_protocol::{response_code, RemotingCommand};
 
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::meta::clients::{ClientEvent, ConnKey};

@@ -13,10 +13,10 @@ pub mod send;
 
 use std::rc::Rc;
 
-use thruster_client::protocol::body::TopicConfig;
-use thruster_client::protocol::codes::LanguageCode;
-use thruster_client::protocol::header::client::NotifyConsumerIdsChangedRequestHeader;
-use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_protocol::body::TopicConfig;
+use thruster_protocol::codes::LanguageCode;
+use thruster_protocol::header::client::NotifyConsumerIdsChangedRequestHeader;
+use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::{debug, warn};
 
 use crate::meta::topic_config::AUTO_CREATE_TOPIC_KEY_TOPIC;

@@ -1,12 +1,12 @@
 //! Consumer offsets (QUERY/UPDATE_CONSUMER_OFFSET) and queue offsets (GET_MAX/MIN_OFFSET,
 //! SEARCH_OFFSET_BY_TIMESTAMP, GET_EARLIEST_MSG_STORETIME), on the queue's owner.
 
-use thruster_client::protocol::header::offset::{
+use thruster_protocol::header::offset::{
     GetEarliestMsgStoretimeRequestHeader, GetEarliestMsgStoretimeResponseHeader,
     GetMaxOffsetRequestHeader, GetMinOffsetRequestHeader, OffsetResponseHeader,
     QueryConsumerOffsetRequestHeader, SearchOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
-use thruster_client::protocol::{response_code, RemotingCommand};
+use thruster_protocol::{response_code, RemotingCommand};
 
 use super::{BrokerProcessor, Handled};
 use crate::remoting::Failure;

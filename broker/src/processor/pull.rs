@@ -8,13 +8,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use thruster_client::core::requests::expression_tags;
-use thruster_client::protocol::body::perm;
-use thruster_client::protocol::header::pull::{
+use thruster_protocol::body::perm;
+use thruster_protocol::expression::expression_tags;
+use thruster_protocol::header::pull::{
     pull_sys_flag, PullMessageRequestHeader, PullMessageResponseHeader,
 };
-use thruster_client::protocol::message::tag_code;
-use thruster_client::protocol::{response_code, RemotingCommand};
+use thruster_protocol::message::tag_code;
+use thruster_protocol::{response_code, RemotingCommand};
 
 use super::{BrokerProcessor, Handled};
 use crate::remoting::{BodyPart, Failure, Reply};
@@ -255,7 +255,7 @@ fn respond(request: &RemotingCommand, requested_offset: i64, result: GetResult) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use thruster_client::protocol::message::java_string_hash;
+    use thruster_protocol::message::java_string_hash;
 
     #[test]
     fn tag_expressions_become_hash_sets() {

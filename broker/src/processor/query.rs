@@ -1,11 +1,11 @@
 //! QUERY_MESSAGE (by key, the index of every shard of the broker the client sees) and
 //! VIEW_MESSAGE_BY_ID (one record, on the shard whose id its CommitLog offset carries).
 
-use thruster_client::protocol::header::query::{
+use thruster_protocol::header::query::{
     QueryMessageRequestHeader, QueryMessageResponseHeader, ViewMessageRequestHeader,
     UNIQUE_KEY_QUERY,
 };
-use thruster_client::protocol::{response_code, RemotingCommand};
+use thruster_protocol::{response_code, RemotingCommand};
 
 use super::{BrokerProcessor, Handled};
 use crate::remoting::{BodyPart, Failure, Reply};

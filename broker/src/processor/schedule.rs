@@ -14,11 +14,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use thruster_client::protocol::header::client::ConsumerSendMsgBackRequestHeader;
-use thruster_client::protocol::message::{
+use thruster_protocol::header::client::ConsumerSendMsgBackRequestHeader;
+use thruster_protocol::message::{
     self, decode_record, encode_properties, parse_properties, property,
 };
-use thruster_client::protocol::{response_code, RemotingCommand};
+use thruster_protocol::{response_code, RemotingCommand};
 use tracing::{debug, warn};
 
 use super::{BrokerProcessor, Handled};

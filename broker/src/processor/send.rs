@@ -5,15 +5,15 @@
 
 use std::net::SocketAddr;
 
-use thruster_client::protocol::batch::decode_batch;
-use thruster_client::protocol::body::perm;
-use thruster_client::protocol::header::send::{
+use thruster_protocol::batch::decode_batch;
+use thruster_protocol::body::perm;
+use thruster_protocol::header::send::{
     SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
 };
-use thruster_client::protocol::message::{
+use thruster_protocol::message::{
     self, find_property, offset_msg_id, property, PROPERTY_SEPARATOR,
 };
-use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 
 use super::{schedule, BrokerProcessor, Handled};
 use crate::meta::topic_config::validate_topic_name;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use thruster_client::protocol::{decode_frame, encode, RemotingCommand, FRAME_MAX_BYTES_DEFAULT};
+use thruster_protocol::{decode_frame, encode, RemotingCommand, FRAME_MAX_BYTES_DEFAULT};
 
 use crate::runtime::{self, TcpStream};
 

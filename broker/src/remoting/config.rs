@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use crate::runtime::{Semaphore, StaticPermit};
-use thruster_client::protocol::FRAME_MAX_BYTES_DEFAULT;
+use thruster_protocol::FRAME_MAX_BYTES_DEFAULT;
 
 /// Request bytes one connection may have being processed at once (frames read and not yet
 /// answered); its reader stops reading past it.

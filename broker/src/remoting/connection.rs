@@ -13,14 +13,15 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use thruster_client::protocol::{
+use thruster_protocol::{
     decode_frame, encode, encode_head, response_code, RemotingCommand, SerializeType,
 };
 use tracing::{debug, warn};
 
 use super::config::{RequestMemory, ServerConfig};
-use crate::runtime::{self, IoBuffer, LocalSender, Semaphore, StaticPermit, TcpStream};
-use thruster_client::glommio::SharedStream;
+use crate::runtime::{
+    self, IoBuffer, LocalSender, Semaphore, SharedStream, StaticPermit, TcpStream,
+};
 
 /// Handles requests. Implemented by the name server and the broker.
 #[allow(async_fn_in_trait)] // processors live on one reactor; futures need not be Send
@@ -361,7 +362,7 @@ mod tests {
     use std::io::{Read, Write};
     use std::time::Duration;
 
-    use thruster_client::protocol::encode;
+    use thruster_protocol::encode;
 
     use super::*;
     use crate::remoting::config::RequestMemory;

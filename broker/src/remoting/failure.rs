@@ -1,6 +1,6 @@
 //! A handler's failure: a response code and a remark, turned into an error response.
 
-use thruster_client::protocol::response_code;
+use thruster_protocol::response_code;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {

@@ -16,6 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+mod shared_stream;
+pub use shared_stream::SharedStream;
+
 /// A connected TCP stream of the current reactor (implements `futures_lite` AsyncRead/Write).
 pub type TcpStream = glommio::net::TcpStream;
 /// Sending half of a bounded channel between tasks of one reactor; clones share it, and the

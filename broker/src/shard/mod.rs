@@ -13,12 +13,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use thruster_client::protocol::body::heartbeat::MessageQueue;
-use thruster_client::protocol::body::TopicConfig;
-use thruster_client::protocol::RemotingCommand;
+use thruster_protocol::body::heartbeat::MessageQueue;
+use thruster_protocol::body::TopicConfig;
+use thruster_protocol::RemotingCommand;
 use tracing::{debug, warn};
 
-pub use thruster_client::core::shard::owner_of;
+pub use thruster_protocol::shard::owner_of;
 
 use crate::config::BrokerConfig;
 use crate::meta::clients::{ClientEvent, ClientTable};
@@ -323,7 +323,7 @@ impl Shard {
     }
 
     /// The topic table as this shard registers and reports it.
-    pub fn topics_wrapper(&self) -> thruster_client::protocol::body::TopicConfigSerializeWrapper {
+    pub fn topics_wrapper(&self) -> thruster_protocol::body::TopicConfigSerializeWrapper {
         let topics = self.topics.borrow();
         let permission = self.config.broker_permission;
         match self.view() {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes};
-use thruster_client::protocol::message::{self, RecordStart, BLANK_BYTES, MAGIC_BLANK};
+use thruster_protocol::message::{self, RecordStart, BLANK_BYTES, MAGIC_BLANK};
 use tracing::{info, warn};
 
 use crate::runtime::{self, DirectFile, IoBuffer};
@@ -1285,7 +1285,7 @@ pub async fn sync_dir(dir: &Path) -> io::Result<()> {
 pub(crate) mod tests {
     use super::*;
     use crate::runtime::{run_reactor, ReactorConfig};
-    use thruster_client::protocol::message::{body_crc, RecordRef};
+    use thruster_protocol::message::{body_crc, RecordRef};
 
     pub(crate) fn on_reactor<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
         make: impl FnOnce() -> F + Send + 'static,

@@ -20,7 +20,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use thruster_client::protocol::message::java_string_hash;
+use thruster_protocol::message::java_string_hash;
 
 use super::mapped_file::{self, MappedFile};
 

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use thruster_client::protocol::message::{self, body_crc, property, sys_flag, RecordRef};
+use thruster_protocol::message::{self, body_crc, property, sys_flag, RecordRef};
 use tracing::{error, info, warn};
 
 use super::checkpoint::Checkpoint;
@@ -1605,7 +1605,7 @@ fn local_hour(ms: i64) -> u32 {
 mod tests {
     use super::*;
     use crate::store::commit_log::tests::on_reactor;
-    use thruster_client::protocol::message::encode_properties;
+    use thruster_protocol::message::encode_properties;
 
     pub(crate) fn message(
         topic: &str,

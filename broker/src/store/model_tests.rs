@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use thruster_client::protocol::message;
+use thruster_protocol::message;
 
 use super::commit_log::tests::on_reactor;
 use super::message_store::{GetStatus, MessageStore, PutMessage, PutStatus};

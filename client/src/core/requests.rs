@@ -18,6 +18,9 @@ use crate::protocol::header::CommandHeader;
 use crate::protocol::message::decode_records;
 use crate::protocol::{request_code as rc, response_code, RemotingCommand};
 
+/// The subscription-expression parser lives in the protocol crate; the broker uses it too.
+pub use crate::protocol::expression::expression_tags;
+
 /// `defaultTopic` of sends: the broker's auto-create template.
 pub const AUTO_CREATE_TOPIC: &str = "TBW102";
 /// Queues a topic auto-created by a send gets (RocketMQ producer default).
@@ -288,22 +291,6 @@ pub fn parse_pull_response(
         max_offset: header.max_offset,
         messages,
     })
-}
-
-/// The tags of a subscription expression (`TagA || TagB`); `None` for "every message" (`*` or
-/// empty). The broker filters by their hash codes, clients by the exact tags.
-pub fn expression_tags(expression: &str) -> Option<Vec<String>> {
-    let expression = expression.trim();
-    if expression.is_empty() || expression == "*" {
-        return None;
-    }
-    Some(
-        expression
-            .split("||")
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect(),
-    )
 }
 
 /// The exact tag check applied to pulled messages.

@@ -10,7 +10,7 @@
 
 use thiserror::Error;
 
-use super::command::ExtFields;
+use super::ext_fields::ExtFields;
 
 pub mod admin;
 pub mod client;
@@ -176,18 +176,18 @@ macro_rules! command_header {
             $( $(#[$field_meta])* pub $field: $crate::__header_field_type!($kind $ty), )*
         }
 
-        impl $crate::protocol::header::CommandHeader for $name {
+        impl $crate::header::CommandHeader for $name {
             const NAME: &'static str = stringify!($name);
 
             #[allow(unused_variables)]
-            fn encode(&self, ext: &mut $crate::protocol::command::ExtFields) {
+            fn encode(&self, ext: &mut $crate::ext_fields::ExtFields) {
                 $( $crate::command_header!(@encode $kind ext, $key, &self.$field); )*
             }
 
             #[allow(unused_variables)]
             fn decode(
-                ext: &$crate::protocol::command::ExtFields,
-            ) -> Result<Self, $crate::protocol::header::HeaderError> {
+                ext: &$crate::ext_fields::ExtFields,
+            ) -> Result<Self, $crate::header::HeaderError> {
                 Ok($name {
                     $( $field: $crate::command_header!(@decode $kind ext, stringify!($name), $key, $ty), )*
                 })
@@ -199,7 +199,7 @@ macro_rules! command_header {
             /// A deterministic sample: field values and presence vary with `seed`.
             #[allow(dead_code, unused_variables, unused_mut, unused_assignments, unused_imports)]
             pub(crate) fn sample(seed: u64) -> Self {
-                use $crate::protocol::header::SampleValue;
+                use $crate::header::SampleValue;
                 let mut bit = 0u32;
                 $name {
                     $( $field: {
@@ -213,18 +213,18 @@ macro_rules! command_header {
     };
 
     (@encode req $ext:ident, $key:literal, $value:expr) => {
-        $ext.insert($key, $crate::protocol::header::ExtValue::to_ext($value));
+        $ext.insert($key, $crate::header::ExtValue::to_ext($value));
     };
     (@encode opt $ext:ident, $key:literal, $value:expr) => {
         if let Some(value) = $value {
-            $ext.insert($key, $crate::protocol::header::ExtValue::to_ext(value));
+            $ext.insert($key, $crate::header::ExtValue::to_ext(value));
         }
     };
     (@decode req $ext:ident, $header:expr, $key:literal, $ty:ty) => {
-        $crate::protocol::header::decode_required::<$ty>($ext, $header, $key)?
+        $crate::header::decode_required::<$ty>($ext, $header, $key)?
     };
     (@decode opt $ext:ident, $header:expr, $key:literal, $ty:ty) => {
-        $crate::protocol::header::decode_optional::<$ty>($ext, $header, $key)?
+        $crate::header::decode_optional::<$ty>($ext, $header, $key)?
     };
     (@sample req $ty:ty, $seed:expr, $present:expr) => {
         <$ty as SampleValue>::sample($seed)
@@ -239,61 +239,10 @@ command_header! {
     pub struct EmptyHeader {}
 }
 
-/// Round-trips `sample(seed)` of each listed header type through `extFields` and through both
-/// wire serializations of a whole frame.
-#[cfg(test)]
-macro_rules! round_trip_tests {
-    ($($header:ty),* $(,)?) => {
-        #[test]
-        fn every_header_round_trips() {
-            use $crate::protocol::header::CommandHeader;
-            $(
-                for seed in 0..64u64 {
-                    let header = <$header>::sample(seed);
-                    let mut ext = $crate::protocol::command::ExtFields::new();
-                    header.encode(&mut ext);
-                    assert_eq!(<$header>::decode(&ext).unwrap(), header, "{} seed {seed}", <$header>::NAME);
-                    $crate::protocol::header::assert_frame_round_trip(&header);
-                }
-            )*
-        }
-    };
-}
-#[cfg(test)]
-pub(crate) use round_trip_tests;
-
-#[cfg(test)]
-pub(crate) fn assert_frame_round_trip<H: CommandHeader + PartialEq + std::fmt::Debug>(header: &H) {
-    use super::command::{RemotingCommand, SerializeType};
-    use super::frame;
-    for serialize_type in [SerializeType::Json, SerializeType::RocketMq] {
-        let mut command = RemotingCommand::request(1, header);
-        command.serialize_type = serialize_type;
-        let mut wire = bytes::BytesMut::new();
-        frame::encode(&command, &mut wire).unwrap();
-        let decoded = frame::decode_frame(&mut wire, frame::FRAME_MAX_BYTES_DEFAULT)
-            .unwrap()
-            .unwrap()
-            .into_command()
-            .unwrap();
-        if serialize_type == SerializeType::Json {
-            let back: H = decoded.decode_header().unwrap();
-            assert_eq!(&back, header, "{} via JSON", H::NAME);
-        } else {
-            // The binary layout (like Java) turns empty strings into absent values; compare
-            // the re-encoded maps with empty values dropped.
-            let mut expected = super::command::ExtFields::new();
-            header.encode(&mut expected);
-            let expected: super::command::ExtFields =
-                expected.iter().filter(|(_, v)| !v.is_empty()).collect();
-            assert_eq!(decoded.ext_fields, expected, "{} via binary", H::NAME);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::round_trip_tests;
 
     command_header! {
         pub struct Probe {

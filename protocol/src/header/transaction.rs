@@ -34,7 +34,7 @@ command_header! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::header::round_trip_tests;
+    use crate::test_support::round_trip_tests;
 
     round_trip_tests!(
         EndTransactionRequestHeader,

@@ -121,7 +121,7 @@ pub struct KvTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::body::{decode_lenient, encode};
+    use crate::body::codec::{decode_lenient, encode};
 
     #[test]
     fn register_body_matches_the_java_shape_and_round_trips() {

@@ -150,7 +150,7 @@ pub struct CheckClientRequestBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::body::{decode_lenient, encode};
+    use crate::body::codec::{decode_lenient, encode};
 
     /// A heartbeat as a Java 4.9.8 push consumer sends it.
     const JAVA_HEARTBEAT: &str = r#"{"clientID":"192.168.1.5@12345#123456789","consumerDataSet":[{"consumeFromWhere":"CONSUME_FROM_LAST_OFFSET","consumeType":"CONSUME_PASSIVELY","groupName":"cg","messageModel":"CLUSTERING","subscriptionDataSet":[{"classFilterMode":false,"codeSet":[2598919],"expressionType":"TAG","subString":"TagA","subVersion":1700000000000,"tagsSet":["TagA"],"topic":"TopicTest"},{"classFilterMode":false,"codeSet":[],"expressionType":"TAG","subString":"*","subVersion":1700000000001,"tagsSet":[],"topic":"%RETRY%cg"}],"unitMode":false}],"producerDataSet":[{"groupName":"CLIENT_INNER_PRODUCER"}]}"#;

@@ -1,23 +1,9 @@
-//! JSON bodies (fastjson-shaped: properties in alphabetical order, nulls omitted, compact).
-//!
-//! Every struct declares its fields in the alphabetical order of their wire names, so serde's
-//! output has the property order fastjson gives. Reading is lenient: unknown properties are
-//! ignored, missing ones take defaults, and fastjson's bare keys are accepted
-//! ([`decode_lenient`]).
+//! Reading and writing JSON bodies: [`decode_lenient`] and [`encode`], for every body type.
 
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-use super::fastjson;
-
-pub mod heartbeat;
-pub mod lenient;
-pub mod route;
-pub mod topic_config;
-
-pub use heartbeat::*;
-pub use route::*;
-pub use topic_config::*;
+use crate::fastjson;
 
 /// A body could not be read.
 #[derive(Debug, Error)]

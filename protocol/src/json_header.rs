@@ -14,9 +14,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::codes::LanguageCode;
-use super::command::{ExtFields, RemotingCommand, SerializeType};
+use super::command::{RemotingCommand, SerializeType};
+use super::error::CommandDecodeError;
+use super::ext_fields::ExtFields;
 use super::fastjson;
-use super::frame::CommandDecodeError;
 
 #[derive(Deserialize)]
 struct WireHeader {
@@ -214,7 +215,7 @@ fn put_string(dst: &mut BytesMut, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::codes::request_code;
+    use crate::codes::request_code;
 
     fn encoded(command: &RemotingCommand) -> String {
         let mut dst = BytesMut::new();

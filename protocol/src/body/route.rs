@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::BodyError;
-use crate::protocol::codes::version;
-use crate::protocol::fastjson;
+use super::codec::{decode_lenient, BodyError};
+use crate::codes::version;
+use crate::fastjson;
 
 /// How maps with integer keys are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +135,7 @@ impl TopicRouteData {
 
     /// Decodes either style.
     pub fn decode(body: &[u8]) -> Result<TopicRouteData, BodyError> {
-        super::decode_lenient("TopicRouteData", body)
+        decode_lenient("TopicRouteData", body)
     }
 }
 
@@ -166,7 +166,7 @@ impl ClusterInfo {
     }
 
     pub fn decode(body: &[u8]) -> Result<ClusterInfo, BodyError> {
-        super::decode_lenient("ClusterInfo", body)
+        decode_lenient("ClusterInfo", body)
     }
 }
 

@@ -20,6 +20,9 @@ use thiserror::Error;
 use super::command::{RemotingCommand, SerializeType};
 use super::{binary_header, json_header};
 
+/// Defined in its own module (both header decoders return it); still reachable here.
+pub use super::error::CommandDecodeError;
+
 /// RocketMQ's `com.rocketmq.remoting.frameMaxLength` default: 16 MiB, counting the length field.
 pub const FRAME_MAX_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
 
@@ -44,17 +47,6 @@ pub enum FrameError {
         header_bytes: usize,
         available_bytes: usize,
     },
-}
-
-/// The frame is intact but its header cannot be understood.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum CommandDecodeError {
-    #[error("unknown header serialize type {0}")]
-    UnknownSerializeType(u8),
-    #[error("malformed JSON header: {0}")]
-    Json(String),
-    #[error("malformed binary header: {0}")]
-    Binary(String),
 }
 
 /// A command could not be encoded.
@@ -179,8 +171,8 @@ pub fn encode(command: &RemotingCommand, dst: &mut BytesMut) -> Result<(), Encod
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::codes::{request_code, LanguageCode};
-    use crate::protocol::command::ExtFields;
+    use crate::codes::{request_code, LanguageCode};
+    use crate::ext_fields::ExtFields;
     use proptest::prelude::*;
 
     fn sample(serialize_type: SerializeType) -> RemotingCommand {

@@ -106,7 +106,8 @@ command_header! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::header::{round_trip_tests, CommandHeader};
+    use crate::header::CommandHeader;
+    use crate::test_support::round_trip_tests;
 
     round_trip_tests!(
         SendMessageRequestHeader,

@@ -16,8 +16,9 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 use super::codes::LanguageCode;
-use super::command::{ExtFields, RemotingCommand, SerializeType};
-use super::frame::CommandDecodeError;
+use super::command::{RemotingCommand, SerializeType};
+use super::error::CommandDecodeError;
+use super::ext_fields::ExtFields;
 
 /// Bytes of the fixed part: code 2 + language 1 + version 2 + opaque 4 + flag 4 + two lengths.
 pub const FIXED_BYTES: usize = 2 + 1 + 2 + 4 + 4 + 4 + 4;

@@ -1,0 +1,17 @@
+//! JSON bodies (fastjson-shaped: properties in alphabetical order, nulls omitted, compact).
+//!
+//! Every struct declares its fields in the alphabetical order of their wire names, so serde's
+//! output has the property order fastjson gives. Reading is lenient: unknown properties are
+//! ignored, missing ones take defaults, and fastjson's bare keys are accepted
+//! ([`decode_lenient`]).
+
+pub mod codec;
+pub mod heartbeat;
+pub mod lenient;
+pub mod route;
+pub mod topic_config;
+
+pub use codec::{decode_lenient, encode, BodyError};
+pub use heartbeat::*;
+pub use route::*;
+pub use topic_config::*;
