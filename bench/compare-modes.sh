@@ -10,6 +10,8 @@
 # Environment:
 #   BASE_BIN      a thruster-broker built from the commit to compare against (optional); it runs
 #                 with its own defaults (before brokerPerShard: one name over 2 shards)
+#   MODES         this build's set-ups to run, from: per-shard one-shard one-name
+#                 [per-shard one-shard one-name]
 #   ROUNDS        rounds per workload                                         [3]
 #   DURATION_S    seconds per run                                             [10]
 #   FLUSH         ASYNC_FLUSH or SYNC_FLUSH                                   [ASYNC_FLUSH]
@@ -59,9 +61,15 @@ start() {
     TARGETS+=("$name=127.0.0.1:$ns_port@$pid")
 }
 
-start per-shard "$BIN/thruster-broker" 19876 20911
-start one-shard "$BIN/thruster-broker" 29876 30911 --set shards=1
-start one-name "$BIN/thruster-broker" 39876 40911 --set brokerPerShard=false
+MODES=${MODES:-per-shard one-shard one-name}
+for mode in $MODES; do
+    case $mode in
+    per-shard) start per-shard "$BIN/thruster-broker" 19876 20911 ;;
+    one-shard) start one-shard "$BIN/thruster-broker" 29876 30911 --set shards=1 ;;
+    one-name) start one-name "$BIN/thruster-broker" 39876 40911 --set brokerPerShard=false ;;
+    *) echo "unknown mode $mode" >&2; exit 2 ;;
+    esac
+done
 if [[ -n "${BASE_BIN:-}" ]]; then
     start base "$BASE_BIN" 49876 50911
 fi
