@@ -58,13 +58,124 @@ impl ConsumerGroup {
     }
 }
 
+/// Memory the client table may take (each shard holds a copy), as accounted below:
+/// heartbeats name groups and subscriptions of the client's choosing, so a heartbeat that
+/// would grow the table past this is refused (members refreshing or shrinking their
+/// registrations never are).
+pub const CLIENT_TABLE_BYTES_MAX: usize = 64 << 20;
+/// What one group costs besides its strings (map node, struct, Strings).
+const GROUP_OVERHEAD_BYTES: usize = 192;
+/// What one member (connection) of a group costs besides its client id.
+const CHANNEL_OVERHEAD_BYTES: usize = 96;
+/// What one subscription costs besides its strings.
+const SUBSCRIPTION_OVERHEAD_BYTES: usize = 128;
+
+fn channel_bytes(client_id: &str) -> usize {
+    CHANNEL_OVERHEAD_BYTES + client_id.len()
+}
+
+fn subscriptions_bytes<'a>(subscriptions: impl Iterator<Item = &'a SubscriptionData>) -> usize {
+    subscriptions
+        .map(|s| {
+            SUBSCRIPTION_OVERHEAD_BYTES
+                + s.topic.len()
+                + s.sub_string.len()
+                + s.expression_type.len()
+                + s.tags_set.iter().map(String::len).sum::<usize>()
+                + 4 * s.code_set.len()
+        })
+        .sum()
+}
+
+/// A consumer group's own memory: name, settings and subscriptions (members counted apart).
+fn consumer_group_bytes(name: &str, consume_type: &str, model: &str, from_where: &str) -> usize {
+    GROUP_OVERHEAD_BYTES + name.len() + consume_type.len() + model.len() + from_where.len()
+}
+
+fn consumer_data_bytes(data: &ConsumerData) -> usize {
+    consumer_group_bytes(
+        &data.group_name,
+        &data.consume_type,
+        &data.message_model,
+        &data.consume_from_where,
+    ) + subscriptions_bytes(data.subscription_data_set.iter())
+}
+
+impl ConsumerGroup {
+    fn own_bytes(&self, name: &str) -> usize {
+        consumer_group_bytes(
+            name,
+            &self.consume_type,
+            &self.message_model,
+            &self.consume_from_where,
+        ) + subscriptions_bytes(self.subscriptions.values())
+    }
+}
+
+/// What a member's entry adds: a new member its whole entry, a known one the change of its id.
+fn member_growth(channels: Option<&BTreeMap<ConnKey, Channel>>, conn: &ConnKey, id: &str) -> isize {
+    match channels.and_then(|c| c.get(conn)) {
+        Some(old) => id.len() as isize - old.client_id.len() as isize,
+        None => channel_bytes(id) as isize,
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ClientTable {
     consumers: BTreeMap<String, ConsumerGroup>,
     producers: BTreeMap<String, BTreeMap<ConnKey, Channel>>,
+    /// Accounted memory of both maps: every group's own bytes and every member's.
+    table_bytes: usize,
 }
 
 impl ClientTable {
+    /// Accounted memory of the table.
+    pub fn table_bytes(&self) -> usize {
+        self.table_bytes
+    }
+
+    /// Whether applying `event` keeps the table within [`CLIENT_TABLE_BYTES_MAX`] or does not
+    /// grow it: the shard that receives a heartbeat asks before applying and broadcasting it;
+    /// the copies apply what their peer admitted.
+    pub fn admits(&self, event: &ClientEvent) -> Result<(), String> {
+        let ClientEvent::Heartbeat {
+            conn,
+            client_id,
+            producer_groups,
+            consumers,
+            ..
+        } = event
+        else {
+            return Ok(()); // only heartbeats grow the table
+        };
+        let mut growth = 0isize;
+        for name in producer_groups {
+            let channels = self.producers.get(name);
+            if channels.is_none() {
+                growth += (GROUP_OVERHEAD_BYTES + name.len()) as isize;
+            }
+            growth += member_growth(channels, conn, client_id);
+        }
+        for data in consumers {
+            let group = self.consumers.get(&data.group_name);
+            let old_bytes = group.map_or(0, |g| g.own_bytes(&data.group_name));
+            growth += consumer_data_bytes(data) as isize - old_bytes as isize;
+            growth += member_growth(group.map(|g| &g.channels), conn, client_id);
+        }
+        let after = self.table_bytes as isize + growth;
+        if growth > 0 && after > CLIENT_TABLE_BYTES_MAX as isize {
+            return Err(format!(
+                "client table full ({} of {CLIENT_TABLE_BYTES_MAX} bytes): heartbeat refused",
+                self.table_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    fn grow(&mut self, growth: isize) {
+        self.table_bytes = (self.table_bytes as isize + growth) as usize;
+    }
+
     /// Applies `event`; returns the consumer groups whose set of client ids changed.
     pub fn apply(&mut self, event: &ClientEvent) -> Vec<String> {
         let mut changed = Vec::new();
@@ -81,12 +192,23 @@ impl ClientTable {
                     last_update_ms: *now_ms,
                 };
                 for group in producer_groups {
+                    let mut growth = 0;
+                    if !self.producers.contains_key(group) {
+                        growth += (GROUP_OVERHEAD_BYTES + group.len()) as isize;
+                    }
+                    growth += member_growth(self.producers.get(group), conn, client_id);
+                    self.grow(growth);
                     self.producers
                         .entry(group.clone())
                         .or_default()
                         .insert(*conn, channel.clone());
                 }
                 for data in consumers {
+                    let existing = self.consumers.get(&data.group_name);
+                    let growth = consumer_data_bytes(data) as isize
+                        - existing.map_or(0, |g| g.own_bytes(&data.group_name)) as isize
+                        + member_growth(existing.map(|g| &g.channels), conn, client_id);
+                    self.grow(growth);
                     let group = self.consumers.entry(data.group_name.clone()).or_default();
                     let before = group.client_ids();
                     group.consume_type = data.consume_type.clone();
@@ -137,26 +259,50 @@ impl ClientTable {
     pub fn expire(&mut self, now_ms: i64, expired_ms: i64) -> Vec<String> {
         let stale = |c: &Channel| now_ms - c.last_update_ms > expired_ms;
         let mut changed = Vec::new();
+        let mut freed = 0usize;
+        let mut drop_stale = |channels: &mut BTreeMap<ConnKey, Channel>| {
+            let before = channels.len();
+            channels.retain(|_, c| {
+                let keep = !stale(c);
+                if !keep {
+                    freed += channel_bytes(&c.client_id);
+                }
+                keep
+            });
+            channels.len() != before
+        };
         for producers in self.producers.values_mut() {
-            producers.retain(|_, c| !stale(c));
+            drop_stale(producers);
         }
-        self.producers.retain(|_, p| !p.is_empty());
         for (name, group) in self.consumers.iter_mut() {
-            let before = group.channels.len();
-            group.channels.retain(|_, c| !stale(c));
-            if group.channels.len() != before {
+            if drop_stale(&mut group.channels) {
                 changed.push(name.clone());
             }
         }
-        self.consumers.retain(|_, g| !g.channels.is_empty());
+        self.producers.retain(|name, p| {
+            if p.is_empty() {
+                freed += GROUP_OVERHEAD_BYTES + name.len();
+            }
+            !p.is_empty()
+        });
+        self.consumers.retain(|name, g| {
+            if g.channels.is_empty() {
+                freed += g.own_bytes(name);
+            }
+            !g.channels.is_empty()
+        });
+        self.table_bytes -= freed;
         changed
     }
 
     fn remove_producer(&mut self, group: &str, conn: &ConnKey) {
         if let Some(producers) = self.producers.get_mut(group) {
-            producers.remove(conn);
+            if let Some(old) = producers.remove(conn) {
+                self.table_bytes -= channel_bytes(&old.client_id);
+            }
             if producers.is_empty() {
                 self.producers.remove(group);
+                self.table_bytes -= GROUP_OVERHEAD_BYTES + group.len();
             }
         }
     }
@@ -167,9 +313,12 @@ impl ClientTable {
             return false;
         };
         let before = info.client_ids();
-        info.channels.remove(conn);
+        if let Some(old) = info.channels.remove(conn) {
+            self.table_bytes -= channel_bytes(&old.client_id);
+        }
         let changed = info.client_ids() != before;
         if info.channels.is_empty() {
+            self.table_bytes -= info.own_bytes(group);
             self.consumers.remove(group);
         }
         changed
@@ -281,5 +430,68 @@ mod tests {
         assert_eq!(table.expire(130_000, 120_000), vec!["g"]);
         assert_eq!(table.consumer_ids("g"), vec!["c2"]);
         assert!(table.expire(130_000, 120_000).is_empty());
+    }
+
+    /// Recomputes the accounted memory from scratch.
+    fn recount(table: &ClientTable) -> usize {
+        let members = |c: &BTreeMap<ConnKey, Channel>| -> usize {
+            c.values().map(|c| channel_bytes(&c.client_id)).sum()
+        };
+        let consumers: usize = table
+            .consumers
+            .iter()
+            .map(|(n, g)| g.own_bytes(n) + members(&g.channels))
+            .sum();
+        let producers: usize = table
+            .producers
+            .iter()
+            .map(|(n, p)| GROUP_OVERHEAD_BYTES + n.len() + members(p))
+            .sum();
+        consumers + producers
+    }
+
+    #[test]
+    fn accounted_memory_follows_every_change() {
+        let mut table = ClientTable::default();
+        table.apply(&heartbeat(0, 1, "c1", "g", 0));
+        table.apply(&heartbeat(1, 7, "c2", "g", 100_000));
+        table.apply(&heartbeat(1, 8, "c3", "h", 100_000));
+        table.apply(&heartbeat(1, 8, "c3-renamed", "h", 100_000));
+        assert_eq!(table.table_bytes(), recount(&table));
+        table.expire(130_000, 120_000);
+        assert_eq!(table.table_bytes(), recount(&table));
+        table.apply(&ClientEvent::Unregister {
+            conn: ConnKey { shard: 1, id: 7 },
+            producer_group: Some("p".into()),
+            consumer_group: Some("g".into()),
+        });
+        assert_eq!(table.table_bytes(), recount(&table));
+        table.apply(&ClientEvent::Closed {
+            conn: ConnKey { shard: 1, id: 8 },
+        });
+        assert_eq!((table.table_bytes(), recount(&table)), (0, 0));
+    }
+
+    #[test]
+    fn heartbeats_that_would_grow_a_full_table_are_refused_but_members_still_refresh() {
+        let mut table = ClientTable::default();
+        let mut groups = 0;
+        let refused = loop {
+            let event = heartbeat(0, groups % 64, "c", &format!("group-{groups}"), 0);
+            match table.admits(&event) {
+                Ok(()) => table.apply(&event),
+                Err(refused) => break refused,
+            };
+            groups += 1;
+        };
+        assert!(refused.contains("client table full"), "{refused}");
+        assert!(table.table_bytes() <= CLIENT_TABLE_BYTES_MAX);
+        assert_eq!(table.table_bytes(), recount(&table));
+        let refresh = heartbeat(0, 0, "c", "group-0", 10);
+        assert!(
+            table.admits(&refresh).is_ok(),
+            "a member refreshing its heartbeat"
+        );
+        assert!(groups > 1000);
     }
 }

@@ -53,17 +53,6 @@ pub async fn heartbeat(
             "a heartbeat may name at most {GROUPS_PER_HEARTBEAT_MAX} groups"
         )));
     }
-    for consumer in &data.consumer_data_set {
-        if consumer.message_model != "BROADCASTING" {
-            // Clustering consumers subscribe to their retry topic; it must exist.
-            let retry = format!("{RETRY_GROUP_TOPIC_PREFIX}{}", consumer.group_name);
-            processor.topic_or_create(&retry, &retry, 1).await?;
-        }
-    }
-    shard
-        .connections
-        .borrow_mut()
-        .insert(context.id, context.outbound.clone());
     let event = ClientEvent::Heartbeat {
         conn: conn_key(shard, context),
         client_id: data.client_id,
@@ -75,6 +64,24 @@ pub async fn heartbeat(
         consumers: data.consumer_data_set,
         now_ms: runtime::now_ms(),
     };
+    shard
+        .clients
+        .borrow()
+        .admits(&event)
+        .map_err(Failure::system)?;
+    if let ClientEvent::Heartbeat { consumers, .. } = &event {
+        for consumer in consumers {
+            if consumer.message_model != "BROADCASTING" {
+                // Clustering consumers subscribe to their retry topic; it must exist.
+                let retry = format!("{RETRY_GROUP_TOPIC_PREFIX}{}", consumer.group_name);
+                processor.topic_or_create(&retry, &retry, 1).await?;
+            }
+        }
+    }
+    shard
+        .connections
+        .borrow_mut()
+        .insert(context.id, context.outbound.clone());
     publish(processor, event).await;
     Ok(request.success().into())
 }
