@@ -1,10 +1,12 @@
 //! Broker request handling. `BrokerProcessor` runs on the shard that accepted the connection:
 //! it decides where each request is served (here, the queue's owner, shard 0 for the topic
-//! table, or every shard) and makes the hop; the handlers in the submodules run on the shard
-//! that owns what they touch.
+//! table, or every shard) and makes the hop (`dispatch.rs`); the handlers in the other
+//! submodules run on the shard that owns what they touch. This file holds what the handlers
+//! share (the processor, topic lookup, consumer notifications) and names none of them.
 
 pub mod admin;
 pub mod client_manage;
+mod dispatch;
 pub mod offsets;
 pub mod pull;
 pub mod query;
@@ -17,13 +19,12 @@ use thruster_protocol::body::TopicConfig;
 use thruster_protocol::codes::LanguageCode;
 use thruster_protocol::header::client::NotifyConsumerIdsChangedRequestHeader;
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::meta::topic_config::AUTO_CREATE_TOPIC_KEY_TOPIC;
-use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
+use crate::remoting::{Failure, Reply};
 use crate::runtime;
-use crate::shard::{Call, CallHandler, CallReply, SendReply, Shard};
-use crate::store::config::shard_of_offset;
+use crate::shard::{Call, CallReply, Shard};
 
 pub type Handled = Result<Reply, Failure>;
 
@@ -31,216 +32,7 @@ pub struct BrokerProcessor {
     pub shard: Rc<Shard>,
 }
 
-impl RequestProcessor for BrokerProcessor {
-    async fn process(
-        &self,
-        context: &ConnectionContext,
-        request: RemotingCommand,
-    ) -> Option<Reply> {
-        let shard = &self.shard;
-        if shard.is_stopping() {
-            return Some(
-                request
-                    .error(
-                        response_code::SERVICE_NOT_AVAILABLE,
-                        "the broker is shutting down",
-                    )
-                    .into(),
-            );
-        }
-        shard.in_flight.set(shard.in_flight.get() + 1);
-        let result = self.route(context, &request).await;
-        let remaining = shard.in_flight.get() - 1;
-        shard.in_flight.set(remaining);
-        if remaining == 0 {
-            shard
-                .in_flight_drained
-                .advance(shard.in_flight_drained.get() + 1);
-        }
-        match result {
-            Ok(reply) => Some(reply),
-            Err(failure) => {
-                if failure.code == response_code::SYSTEM_ERROR {
-                    warn!(peer = %context.peer, code = request.code, remark = %failure.remark, "request failed");
-                }
-                Some(request.error(failure.code, failure.remark).into())
-            }
-        }
-    }
-
-    fn connection_closed(&self, context: &ConnectionContext) {
-        let was_client = self
-            .shard
-            .connections
-            .borrow_mut()
-            .remove(&context.id)
-            .is_some();
-        if was_client {
-            let event = crate::meta::clients::ClientEvent::Closed {
-                conn: client_manage::conn_key(&self.shard, context),
-            };
-            let shard = self.shard.clone();
-            let processor = BrokerProcessor {
-                shard: shard.clone(),
-            };
-            runtime::spawn_detached(async move {
-                client_manage::publish(&processor, event).await;
-            });
-        }
-    }
-}
-
-impl CallHandler for BrokerProcessor {
-    async fn handle_call(&self, call: Call) -> CallReply {
-        match call {
-            Call::Remoting {
-                request,
-                peer,
-                topic,
-            } => {
-                if let Some(topic) = topic {
-                    let mut topics = self.shard.topics.borrow_mut();
-                    if topics.get(&topic.topic_name).is_none() {
-                        topics.upsert(topic, runtime::now_ms());
-                    }
-                }
-                let reply = match self.serve_owned(&request, peer).await {
-                    Ok(reply) => reply,
-                    Err(failure) => request.error(failure.code, failure.remark).into(),
-                };
-                CallReply::Remoting(Some(SendReply::from_reply(reply)))
-            }
-            Call::AutoCreateTopic {
-                topic,
-                template,
-                queue_nums,
-            } => CallReply::Topic(
-                admin::auto_create_topic(self, &topic, &template, queue_nums).await,
-            ),
-            Call::UpsertTopic(config) => CallReply::Topic(admin::upsert_topic(self, config).await),
-            Call::QueryByKey {
-                topic,
-                key,
-                max_num,
-                begin_ms,
-                end_ms,
-            } => query::query_local(&self.shard, &topic, &key, max_num, begin_ms, end_ms).await,
-            Call::Stats => CallReply::Stats(self.shard.stats()),
-            Call::Put(message) => CallReply::Put(self.shard.store.put(message).await),
-            Call::QueueLocks {
-                group,
-                client_id,
-                queues,
-                unlock,
-            } => client_manage::queue_locks_here(&self.shard, &group, &client_id, &queues, unlock),
-        }
-    }
-
-    fn client_groups_changed(&self, changed: Vec<String>) {
-        notify_consumer_ids_changed(&self.shard, &changed);
-    }
-}
-
 impl BrokerProcessor {
-    async fn route(&self, context: &ConnectionContext, request: &RemotingCommand) -> Handled {
-        match request.code {
-            rc::SEND_MESSAGE | rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE => {
-                send::route(self, context, request).await
-            }
-            rc::PULL_MESSAGE
-            | rc::LITE_PULL_MESSAGE
-            | rc::QUERY_CONSUMER_OFFSET
-            | rc::UPDATE_CONSUMER_OFFSET
-            | rc::GET_MAX_OFFSET
-            | rc::GET_MIN_OFFSET
-            | rc::SEARCH_OFFSET_BY_TIMESTAMP
-            | rc::GET_EARLIEST_MSG_STORETIME => {
-                // All these headers name the queue with `topic` and `queueId`.
-                let topic = request.ext_fields.get("topic").unwrap_or_default();
-                let queue_id: i32 = request
-                    .ext_fields
-                    .get("queueId")
-                    .and_then(|q| q.trim().parse().ok())
-                    .ok_or_else(|| Failure::system("the custom field <queueId> is null"))?;
-                let owner = self.shard.owner_of(topic, queue_id);
-                self.on_shard(owner, request, context, None).await
-            }
-            rc::VIEW_MESSAGE_BY_ID | rc::CONSUMER_SEND_MSG_BACK => {
-                let offset: i64 = request
-                    .ext_fields
-                    .get("offset")
-                    .and_then(|o| o.trim().parse().ok())
-                    .ok_or_else(|| Failure::system("the custom field <offset> is null"))?;
-                let owner = usize::from(shard_of_offset(offset.max(0) as u64));
-                if owner >= self.shard.count {
-                    return Err(Failure::system(format!(
-                        "can not find message by the offset, {offset}"
-                    )));
-                }
-                self.on_shard(owner, request, context, None).await
-            }
-            rc::QUERY_MESSAGE => query::query_message(self, request).await,
-            rc::HEART_BEAT => client_manage::heartbeat(self, context, request).await,
-            rc::UNREGISTER_CLIENT => client_manage::unregister(self, context, request).await,
-            rc::GET_CONSUMER_LIST_BY_GROUP => client_manage::consumer_list(self, request),
-            rc::CHECK_CLIENT_CONFIG => client_manage::check_client_config(request),
-            rc::LOCK_BATCH_MQ => client_manage::lock_batch(self, request, false).await,
-            rc::UNLOCK_BATCH_MQ => client_manage::lock_batch(self, request, true).await,
-            rc::UPDATE_AND_CREATE_TOPIC => admin::update_and_create_topic(self, request).await,
-            rc::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(self, request),
-            rc::GET_BROKER_RUNTIME_INFO => admin::runtime_info(self, request).await,
-            code => Err(Failure::new(
-                response_code::REQUEST_CODE_NOT_SUPPORTED,
-                format!("request type {code} not supported"),
-            )),
-        }
-    }
-
-    /// Serves `request` on shard `owner`: here, or with one hop there and one back.
-    pub async fn on_shard(
-        &self,
-        owner: usize,
-        request: &RemotingCommand,
-        context: &ConnectionContext,
-        topic: Option<TopicConfig>,
-    ) -> Handled {
-        if owner == self.shard.id {
-            return self.serve_owned(request, context.peer).await;
-        }
-        let call = Call::Remoting {
-            request: request.clone(),
-            peer: context.peer,
-            topic,
-        };
-        match self.shard.call(self, owner, call).await {
-            CallReply::Remoting(Some(reply)) => Ok(reply.into_reply()),
-            CallReply::Remoting(None) => Ok(request.success().into()),
-            _ => Err(Failure::new(
-                response_code::SERVICE_NOT_AVAILABLE,
-                format!("shard {owner} is not available"),
-            )),
-        }
-    }
-
-    /// Requests about queues (or CommitLog offsets) this shard owns.
-    async fn serve_owned(&self, request: &RemotingCommand, peer: std::net::SocketAddr) -> Handled {
-        match request.code {
-            rc::SEND_MESSAGE | rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE => {
-                send::store_owned(self, request, peer).await
-            }
-            rc::PULL_MESSAGE | rc::LITE_PULL_MESSAGE => pull::pull_owned(self, request).await,
-            rc::QUERY_CONSUMER_OFFSET => offsets::query_consumer_offset(self, request),
-            rc::UPDATE_CONSUMER_OFFSET => offsets::update_consumer_offset(self, request),
-            rc::GET_MAX_OFFSET => offsets::max_offset(self, request),
-            rc::GET_MIN_OFFSET => offsets::min_offset(self, request),
-            rc::SEARCH_OFFSET_BY_TIMESTAMP => offsets::search_by_timestamp(self, request).await,
-            rc::GET_EARLIEST_MSG_STORETIME => offsets::earliest_store_time(self, request).await,
-            rc::VIEW_MESSAGE_BY_ID => query::view_message_by_id(self, request).await,
-            rc::CONSUMER_SEND_MSG_BACK => schedule::send_back(self, request).await,
-            code => Err(Failure::system(format!("request {code} has no owner"))),
-        }
-    }
-
     /// The topic's config from this shard's copy, as this shard's clients see it (its own
     /// queue counts with a broker per shard); TOPIC_NOT_EXIST when it has none.
     pub fn known_topic(&self, topic: &str) -> Result<TopicConfig, Failure> {

@@ -1,6 +1,7 @@
 //! The client's protocol logic, free of any I/O runtime: queue allocation, route handling,
 //! message ids, the requests clients send and what their responses mean. The front ends
-//! (`crate::tokio`, and `crate::glommio` with the `glommio` feature) only move bytes.
+//! (`crate::tokio`, and the optional thread-per-core one behind a Cargo feature) only move
+//! bytes; no runtime is named here.
 
 pub mod allocate;
 pub mod config;
