@@ -30,31 +30,12 @@
 //! may run code of another file): the graph is of imports, what a reader sees at the top of a
 //! file and in its paths, not of calls.
 //!
-//! The store is being rewritten: what it still does wrong is listed in
-//! [`KNOWN_STORE_CYCLES_TO_BREAK`] and [`KNOWN_STORE_NETWORK_NAMES_TO_REMOVE`], which may only
-//! shrink. Everything else has no exception.
+//! No check has an exception.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-
-/// Circles inside `broker/src/store/`, which is being rewritten: reported, tolerated, and
-/// expected to be broken. This list must shrink to empty; the test fails when a listed circle no
-/// longer exists (delete its line) and when a new one appears. Each entry is one elementary
-/// circle as the failure message names it, from its smallest module:
-/// `"store::a -> store::b -> store::a"`.
-/// (Empty now: the store's modules import each other in one direction only.)
-const KNOWN_STORE_CYCLES_TO_BREAK: &[&str] = &[];
-
-/// Places where `broker/src/store/` names the network side of the broker (see
-/// [`store_never_touches_the_network`]), tolerated only until the store rewrite lands. Like
-/// [`KNOWN_STORE_CYCLES_TO_BREAK`], it must shrink to empty and may not go stale.
-const KNOWN_STORE_NETWORK_NAMES_TO_REMOVE: &[&str] = &[
-    // `crate::shard::owner_of` is `shard`'s re-export of `thruster_protocol::shard::owner_of`:
-    // naming the protocol's function removes this line.
-    "broker/src/store/message_store.rs: crate::shard",
-];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -835,24 +816,8 @@ fn no_circular_imports_between_modules() {
         assert!(store.is_empty());
     }
     let store = check_circles("broker", &mut failures);
-
-    let found: BTreeSet<&str> = store.iter().map(|(name, _)| name.as_str()).collect();
-    let known: BTreeSet<&str> = KNOWN_STORE_CYCLES_TO_BREAK.iter().copied().collect();
-    for (name, text) in &store {
-        if known.contains(name.as_str()) {
-            eprintln!("known store circle, still to break:\n{text}");
-        } else {
-            let _ = write!(
-                failures,
-                "broker (store, not in KNOWN_STORE_CYCLES_TO_BREAK):\n{text}"
-            );
-        }
-    }
-    for gone in known.difference(&found) {
-        let _ = writeln!(
-            failures,
-            "KNOWN_STORE_CYCLES_TO_BREAK lists a circle that no longer exists; delete it: {gone}"
-        );
+    for (_, text) in &store {
+        let _ = write!(failures, "broker (store):\n{text}");
     }
     assert!(
         failures.is_empty(),
@@ -976,22 +941,8 @@ fn store_never_touches_the_network() {
         }
     }
     let mut failures = String::new();
-    let known: BTreeSet<&str> = KNOWN_STORE_NETWORK_NAMES_TO_REMOVE
-        .iter()
-        .copied()
-        .collect();
     for (name, line) in &found {
-        if known.contains(name.as_str()) {
-            eprintln!("known, still to remove: {name} (line {line})");
-        } else {
-            let _ = writeln!(failures, "  {name} (line {line})");
-        }
-    }
-    for gone in known.iter().filter(|k| !found.contains_key(**k)) {
-        let _ = writeln!(
-            failures,
-            "  KNOWN_STORE_NETWORK_NAMES_TO_REMOVE lists what is gone; delete it: {gone}"
-        );
+        let _ = writeln!(failures, "  {name} (line {line})");
     }
     assert!(
         failures.is_empty(),

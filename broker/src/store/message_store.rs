@@ -1290,7 +1290,11 @@ fn open_queues(config: &StoreConfig) -> io::Result<QueueTable> {
             else {
                 continue;
             };
-            let owner = crate::shard::owner_of(&topic_name, queue_id, config.shard_count.into());
+            let owner = thruster_protocol::shard::owner_of(
+                &topic_name,
+                queue_id,
+                config.shard_count.into(),
+            );
             if !config.consume_queue_per_shard && owner != usize::from(config.shard_id) {
                 continue;
             }
