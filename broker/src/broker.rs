@@ -20,7 +20,6 @@ use crate::registration::Registrar;
 use crate::remoting::{self, RequestMemory, ServerConfig};
 use crate::runtime::{self, MeshBuilder, TcpListener};
 use crate::shard::{MeshMessage, Shard};
-use crate::store::MessageStore;
 
 /// How often a shard looks for the process-wide stop flag.
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -86,7 +85,7 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
     let config = &start.config;
     let (senders, receivers) = runtime::join_mesh(start.mesh.clone()).await?;
     let id = senders.peer_id();
-    let store = MessageStore::open(config.store_config(id as u8)).await?;
+    let store = crate::store::open(config.store_config(id as u8)).await?;
     let now_ms = runtime::now_ms();
     let mut topics = TopicTable::with_system_topics(config, now_ms);
     let path = topics_path(config);

@@ -1097,7 +1097,8 @@ impl CommitLog {
     pub fn delete_segments(
         &mut self,
         mut expired: impl FnMut(&Segment) -> bool,
-    ) -> io::Result<u64> {
+        doomed: &mut super::doomed::Doomed,
+    ) -> u64 {
         let active = self.segment_start_of(self.write_pos);
         let candidates: Vec<u64> = self.segments.range(..active).map(|(s, _)| *s).collect();
         for start in candidates {
@@ -1105,12 +1106,8 @@ impl CommitLog {
             if !expired(&segment) {
                 break;
             }
-            std::fs::remove_file(segment.path()).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("removing {}: {e}", segment.path().display()),
-                )
-            })?;
+            doomed.paths.push(segment.path().to_path_buf());
+            doomed.handles.push(segment.reader.clone());
             self.segments.remove(&start);
             let dropped: u64 = self
                 .chunks
@@ -1120,9 +1117,9 @@ impl CommitLog {
                 .sum();
             self.unwritten_bytes -= dropped;
             self.chunks.retain(|c| c.segment.start != start);
-            info!(file = %segment.path().display(), "deleted expired commit log segment");
+            info!(file = %segment.path().display(), "deleting expired commit log segment");
         }
-        Ok(self.min_offset())
+        self.min_offset()
     }
 }
 

@@ -351,7 +351,7 @@ impl ConsumeQueue {
 
     /// After commitlog segments below `log_min` were deleted: drops files whose entries all
     /// point below it and moves the min offset to the first entry at or above it.
-    pub fn delete_below(&mut self, log_min: u64) -> io::Result<()> {
+    pub fn delete_below(&mut self, log_min: u64, doomed: &mut super::doomed::Doomed) {
         while self.files.len() > 1 {
             let (&first, _) = self.files.iter().next().expect("non-empty");
             let last_in_file =
@@ -360,7 +360,7 @@ impl ConsumeQueue {
                 Some(e) if e.end() <= log_min => {
                     let file = self.files.remove(&first).expect("present");
                     self.dirty.remove(&first);
-                    file.remove()?;
+                    doomed.paths.push(file.unmap());
                 }
                 _ => break,
             }
@@ -374,7 +374,6 @@ impl ConsumeQueue {
         {
             self.min_offset += 1;
         }
-        Ok(())
     }
 }
 
@@ -438,7 +437,12 @@ mod tests {
         let mut q = ConsumeQueue::open(dir.path(), "T", 0, 10).unwrap();
         assert_eq!(q.max_offset(), 20);
         q.put(20, entry(20)).unwrap();
-        q.delete_below(1_250).unwrap();
+        let mut doomed = crate::store::doomed::Doomed::default();
+        q.delete_below(1_250, &mut doomed);
+        // Retention deletes the taken-out files off the reactor; here, at once.
+        for path in doomed.paths {
+            std::fs::remove_file(path).unwrap();
+        }
         assert_eq!(q.min_offset(), 13);
         assert!(!dir.path().join("T/0/00000000000000000000").exists());
         assert_eq!(q.get(12), None);

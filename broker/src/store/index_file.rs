@@ -219,8 +219,9 @@ impl IndexFile {
         self.map.sync_handle()
     }
 
-    pub fn remove(self) -> io::Result<()> {
-        self.map.remove()
+    /// Drops the mapping; the file is left for the caller to delete (off the reactor).
+    pub fn unmap(self) -> PathBuf {
+        self.map.unmap()
     }
 }
 
@@ -369,11 +370,10 @@ impl IndexService {
     }
 
     /// Deletes files whose every entry points below `log_min`, keeping the newest.
-    pub fn delete_below(&mut self, log_min: u64) -> io::Result<()> {
+    pub fn delete_below(&mut self, log_min: u64, doomed: &mut super::doomed::Doomed) {
         while self.files.len() > 1 && self.files[0].end_phy_offset < log_min {
-            self.files.remove(0).remove()?;
+            doomed.paths.push(self.files.remove(0).unmap());
         }
-        Ok(())
     }
 
     /// Drops index files newer than `timestamp` after a crash (they are rebuilt by re-dispatch).

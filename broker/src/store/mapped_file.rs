@@ -108,12 +108,18 @@ impl MappedFile {
         (self.file.clone(), self.path.clone())
     }
 
-    /// Deletes the file (the mapping goes with `self`).
+    /// Deletes the file now (the mapping goes with `self`). For recovery, before serving;
+    /// retention uses [`MappedFile::unmap`] and deletes off the reactor.
     pub fn remove(self) -> io::Result<()> {
-        let path = self.path.clone();
-        drop(self);
+        let path = self.unmap();
         std::fs::remove_file(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("removing {}: {e}", path.display())))
+    }
+
+    /// Drops the mapping and returns the file's path, for the caller to delete off the reactor
+    /// (unlinking can block).
+    pub fn unmap(self) -> PathBuf {
+        self.path.clone()
     }
 }
 

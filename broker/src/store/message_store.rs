@@ -20,10 +20,12 @@ use super::checkpoint::Checkpoint;
 use super::commit_log::{self, materialize, AppendError, CommitLog, CommitLogSettings, Slice};
 use super::config::{shard_base_offset, FlushMode, StoreConfig};
 use super::consume_queue::{ConsumeQueue, CqEntry, QueueTable};
+use super::disk_usage::DiskUsageProbe;
 use super::index_file::IndexService;
 use super::mapped_file;
 use super::queue_heads::QueueHeads;
 use crate::runtime;
+use crate::runtime::tasks::{StopSignal, TaskRegistry};
 use crate::runtime::watermark::Watermark;
 
 /// One message to store.
@@ -152,6 +154,14 @@ pub const DISK_TRANSFER_MAX_BYTES: usize = 64 << 10;
 pub const DISK_TRANSFER_MAX_COUNT: usize = 8;
 /// ConsumeQueue entries scanned per read at least (16000 bytes / 20).
 const SCAN_ENTRIES_MIN: u64 = 800;
+/// How long shutdown waits for the background tasks once stopped (each ends at its next await).
+const TASKS_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause before the flusher retries a failed write or sync.
+const FLUSH_RETRY_WAIT: Duration = Duration::from_millis(200);
+/// Pause before the preparer retries a segment it could not prepare (ENOSPC, typically).
+const SEGMENT_RETRY_WAIT: Duration = Duration::from_millis(500);
+/// The clock ticks this many times per `syncFlushTimeout` (at most every 100 ms).
+const CLOCK_TICKS_PER_TIMEOUT: u64 = 20;
 
 /// Counters for benchmarks and runtime info.
 #[derive(Debug, Clone, Copy, Default)]
@@ -170,14 +180,8 @@ pub struct StoreStats {
     pub chunk_write_us: u64,
 }
 
-/// Reports the used share of the store's file system, in percent.
-pub type DiskUsageProbe = Box<dyn Fn() -> io::Result<u32>>;
-
-struct State {
-    /// Background tasks exit when set (shutdown, or a simulated crash in tests).
-    stopped: Cell<bool>,
-    tasks_running: Cell<u32>,
-    disk_full: Cell<bool>,
+pub(super) struct State {
+    pub(super) disk_full: Cell<bool>,
     /// Why preparing the next segment failed (ENOSPC, typically); cleared when one is prepared.
     /// Puts that need that segment meanwhile are refused with it.
     segment_error: RefCell<Option<String>>,
@@ -186,12 +190,12 @@ struct State {
 }
 
 pub struct MessageStore {
-    config: StoreConfig,
-    log: RefCell<CommitLog>,
-    queues: RefCell<QueueTable>,
+    pub(super) config: StoreConfig,
+    pub(super) log: RefCell<CommitLog>,
+    pub(super) queues: RefCell<QueueTable>,
     /// Long-poll marks of the queues, advanced by the put that grows them.
     heads: QueueHeads,
-    index: RefCell<IndexService>,
+    pub(super) index: RefCell<IndexService>,
     /// CommitLog bytes made durable.
     flushed: Watermark,
     /// CommitLog bytes appended (wakes the flusher).
@@ -213,8 +217,11 @@ pub struct MessageStore {
     /// FLUSH_DISK_TIMEOUT deadline from it. One timer per shard instead of one per put (a
     /// timer per put cost an io_uring timeout and a cancel each, which halved group commits).
     clock_ms: Watermark,
-    state: State,
-    disk_usage: RefCell<DiskUsageProbe>,
+    pub(super) state: State,
+    /// The background tasks (flusher, preparer, checkpointer, retention, clock), stopped at
+    /// shutdown after the last flush, or at once by a simulated crash.
+    tasks: TaskRegistry,
+    pub(super) disk_usage: RefCell<DiskUsageProbe>,
     last_checkpoint: Cell<Checkpoint>,
     last_checkpoint_ms: Cell<i64>,
     last_flush_ms: Cell<i64>,
@@ -335,15 +342,16 @@ impl MessageStore {
             segments_ready: Watermark::new(0),
             clock_ms: Watermark::new(runtime::now_ms().max(0) as u64),
             heads: QueueHeads::default(),
+            tasks: TaskRegistry::new(format!("store-{}", config.shard_id)),
             state: State {
-                stopped: Cell::new(false),
-                tasks_running: Cell::new(0),
                 disk_full: Cell::new(false),
                 segment_error: RefCell::new(None),
                 flush_error: RefCell::new(None),
                 shutting_down: Cell::new(false),
             },
-            disk_usage: RefCell::new(Box::new(move || disk_used_percent(&root))),
+            disk_usage: RefCell::new(std::sync::Arc::new(move || {
+                super::disk_usage::disk_used_percent(&root)
+            })),
             last_checkpoint: Cell::new(checkpoint.unwrap_or_default()),
             last_checkpoint_ms: Cell::new(0),
             last_flush_ms: Cell::new(0),
@@ -356,25 +364,24 @@ impl MessageStore {
         });
         // Everything recovered is durable: record that before serving.
         store.sync_queues_and_checkpoint().await?;
-        store.spawn_background(flush_loop);
-        store.spawn_background(prepare_loop);
-        store.spawn_background(checkpoint_loop);
-        store.spawn_background(retention_loop);
+        store.spawn_background("flusher", flush_loop);
+        store.spawn_background("segment-preparer", prepare_loop);
+        store.spawn_background("checkpointer", checkpoint_loop);
         if store.config.flush_mode == FlushMode::Sync {
-            store.spawn_background(clock_loop);
+            store.spawn_background("clock", clock_loop);
         }
         Ok(store)
     }
 
-    /// Starts a background task, counted until it exits (its `TaskGuard` drops), so shutdown
-    /// can wait for all of them.
-    fn spawn_background<F: std::future::Future<Output = ()> + 'static>(
+    /// Starts a background task in the store's registry. It holds the store weakly (the
+    /// store's owner decides its life) and gets the stop signal to wait on.
+    pub(super) fn spawn_background<F: std::future::Future<Output = ()> + 'static>(
         self: &Rc<Self>,
-        task: impl FnOnce(std::rc::Weak<MessageStore>) -> F,
+        name: &'static str,
+        task: impl FnOnce(std::rc::Weak<MessageStore>, StopSignal) -> F,
     ) {
-        let running = &self.state.tasks_running;
-        running.set(running.get() + 1);
-        runtime::spawn_detached(task(Rc::downgrade(self)));
+        self.tasks
+            .spawn(name, task(Rc::downgrade(self), self.tasks.stop_signal()));
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -934,10 +941,8 @@ impl MessageStore {
     /// Stops the background tasks and waits until they have exited (each checks the flag at
     /// least every 200 ms).
     async fn stop_tasks(&self) {
-        self.state.stopped.set(true);
-        while self.state.tasks_running.get() > 0 {
-            runtime::sleep(Duration::from_millis(10)).await;
-        }
+        self.tasks.stop();
+        let _ = self.tasks.join(TASKS_JOIN_TIMEOUT).await;
     }
 
     /// Test support: stop like a crashed process, without flushing or checkpointing. What was
@@ -1010,7 +1015,7 @@ impl MessageStore {
                 }
                 s.written_out.advance(s.written_out.get() + 1);
                 // Keep the pipeline full without waiting for the flusher to come round.
-                if !s.state.stopped.get() {
+                if !s.tasks.is_stopping() {
                     s.start_chunk_writes();
                 }
             });
@@ -1064,56 +1069,6 @@ impl MessageStore {
         checkpoint.store(&self.config.checkpoint_path()).await?;
         self.last_checkpoint.set(checkpoint);
         self.last_checkpoint_ms.set(now);
-        Ok(())
-    }
-
-    /// One retention pass: refuse or accept writes by disk usage, delete expired segments.
-    pub async fn enforce_retention(&self, now_ms: i64, hour_of_day: u32) -> io::Result<()> {
-        let used = (self.disk_usage.borrow())()?;
-        let full = used >= self.config.disk_space_warning_level_ratio;
-        if full != self.state.disk_full.get() {
-            if full {
-                warn!(used_percent = used, "disk nearly full: refusing writes");
-            } else {
-                info!(used_percent = used, "disk space back: accepting writes");
-            }
-            self.state.disk_full.set(full);
-        }
-        let at_delete_hour = self
-            .config
-            .delete_when
-            .split(';')
-            .filter_map(|h| h.trim().parse::<u32>().ok())
-            .any(|h| h == hour_of_day);
-        // As RocketMQ: past diskMaxUsedSpaceRatio expired files go at any hour; past
-        // diskSpaceCleanForciblyRatio the oldest go even unexpired (one per pass here).
-        let space_to_delete = used >= self.config.disk_max_used_space_ratio;
-        let clean_forcibly = used >= self.config.disk_space_clean_forcibly_ratio;
-        if !at_delete_hour && !space_to_delete && !clean_forcibly {
-            return Ok(());
-        }
-        let reserved_ms = self.config.file_reserved_time_hours as i64 * 3_600_000;
-        let mut forced_left = usize::from(clean_forcibly);
-        let min = self.log.borrow_mut().delete_segments(|segment| {
-            let expired = std::fs::metadata(segment.path())
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .is_some_and(|t| now_ms - t.as_millis() as i64 >= reserved_ms);
-            if expired {
-                return true;
-            }
-            // Critically full: one more segment goes per pass, expired or not.
-            if forced_left > 0 {
-                forced_left -= 1;
-                return true;
-            }
-            false
-        })?;
-        for queue in self.queues.borrow_mut().values_mut() {
-            queue.delete_below(min)?;
-        }
-        self.index.borrow_mut().delete_below(min)?;
         Ok(())
     }
 }
@@ -1333,35 +1288,9 @@ fn lock_store(config: &StoreConfig) -> io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Used share of the file system holding `path`, in percent.
-fn disk_used_percent(path: &std::path::Path) -> io::Result<u32> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: statvfs fills the struct we own; the path is a valid C string.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(used_percent(stat.f_blocks, stat.f_bfree, stat.f_bavail))
-}
-
-/// Used share of a file system from statvfs block counts, as RocketMQ (and `df`) compute it:
-/// used / (used + available to us), rounded up. Blocks reserved for root count in neither, so a
-/// file system with a large reserve does not look fuller than it is.
-fn used_percent(blocks: u64, free: u64, available: u64) -> u32 {
-    let used = u128::from(blocks.saturating_sub(free));
-    let entire = used + u128::from(available);
-    if entire == 0 {
-        return 0;
-    }
-    (used * 100).div_ceil(entire) as u32
-}
-
-async fn flush_loop(store: std::rc::Weak<MessageStore>) {
-    let _running = TaskGuard(store.clone());
+async fn flush_loop(store: std::rc::Weak<MessageStore>, stop: StopSignal) {
     loop {
-        if store.upgrade().is_none_or(|s| s.state.stopped.get()) {
+        if stop.is_set() {
             return;
         }
         let Some(s) = store.upgrade() else { return };
@@ -1375,7 +1304,7 @@ async fn flush_loop(store: std::rc::Weak<MessageStore>) {
                     async {
                         appended.wait_for(flushed + 1).await;
                     },
-                    runtime::sleep(Duration::from_millis(100)),
+                    stop.wait(),
                 )
                 .await;
             }
@@ -1406,7 +1335,9 @@ async fn flush_loop(store: std::rc::Weak<MessageStore>) {
                         async {
                             requests.wait_for(served + 1).await;
                         },
-                        runtime::sleep(interval),
+                        async {
+                            stop.sleep(interval).await;
+                        },
                     ),
                 )
                 .await;
@@ -1425,7 +1356,7 @@ async fn flush_loop(store: std::rc::Weak<MessageStore>) {
                 }
             }
         }
-        if s.state.stopped.get() {
+        if stop.is_set() {
             return; // a crash simulation must not flush on its way out
         }
         s.flush_requests_served.set(s.flush_requests.get());
@@ -1440,36 +1371,30 @@ async fn flush_loop(store: std::rc::Weak<MessageStore>) {
                 *s.state.flush_error.borrow_mut() = Some(e.to_string());
                 s.flushed.wake_all();
                 drop(s);
-                runtime::sleep(Duration::from_millis(200)).await;
+                stop.sleep(FLUSH_RETRY_WAIT).await;
             }
         }
     }
 }
 
 /// Ticks `clock_ms` at a twentieth of the sync flush timeout (at most every 100 ms).
-async fn clock_loop(store: std::rc::Weak<MessageStore>) {
-    let _running = TaskGuard(store.clone());
+async fn clock_loop(store: std::rc::Weak<MessageStore>, stop: StopSignal) {
     let Some(tick_ms) = store
         .upgrade()
-        .map(|s| (s.config.sync_flush_timeout_ms / 20).clamp(1, 100))
+        .map(|s| (s.config.sync_flush_timeout_ms / CLOCK_TICKS_PER_TIMEOUT).clamp(1, 100))
     else {
         return;
     };
-    loop {
-        runtime::sleep(Duration::from_millis(tick_ms)).await;
+    while stop.sleep(Duration::from_millis(tick_ms)).await {
         let Some(s) = store.upgrade() else { return };
-        if s.state.stopped.get() {
-            return;
-        }
         s.clock_ms.advance(runtime::now_ms().max(0) as u64);
     }
 }
 
-async fn prepare_loop(store: std::rc::Weak<MessageStore>) {
-    let _running = TaskGuard(store.clone());
+async fn prepare_loop(store: std::rc::Weak<MessageStore>, stop: StopSignal) {
     let mut served_rolls = 0u64;
     loop {
-        if store.upgrade().is_none_or(|s| s.state.stopped.get()) {
+        if stop.is_set() {
             return;
         }
         let Some(s) = store.upgrade() else { return };
@@ -1478,11 +1403,12 @@ async fn prepare_loop(store: std::rc::Weak<MessageStore>) {
         // Read before deciding, so a request that arrives while preparing is not slept through.
         let rolled = s.segments_rolled.get();
         let wanted = rolled > served_rolls;
-        let half_used = {
+        // Where the active segment is half used.
+        let half_point = {
             let log = s.log.borrow();
-            let pos = log.write_pos();
-            pos - log.segment_start_of(pos) >= s.config.segment_bytes / 2
+            log.segment_start_of(log.write_pos()) + s.config.segment_bytes / 2
         };
+        let half_used = s.log.borrow().write_pos() >= half_point;
         if !s.log.borrow().has_next_segment() && (wanted || half_used) {
             served_rolls = s.segments_rolled.get();
             let (settings, start) = {
@@ -1508,69 +1434,53 @@ async fn prepare_loop(store: std::rc::Weak<MessageStore>) {
                     *s.state.segment_error.borrow_mut() = Some(e.to_string());
                     s.segments_ready.advance(s.segments_ready.get() + 1);
                     drop(s);
-                    runtime::sleep(Duration::from_millis(500)).await;
+                    stop.sleep(SEGMENT_RETRY_WAIT).await;
                     continue;
                 }
             }
         }
-        let rolled_mark = &s.segments_rolled;
+        // Woken by a writer that needs the next segment, by the writer crossing the active
+        // segment's half, or by the stop.
+        let (rolled_mark, appended) = (&s.segments_rolled, &s.appended);
+        let half_reached = half_used || s.log.borrow().has_next_segment();
         futures_lite::future::or(
-            async {
-                rolled_mark.wait_for(rolled + 1).await;
-            },
-            runtime::sleep(Duration::from_millis(200)),
+            futures_lite::future::or(
+                async {
+                    rolled_mark.wait_for(rolled + 1).await;
+                },
+                async {
+                    if half_reached {
+                        std::future::pending::<()>().await;
+                    }
+                    appended.wait_for(half_point).await;
+                },
+            ),
+            stop.wait(),
         )
         .await;
     }
 }
 
-async fn checkpoint_loop(store: std::rc::Weak<MessageStore>) {
-    let _running = TaskGuard(store.clone());
+async fn checkpoint_loop(store: std::rc::Weak<MessageStore>, stop: StopSignal) {
     loop {
-        if store.upgrade().is_none_or(|s| s.state.stopped.get()) {
-            return;
-        }
-        let Some(interval) = store
-            .upgrade()
-            .map(|s| s.config.flush_consume_queue_interval_ms)
-        else {
+        // Due `flushIntervalConsumeQueue` after the last checkpoint (shutdown and the flusher
+        // take some too).
+        let Some(wait_ms) = store.upgrade().map(|s| {
+            let interval = s.config.flush_consume_queue_interval_ms as i64;
+            (s.last_checkpoint_ms.get() + interval - runtime::now_ms()).clamp(1, interval.max(1))
+        }) else {
             return;
         };
-        runtime::sleep(Duration::from_millis(interval.min(200))).await;
-        let Some(s) = store.upgrade() else { return };
-        if s.state.stopped.get() {
+        if !stop.sleep(Duration::from_millis(wait_ms as u64)).await {
             return;
         }
-        let due = runtime::now_ms() - s.last_checkpoint_ms.get() >= interval as i64;
-        drop(s);
-        if !due {
+        let Some(s) = store.upgrade() else { return };
+        let interval = s.config.flush_consume_queue_interval_ms as i64;
+        if runtime::now_ms() - s.last_checkpoint_ms.get() < interval {
             continue;
         }
-        let Some(s) = store.upgrade() else { return };
         if let Err(e) = s.sync_queues_and_checkpoint().await {
             warn!(error = %e, "consume queue sync / checkpoint failed");
-        }
-    }
-}
-
-async fn retention_loop(store: std::rc::Weak<MessageStore>) {
-    let _running = TaskGuard(store.clone());
-    let mut ticks = 0u32;
-    loop {
-        if store.upgrade().is_none_or(|s| s.state.stopped.get()) {
-            return;
-        }
-        // A pass every 10 s, checking the stop flag every 200 ms.
-        runtime::sleep(Duration::from_millis(200)).await;
-        ticks += 1;
-        if !ticks.is_multiple_of(50) {
-            continue;
-        }
-        let Some(s) = store.upgrade() else { return };
-        let now = runtime::now_ms();
-        let hour = local_hour(now);
-        if let Err(e) = s.enforce_retention(now, hour).await {
-            warn!(error = %e, "retention pass failed");
         }
     }
 }
@@ -1586,23 +1496,6 @@ impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         self.store.admitted.advance(self.number + 1);
     }
-}
-
-/// Decrements the running-task count when a background task exits.
-struct TaskGuard(std::rc::Weak<MessageStore>);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if let Some(s) = self.0.upgrade() {
-            s.state.tasks_running.set(s.state.tasks_running.get() - 1);
-        }
-    }
-}
-
-fn local_hour(ms: i64) -> u32 {
-    super::index_file::local_time_name(ms)[8..10]
-        .parse()
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -1834,18 +1727,6 @@ mod tests {
     }
 
     #[test]
-    fn disk_use_counts_like_rocketmq_not_the_root_reserve() {
-        // 100 blocks, 30 free of which 10 reserved for root: 70 used of 90 usable -> 78 %.
-        assert_eq!(used_percent(100, 30, 20), 78);
-        assert_eq!(used_percent(100, 100, 100), 0);
-        assert_eq!(used_percent(100, 0, 0), 100);
-        assert_eq!(used_percent(0, 0, 0), 0);
-        // This machine's root file system at one point: 252 G, 68 G used, 24 G available. The
-        // old formula, (blocks - available) / blocks, said 90 % and refused writes.
-        assert_eq!(used_percent(252, 184, 24), 74);
-    }
-
-    #[test]
     fn a_full_disk_refuses_writes_until_space_returns_and_expired_segments_go() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
@@ -1870,9 +1751,11 @@ mod tests {
             }
             let segments_at_start = store.log.borrow().segments().count();
             assert!(segments_at_start >= 4, "{segments_at_start}");
-            let used = Rc::new(Cell::new(95u32));
+            let used = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(95));
             let probe = used.clone();
-            store.set_disk_usage_probe(Box::new(move || Ok(probe.get())));
+            store.set_disk_usage_probe(std::sync::Arc::new(move || {
+                Ok(probe.load(std::sync::atomic::Ordering::Relaxed))
+            }));
             store
                 .enforce_retention(runtime::now_ms(), 12)
                 .await
@@ -1886,7 +1769,7 @@ mod tests {
             }
             // Below the warning level writes are accepted again; above diskMaxUsedSpaceRatio
             // only expired segments go, and none is expired yet.
-            used.set(80);
+            used.store(80, std::sync::atomic::Ordering::Relaxed);
             store
                 .enforce_retention(runtime::now_ms(), 12)
                 .await
@@ -1898,7 +1781,7 @@ mod tests {
             );
             // Two hours later, at the delete hour, every expired segment but the active one
             // goes; readers of old offsets are moved forward.
-            used.set(10);
+            used.store(10, std::sync::atomic::Ordering::Relaxed);
             store
                 .enforce_retention(runtime::now_ms() + 2 * 3_600_000, 4)
                 .await

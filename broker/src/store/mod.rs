@@ -5,16 +5,28 @@ pub mod checkpoint;
 pub mod commit_log;
 pub mod config;
 pub mod consume_queue;
+pub mod disk_usage;
+pub mod doomed;
 pub mod index_file;
 pub mod mapped_file;
 pub mod message_store;
 pub mod queue_heads;
+pub mod retention;
 
 pub use commit_log::Slice;
 pub use config::{FlushMode, StoreConfig};
 pub use message_store::{
     FoundMessage, GetResult, GetStatus, MessageStore, PutMessage, PutResult, PutStatus,
 };
+
+/// Opens (recovering if needed) the store of one shard with all its background tasks,
+/// retention included (`MessageStore::open` alone starts all but retention: benches and tests
+/// that drive retention themselves).
+pub async fn open(config: StoreConfig) -> std::io::Result<std::rc::Rc<MessageStore>> {
+    let store = MessageStore::open(config).await?;
+    retention::start(&store);
+    Ok(store)
+}
 
 #[cfg(test)]
 mod model_tests;
