@@ -22,6 +22,27 @@ fn start_cluster() -> (ServerProcess, ServerProcess) {
     (namesrv, broker)
 }
 
+/// UPDATE_AND_CREATE_TOPIC with `queues` queues in all (each shard-broker gets its share).
+fn create_topic(broker: std::net::SocketAddr, topic: &str, queues: i32) {
+    use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
+    let response = Client::connect(broker).invoke(RemotingCommand::request(
+        rc::UPDATE_AND_CREATE_TOPIC,
+        &CreateTopicRequestHeader {
+            topic: topic.into(),
+            default_topic: "TBW102".into(),
+            read_queue_nums: queues,
+            write_queue_nums: queues,
+            perm: 6,
+            topic_filter_type: "SINGLE_TAG".into(),
+            topic_sys_flag: None,
+            order: false,
+            attributes: None,
+            force: None,
+        },
+    ));
+    assert_eq!(response.code, 0, "{:?}", response.remark);
+}
+
 /// Runs a producer to completion; returns the bodies it was told were stored.
 fn produce(
     namesrv: &ServerProcess,
@@ -148,8 +169,15 @@ fn sync_async_oneway_and_batch_sends_are_stored_and_pulled_exactly() {
 
 #[test]
 fn ordered_send_by_sharding_key_keeps_each_key_in_one_queue_in_order() {
-    let (namesrv, _broker) = start_cluster();
+    let (namesrv, broker) = start_cluster();
     let topic = "CppOrdered";
+    // Created before the first send, as an ordered topic must be: auto-created by that send,
+    // its route would change under the producer (first TBW102's queues, then the new topic's)
+    // and a key would map to another queue part-way, in RocketMQ as here.
+    create_topic(broker.addr, topic, 8);
+    assert!(wait_until(Duration::from_secs(10), || {
+        thruster_tests::route(namesrv.addr, topic).is_some_and(|r| r.broker_datas.len() == 2)
+    }));
     let sent = produce(&namesrv, topic, "orderly", 30, "ord");
     let key_of: BTreeMap<String, i64> = sent
         .iter()
