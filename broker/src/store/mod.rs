@@ -6,11 +6,16 @@ pub mod commit_log;
 pub mod config;
 pub mod consume_queue;
 pub mod disk_usage;
+pub mod dispatch;
 pub mod doomed;
+pub mod flush;
+pub mod get;
 pub mod index_file;
 pub mod mapped_file;
 pub mod message_store;
+pub mod put;
 pub mod queue_heads;
+pub mod recovery;
 pub mod retention;
 
 pub use commit_log::Slice;

@@ -1,0 +1,329 @@
+//! Durability: the flusher (group commit under SYNC_FLUSH; pipelined write-out and interval
+//! fdatasync under ASYNC_FLUSH), the segment preparer, the ConsumeQueue/index sync with the
+//! checkpoint, and the coarse clock SYNC_FLUSH deadlines are read from.
+
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use super::checkpoint::Checkpoint;
+use super::commit_log::{self};
+use super::config::FlushMode;
+use super::mapped_file;
+use super::message_store::MessageStore;
+use crate::runtime;
+use crate::runtime::tasks::StopSignal;
+
+/// Pause before the flusher retries a failed write or sync.
+const FLUSH_RETRY_WAIT: Duration = Duration::from_millis(200);
+/// Pause before the preparer retries a segment it could not prepare (ENOSPC, typically).
+const SEGMENT_RETRY_WAIT: Duration = Duration::from_millis(500);
+/// The clock ticks this many times per `syncFlushTimeout` (at most every 100 ms).
+const CLOCK_TICKS_PER_TIMEOUT: u64 = 20;
+
+impl MessageStore {
+    pub(super) fn request_flush(&self) {
+        self.flush_requests.advance(self.flush_requests.get() + 1);
+    }
+
+    /// Flushes everything appended so far (one flush at a time: waits for a running one).
+    pub async fn flush_now(&self) -> io::Result<()> {
+        let target = self.appended.get();
+        self.request_flush();
+        while self.flushed.get() < target {
+            if let Some(e) = self.state.flush_error.borrow().clone() {
+                return Err(io::Error::other(e));
+            }
+            self.flushed.wait_for(target).await;
+        }
+        Ok(())
+    }
+
+    /// Starts pipelined writes of sealed chunks until `WRITES_IN_FLIGHT_MAX` are in flight.
+    fn start_chunk_writes(self: &Rc<Self>) {
+        while self.writes_in_flight.get() < commit_log::WRITES_IN_FLIGHT_MAX {
+            let Some(write) = self.log.borrow_mut().next_chunk_write() else {
+                return;
+            };
+            self.writes_in_flight.set(self.writes_in_flight.get() + 1);
+            let store = Rc::downgrade(self);
+            runtime::spawn_detached(async move {
+                let (start, written, segment) = (write.start, write.written, write.segment.clone());
+                let started = std::time::Instant::now();
+                let result = write.execute().await;
+                let Some(s) = store.upgrade() else { return };
+                s.count(|stats| {
+                    stats.chunk_writes += 1;
+                    stats.chunk_write_us += started.elapsed().as_micros() as u64;
+                });
+                s.writes_in_flight.set(s.writes_in_flight.get() - 1);
+                match result {
+                    Ok(()) => s
+                        .log
+                        .borrow_mut()
+                        .complete_chunk_write(start, written, &segment),
+                    Err(e) => {
+                        s.log.borrow_mut().abort_chunk_write(start);
+                        error!(error = %e, "commit log write-out failed; will retry");
+                        *s.state.flush_error.borrow_mut() = Some(e.to_string());
+                        s.flushed.wake_all();
+                    }
+                }
+                s.written_out.advance(s.written_out.get() + 1);
+                // Keep the pipeline full without waiting for the flusher to come round.
+                if !s.tasks.is_stopping() {
+                    s.start_chunk_writes();
+                }
+            });
+        }
+    }
+
+    async fn flush_once(&self) -> io::Result<bool> {
+        let Some(mut plan) = self.log.borrow_mut().plan_flush() else {
+            self.last_flush_ms.set(runtime::now_ms());
+            return Ok(false);
+        };
+        plan.execute().await?;
+        self.log.borrow_mut().complete_flush(&plan);
+        self.written_out.advance(self.written_out.get() + 1);
+        self.last_flush_ms.set(runtime::now_ms());
+        let flushed_bytes = plan.target - self.flushed.get();
+        self.count(|stats| {
+            stats.flushes += 1;
+            stats.flushed_bytes += flushed_bytes;
+        });
+        self.flushed.advance(plan.target);
+        if self.config.flush_mode == FlushMode::Sync {
+            self.visible.advance(plan.target);
+        }
+        Ok(true)
+    }
+
+    pub(super) async fn sync_queues_and_checkpoint(&self) -> io::Result<()> {
+        // Everything below `recover_from` is durable in the log, and was dispatched (inline)
+        // before this point, so syncing the dirty queue and index files makes it durable there.
+        let recover_from = self.flushed.get();
+        let mut handles = Vec::new();
+        for queue in self.queues.borrow_mut().values_mut() {
+            handles.extend(queue.take_dirty());
+        }
+        handles.extend(self.index.borrow().sync_handles());
+        if let Err(e) = mapped_file::sync_all(handles).await {
+            // Files whose dirtiness was taken are not known durable: sync them all next time.
+            for queue in self.queues.borrow_mut().values_mut() {
+                queue.mark_all_dirty();
+            }
+            return Err(e);
+        }
+        let now = runtime::now_ms();
+        let checkpoint = Checkpoint {
+            physic_msg_timestamp: now,
+            logics_msg_timestamp: now,
+            index_msg_timestamp: now,
+            recover_from,
+        };
+        checkpoint.store(&self.config.checkpoint_path()).await?;
+        self.last_checkpoint.set(checkpoint);
+        self.last_checkpoint_ms.set(now);
+        Ok(())
+    }
+}
+
+pub(super) async fn flush_loop(store: std::rc::Weak<MessageStore>, stop: StopSignal) {
+    loop {
+        if stop.is_set() {
+            return;
+        }
+        let Some(s) = store.upgrade() else { return };
+        let flushed = s.flushed.get();
+        // Wait for work: any append under SYNC_FLUSH (group commit: whatever arrived while the
+        // previous flush ran goes in this one); enough dirty bytes or the interval under ASYNC.
+        match s.config.flush_mode {
+            FlushMode::Sync => {
+                let appended = &s.appended;
+                futures_lite::future::or(
+                    async {
+                        appended.wait_for(flushed + 1).await;
+                    },
+                    stop.wait(),
+                )
+                .await;
+            }
+            FlushMode::Async => {
+                // Stream sealed chunks to the disk as they fill, a few writes always in flight
+                // (big writes, no copy, no sync); fdatasync on the interval or when asked.
+                s.start_chunk_writes();
+                let appended = &s.appended;
+                let requests = &s.flush_requests;
+                let written_out = &s.written_out;
+                // Requests already served are not waited for again; one that arrived while the
+                // previous flush ran is still pending and makes this wait return at once.
+                let served = s.flush_requests_served.get();
+                let seen = appended.get();
+                let seen_written = written_out.get();
+                let chunk_bytes = s.config.chunk_bytes as u64;
+                let interval = Duration::from_millis(s.config.flush_interval_ms.min(200));
+                futures_lite::future::or(
+                    futures_lite::future::or(
+                        async {
+                            appended.wait_for(seen + chunk_bytes).await;
+                        },
+                        async {
+                            written_out.wait_for(seen_written + 1).await;
+                        },
+                    ),
+                    futures_lite::future::or(
+                        async {
+                            requests.wait_for(served + 1).await;
+                        },
+                        async {
+                            stop.sleep(interval).await;
+                        },
+                    ),
+                )
+                .await;
+                let since_flush_ms = runtime::now_ms() - s.last_flush_ms.get();
+                let sync_due = requests.get() > served
+                    || (since_flush_ms >= s.config.flush_interval_ms as i64
+                        && s.log.borrow().unflushed_bytes() >= s.config.flush_least_bytes)
+                    || since_flush_ms >= s.config.flush_thorough_interval_ms as i64;
+                if !sync_due {
+                    continue;
+                }
+                // fdatasync must cover the pipelined writes: let them finish first.
+                while s.writes_in_flight.get() > 0 {
+                    let seen_written = written_out.get();
+                    written_out.wait_for(seen_written + 1).await;
+                }
+            }
+        }
+        if stop.is_set() {
+            return; // a crash simulation must not flush on its way out
+        }
+        s.flush_requests_served.set(s.flush_requests.get());
+        match s.flush_once().await {
+            Ok(_) => {
+                if s.state.flush_error.borrow_mut().take().is_some() {
+                    info!("commit log flush recovered");
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "commit log flush failed; retrying");
+                *s.state.flush_error.borrow_mut() = Some(e.to_string());
+                s.flushed.wake_all();
+                drop(s);
+                stop.sleep(FLUSH_RETRY_WAIT).await;
+            }
+        }
+    }
+}
+
+/// Ticks `clock_ms` at a twentieth of the sync flush timeout (at most every 100 ms).
+pub(super) async fn clock_loop(store: std::rc::Weak<MessageStore>, stop: StopSignal) {
+    let Some(tick_ms) = store
+        .upgrade()
+        .map(|s| (s.config.sync_flush_timeout_ms / CLOCK_TICKS_PER_TIMEOUT).clamp(1, 100))
+    else {
+        return;
+    };
+    while stop.sleep(Duration::from_millis(tick_ms)).await {
+        let Some(s) = store.upgrade() else { return };
+        s.clock_ms.advance(runtime::now_ms().max(0) as u64);
+    }
+}
+
+pub(super) async fn prepare_loop(store: std::rc::Weak<MessageStore>, stop: StopSignal) {
+    let mut served_rolls = 0u64;
+    loop {
+        if stop.is_set() {
+            return;
+        }
+        let Some(s) = store.upgrade() else { return };
+        // Prepare the next segment once the active one is half used (earlier only competes
+        // with the writer for the disk), or at once when a writer is waiting for it.
+        // Read before deciding, so a request that arrives while preparing is not slept through.
+        let rolled = s.segments_rolled.get();
+        let wanted = rolled > served_rolls;
+        // Where the active segment is half used.
+        let half_point = {
+            let log = s.log.borrow();
+            log.segment_start_of(log.write_pos()) + s.config.segment_bytes / 2
+        };
+        let half_used = s.log.borrow().write_pos() >= half_point;
+        if !s.log.borrow().has_next_segment() && (wanted || half_used) {
+            served_rolls = s.segments_rolled.get();
+            let (settings, start) = {
+                let log = s.log.borrow();
+                (log.settings().clone(), log.next_segment_start())
+            };
+            match commit_log::prepare_segment(&settings, start).await {
+                Ok(segment) => {
+                    let mut log = s.log.borrow_mut();
+                    if !log.has_next_segment() && log.next_segment_start() == start {
+                        log.set_next_segment(segment);
+                    }
+                    drop(log);
+                    if s.state.segment_error.borrow_mut().take().is_some() {
+                        info!(start, "commit log segment prepared again: accepting writes");
+                    }
+                    s.segments_ready.advance(s.segments_ready.get() + 1);
+                }
+                Err(e) => {
+                    // Typically ENOSPC: writers that need the segment are refused until it can
+                    // be prepared.
+                    error!(error = %e, start, "preparing the next commit log segment failed");
+                    *s.state.segment_error.borrow_mut() = Some(e.to_string());
+                    s.segments_ready.advance(s.segments_ready.get() + 1);
+                    drop(s);
+                    stop.sleep(SEGMENT_RETRY_WAIT).await;
+                    continue;
+                }
+            }
+        }
+        // Woken by a writer that needs the next segment, by the writer crossing the active
+        // segment's half, or by the stop.
+        let (rolled_mark, appended) = (&s.segments_rolled, &s.appended);
+        let half_reached = half_used || s.log.borrow().has_next_segment();
+        futures_lite::future::or(
+            futures_lite::future::or(
+                async {
+                    rolled_mark.wait_for(rolled + 1).await;
+                },
+                async {
+                    if half_reached {
+                        std::future::pending::<()>().await;
+                    }
+                    appended.wait_for(half_point).await;
+                },
+            ),
+            stop.wait(),
+        )
+        .await;
+    }
+}
+
+pub(super) async fn checkpoint_loop(store: std::rc::Weak<MessageStore>, stop: StopSignal) {
+    loop {
+        // Due `flushIntervalConsumeQueue` after the last checkpoint (shutdown and the flusher
+        // take some too).
+        let Some(wait_ms) = store.upgrade().map(|s| {
+            let interval = s.config.flush_consume_queue_interval_ms as i64;
+            (s.last_checkpoint_ms.get() + interval - runtime::now_ms()).clamp(1, interval.max(1))
+        }) else {
+            return;
+        };
+        if !stop.sleep(Duration::from_millis(wait_ms as u64)).await {
+            return;
+        }
+        let Some(s) = store.upgrade() else { return };
+        let interval = s.config.flush_consume_queue_interval_ms as i64;
+        if runtime::now_ms() - s.last_checkpoint_ms.get() < interval {
+            continue;
+        }
+        if let Err(e) = s.sync_queues_and_checkpoint().await {
+            warn!(error = %e, "consume queue sync / checkpoint failed");
+        }
+    }
+}

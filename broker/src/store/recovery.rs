@@ -1,0 +1,229 @@
+//! Opening a store: the lock, the checkpoint, the recovery scan of the CommitLog (a torn tail
+//! is cut), re-dispatch of what the ConsumeQueues and index may lack, and the start of the
+//! background tasks.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+
+use thruster_protocol::message::{self};
+use tracing::info;
+
+use super::checkpoint::Checkpoint;
+use super::commit_log::{CommitLog, CommitLogSettings};
+use super::config::{shard_base_offset, FlushMode, StoreConfig};
+use super::consume_queue::{ConsumeQueue, QueueTable};
+use super::dispatch::dispatch;
+use super::flush::{checkpoint_loop, clock_loop, flush_loop, prepare_loop};
+use super::index_file::IndexService;
+use super::message_store::{MessageStore, State, StoreStats};
+use super::queue_heads::QueueHeads;
+use crate::runtime;
+use crate::runtime::tasks::TaskRegistry;
+use crate::runtime::watermark::Watermark;
+
+impl MessageStore {
+    /// Opens (recovering if needed) the store of one shard and starts its background tasks.
+    /// Must run on the shard's reactor.
+    pub async fn open(config: StoreConfig) -> io::Result<Rc<MessageStore>> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        std::fs::create_dir_all(&config.root_dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating {}: {e}", config.root_dir.display()),
+            )
+        })?;
+        let lock = lock_store(&config)?;
+        let crashed = config.abort_path().exists();
+        std::fs::write(config.abort_path(), b"").map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating {}: {e}", config.abort_path().display()),
+            )
+        })?;
+        let checkpoint = Checkpoint::load(&config.checkpoint_path())?;
+        let base = shard_base_offset(config.shard_id);
+        let mut recover_from = checkpoint.map_or(base, |c| c.recover_from.max(base));
+        if crashed {
+            // After a crash, validate the whole segment holding the checkpoint (as RocketMQ
+            // rescans whole files): damage anywhere in the newest data is found and cut there.
+            recover_from =
+                base + (recover_from - base) / config.segment_bytes * config.segment_bytes;
+        }
+
+        let mut queues = open_queues(&config)?;
+        let mut index = IndexService::open(
+            &config.index_dir(),
+            config.index_hash_slots,
+            config.index_entries,
+        )?;
+        let settings = CommitLogSettings {
+            dir: config.commit_log_dir(),
+            base_offset: base,
+            segment_bytes: config.segment_bytes,
+            chunk_bytes: config.chunk_bytes,
+            memory_window_bytes: config.memory_window_bytes,
+            prewrite_segments: config.prewrite_segments,
+            dsync_writes: config.flush_mode == FlushMode::Sync,
+        };
+        let mut redispatched = 0u64;
+        let mut dispatch_error = None;
+        let log = CommitLog::open(
+            settings,
+            recover_from,
+            config.check_crc_on_recover,
+            |pos, bytes| {
+                let Ok(record) = message::decode_record(bytes, false) else {
+                    return;
+                };
+                redispatched += 1;
+                if let Err(e) = dispatch(
+                    &config,
+                    &mut queues,
+                    &mut index,
+                    pos,
+                    &record.topic,
+                    record.queue_id,
+                    record.queue_offset as u64,
+                    record.total_size as u32,
+                    record.sys_flag,
+                    &record.properties,
+                    record.store_timestamp,
+                ) {
+                    dispatch_error.get_or_insert(e);
+                }
+            },
+        )
+        .await?;
+        if let Some(e) = dispatch_error {
+            return Err(e);
+        }
+        let end = log.write_pos();
+        let mut truncated = 0;
+        for queue in queues.values_mut() {
+            truncated += queue.truncate_to_log_end(end);
+        }
+        info!(
+            shard = config.shard_id,
+            crashed,
+            recover_from,
+            end,
+            redispatched,
+            truncated_queue_entries = truncated,
+            "store recovered"
+        );
+
+        let root = config.root_dir.clone();
+        let store = Rc::new(MessageStore {
+            log: RefCell::new(log),
+            queues: RefCell::new(queues),
+            index: RefCell::new(index),
+            flushed: Watermark::new(end),
+            appended: Watermark::new(end),
+            visible: Watermark::new(end),
+            flush_requests: Watermark::new(0),
+            next_ticket: Cell::new(0),
+            admitted: Watermark::new(0),
+            written_out: Watermark::new(0),
+            segments_rolled: Watermark::new(0),
+            segments_ready: Watermark::new(0),
+            clock_ms: Watermark::new(runtime::now_ms().max(0) as u64),
+            heads: QueueHeads::default(),
+            tasks: TaskRegistry::new(format!("store-{}", config.shard_id)),
+            state: State {
+                disk_full: Cell::new(false),
+                segment_error: RefCell::new(None),
+                flush_error: RefCell::new(None),
+                shutting_down: Cell::new(false),
+            },
+            disk_usage: RefCell::new(std::sync::Arc::new(move || {
+                super::disk_usage::disk_used_percent(&root)
+            })),
+            last_checkpoint: Cell::new(checkpoint.unwrap_or_default()),
+            last_checkpoint_ms: Cell::new(0),
+            last_flush_ms: Cell::new(0),
+            flush_requests_served: Cell::new(0),
+            writes_in_flight: Cell::new(0),
+            stats: Cell::new(StoreStats::default()),
+            hot_window_bytes: config.hot_window_bytes(),
+            _lock: lock,
+            config,
+        });
+        // Everything recovered is durable: record that before serving.
+        store.sync_queues_and_checkpoint().await?;
+        store.spawn_background("flusher", flush_loop);
+        store.spawn_background("segment-preparer", prepare_loop);
+        store.spawn_background("checkpointer", checkpoint_loop);
+        if store.config.flush_mode == FlushMode::Sync {
+            store.spawn_background("clock", clock_loop);
+        }
+        Ok(store)
+    }
+}
+
+/// Opens every ConsumeQueue found on disk that this shard owns (all of its own tree, or its
+/// share of the common one).
+fn open_queues(config: &StoreConfig) -> io::Result<QueueTable> {
+    let mut queues = QueueTable::default();
+    let root = config.consume_queue_dir();
+    let Ok(topics) = std::fs::read_dir(&root) else {
+        return Ok(queues);
+    };
+    for topic in topics {
+        let topic = topic?;
+        let Ok(topic_name) = topic.file_name().into_string() else {
+            continue;
+        };
+        for queue in std::fs::read_dir(topic.path())? {
+            let queue = queue?;
+            let Some(queue_id) = queue
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let owner = thruster_protocol::shard::owner_of(
+                &topic_name,
+                queue_id,
+                config.shard_count.into(),
+            );
+            if !config.consume_queue_per_shard && owner != usize::from(config.shard_id) {
+                continue;
+            }
+            let cq = ConsumeQueue::open(
+                &root,
+                &topic_name,
+                queue_id,
+                config.consume_queue_entries_per_file,
+            )?;
+            queues.insert(cq);
+        }
+    }
+    Ok(queues)
+}
+
+/// Takes the store's `lock` file so two processes never share a store.
+fn lock_store(config: &StoreConfig) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = config.root_dir.join(format!("lock-{}", config.shard_id));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "{} is locked: another process uses this store",
+                path.display()
+            ),
+        ));
+    }
+    Ok(file)
+}
