@@ -275,6 +275,33 @@ impl Client {
     }
 
     /// Sends `request` with a fresh opaque and returns the response with that opaque.
+    /// UPDATE_AND_CREATE_TOPIC with `queues` read and write queues; panics unless it succeeds.
+    pub fn create_topic(&mut self, topic: &str, queues: i32) {
+        use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
+        use thruster_client::protocol::{request_code, response_code};
+        let response = self.invoke(RemotingCommand::request(
+            request_code::UPDATE_AND_CREATE_TOPIC,
+            &CreateTopicRequestHeader {
+                topic: topic.into(),
+                default_topic: "TBW102".into(),
+                read_queue_nums: queues,
+                write_queue_nums: queues,
+                perm: 6,
+                topic_filter_type: "SINGLE_TAG".into(),
+                topic_sys_flag: None,
+                order: false,
+                attributes: None,
+                force: None,
+            },
+        ));
+        assert_eq!(
+            response.code,
+            response_code::SUCCESS,
+            "creating {topic}: {:?}",
+            response.remark
+        );
+    }
+
     pub fn invoke(&mut self, request: RemotingCommand) -> RemotingCommand {
         self.try_invoke(request).expect("a response")
     }

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use thruster_client::protocol::body::{self, decode_lenient, KvTable, TopicConfigSerializeWrapper};
-use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
 use thruster_client::protocol::header::offset::{
     GetMaxOffsetRequestHeader, OffsetResponseHeader, QueryConsumerOffsetRequestHeader,
     UpdateConsumerOffsetRequestHeader,
@@ -39,27 +38,7 @@ fn start_with(shards: usize, extra: &[&str]) -> (ServerProcess, ServerProcess) {
 const ONE_NAME: &str = "brokerPerShard=false";
 
 fn create_topic(client: &mut Client, topic: &str) {
-    let response = client.invoke(RemotingCommand::request(
-        rc::UPDATE_AND_CREATE_TOPIC,
-        &CreateTopicRequestHeader {
-            topic: topic.into(),
-            default_topic: "TBW102".into(),
-            read_queue_nums: QUEUES,
-            write_queue_nums: QUEUES,
-            perm: 6,
-            topic_filter_type: "SINGLE_TAG".into(),
-            topic_sys_flag: None,
-            order: false,
-            attributes: None,
-            force: None,
-        },
-    ));
-    assert_eq!(
-        response.code,
-        response_code::SUCCESS,
-        "{:?}",
-        response.remark
-    );
+    client.create_topic(topic, QUEUES);
 }
 
 /// A SEND_MESSAGE_V2 header for `queue_id` of `topic` with `properties`.

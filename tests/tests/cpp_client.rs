@@ -22,27 +22,6 @@ fn start_cluster() -> (ServerProcess, ServerProcess) {
     (namesrv, broker)
 }
 
-/// UPDATE_AND_CREATE_TOPIC with `queues` queues in all (each shard-broker gets its share).
-fn create_topic(broker: std::net::SocketAddr, topic: &str, queues: i32) {
-    use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
-    let response = Client::connect(broker).invoke(RemotingCommand::request(
-        rc::UPDATE_AND_CREATE_TOPIC,
-        &CreateTopicRequestHeader {
-            topic: topic.into(),
-            default_topic: "TBW102".into(),
-            read_queue_nums: queues,
-            write_queue_nums: queues,
-            perm: 6,
-            topic_filter_type: "SINGLE_TAG".into(),
-            topic_sys_flag: None,
-            order: false,
-            attributes: None,
-            force: None,
-        },
-    ));
-    assert_eq!(response.code, 0, "{:?}", response.remark);
-}
-
 /// Runs a producer to completion; returns the bodies it was told were stored.
 fn produce(
     namesrv: &ServerProcess,
@@ -174,7 +153,7 @@ fn ordered_send_by_sharding_key_keeps_each_key_in_one_queue_in_order() {
     // Created before the first send, as an ordered topic must be: auto-created by that send,
     // its route would change under the producer (first TBW102's queues, then the new topic's)
     // and a key would map to another queue part-way, in RocketMQ as here.
-    create_topic(broker.addr, topic, 8);
+    Client::connect(broker.addr).create_topic(topic, 8);
     assert!(wait_until(Duration::from_secs(10), || {
         thruster_tests::route(namesrv.addr, topic).is_some_and(|r| r.broker_datas.len() == 2)
     }));
