@@ -8,6 +8,9 @@ pub mod namesrv;
 pub mod processor;
 pub mod registration;
 pub mod remoting;
-pub mod runtime;
 pub mod shard;
 pub mod store;
+
+/// The reactor runtime (its own crate, `thruster-runtime`), under the name the broker's modules
+/// use.
+pub use thruster_runtime as runtime;

@@ -1,8 +1,9 @@
 //! ARCHITECTURE.md's structural invariants, checked from the source text:
 //!
 //! 1. No circular imports between modules, in `broker`, `protocol` and `client`.
-//! 2. Only `broker/src/runtime/` names glommio in the broker, and only `client/src/glommio/` (and
-//!    the feature gate in `client/src/lib.rs`) in the client.
+//! 2. Only the `thruster-runtime` crate (`runtime/`) names glommio: nothing in the broker does
+//!    (nor may its manifest depend on glommio), and in the client only `client/src/glommio/` (and
+//!    the feature gate in `client/src/lib.rs`).
 //! 3. The store (`broker/src/store/`) never touches the network.
 //! 4. `thruster-protocol` depends on no runtime and nothing of broker/client; the broker depends
 //!    on neither the client crate nor tokio.
@@ -790,7 +791,7 @@ fn check_circles(crate_dir: &str, failures: &mut String) -> Vec<(String, String)
     let krate = load_crate(crate_dir);
     let edges = krate.edges();
     assert!(
-        krate.modules.len() > 5 && edges.len() > 10,
+        krate.modules.len() >= 3 && edges.len() >= 3,
         "{crate_dir}: too little seen ({} modules, {} edges); is the scanner broken?",
         krate.modules.len(),
         edges.len()
@@ -811,7 +812,7 @@ fn check_circles(crate_dir: &str, failures: &mut String) -> Vec<(String, String)
 #[test]
 fn no_circular_imports_between_modules() {
     let mut failures = String::new();
-    for krate in ["protocol", "client"] {
+    for krate in ["protocol", "runtime", "client"] {
         let store = check_circles(krate, &mut failures);
         assert!(store.is_empty());
     }
@@ -862,7 +863,7 @@ fn only_the_runtime_names_glommio() {
         }
     };
     // Code and comments: the broker's modules do not know which reactor runs them.
-    check("broker", "broker/src/runtime", &|_, _| false);
+    check("broker", "runtime", &|_, _| false);
     // The client's optional front end, and the feature gate that declares it.
     let lib = root.join("client/src/lib.rs");
     check("client/src", "client/src/glommio", &|f, line| {
@@ -874,7 +875,7 @@ fn only_the_runtime_names_glommio() {
     });
     assert!(
         failures.is_empty(),
-        "glommio named outside broker/src/runtime/ and client/src/glommio/:\n{failures}"
+        "glommio named outside runtime/ and client/src/glommio/:\n{failures}"
     );
 }
 
@@ -1012,7 +1013,7 @@ fn protocol_depends_on_no_runtime_and_broker_not_on_client() {
         broker.contains("thruster-protocol"),
         "manifest not read: {broker:?}"
     );
-    let bad: Vec<_> = ["thruster-client", "tokio"]
+    let bad: Vec<_> = ["thruster-client", "tokio", "glommio"]
         .iter()
         .filter(|d| broker.contains(**d))
         .collect();

@@ -133,7 +133,7 @@ impl Drop for Exit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{run_reactor, ReactorConfig};
+    use crate::{run_reactor, ReactorConfig};
 
     #[test]
     fn stop_reaches_every_task_and_join_names_those_that_ignore_it() {
@@ -146,7 +146,7 @@ mod tests {
                     while stop.sleep(Duration::from_secs(3600)).await {}
                 });
             }
-            let (_never_tx, never) = crate::runtime::bounded_channel::<()>(1);
+            let (_never_tx, never) = crate::bounded_channel::<()>(1);
             tasks.spawn("deaf", async move {
                 let _ = never.recv().await;
             });
