@@ -29,7 +29,8 @@ use bytes::{BufMut, Bytes};
 use thruster_client::protocol::message::{self, RecordStart, BLANK_BYTES, MAGIC_BLANK};
 use tracing::{info, warn};
 
-use crate::runtime::{self, DirectFile, IoBuffer};
+use super::storage::{Storage, StorageFile};
+use crate::runtime::{self, IoBuffer};
 
 /// O_DIRECT block size.
 pub const BLOCK_BYTES: u64 = 4096;
@@ -66,7 +67,7 @@ fn align_up(v: u64) -> u64 {
 /// One segment file.
 pub struct Segment {
     pub start: u64,
-    pub file: DirectFile,
+    pub file: StorageFile,
     /// The same file opened for buffered reads: the network layer sends on-disk ranges from it
     /// with sendfile (zero-copy), and it is `Send`, so any shard may read it.
     pub reader: Arc<std::fs::File>,
@@ -74,17 +75,12 @@ pub struct Segment {
 
 impl Segment {
     async fn open(start: u64, path: &Path, settings: &CommitLogSettings) -> io::Result<Segment> {
-        let file = if settings.dsync_writes {
-            DirectFile::open_dsync(path).await?
-        } else {
-            DirectFile::open(path).await?
-        };
-        let reader = std::fs::File::open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+        let file = settings.storage.open(path, settings.dsync_writes).await?;
+        let reader = settings.storage.reader(path)?;
         Ok(Segment {
             start,
             file,
-            reader: Arc::new(reader),
+            reader,
         })
     }
 
@@ -265,6 +261,8 @@ pub struct CommitLogSettings {
     pub prewrite_segments: bool,
     /// Segment files opened O_DSYNC: every write is durable when it completes (SYNC_FLUSH).
     pub dsync_writes: bool,
+    /// Where the segments live (the real file system but in crash tests).
+    pub storage: Storage,
 }
 
 /// What a flush must write; built under the log's borrow, executed without it.
@@ -515,12 +513,7 @@ impl CommitLog {
         check_crc: bool,
         mut on_record: impl FnMut(u64, &Bytes),
     ) -> io::Result<CommitLog> {
-        std::fs::create_dir_all(&settings.dir).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("creating {}: {e}", settings.dir.display()),
-            )
-        })?;
+        settings.storage.create_dir_all(&settings.dir)?;
         let mut log = CommitLog {
             segments: BTreeMap::new(),
             next_segment: None,
@@ -535,6 +528,7 @@ impl CommitLog {
             settings,
         };
         for start in list_segments(
+            &log.settings.storage,
             &log.settings.dir,
             log.settings.base_offset,
             log.settings.segment_bytes,
@@ -668,12 +662,7 @@ impl CommitLog {
             .collect();
         for start in later {
             let segment = self.segments.remove(&start).expect("listed");
-            std::fs::remove_file(segment.path()).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("removing {}: {e}", segment.path().display()),
-                )
-            })?;
+            self.settings.storage.remove_file(segment.path())?;
             warn!(file = %segment.path().display(), "deleted segment past the end of the log");
         }
         if !self.segments.contains_key(&segment_start) {
@@ -1105,12 +1094,7 @@ impl CommitLog {
             if !expired(&segment) {
                 break;
             }
-            std::fs::remove_file(segment.path()).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("removing {}: {e}", segment.path().display()),
-                )
-            })?;
+            self.settings.storage.remove_file(segment.path())?;
             self.segments.remove(&start);
             let dropped: u64 = self
                 .chunks
@@ -1195,13 +1179,15 @@ unsafe impl BufMut for ChunkWriter<'_> {
 }
 
 /// Lists segment start offsets in `dir` that belong to this shard.
-fn list_segments(dir: &Path, base: u64, segment_bytes: u64) -> io::Result<Vec<u64>> {
+fn list_segments(
+    storage: &Storage,
+    dir: &Path,
+    base: u64,
+    segment_bytes: u64,
+) -> io::Result<Vec<u64>> {
     let mut starts = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("listing {}: {e}", dir.display())))?;
-    for entry in entries {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in storage.list_dir(dir)? {
+        let name = name.as_str();
         if name.len() != 20 || !name.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
@@ -1227,7 +1213,7 @@ pub async fn prepare_segment(settings: &CommitLogSettings, start: u64) -> io::Re
     {
         // Prepared through a plain handle: zeros go out in big writes and one fdatasync, even
         // when the segment's own handle is O_DSYNC.
-        let file = DirectFile::open(&path).await?;
+        let file = settings.storage.open(&path, false).await?;
         let mut size = file.size_bytes().await?;
         if settings.prewrite_segments && size < settings.segment_bytes {
             let zeros = Rc::new(runtime::alloc_io_buffer_long_lived(PREWRITE_BYTES));
@@ -1261,24 +1247,8 @@ pub async fn prepare_segment(settings: &CommitLogSettings, start: u64) -> io::Re
         }
     }
     let segment = Segment::open(start, &path, settings).await?;
-    sync_dir(&settings.dir).await?;
+    settings.storage.sync_dir(&settings.dir).await?;
     Ok(Rc::new(segment))
-}
-
-/// fsyncs a directory so a created or removed file name is durable.
-pub async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let dir = dir.to_owned();
-    runtime::spawn_blocking(move || {
-        std::fs::File::open(&dir)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("syncing directory {}: {e}", dir.display()),
-                )
-            })
-    })
-    .await
 }
 
 #[cfg(test)]
@@ -1302,6 +1272,7 @@ pub(crate) mod tests {
             memory_window_bytes: 32 << 10,
             prewrite_segments: true,
             dsync_writes: false,
+            storage: Storage::default(),
         }
     }
 

@@ -244,7 +244,7 @@ impl MessageStore {
                 format!("creating {}: {e}", config.abort_path().display()),
             )
         })?;
-        let checkpoint = Checkpoint::load(&config.checkpoint_path())?;
+        let checkpoint = Checkpoint::load(&config.storage, &config.checkpoint_path())?;
         let base = shard_base_offset(config.shard_id);
         let mut recover_from = checkpoint.map_or(base, |c| c.recover_from.max(base));
         if crashed {
@@ -268,6 +268,7 @@ impl MessageStore {
             memory_window_bytes: config.memory_window_bytes,
             prewrite_segments: config.prewrite_segments,
             dsync_writes: config.flush_mode == FlushMode::Sync,
+            storage: config.storage.clone(),
         };
         let mut redispatched = 0u64;
         let mut dispatch_error = None;
@@ -1037,7 +1038,9 @@ impl MessageStore {
             index_msg_timestamp: now,
             recover_from,
         };
-        checkpoint.store(&self.config.checkpoint_path()).await?;
+        checkpoint
+            .store(&self.config.storage, &self.config.checkpoint_path())
+            .await?;
         self.last_checkpoint.set(checkpoint);
         self.last_checkpoint_ms.set(now);
         Ok(())

@@ -8,6 +8,7 @@ pub mod consume_queue;
 pub mod index_file;
 pub mod mapped_file;
 pub mod message_store;
+pub mod storage;
 pub mod watermark;
 
 pub use commit_log::Slice;
