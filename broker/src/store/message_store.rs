@@ -247,6 +247,7 @@ impl MessageStore {
         let checkpoint = Checkpoint::load(&config.storage, &config.checkpoint_path())?;
         let base = shard_base_offset(config.shard_id);
         let mut recover_from = checkpoint.map_or(base, |c| c.recover_from.max(base));
+        let known_durable = recover_from;
         if crashed {
             // After a crash, validate the whole segment holding the checkpoint (as RocketMQ
             // rescans whole files): damage anywhere in the newest data is found and cut there.
@@ -302,6 +303,7 @@ impl MessageStore {
         if let Some(e) = dispatch_error {
             return Err(e);
         }
+        log.rewrite_durably(known_durable).await?;
         let end = log.write_pos();
         let mut truncated = 0;
         for queue in queues.values_mut() {
@@ -1015,7 +1017,7 @@ impl MessageStore {
         Ok(true)
     }
 
-    async fn sync_queues_and_checkpoint(&self) -> io::Result<()> {
+    pub(crate) async fn sync_queues_and_checkpoint(&self) -> io::Result<()> {
         // Everything below `recover_from` is durable in the log, and was dispatched (inline)
         // before this point, so syncing the dirty queue and index files makes it durable there.
         let recover_from = self.flushed.get();

@@ -19,3 +19,5 @@ pub use message_store::{
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod sim_crash_tests;
