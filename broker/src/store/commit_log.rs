@@ -274,6 +274,8 @@ pub struct FlushPlan {
     synced: Vec<Rc<Segment>>,
     /// (chunk start, flushed bytes once done).
     marks: Vec<(u64, usize)>,
+    /// `execute` failed in an fdatasync (not in a write).
+    sync_failed: bool,
 }
 
 /// One chunk's pipelined write-out (see [`CommitLog::next_chunk_write`]).
@@ -339,10 +341,20 @@ impl FlushPlan {
         }
         if self.sync {
             for segment in &self.synced {
-                segment.file.fdatasync().await?;
+                if let Err(e) = segment.file.fdatasync().await {
+                    self.sync_failed = true;
+                    return Err(e);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Whether `execute` failed in an fdatasync: the writes it was to make durable (including
+    /// pipelined write-outs that are no longer in memory) may be lost, and a retried fdatasync
+    /// would succeed without bringing them back (Linux reports a writeback error once).
+    pub fn sync_failed(&self) -> bool {
+        self.sync_failed
     }
 }
 
@@ -924,6 +936,7 @@ impl CommitLog {
                 Vec::new()
             },
             marks: Vec::new(),
+            sync_failed: false,
         };
         let dirty: Vec<usize> = (0..self.chunks.len())
             .filter(|&i| self.chunks[i].flushed < self.chunks[i].written)

@@ -181,6 +181,17 @@ struct State {
     /// Puts that need that segment meanwhile are refused with it.
     segment_error: RefCell<Option<String>>,
     flush_error: RefCell<Option<String>>,
+    /// Set for good when an fdatasync of the CommitLog fails ("fsyncgate"): what it was to make
+    /// durable may be lost, including write-outs no longer in memory, and a retried fdatasync
+    /// would succeed without bringing it back. So the store stops advancing `flushed` (and the
+    /// checkpoint), refuses puts and fails flushes until it is restarted; recovery then
+    /// rewrites and syncs everything past the checkpoint (`CommitLog::rewrite_durably`). Write
+    /// errors are different: the data is still in memory and the write is retried from it.
+    sync_failed: RefCell<Option<String>>,
+    /// Set for good when syncing the ConsumeQueues or the index failed: their dirty pages may
+    /// have been dropped by the kernel, so the checkpoint is not advanced again by this process
+    /// (the next start re-dispatches from the last good one, which rewrites the entries).
+    queue_sync_failed: Cell<bool>,
     shutting_down: Cell<bool>,
 }
 
@@ -340,6 +351,8 @@ impl MessageStore {
                 disk_full: Cell::new(false),
                 segment_error: RefCell::new(None),
                 flush_error: RefCell::new(None),
+                sync_failed: RefCell::new(None),
+                queue_sync_failed: Cell::new(false),
                 shutting_down: Cell::new(false),
             },
             disk_usage: RefCell::new(Box::new(move || disk_used_percent(&root))),
@@ -997,11 +1010,22 @@ impl MessageStore {
     }
 
     async fn flush_once(&self) -> io::Result<bool> {
+        if let Some(e) = self.state.sync_failed.borrow().clone() {
+            return Err(io::Error::other(e));
+        }
         let Some(mut plan) = self.log.borrow_mut().plan_flush() else {
             self.last_flush_ms.set(runtime::now_ms());
             return Ok(false);
         };
-        plan.execute().await?;
+        if let Err(e) = plan.execute().await {
+            if plan.sync_failed() {
+                *self.state.sync_failed.borrow_mut() = Some(format!(
+                    "{e}; writes refused until the broker restarts (data since the last \
+                     successful fdatasync cannot be trusted)"
+                ));
+            }
+            return Err(e);
+        }
         self.log.borrow_mut().complete_flush(&plan);
         self.written_out.advance(self.written_out.get() + 1);
         self.last_flush_ms.set(runtime::now_ms());
@@ -1031,7 +1055,14 @@ impl MessageStore {
             for queue in self.queues.borrow_mut().values_mut() {
                 queue.mark_all_dirty();
             }
+            self.state.queue_sync_failed.set(true);
             return Err(e);
+        }
+        if self.state.queue_sync_failed.get() {
+            return Err(io::Error::other(
+                "a ConsumeQueue or index sync failed earlier: the checkpoint stays where it was \
+                 until the broker restarts",
+            ));
         }
         let now = runtime::now_ms();
         let checkpoint = Checkpoint {
