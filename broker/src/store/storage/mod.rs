@@ -29,6 +29,8 @@
 //! - **sendfile**: `Segment::reader`, the buffered handle the network layer sends on-disk ranges
 //!   from, is a real file for real storage; a simulated segment has no such file (its handle is
 //!   `/dev/null`): the simulated disk is for store tests, which read through `StorageFile`.
+//!   Likewise retention reads a segment's age from the real file's mtime: simulated segments
+//!   never expire by age (disk-usage forcing still applies).
 
 use std::io;
 use std::path::Path;
