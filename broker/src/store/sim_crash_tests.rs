@@ -517,6 +517,21 @@ fn recovery_through_torn_lost_and_failed_writes_keeps_what_was_durable() {
         total.disk.enospc,
         total.disk.name_changes_lost
     );
+    if seeds.len() >= 64 && failures.is_empty() {
+        // The run must have exercised what it claims to (a sim that stopped tearing or
+        // failing would otherwise pass quietly).
+        let d = &total.disk;
+        assert!(
+            total.crashes > 0
+                && d.writes_torn > 0
+                && d.writes_dropped > 0
+                && d.write_eio > 0
+                && d.sync_eio > 0
+                && d.enospc > 0
+                && d.name_changes_lost > 0,
+            "the simulated disk did not exercise every fault: {total:?}"
+        );
+    }
     if let Some((seed, e)) = failures.first() {
         panic!(
             "{} of {} seeds failed; first: seed {seed}: {e} (replay: THRUSTER_SIM_SEED={seed})",
