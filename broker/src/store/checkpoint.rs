@@ -12,9 +12,9 @@
 //! uses offset 24 for controller state, which Thruster does not have).
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::runtime;
+use super::storage::Storage;
 
 pub const PAGE_BYTES: usize = 4096;
 
@@ -56,33 +56,20 @@ impl Checkpoint {
     }
 
     /// Reads the checkpoint; `None` when missing or torn (recovery then scans everything).
-    pub fn load(path: &Path) -> io::Result<Option<Checkpoint>> {
-        match std::fs::read(path) {
-            Ok(page) => Ok(Checkpoint::decode(&page)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io::Error::new(
-                e.kind(),
-                format!("reading {}: {e}", path.display()),
-            )),
-        }
+    pub fn load(storage: &Storage, path: &Path) -> io::Result<Option<Checkpoint>> {
+        Ok(storage
+            .read_file(path)?
+            .and_then(|page| Checkpoint::decode(&page)))
     }
 
     /// Writes and fdatasyncs the page, off the reactor thread.
-    pub async fn store(&self, path: &Path) -> io::Result<()> {
-        let page = self.encode();
-        let path: PathBuf = path.to_owned();
-        runtime::spawn_blocking(move || {
-            use std::io::Write;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            file.write_all(&page)?;
-            file.sync_data()
-        })
-        .await
-        .map_err(|e| io::Error::new(e.kind(), format!("writing checkpoint: {e}")))
+    /// The file's name is not fsynced into its directory: a checkpoint lost with it only makes
+    /// recovery scan from the start, as a torn one does.
+    pub async fn store(&self, storage: &Storage, path: &Path) -> io::Result<()> {
+        storage
+            .write_file_synced(path, self.encode())
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("writing checkpoint: {e}")))
     }
 }
 
@@ -105,6 +92,9 @@ mod tests {
         torn[25] ^= 1;
         assert_eq!(Checkpoint::decode(&torn), None);
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(Checkpoint::load(&dir.path().join("none")).unwrap(), None);
+        assert_eq!(
+            Checkpoint::load(&Storage::Real, &dir.path().join("none")).unwrap(),
+            None
+        );
     }
 }

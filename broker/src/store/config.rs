@@ -77,6 +77,9 @@ pub struct StoreConfig {
     /// behind the end of the CommitLog is "cold" (likely not in the page cache) and gets the
     /// smaller per-pull transfer limits.
     pub access_message_in_memory_max_ratio: u32,
+    /// Where the CommitLog and the checkpoint are written: the real file system, or in crash
+    /// tests a simulated disk (`storage::sim`).
+    pub storage: super::storage::Storage,
 }
 
 impl StoreConfig {
@@ -108,6 +111,7 @@ impl StoreConfig {
             disk_space_clean_forcibly_ratio: 85,
             disk_space_warning_level_ratio: 90,
             access_message_in_memory_max_ratio: 40,
+            storage: Default::default(),
         }
     }
 

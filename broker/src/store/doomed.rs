@@ -4,6 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::storage::Storage;
 use crate::runtime;
 
 /// Files taken out of the store's tables, to be deleted off the reactor. A segment's read handle
@@ -11,13 +12,26 @@ use crate::runtime;
 /// too, unless a pull still holds it.
 #[derive(Default)]
 pub struct Doomed {
+    /// CommitLog segments: removed through the store's [`Storage`].
+    pub segments: Vec<PathBuf>,
+    /// Memory-mapped ConsumeQueue and index files (always on the real file system).
     pub paths: Vec<PathBuf>,
     pub handles: Vec<std::sync::Arc<std::fs::File>>,
 }
 
 impl Doomed {
-    /// Unlinks the files and drops the handles on the helper thread.
-    pub async fn delete(self) -> io::Result<()> {
+    /// Unlinks the files and drops the handles on the helper thread (a simulated disk removes
+    /// its segments itself: nothing there blocks).
+    pub async fn delete(mut self, storage: &Storage) -> io::Result<()> {
+        match storage {
+            Storage::Real => self.paths.append(&mut self.segments),
+            #[cfg(test)]
+            Storage::Sim(_) => {
+                for segment in std::mem::take(&mut self.segments) {
+                    storage.remove_file(&segment)?;
+                }
+            }
+        }
         if self.paths.is_empty() {
             return Ok(());
         }

@@ -81,11 +81,22 @@ impl MessageStore {
     }
 
     async fn flush_once(&self) -> io::Result<bool> {
+        if let Some(e) = self.state.sync_failed.borrow().clone() {
+            return Err(io::Error::other(e));
+        }
         let Some(mut plan) = self.log.borrow_mut().plan_flush() else {
             self.last_flush_ms.set(runtime::now_ms());
             return Ok(false);
         };
-        plan.execute().await?;
+        if let Err(e) = plan.execute().await {
+            if plan.sync_failed() {
+                *self.state.sync_failed.borrow_mut() = Some(format!(
+                    "{e}; writes refused until the broker restarts (data since the last \
+                     successful fdatasync cannot be trusted)"
+                ));
+            }
+            return Err(e);
+        }
         self.log.borrow_mut().complete_flush(&plan);
         self.written_out.advance(self.written_out.get() + 1);
         self.last_flush_ms.set(runtime::now_ms());
@@ -115,7 +126,14 @@ impl MessageStore {
             for queue in self.queues.borrow_mut().values_mut() {
                 queue.mark_all_dirty();
             }
+            self.state.queue_sync_failed.set(true);
             return Err(e);
+        }
+        if self.state.queue_sync_failed.get() {
+            return Err(io::Error::other(
+                "a ConsumeQueue or index sync failed earlier: the checkpoint stays where it was \
+                 until the broker restarts",
+            ));
         }
         let now = runtime::now_ms();
         let checkpoint = Checkpoint {
@@ -124,7 +142,9 @@ impl MessageStore {
             index_msg_timestamp: now,
             recover_from,
         };
-        checkpoint.store(&self.config.checkpoint_path()).await?;
+        checkpoint
+            .store(&self.config.storage, &self.config.checkpoint_path())
+            .await?;
         self.last_checkpoint.set(checkpoint);
         self.last_checkpoint_ms.set(now);
         Ok(())

@@ -177,6 +177,17 @@ pub(super) struct State {
     /// Puts that need that segment meanwhile are refused with it.
     pub(super) segment_error: RefCell<Option<String>>,
     pub(super) flush_error: RefCell<Option<String>>,
+    /// Set for good when an fdatasync of the CommitLog fails ("fsyncgate"): what it was to make
+    /// durable may be lost, including write-outs no longer in memory, and a retried fdatasync
+    /// would succeed without bringing it back. So the store stops advancing `flushed` (and the
+    /// checkpoint), refuses puts and fails flushes until it is restarted; recovery then
+    /// rewrites and syncs everything past the checkpoint (`CommitLog::rewrite_durably`). Write
+    /// errors are different: the data is still in memory and the write is retried from it.
+    pub(super) sync_failed: RefCell<Option<String>>,
+    /// Set for good when syncing the ConsumeQueues or the index failed: their dirty pages may
+    /// have been dropped by the kernel, so the checkpoint is not advanced again by this process
+    /// (the next start re-dispatches from the last good one, which rewrites the entries).
+    pub(super) queue_sync_failed: Cell<bool>,
     pub(super) shutting_down: Cell<bool>,
 }
 

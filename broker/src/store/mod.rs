@@ -17,6 +17,7 @@ pub mod put;
 pub mod queue_heads;
 pub mod recovery;
 pub mod retention;
+pub mod storage;
 
 pub use commit_log::Slice;
 pub use config::{FlushMode, StoreConfig};
@@ -35,3 +36,5 @@ pub async fn open(config: StoreConfig) -> std::io::Result<std::rc::Rc<MessageSto
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod sim_crash_tests;

@@ -43,9 +43,10 @@ impl MessageStore {
                 format!("creating {}: {e}", config.abort_path().display()),
             )
         })?;
-        let checkpoint = Checkpoint::load(&config.checkpoint_path())?;
+        let checkpoint = Checkpoint::load(&config.storage, &config.checkpoint_path())?;
         let base = shard_base_offset(config.shard_id);
         let mut recover_from = checkpoint.map_or(base, |c| c.recover_from.max(base));
+        let known_durable = recover_from;
         if crashed {
             // After a crash, validate the whole segment holding the checkpoint (as RocketMQ
             // rescans whole files): damage anywhere in the newest data is found and cut there.
@@ -67,6 +68,7 @@ impl MessageStore {
             memory_window_bytes: config.memory_window_bytes,
             prewrite_segments: config.prewrite_segments,
             dsync_writes: config.flush_mode == FlushMode::Sync,
+            storage: config.storage.clone(),
         };
         let mut redispatched = 0u64;
         let mut dispatch_error = None;
@@ -100,6 +102,7 @@ impl MessageStore {
         if let Some(e) = dispatch_error {
             return Err(e);
         }
+        log.rewrite_durably(known_durable).await?;
         let end = log.write_pos();
         let mut truncated = 0;
         for queue in queues.values_mut() {
@@ -136,6 +139,8 @@ impl MessageStore {
                 disk_full: Cell::new(false),
                 segment_error: RefCell::new(None),
                 flush_error: RefCell::new(None),
+                sync_failed: RefCell::new(None),
+                queue_sync_failed: Cell::new(false),
                 shutting_down: Cell::new(false),
             },
             disk_usage: RefCell::new(std::sync::Arc::new(move || {

@@ -63,7 +63,7 @@ impl MessageStore {
             queue.delete_below(min, &mut doomed);
         }
         self.index.borrow_mut().delete_below(min, &mut doomed);
-        doomed.delete().await
+        doomed.delete(&self.config.storage).await
     }
 
     fn note_disk_usage(&self, used_percent: u32) {
