@@ -4,7 +4,8 @@
 //! 2. Only the `thruster-runtime` crate (`runtime/`) names glommio: nothing in the broker does
 //!    (nor may its manifest depend on glommio), and in the client only `client/src/glommio/` (and
 //!    the feature gate in `client/src/lib.rs`).
-//! 3. The store (`broker/src/store/`) never touches the network.
+//! 3. The store (`thruster-store`, `store/`) never touches the network: its manifest has no
+//!    broker, client or tokio, and it names none of the runtime's socket items.
 //! 4. `thruster-protocol` depends on no runtime and nothing of broker/client; the broker depends
 //!    on neither the client crate nor tokio.
 //!
@@ -329,7 +330,6 @@ struct UseLeaf {
 
 struct Module {
     path: ModPath,
-    file: PathBuf,
     /// Workspace-relative, for messages.
     display: String,
     tokens: Vec<Token>,
@@ -515,7 +515,6 @@ fn analyse(path: ModPath, file: &Path, root: &Path) -> (Module, BTreeSet<String>
     (
         Module {
             path,
-            file: file.to_path_buf(),
             display,
             tokens,
             inline_depth,
@@ -786,8 +785,8 @@ fn describe(circle: &[ModPath], edges: &[Edge]) -> String {
     out
 }
 
-/// Checks one crate; returns the store circles (broker only) for the caller to compare.
-fn check_circles(crate_dir: &str, failures: &mut String) -> Vec<(String, String)> {
+/// Checks one crate, adding its circles to `failures`.
+fn check_circles(crate_dir: &str, failures: &mut String) {
     let krate = load_crate(crate_dir);
     let edges = krate.edges();
     assert!(
@@ -796,29 +795,16 @@ fn check_circles(crate_dir: &str, failures: &mut String) -> Vec<(String, String)
         krate.modules.len(),
         edges.len()
     );
-    let mut store = Vec::new();
     for c in circles(&edges) {
-        let in_store =
-            crate_dir == "broker" && c.iter().all(|m| m.first().is_some_and(|s| s == "store"));
-        if in_store {
-            store.push((circle_name(&c), describe(&c, &edges)));
-        } else {
-            let _ = write!(failures, "{crate_dir}:\n{}", describe(&c, &edges));
-        }
+        let _ = write!(failures, "{crate_dir}:\n{}", describe(&c, &edges));
     }
-    store
 }
 
 #[test]
 fn no_circular_imports_between_modules() {
     let mut failures = String::new();
-    for krate in ["protocol", "runtime", "client"] {
-        let store = check_circles(krate, &mut failures);
-        assert!(store.is_empty());
-    }
-    let store = check_circles("broker", &mut failures);
-    for (_, text) in &store {
-        let _ = write!(failures, "broker (store):\n{text}");
+    for krate in ["protocol", "runtime", "store", "client", "broker"] {
+        check_circles(krate, &mut failures);
     }
     assert!(
         failures.is_empty(),
@@ -881,14 +867,19 @@ fn only_the_runtime_names_glommio() {
 
 #[test]
 fn store_never_touches_the_network() {
-    const MODULES: &[&str] = &[
-        "remoting",
-        "shard",
-        "processor",
-        "namesrv",
-        "registration",
-        "broker",
-    ];
+    // The store is its own crate: it cannot name the broker's network modules (remoting,
+    // shard, processor, ...) at all. What is left to check: its manifest, and that it uses
+    // none of the runtime's socket items.
+    let deps = dependencies("store/Cargo.toml");
+    assert!(
+        deps.contains("thruster-runtime"),
+        "manifest not read: {deps:?}"
+    );
+    let bad: Vec<_> = ["thruster-broker", "thruster-client", "tokio", "glommio"]
+        .iter()
+        .filter(|d| deps.contains(**d))
+        .collect();
+    assert!(bad.is_empty(), "thruster-store depends on {bad:?}");
     const SOCKET_ITEMS: &[&str] = &[
         "TcpStream",
         "TcpListener",
@@ -897,57 +888,25 @@ fn store_never_touches_the_network() {
         "SharedStream",
     ];
     let root = workspace_root();
-    let krate = load_crate("broker");
-    let mut found = BTreeMap::new();
     let mut all_files = Vec::new();
-    rs_files(&root.join("broker/src/store"), &mut all_files);
+    rs_files(&root.join("store/src"), &mut all_files);
+    assert!(all_files.len() > 10, "store sources not found");
+    let mut failures = String::new();
     for f in &all_files {
         // All code of the store, its tests included; comments and strings do not count.
         let tokens = lex(&fs::read_to_string(f).unwrap());
         let rel = f.strip_prefix(&root).unwrap().display().to_string();
-        let module = krate.modules.values().find(|m| &m.file == f);
-        for (i, t) in tokens.iter().enumerate() {
-            let Tok::Ident(w) = &t.tok else { continue };
-            if SOCKET_ITEMS.contains(&w.as_str()) {
-                found.insert(format!("{rel}: {w}"), t.line);
-                continue;
-            }
-            // A path into a network module, however it is spelled (`crate::shard`,
-            // `super::super::remoting`).
-            if i > 0 && tokens[i - 1].tok == Tok::PathSep {
-                continue;
-            }
-            let mut segs = vec![w.clone()];
-            let mut j = i + 1;
-            while j + 1 < tokens.len() && tokens[j].tok == Tok::PathSep {
-                let Tok::Ident(s) = &tokens[j + 1].tok else {
-                    break;
-                };
-                segs.push(s.clone());
-                j += 2;
-            }
-            if segs.len() < 2 {
-                continue;
-            }
-            let abs = match (w.as_str(), module) {
-                ("crate", _) => Some(segs[1..].to_vec()),
-                ("super", Some(m)) => krate.absolute(m, 0, &segs),
-                _ => None,
-            };
-            if let Some(first) = abs.as_ref().and_then(|a| a.first()) {
-                if MODULES.contains(&first.as_str()) {
-                    found.insert(format!("{rel}: crate::{first}"), t.line);
+        for t in &tokens {
+            if let Tok::Ident(w) = &t.tok {
+                if SOCKET_ITEMS.contains(&w.as_str()) {
+                    let _ = writeln!(failures, "  {rel}:{}: {w}", t.line);
                 }
             }
         }
     }
-    let mut failures = String::new();
-    for (name, line) in &found {
-        let _ = writeln!(failures, "  {name} (line {line})");
-    }
     assert!(
         failures.is_empty(),
-        "broker/src/store/ names the network side of the broker:\n{failures}"
+        "the store names the runtime's sockets:\n{failures}"
     );
 }
 

@@ -305,9 +305,9 @@ impl MessageStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commit_log::tests::on_reactor;
     use crate::runtime;
-    use crate::store::commit_log::tests::on_reactor;
-    use crate::store::FlushMode;
+    use crate::FlushMode;
     use thruster_protocol::message;
     use thruster_protocol::message::encode_properties;
 

@@ -2,7 +2,7 @@
 //! against raw O_DIRECT writes of the same sizes on the same directory, measured in the same
 //! run, printed as ratios (this machine is shared and noisy: absolute figures mean little).
 //!
-//! `cargo bench -p thruster-broker --bench store`
+//! `cargo bench -p thruster-store --bench store`
 //! Environment: `THRUSTER_BENCH_DIR` (default `target/bench-store`), `THRUSTER_BENCH_MIB`
 //! (data per measurement, default 1024), `THRUSTER_BENCH_BODY_BYTES` (default 1024),
 //! `THRUSTER_BENCH_PRODUCERS` (concurrent puts, default 64), `THRUSTER_BENCH_FLUSH_INTERVAL_MS`
@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use thruster_broker::runtime::{self, DirectFile, IoBuffer, ReactorConfig};
-use thruster_broker::store::commit_log::WRITES_IN_FLIGHT_MAX;
-use thruster_broker::store::{FlushMode, MessageStore, PutMessage, PutStatus, StoreConfig};
+use thruster_runtime::{self as runtime, DirectFile, IoBuffer, ReactorConfig};
+use thruster_store::commit_log::WRITES_IN_FLIGHT_MAX;
+use thruster_store::{FlushMode, MessageStore, PutMessage, PutStatus, StoreConfig};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -1,6 +1,9 @@
 //! The message store of one shard: CommitLog + ConsumeQueues + IndexFile, recovery and
 //! retention. Knows nothing about the network.
 
+/// The reactor runtime, under the name the store's modules use.
+pub(crate) use thruster_runtime as runtime;
+
 pub mod checkpoint;
 pub mod commit_log;
 pub mod config;

@@ -437,7 +437,7 @@ mod tests {
         let mut q = ConsumeQueue::open(dir.path(), "T", 0, 10).unwrap();
         assert_eq!(q.max_offset(), 20);
         q.put(20, entry(20)).unwrap();
-        let mut doomed = crate::store::doomed::Doomed::default();
+        let mut doomed = crate::doomed::Doomed::default();
         q.delete_below(1_250, &mut doomed);
         // Retention deletes the taken-out files off the reactor; here, at once.
         for path in doomed.paths {
