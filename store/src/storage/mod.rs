@@ -105,7 +105,16 @@ impl Storage {
         }
     }
 
-    /// The names of the files in `dir`.
+    /// Whether `dir` exists (on the simulated disk: whether any file is under it).
+    pub fn dir_exists(&self, dir: &Path) -> bool {
+        match self {
+            Storage::Real => dir.exists(),
+            #[cfg(test)]
+            Storage::Sim(disk) => !disk.list_dir(dir).is_empty(),
+        }
+    }
+
+    /// The names of the files (and directories) in `dir`.
     pub fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         match self {
             Storage::Real => {
