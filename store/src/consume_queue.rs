@@ -253,13 +253,15 @@ impl ConsumeQueue {
         CqEntry::decode(&file.bytes()[at..at + ENTRY_BYTES as usize])
     }
 
-    /// Places `entry` at `offset`. Offsets below the max are already present (re-dispatch)
-    /// and are rewritten only when they differ (an entry in a page torn at a crash may decode
-    /// as a wrong one); an offset past the max is refused unless the queue is empty, in which
+    /// Places `entry` at `offset`. Offsets below the max are already present (re-dispatch
+    /// after a restart) and are written again: an entry in a page torn at a crash may decode
+    /// as a wrong one, and one that reads right may not be on the disk (a sync that failed in
+    /// the dead process left its page clean in the page cache, fsyncgate), so the next sync
+    /// must write it. An offset past the max is refused unless the queue is empty, in which
     /// case it starts there (padded with fillers inside its file).
     pub fn put(&mut self, offset: u64, entry: CqEntry) -> Result<(), CqError> {
         if offset < self.max_offset {
-            if offset >= self.min_offset && self.entry(offset) != Some(entry) {
+            if offset >= self.min_offset {
                 self.write(offset, entry).map_err(|_| CqError::Gap {
                     queue: format!("{}:{}", self.topic, self.queue_id),
                     offset,
@@ -452,7 +454,6 @@ mod tests {
         q.put(7, torn).unwrap(); // rewritten (recovery repairs torn entries this way)
         assert_eq!(q.get(7), Some(torn));
         q.put(7, entry(7)).unwrap();
-        q.put(7, entry(7)).unwrap(); // re-dispatch of the same entry: nothing to write
         assert_eq!(q.get(7), Some(entry(7)));
         assert_eq!((q.min_offset(), q.max_offset()), (0, 25));
         assert_eq!(q.get(25), None);

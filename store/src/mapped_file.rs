@@ -199,13 +199,7 @@ impl MappedFile {
     /// Deletes the file now (the mapping goes with `self`). For recovery, before serving;
     /// retention uses [`MappedFile::unmap`] and deletes off the reactor.
     pub fn remove(self, storage: &Storage) -> io::Result<()> {
-        let path = self.unmap();
-        match storage {
-            Storage::Real => std::fs::remove_file(&path)
-                .map_err(|e| io::Error::new(e.kind(), format!("removing {}: {e}", path.display()))),
-            #[cfg(test)]
-            Storage::Sim(_) => storage.remove_file(&path),
-        }
+        storage.remove_file(&self.unmap())
     }
 
     /// Drops the mapping and returns the file's path, for the caller to delete off the reactor

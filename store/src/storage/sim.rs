@@ -157,6 +157,9 @@ fn error(errno: i32, what: &str, path: &Path, pos: u64) -> io::Error {
 impl State {
     /// What survives of a write that was not synced: (kept, dropped or torn) pieces.
     fn settle(&mut self, write: Write, into: &mut Vec<u8>) {
+        if write.bytes.is_empty() {
+            return; // what a failed write left of itself: nothing (nothing to cut below)
+        }
         match self.rng.below(10) {
             0..=3 => {
                 self.stats.writes_kept += 1;
