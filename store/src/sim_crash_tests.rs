@@ -35,7 +35,7 @@ use super::storage::sim::{Faults, Rng, SimDisk, SimStats};
 use super::storage::Storage;
 use super::{FlushMode, StoreConfig};
 
-/// Seeds run by `cargo test`: about 26 s in a debug build on this 2-core host, mostly spent
+/// Seeds run by `cargo test`: about 8 s in a debug build on this 2-core host, mostly spent
 /// waiting for background tasks to stop at each crash (8 seeds at a time).
 const CI_SEEDS: u64 = 96;
 const QUEUES: usize = 3;
