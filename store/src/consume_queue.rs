@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::mapped_file::MappedFile;
+use super::mapped_file::{MappedFile, SyncHandle};
+use super::storage::Storage;
 
 pub const ENTRY_BYTES: u64 = 20;
 const FILLER_SIZE: i32 = i32::MAX;
@@ -121,6 +122,7 @@ impl QueueTable {
 }
 
 pub struct ConsumeQueue {
+    storage: Storage,
     topic: String,
     queue_id: i32,
     dir: PathBuf,
@@ -142,6 +144,7 @@ impl ConsumeQueue {
     /// Opens the queue's files and finds its bounds: the max offset is the first empty slot
     /// after the last file's valid entries.
     pub fn open(
+        storage: &Storage,
         root: &Path,
         topic: &str,
         queue_id: i32,
@@ -149,6 +152,7 @@ impl ConsumeQueue {
     ) -> io::Result<ConsumeQueue> {
         let dir = Self::dir_for(root, topic, queue_id);
         let mut queue = ConsumeQueue {
+            storage: storage.clone(),
             topic: topic.to_owned(),
             queue_id,
             dir,
@@ -158,12 +162,9 @@ impl ConsumeQueue {
             max_offset: 0,
             dirty: Default::default(),
         };
-        if queue.dir.exists() {
-            for entry in std::fs::read_dir(&queue.dir).map_err(|e| {
-                io::Error::new(e.kind(), format!("listing {}: {e}", queue.dir.display()))
-            })? {
-                let name = entry?.file_name();
-                let Some(name) = name.to_str() else { continue };
+        if storage.dir_exists(&queue.dir) {
+            for name in storage.list_dir(&queue.dir)? {
+                let name = name.as_str();
                 let Ok(byte_offset) = name.parse::<u64>() else {
                     continue;
                 };
@@ -171,8 +172,12 @@ impl ConsumeQueue {
                     continue;
                 }
                 let first = byte_offset / ENTRY_BYTES;
-                let file =
-                    MappedFile::open(&queue.dir.join(name), entries_per_file * ENTRY_BYTES, true)?;
+                let file = MappedFile::open(
+                    storage,
+                    &queue.dir.join(name),
+                    entries_per_file * ENTRY_BYTES,
+                    true,
+                )?;
                 queue.files.insert(first, file);
             }
         }
@@ -207,7 +212,7 @@ impl ConsumeQueue {
                 .collect();
             for first in stale {
                 if let Some(file) = queue.files.remove(&first) {
-                    file.remove()?;
+                    file.remove(storage)?;
                 }
             }
         }
@@ -248,11 +253,21 @@ impl ConsumeQueue {
         CqEntry::decode(&file.bytes()[at..at + ENTRY_BYTES as usize])
     }
 
-    /// Places `entry` at `offset`. Offsets below the max are already present (re-dispatch)
-    /// and are left alone; an offset past the max is refused unless the queue is empty, in
-    /// which case it starts there (padded with fillers inside its file).
+    /// Places `entry` at `offset`. Offsets below the max are already present (re-dispatch
+    /// after a restart) and are written again: an entry in a page torn at a crash may decode
+    /// as a wrong one, and one that reads right may not be on the disk (a sync that failed in
+    /// the dead process left its page clean in the page cache, fsyncgate), so the next sync
+    /// must write it. An offset past the max is refused unless the queue is empty, in which
+    /// case it starts there (padded with fillers inside its file).
     pub fn put(&mut self, offset: u64, entry: CqEntry) -> Result<(), CqError> {
         if offset < self.max_offset {
+            if offset >= self.min_offset {
+                self.write(offset, entry).map_err(|_| CqError::Gap {
+                    queue: format!("{}:{}", self.topic, self.queue_id),
+                    offset,
+                    max: self.max_offset,
+                })?;
+            }
             return Ok(());
         }
         if offset > self.max_offset {
@@ -294,30 +309,55 @@ impl ConsumeQueue {
         let first = self.file_first(offset);
         if !self.files.contains_key(&first) {
             let path = self.dir.join(format!("{:020}", first * ENTRY_BYTES));
-            let file = MappedFile::open(&path, self.entries_per_file * ENTRY_BYTES, true)?;
+            let file = MappedFile::open(
+                &self.storage,
+                &path,
+                self.entries_per_file * ENTRY_BYTES,
+                true,
+            )?;
             self.files.insert(first, file);
         }
         let at = ((offset % self.entries_per_file) * ENTRY_BYTES) as usize;
         let file = self.files.get_mut(&first).expect("just inserted");
-        entry.encode(&mut file.bytes_mut()[at..at + ENTRY_BYTES as usize]);
+        entry.encode(file.bytes_mut_range(at, ENTRY_BYTES as usize));
         self.dirty.insert(first);
         Ok(())
     }
 
     /// Removes trailing entries that reference commitlog bytes at or past `log_end` (data lost
-    /// in a crash). Returns how many were removed.
+    /// in a crash), or that do not follow the entry before them (torn at a crash: a page
+    /// written back in part can hold an entry whose offset lost its low bytes). Returns how
+    /// many were removed.
     pub fn truncate_to_log_end(&mut self, log_end: u64) -> u64 {
+        self.truncate_while(|queue, last, e| {
+            !e.is_filler()
+                && e.end() <= log_end
+                && (last == queue.min_offset
+                    || queue
+                        .entry(last - 1)
+                        .is_none_or(|p| p.is_filler() || p.end() <= e.phys_offset))
+        })
+    }
+
+    /// Removes the entries at `end` and past it. Returns how many were removed.
+    pub fn truncate_to(&mut self, end: u64) -> u64 {
+        self.truncate_while(|queue, last, _| last < end.max(queue.min_offset))
+    }
+
+    /// Removes trailing entries until `keep(queue, offset, entry)` holds for the last one.
+    fn truncate_while(&mut self, keep: impl Fn(&Self, u64, &CqEntry) -> bool) -> u64 {
         let mut removed = 0;
         while self.max_offset > self.min_offset {
             let last = self.max_offset - 1;
-            match self.entry(last) {
-                Some(e) if !e.is_filler() && e.end() <= log_end => break,
-                _ => {}
+            if let Some(e) = self.entry(last) {
+                if keep(self, last, &e) {
+                    break;
+                }
             }
             let first = self.file_first(last);
             if let Some(file) = self.files.get_mut(&first) {
                 let at = ((last % self.entries_per_file) * ENTRY_BYTES) as usize;
-                file.bytes_mut()[at..at + ENTRY_BYTES as usize].fill(0);
+                file.bytes_mut_range(at, ENTRY_BYTES as usize).fill(0);
                 self.dirty.insert(first);
             }
             self.max_offset = last;
@@ -339,13 +379,23 @@ impl ConsumeQueue {
         self.dirty.extend(self.files.keys().copied());
     }
 
+    /// After a crash: every file (data and name, and the queue's directories) is synced by
+    /// the next checkpoint, which would otherwise claim durable what the dead process wrote.
+    pub fn assume_unsynced(&mut self) {
+        for file in self.files.values_mut() {
+            // <queue id>/, <topic>/, and the ConsumeQueue root holding the topic's name.
+            file.assume_unsynced(3);
+        }
+        self.mark_all_dirty();
+    }
+
     /// Sync handles of files written since the last call.
-    pub fn take_dirty(&mut self) -> Vec<(std::sync::Arc<std::fs::File>, PathBuf)> {
+    pub fn take_dirty(&mut self) -> Vec<SyncHandle> {
         let dirty = std::mem::take(&mut self.dirty);
-        dirty
-            .iter()
-            .filter_map(|f| self.files.get(f))
-            .map(MappedFile::sync_handle)
+        self.files
+            .iter_mut()
+            .filter(|(first, _)| dirty.contains(first))
+            .map(|(_, file)| file.sync_handle())
             .collect()
     }
 
@@ -392,19 +442,18 @@ mod tests {
     #[test]
     fn entries_span_files_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let mut q = ConsumeQueue::open(dir.path(), "T", 3, 10).unwrap();
+        let mut q = ConsumeQueue::open(&Storage::Real, dir.path(), "T", 3, 10).unwrap();
         for i in 0..25 {
             q.put(i, entry(i)).unwrap();
         }
-        q.put(
-            7,
-            CqEntry {
-                phys_offset: 999,
-                size: 1,
-                tags_code: 0,
-            },
-        )
-        .unwrap(); // re-dispatch: ignored
+        let torn = CqEntry {
+            phys_offset: 999,
+            size: 1,
+            tags_code: 0,
+        };
+        q.put(7, torn).unwrap(); // rewritten (recovery repairs torn entries this way)
+        assert_eq!(q.get(7), Some(torn));
+        q.put(7, entry(7)).unwrap();
         assert_eq!(q.get(7), Some(entry(7)));
         assert_eq!((q.min_offset(), q.max_offset()), (0, 25));
         assert_eq!(q.get(25), None);
@@ -419,7 +468,7 @@ mod tests {
             "{names:?}"
         );
         drop(q);
-        let q = ConsumeQueue::open(dir.path(), "T", 3, 10).unwrap();
+        let q = ConsumeQueue::open(&Storage::Real, dir.path(), "T", 3, 10).unwrap();
         assert_eq!((q.min_offset(), q.max_offset()), (0, 25));
         assert_eq!(q.get(24), Some(entry(24)));
     }
@@ -427,14 +476,14 @@ mod tests {
     #[test]
     fn truncation_to_the_log_end_and_deletion_below_the_log_min() {
         let dir = tempfile::tempdir().unwrap();
-        let mut q = ConsumeQueue::open(dir.path(), "T", 0, 10).unwrap();
+        let mut q = ConsumeQueue::open(&Storage::Real, dir.path(), "T", 0, 10).unwrap();
         for i in 0..30 {
             q.put(i, entry(i)).unwrap();
         }
         assert_eq!(q.truncate_to_log_end(2050), 10);
         assert_eq!(q.max_offset(), 20);
         drop(q);
-        let mut q = ConsumeQueue::open(dir.path(), "T", 0, 10).unwrap();
+        let mut q = ConsumeQueue::open(&Storage::Real, dir.path(), "T", 0, 10).unwrap();
         assert_eq!(q.max_offset(), 20);
         q.put(20, entry(20)).unwrap();
         let mut doomed = crate::doomed::Doomed::default();
@@ -452,12 +501,12 @@ mod tests {
     #[test]
     fn a_queue_may_start_past_zero() {
         let dir = tempfile::tempdir().unwrap();
-        let mut q = ConsumeQueue::open(dir.path(), "T", 0, 10).unwrap();
+        let mut q = ConsumeQueue::open(&Storage::Real, dir.path(), "T", 0, 10).unwrap();
         q.put(13, entry(13)).unwrap();
         q.put(14, entry(14)).unwrap();
         assert_eq!((q.min_offset(), q.max_offset()), (13, 15));
         drop(q);
-        let q = ConsumeQueue::open(dir.path(), "T", 0, 10).unwrap();
+        let q = ConsumeQueue::open(&Storage::Real, dir.path(), "T", 0, 10).unwrap();
         assert_eq!((q.min_offset(), q.max_offset()), (13, 15));
         assert_eq!(q.get(13), Some(entry(13)));
     }

@@ -17,6 +17,7 @@ pub(super) fn queue_entry<'a>(
 ) -> io::Result<&'a mut ConsumeQueue> {
     queues.get_or_open(topic, queue_id, || {
         ConsumeQueue::open(
+            &config.storage,
             &config.consume_queue_dir(),
             topic,
             queue_id,

@@ -14,21 +14,24 @@ use crate::runtime;
 pub struct Doomed {
     /// CommitLog segments: removed through the store's [`Storage`].
     pub segments: Vec<PathBuf>,
-    /// Memory-mapped ConsumeQueue and index files (always on the real file system).
+    /// Memory-mapped ConsumeQueue and index files: removed through the store's [`Storage`]
+    /// too.
     pub paths: Vec<PathBuf>,
     pub handles: Vec<std::sync::Arc<std::fs::File>>,
 }
 
 impl Doomed {
     /// Unlinks the files and drops the handles on the helper thread (a simulated disk removes
-    /// its segments itself: nothing there blocks).
+    /// its files itself: nothing there blocks).
     pub async fn delete(mut self, storage: &Storage) -> io::Result<()> {
         match storage {
             Storage::Real => self.paths.append(&mut self.segments),
             #[cfg(test)]
             Storage::Sim(_) => {
-                for segment in std::mem::take(&mut self.segments) {
-                    storage.remove_file(&segment)?;
+                let mut files = std::mem::take(&mut self.segments);
+                files.append(&mut self.paths);
+                for file in files {
+                    storage.remove_file(&file)?;
                 }
             }
         }

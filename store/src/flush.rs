@@ -120,7 +120,7 @@ impl MessageStore {
         for queue in self.queues.borrow_mut().values_mut() {
             handles.extend(queue.take_dirty());
         }
-        handles.extend(self.index.borrow().sync_handles());
+        handles.extend(self.index.borrow_mut().sync_handles());
         if let Err(e) = mapped_file::sync_all(handles).await {
             // Files whose dirtiness was taken are not known durable: sync them all next time.
             for queue in self.queues.borrow_mut().values_mut() {

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 
 use thruster_protocol::message::java_string_hash;
 
-use super::mapped_file::{self, MappedFile};
+use super::mapped_file::{self, MappedFile, SyncHandle};
+use super::storage::Storage;
 
 const HEADER_BYTES: usize = 40;
 const SLOT_BYTES: usize = 4;
@@ -54,19 +55,23 @@ pub struct IndexFile {
     pub end_phy_offset: u64,
     slot_count: u32,
     index_count: u32,
+    /// Written since the last sync handle was taken.
+    dirty: bool,
 }
 
 impl IndexFile {
     /// Opens `path`, creating it with the header continuing `previous` (end phy offset, end
     /// timestamp) when new.
     pub fn open(
+        storage: &Storage,
         path: &Path,
         slots: u32,
         entries: u32,
         previous: Option<(u64, i64)>,
     ) -> io::Result<IndexFile> {
-        let existed = path.exists();
-        let map = MappedFile::open(path, file_bytes(slots, entries), false)?;
+        let map = MappedFile::open(storage, path, file_bytes(slots, entries), false)?;
+        // A file that existed has its header; a new one (all zeros) gets it here.
+        let existed = map.bytes()[..HEADER_BYTES].iter().any(|b| *b != 0);
         let mut file = IndexFile {
             map,
             slots,
@@ -77,6 +82,7 @@ impl IndexFile {
             end_phy_offset: 0,
             slot_count: 0,
             index_count: 1,
+            dirty: false,
         };
         if existed {
             let b = file.map.bytes();
@@ -122,7 +128,8 @@ impl IndexFile {
             self.slot_count,
             self.index_count,
         );
-        let b = self.map.bytes_mut();
+        self.dirty = true;
+        let b = self.map.bytes_mut_range(0, HEADER_BYTES);
         b[0..8].copy_from_slice(&begin_ts.to_be_bytes());
         b[8..16].copy_from_slice(&end_ts.to_be_bytes());
         b[16..24].copy_from_slice(&(begin_phy as i64).to_be_bytes());
@@ -162,12 +169,14 @@ impl IndexFile {
         };
         let number = self.index_count;
         let entry_at = self.entry_at(number);
-        let b = self.map.bytes_mut();
-        b[entry_at..entry_at + 4].copy_from_slice(&(hash as i32).to_be_bytes());
-        b[entry_at + 4..entry_at + 12].copy_from_slice(&(phys_offset as i64).to_be_bytes());
-        b[entry_at + 12..entry_at + 16].copy_from_slice(&time_diff.to_be_bytes());
-        b[entry_at + 16..entry_at + 20].copy_from_slice(&(previous as i32).to_be_bytes());
-        b[slot_at..slot_at + 4].copy_from_slice(&(number as i32).to_be_bytes());
+        let b = self.map.bytes_mut_range(entry_at, ENTRY_BYTES);
+        b[0..4].copy_from_slice(&(hash as i32).to_be_bytes());
+        b[4..12].copy_from_slice(&(phys_offset as i64).to_be_bytes());
+        b[12..16].copy_from_slice(&time_diff.to_be_bytes());
+        b[16..20].copy_from_slice(&(previous as i32).to_be_bytes());
+        self.map
+            .bytes_mut_range(slot_at, SLOT_BYTES)
+            .copy_from_slice(&(number as i32).to_be_bytes());
         if self.index_count <= 1 {
             self.begin_phy_offset = phys_offset;
             self.begin_timestamp = store_timestamp;
@@ -215,7 +224,8 @@ impl IndexFile {
         }
     }
 
-    pub fn sync_handle(&self) -> (std::sync::Arc<std::fs::File>, PathBuf) {
+    pub fn sync_handle(&mut self) -> SyncHandle {
+        self.dirty = false;
         self.map.sync_handle()
     }
 
@@ -227,6 +237,7 @@ impl IndexFile {
 
 /// The index files of a shard, oldest first.
 pub struct IndexService {
+    storage: Storage,
     dir: PathBuf,
     slots: u32,
     entries: u32,
@@ -236,20 +247,31 @@ pub struct IndexService {
 }
 
 impl IndexService {
-    pub fn open(dir: &Path, slots: u32, entries: u32) -> io::Result<IndexService> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .map_err(|e| io::Error::new(e.kind(), format!("listing {}: {e}", dir.display())))?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+    pub fn open(
+        storage: &Storage,
+        dir: &Path,
+        slots: u32,
+        entries: u32,
+    ) -> io::Result<IndexService> {
+        storage.create_dir_all(dir)?;
+        let mut names: Vec<String> = storage
+            .list_dir(dir)?
+            .into_iter()
             .filter(|n| n.len() == 17 && n.bytes().all(|b| b.is_ascii_digit()))
             .collect();
         names.sort();
         let mut files = Vec::with_capacity(names.len());
         for name in names {
-            files.push(IndexFile::open(&dir.join(name), slots, entries, None)?);
+            files.push(IndexFile::open(
+                storage,
+                &dir.join(name),
+                slots,
+                entries,
+                None,
+            )?);
         }
         Ok(IndexService {
+            storage: storage.clone(),
             dir: dir.to_owned(),
             slots,
             entries,
@@ -301,8 +323,13 @@ impl IndexService {
                 let file = self.files.last().expect("current() created one");
                 let previous = Some((file.end_phy_offset, file.end_timestamp));
                 let path = self.new_file_path(crate::runtime::now_ms());
-                self.files
-                    .push(IndexFile::open(&path, self.slots, self.entries, previous)?);
+                self.files.push(IndexFile::open(
+                    &self.storage,
+                    &path,
+                    self.slots,
+                    self.entries,
+                    previous,
+                )?);
                 let ok = self.files.last_mut().expect("pushed").put(
                     full_key,
                     phys_offset,
@@ -317,8 +344,13 @@ impl IndexService {
     fn current(&mut self) -> io::Result<&mut IndexFile> {
         if self.files.is_empty() {
             let path = self.new_file_path(crate::runtime::now_ms());
-            self.files
-                .push(IndexFile::open(&path, self.slots, self.entries, None)?);
+            self.files.push(IndexFile::open(
+                &self.storage,
+                &path,
+                self.slots,
+                self.entries,
+                None,
+            )?);
         }
         Ok(self.files.last_mut().expect("non-empty"))
     }
@@ -361,12 +393,23 @@ impl IndexService {
             .map_or((0, 0), |f| (f.end_timestamp, f.end_phy_offset))
     }
 
-    pub fn sync_handles(&self) -> Vec<(std::sync::Arc<std::fs::File>, PathBuf)> {
+    /// Sync handles of the files written since the last call: not only the newest, or a
+    /// file that filled up between two checkpoints would keep its last entries unsynced.
+    pub fn sync_handles(&mut self) -> Vec<SyncHandle> {
         self.files
-            .last()
+            .iter_mut()
+            .filter(|f| f.dirty)
             .map(IndexFile::sync_handle)
-            .into_iter()
             .collect()
+    }
+
+    /// After a crash: every index file (data and name) is synced by the next checkpoint.
+    pub fn assume_unsynced(&mut self) {
+        for file in &mut self.files {
+            file.dirty = true;
+            // index/<shard>/ and index/.
+            file.map.assume_unsynced(2);
+        }
     }
 
     /// Deletes files whose every entry points below `log_min`, keeping the newest.
@@ -377,8 +420,8 @@ impl IndexService {
     }
 
     /// Drops index files newer than `timestamp` after a crash (they are rebuilt by re-dispatch).
-    pub fn sync_all(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        mapped_file::sync_all(self.files.iter().map(IndexFile::sync_handle).collect())
+    pub fn sync_all(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
+        mapped_file::sync_all(self.files.iter_mut().map(IndexFile::sync_handle).collect())
     }
 }
 
@@ -412,7 +455,7 @@ mod tests {
     fn layout_and_chains() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("20260101000000000");
-        let mut file = IndexFile::open(&path, 4, 16, None).unwrap();
+        let mut file = IndexFile::open(&Storage::Real, &path, 4, 16, None).unwrap();
         let t0 = 1_700_000_000_000;
         assert!(file.put("T#a", 100, t0));
         assert!(file.put("T#b", 200, t0 + 1_500));
@@ -436,7 +479,7 @@ mod tests {
             &(key_hash("T#a") as i32).to_be_bytes()
         );
         assert_eq!(&bytes[entry1 + 4..entry1 + 12], &100i64.to_be_bytes());
-        let file = IndexFile::open(&path, 4, 16, None).unwrap();
+        let file = IndexFile::open(&Storage::Real, &path, 4, 16, None).unwrap();
         let mut out = Vec::new();
         file.query("T#b", 0, i64::MAX, 10, &mut out);
         assert_eq!(out, vec![200]);
@@ -445,7 +488,7 @@ mod tests {
     #[test]
     fn service_rolls_files_and_skips_what_was_indexed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut service = IndexService::open(dir.path(), 8, 4).unwrap();
+        let mut service = IndexService::open(&Storage::Real, dir.path(), 8, 4).unwrap();
         let t0 = 1_700_000_000_000;
         for i in 0..10u64 {
             service
@@ -464,7 +507,7 @@ mod tests {
         service.put_keys("T", ["k"].into_iter(), 50, t0).unwrap(); // re-dispatch: skipped
         assert_eq!(service.query("T", "k", 100, 0, i64::MAX).len(), 10);
         drop(service);
-        let service = IndexService::open(dir.path(), 8, 4).unwrap();
+        let service = IndexService::open(&Storage::Real, dir.path(), 8, 4).unwrap();
         assert_eq!(service.query("T", "k", 3, 0, i64::MAX), vec![90, 80, 70]);
         assert_eq!(service.end_phy_offset(), Some(90));
         assert_eq!(key_hash("polygenelubricants"), 0);

@@ -19,13 +19,25 @@
 //! - **How the store gets one**: `StoreConfig::storage` (default [`Storage::Real`]), copied
 //!   into `CommitLogSettings::storage`; `Checkpoint::load`/`store` take it. Production code
 //!   never sets it.
-//! - **What stays outside**: the ConsumeQueue and IndexFile files are memory-mapped
-//!   (`mapped_file.rs`) and stay on the real file system, as do the store's lock and abort
-//!   marker (a simulated crash is then a crash of the process for them: their written pages
-//!   survive it, which recovery must, and does, cope with by cutting entries past the log's end
-//!   and re-dispatching from the checkpoint). Putting the queues behind the seam means giving
-//!   `MappedFile` a heap-buffer twin with the same "unsynced pages may be lost" semantics; not
-//!   done yet.
+//! - **The ConsumeQueue and IndexFile files** are memory-mapped (`mapped_file.rs`) and reach
+//!   the seam through `MappedFile::open(&Storage, ..)`. Real storage is the mmap as before. On
+//!   the simulated disk a `MappedFile` is a heap buffer (the process's view, read from the
+//!   disk's view at open) plus the set of 4 KiB pages written through `bytes_mut_range`; the
+//!   kernel's write-back is modelled by handing each dirty page to the disk as one unsynced
+//!   write of its current bytes: at each sync (then fdatasync makes them durable), when the
+//!   process goes away (the `MappedFile` is dropped: the page cache outlives the process), and
+//!   at random (on a write to a clean page, with a small chance, all dirty pages first: an
+//!   earlier version of a page may reach the disk and a later one not). At a crash each such
+//!   page write is kept, lost or torn (at any byte or by 512-byte sectors) like any other, so
+//!   a page written but not synced may or may not survive, possibly torn, and pages survive
+//!   in any combination. Mapping a file neither reads (no read EIO) nor allocates (no ENOSPC):
+//!   write-back failures surface at the next sync, as on Linux. A newly created file's name
+//!   is made durable by syncing its directory with its first sync. Not modelled: a torn write
+//!   inside a page that is then written again before any write-back (the buffer holds only
+//!   the newest bytes), SIGBUS on reading a failed page, and the mmap's own coherence with
+//!   `read(2)` (nothing reads these files any other way).
+//! - **What stays outside**: the store's lock and abort marker (a simulated crash is a crash
+//!   of the process for them).
 //! - **sendfile**: `Segment::reader`, the buffered handle the network layer sends on-disk ranges
 //!   from, is a real file for real storage; a simulated segment has no such file (its handle is
 //!   `/dev/null`): the simulated disk is for store tests, which read through `StorageFile`.
@@ -105,7 +117,16 @@ impl Storage {
         }
     }
 
-    /// The names of the files in `dir`.
+    /// Whether `dir` exists (on the simulated disk: whether any file is under it).
+    pub fn dir_exists(&self, dir: &Path) -> bool {
+        match self {
+            Storage::Real => dir.exists(),
+            #[cfg(test)]
+            Storage::Sim(disk) => !disk.list_dir(dir).is_empty(),
+        }
+    }
+
+    /// The names of the files (and directories) in `dir`.
     pub fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         match self {
             Storage::Real => {

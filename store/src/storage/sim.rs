@@ -157,6 +157,9 @@ fn error(errno: i32, what: &str, path: &Path, pos: u64) -> io::Error {
 impl State {
     /// What survives of a write that was not synced: (kept, dropped or torn) pieces.
     fn settle(&mut self, write: Write, into: &mut Vec<u8>) {
+        if write.bytes.is_empty() {
+            return; // what a failed write left of itself: nothing (nothing to cut below)
+        }
         match self.rng.below(10) {
             0..=3 => {
                 self.stats.writes_kept += 1;
@@ -306,7 +309,7 @@ impl SimDisk {
         s.names = s.durable_names.clone();
     }
 
-    pub(super) fn open(self: &Arc<Self>, path: &Path, dsync: bool) -> io::Result<SimFile> {
+    pub(crate) fn open(self: &Arc<Self>, path: &Path, dsync: bool) -> io::Result<SimFile> {
         let mut s = self.state();
         let inode = match s.names.get(path) {
             Some(&inode) => inode,
@@ -328,13 +331,24 @@ impl SimDisk {
         })
     }
 
+    /// The names in `dir`: its files, and the directories leading to files below it
+    /// (simulated directories exist only through the files under them).
     pub(super) fn list_dir(&self, dir: &Path) -> Vec<String> {
-        self.state()
+        let mut names: Vec<String> = self
+            .state()
             .names
             .keys()
-            .filter(|p| p.parent() == Some(dir))
-            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
-            .collect()
+            .filter_map(|p| p.strip_prefix(dir).ok()?.components().next())
+            .filter_map(|c| c.as_os_str().to_str().map(str::to_owned))
+            .collect();
+        names.dedup();
+        names
+    }
+
+    /// Draws from the disk's PRNG (for simulated events outside the disk, such as the
+    /// kernel's background write-back of a mapped file's pages).
+    pub(crate) fn chance_per_mille(&self, per_mille: u32) -> bool {
+        self.state().rng.chance_per_mille(per_mille)
     }
 
     pub(super) fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -349,7 +363,7 @@ impl SimDisk {
         Ok(())
     }
 
-    pub(super) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state();
         if s.fault(|f| f.sync_eio_per_mille) {
             s.stats.sync_eio += 1;
@@ -487,6 +501,31 @@ impl SimFile {
             put(&mut s.inodes[self.inode].durable, write.pos, &write.bytes);
         }
         Ok(())
+    }
+
+    /// For a memory mapping of the file (`mapped_file`): sizes it to `size_bytes` (extending
+    /// with zeros, durably, like `allocate`) and returns its bytes, without fault injection
+    /// (a mapping reads nothing when it is made, and extending a sparse file takes no space;
+    /// failures come at write-back) and without consuming the PRNG.
+    pub fn map_in(&self, size_bytes: u64) -> io::Result<(Vec<u8>, bool)> {
+        let mut s = self.state("mapping", 0)?;
+        let inode = &mut s.inodes[self.inode];
+        let created = inode.view.is_empty();
+        if inode.view.len() as u64 > size_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} has {} bytes, expected {size_bytes}",
+                    self.path.display(),
+                    inode.view.len()
+                ),
+            ));
+        }
+        inode.view.resize(size_bytes as usize, 0);
+        if (inode.durable.len() as u64) < size_bytes {
+            inode.durable.resize(size_bytes as usize, 0);
+        }
+        Ok((inode.view.clone(), created))
     }
 
     pub fn size_bytes(&self) -> io::Result<u64> {
