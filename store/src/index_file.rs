@@ -322,14 +322,7 @@ impl IndexService {
             if !self.current()?.put(full_key, phys_offset, store_timestamp) {
                 let file = self.files.last().expect("current() created one");
                 let previous = Some((file.end_phy_offset, file.end_timestamp));
-                let path = self.new_file_path(crate::runtime::now_ms());
-                self.files.push(IndexFile::open(
-                    &self.storage,
-                    &path,
-                    self.slots,
-                    self.entries,
-                    previous,
-                )?);
+                self.open_next(previous)?;
                 let ok = self.files.last_mut().expect("pushed").put(
                     full_key,
                     phys_offset,
@@ -343,16 +336,17 @@ impl IndexService {
 
     fn current(&mut self) -> io::Result<&mut IndexFile> {
         if self.files.is_empty() {
-            let path = self.new_file_path(crate::runtime::now_ms());
-            self.files.push(IndexFile::open(
-                &self.storage,
-                &path,
-                self.slots,
-                self.entries,
-                None,
-            )?);
+            self.open_next(None)?;
         }
         Ok(self.files.last_mut().expect("non-empty"))
+    }
+
+    /// Starts a new index file after `previous` (its end offset and timestamp, if any).
+    fn open_next(&mut self, previous: Option<(u64, i64)>) -> io::Result<()> {
+        let path = self.new_file_path(crate::runtime::now_ms());
+        let file = IndexFile::open(&self.storage, &path, self.slots, self.entries, previous)?;
+        self.files.push(file);
+        Ok(())
     }
 
     fn new_file_path(&self, now_ms: i64) -> PathBuf {
