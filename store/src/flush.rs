@@ -157,85 +157,120 @@ pub(super) async fn flush_loop(store: std::rc::Weak<MessageStore>, stop: StopSig
             return;
         }
         let Some(s) = store.upgrade() else { return };
-        let flushed = s.flushed.get();
         // Wait for work: any append under SYNC_FLUSH (group commit: whatever arrived while the
         // previous flush ran goes in this one); enough dirty bytes or the interval under ASYNC.
-        match s.config.flush_mode {
+        let flush_due = match s.config.flush_mode {
             FlushMode::Sync => {
-                let appended = &s.appended;
-                futures_lite::future::or(
-                    async {
-                        appended.wait_for(flushed + 1).await;
-                    },
-                    stop.wait(),
-                )
-                .await;
+                wait_for_append(&s, &stop).await;
+                true
             }
-            FlushMode::Async => {
-                // Stream sealed chunks to the disk as they fill, a few writes always in flight
-                // (big writes, no copy, no sync); fdatasync on the interval or when asked.
-                s.start_chunk_writes();
-                let appended = &s.appended;
-                let requests = &s.flush_requests;
-                let written_out = &s.written_out;
-                // Requests already served are not waited for again; one that arrived while the
-                // previous flush ran is still pending and makes this wait return at once.
-                let served = s.flush_requests_served.get();
-                let seen = appended.get();
-                let seen_written = written_out.get();
-                let chunk_bytes = s.config.chunk_bytes as u64;
-                let interval = Duration::from_millis(s.config.flush_interval_ms.min(200));
-                futures_lite::future::or(
-                    futures_lite::future::or(
-                        async {
-                            appended.wait_for(seen + chunk_bytes).await;
-                        },
-                        async {
-                            written_out.wait_for(seen_written + 1).await;
-                        },
-                    ),
-                    futures_lite::future::or(
-                        async {
-                            requests.wait_for(served + 1).await;
-                        },
-                        async {
-                            stop.sleep(interval).await;
-                        },
-                    ),
-                )
-                .await;
-                let since_flush_ms = runtime::now_ms() - s.last_flush_ms.get();
-                let sync_due = requests.get() > served
-                    || (since_flush_ms >= s.config.flush_interval_ms as i64
-                        && s.log.borrow().unflushed_bytes() >= s.config.flush_least_bytes)
-                    || since_flush_ms >= s.config.flush_thorough_interval_ms as i64;
-                if !sync_due {
-                    continue;
-                }
-                // fdatasync must cover the pipelined writes: let them finish first.
-                while s.writes_in_flight.get() > 0 {
-                    let seen_written = written_out.get();
-                    written_out.wait_for(seen_written + 1).await;
-                }
-            }
+            FlushMode::Async => wait_for_async_flush(&s, &stop).await,
+        };
+        if !flush_due {
+            continue;
         }
         if stop.is_set() {
             return; // a crash simulation must not flush on its way out
         }
         s.flush_requests_served.set(s.flush_requests.get());
-        match s.flush_once().await {
-            Ok(_) => {
-                if s.state.flush_error.borrow_mut().take().is_some() {
-                    info!("commit log flush recovered");
-                }
+        if !flush_and_report(&s).await {
+            drop(s);
+            stop.sleep(FLUSH_RETRY_WAIT).await;
+        }
+    }
+}
+
+/// SYNC_FLUSH: waits for anything appended past what is flushed (or for the stop).
+async fn wait_for_append(s: &MessageStore, stop: &StopSignal) {
+    let flushed = s.flushed.get();
+    let appended = &s.appended;
+    futures_lite::future::or(
+        async {
+            appended.wait_for(flushed + 1).await;
+        },
+        stop.wait(),
+    )
+    .await;
+}
+
+/// ASYNC_FLUSH: keeps the write-out going and waits for a reason to fdatasync; returns whether
+/// one is due, having let the pipelined writes finish (fdatasync must cover them).
+async fn wait_for_async_flush(s: &Rc<MessageStore>, stop: &StopSignal) -> bool {
+    // Stream sealed chunks to the disk as they fill, a few writes always in flight
+    // (big writes, no copy, no sync); fdatasync on the interval or when asked.
+    s.start_chunk_writes();
+    // Requests already served are not waited for again; one that arrived while the
+    // previous flush ran is still pending and makes this wait return at once.
+    let served = s.flush_requests_served.get();
+    wait_for_flush_work(s, stop, served).await;
+    if !sync_due(s, served) {
+        return false;
+    }
+    // fdatasync must cover the pipelined writes: let them finish first.
+    let written_out = &s.written_out;
+    while s.writes_in_flight.get() > 0 {
+        let seen_written = written_out.get();
+        written_out.wait_for(seen_written + 1).await;
+    }
+    true
+}
+
+/// ASYNC_FLUSH: waits for a chunk's worth of appends, a finished write-out, a flush request
+/// past `served`, or the flush interval (at most 200 ms), whichever comes first.
+async fn wait_for_flush_work(s: &MessageStore, stop: &StopSignal, served: u64) {
+    let appended = &s.appended;
+    let requests = &s.flush_requests;
+    let written_out = &s.written_out;
+    let seen = appended.get();
+    let seen_written = written_out.get();
+    let chunk_bytes = s.config.chunk_bytes as u64;
+    let interval = Duration::from_millis(s.config.flush_interval_ms.min(200));
+    futures_lite::future::or(
+        futures_lite::future::or(
+            async {
+                appended.wait_for(seen + chunk_bytes).await;
+            },
+            async {
+                written_out.wait_for(seen_written + 1).await;
+            },
+        ),
+        futures_lite::future::or(
+            async {
+                requests.wait_for(served + 1).await;
+            },
+            async {
+                stop.sleep(interval).await;
+            },
+        ),
+    )
+    .await;
+}
+
+/// ASYNC_FLUSH: whether to fdatasync now: asked to (a request past `served`), enough dirty
+/// bytes once the interval passed (`flushCommitLogLeastPages`), or the thorough interval passed.
+fn sync_due(s: &MessageStore, served: u64) -> bool {
+    let since_flush_ms = runtime::now_ms() - s.last_flush_ms.get();
+    s.flush_requests.get() > served
+        || (since_flush_ms >= s.config.flush_interval_ms as i64
+            && s.log.borrow().unflushed_bytes() >= s.config.flush_least_bytes)
+        || since_flush_ms >= s.config.flush_thorough_interval_ms as i64
+}
+
+/// Flushes once, recording a failure (waking the waiters so they see it) or the recovery
+/// from one; returns whether the flush succeeded.
+async fn flush_and_report(s: &MessageStore) -> bool {
+    match s.flush_once().await {
+        Ok(_) => {
+            if s.state.flush_error.borrow_mut().take().is_some() {
+                info!("commit log flush recovered");
             }
-            Err(e) => {
-                error!(error = %e, "commit log flush failed; retrying");
-                *s.state.flush_error.borrow_mut() = Some(e.to_string());
-                s.flushed.wake_all();
-                drop(s);
-                stop.sleep(FLUSH_RETRY_WAIT).await;
-            }
+            true
+        }
+        Err(e) => {
+            error!(error = %e, "commit log flush failed; retrying");
+            *s.state.flush_error.borrow_mut() = Some(e.to_string());
+            s.flushed.wake_all();
+            false
         }
     }
 }

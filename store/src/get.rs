@@ -7,7 +7,7 @@ use std::io;
 use bytes::Bytes;
 use thruster_protocol::message::{self};
 
-use super::commit_log::materialize;
+use super::commit_log::{materialize, CommitLog};
 use super::consume_queue::{ConsumeQueue, CqEntry};
 use super::message_store::{
     FoundMessage, GetResult, GetStatus, MessageStore, DISK_TRANSFER_MAX_BYTES,
@@ -52,86 +52,17 @@ impl MessageStore {
         };
         let min = queue.min_offset();
         let max = visible_max_offset(queue, visible_end);
-        if max == 0 {
-            return empty_result(GetStatus::NoMessageInQueue, 0, min, max);
+        if let Some(result) = out_of_range(offset, min, max) {
+            return result;
         }
-        if offset < min {
-            return empty_result(GetStatus::OffsetTooSmall, min, min, max);
-        }
-        if offset == max {
-            return empty_result(GetStatus::OffsetOverflowOne, offset, min, max);
-        }
-        if offset > max {
-            return empty_result(GetStatus::OffsetOverflowBadly, max, min, max);
-        }
-        let log_min = log.min_offset();
-        let hot_window_bytes = self.hot_window_bytes;
-        // RocketMQ scans at most max(16000, maxMsgNums × 20) bytes of ConsumeQueue per pull.
-        let scan_limit = SCAN_ENTRIES_MIN.max(max_count as u64);
-        let mut messages: Vec<FoundMessage> = Vec::new();
-        let mut bytes = 0usize;
-        let mut status = GetStatus::NoMatchedMessage;
-        let mut next = offset;
-        while next < max && next - offset < scan_limit {
-            let Some(entry) = queue.get(next) else {
-                if messages.is_empty() {
-                    status = GetStatus::OffsetFoundNull;
-                }
-                break;
-            };
-            if entry.phys_offset < log_min {
-                status = GetStatus::MessageWasRemoving;
-                next += 1;
-                continue;
-            }
-            if !filter(entry.tags_code) {
-                next += 1;
-                continue;
-            }
-            let Ok(slices) = log.read_slices(entry.phys_offset, entry.size as usize) else {
-                status = GetStatus::MessageWasRemoving;
-                next += 1;
-                continue;
-            };
-            let found = FoundMessage {
-                queue_offset: next,
-                phys_offset: entry.phys_offset,
-                size: entry.size,
-                tags_code: entry.tags_code,
-                slices,
-            };
-            // RocketMQ's rule: hot unless further behind the end than a share of physical
-            // memory (then likely out of the page cache).
-            let hot = visible_end.saturating_sub(entry.phys_offset) <= hot_window_bytes;
-            let (max_bytes, max_msgs) = if hot {
-                (MEMORY_TRANSFER_MAX_BYTES, MEMORY_TRANSFER_MAX_COUNT)
-            } else {
-                (DISK_TRANSFER_MAX_BYTES, DISK_TRANSFER_MAX_COUNT)
-            };
-            // The first message always goes, whatever its size.
-            if !messages.is_empty()
-                && (messages.len() >= max_count.min(max_msgs)
-                    || bytes + entry.size as usize > max_bytes)
-            {
-                break;
-            }
-            bytes += entry.size as usize;
-            messages.push(found);
-            next += 1;
-            if messages.len() >= max_count {
-                break;
-            }
-        }
-        if !messages.is_empty() {
-            status = GetStatus::Found;
-        }
-        GetResult {
-            status,
-            next_begin_offset: next,
-            min_offset: min,
-            max_offset: max,
-            messages,
-        }
+        let scan = QueueScan {
+            queue,
+            log: &log,
+            log_min: log.min_offset(),
+            visible_end,
+            hot_window_bytes: self.hot_window_bytes,
+        };
+        scan.collect(offset, min, max, max_count, filter)
     }
 
     /// Next offset of a queue (0 when unknown), counting only readable messages.
@@ -304,6 +235,133 @@ fn empty_result(status: GetStatus, next: u64, min: u64, max: u64) -> GetResult {
         min_offset: min,
         max_offset: max,
         messages: Vec::new(),
+    }
+}
+
+/// The empty answer to a read from `offset` outside `min..max`, `None` when inside.
+fn out_of_range(offset: u64, min: u64, max: u64) -> Option<GetResult> {
+    let (status, next) = if max == 0 {
+        (GetStatus::NoMessageInQueue, 0)
+    } else if offset < min {
+        (GetStatus::OffsetTooSmall, min)
+    } else if offset == max {
+        (GetStatus::OffsetOverflowOne, offset)
+    } else if offset > max {
+        (GetStatus::OffsetOverflowBadly, max)
+    } else {
+        return None;
+    };
+    Some(empty_result(status, next, min, max))
+}
+
+/// One read of a queue: the queue, the log its entries point into, and where readable ends.
+struct QueueScan<'a> {
+    queue: &'a ConsumeQueue,
+    log: &'a CommitLog,
+    log_min: u64,
+    visible_end: u64,
+    hot_window_bytes: u64,
+}
+
+/// What a queue entry gave.
+enum EntryRead {
+    Found(FoundMessage),
+    /// `filter` rejected its tag code.
+    Filtered,
+    /// Its record is gone from the log (below the log's start, or unreadable).
+    Removed,
+}
+
+impl QueueScan<'_> {
+    /// Up to `max_count` messages from `offset` (below `max`) that `filter` accepts, within
+    /// RocketMQ's transfer limits.
+    fn collect(
+        &self,
+        offset: u64,
+        min: u64,
+        max: u64,
+        max_count: usize,
+        filter: &dyn Fn(i64) -> bool,
+    ) -> GetResult {
+        // RocketMQ scans at most max(16000, maxMsgNums × 20) bytes of ConsumeQueue per pull.
+        let scan_limit = SCAN_ENTRIES_MIN.max(max_count as u64);
+        let mut messages: Vec<FoundMessage> = Vec::new();
+        let mut bytes = 0usize;
+        let mut status = GetStatus::NoMatchedMessage;
+        let mut next = offset;
+        while next < max && next - offset < scan_limit {
+            let Some(entry) = self.queue.get(next) else {
+                if messages.is_empty() {
+                    status = GetStatus::OffsetFoundNull;
+                }
+                break;
+            };
+            let found = match self.read(next, &entry, filter) {
+                EntryRead::Found(found) => found,
+                EntryRead::Filtered => {
+                    next += 1;
+                    continue;
+                }
+                EntryRead::Removed => {
+                    status = GetStatus::MessageWasRemoving;
+                    next += 1;
+                    continue;
+                }
+            };
+            // The first message always goes, whatever its size.
+            if !messages.is_empty() && self.batch_full(messages.len(), bytes, &entry, max_count) {
+                break;
+            }
+            bytes += entry.size as usize;
+            messages.push(found);
+            next += 1;
+            if messages.len() >= max_count {
+                break;
+            }
+        }
+        if !messages.is_empty() {
+            status = GetStatus::Found;
+        }
+        GetResult {
+            status,
+            next_begin_offset: next,
+            min_offset: min,
+            max_offset: max,
+            messages,
+        }
+    }
+
+    /// The message queue entry `entry` (at `queue_offset`) points to, unless filtered or gone.
+    fn read(&self, queue_offset: u64, entry: &CqEntry, filter: &dyn Fn(i64) -> bool) -> EntryRead {
+        if entry.phys_offset < self.log_min {
+            return EntryRead::Removed;
+        }
+        if !filter(entry.tags_code) {
+            return EntryRead::Filtered;
+        }
+        let Ok(slices) = self.log.read_slices(entry.phys_offset, entry.size as usize) else {
+            return EntryRead::Removed;
+        };
+        EntryRead::Found(FoundMessage {
+            queue_offset,
+            phys_offset: entry.phys_offset,
+            size: entry.size,
+            tags_code: entry.tags_code,
+            slices,
+        })
+    }
+
+    /// Whether a batch of `count` messages and `bytes` bytes is full before `entry`'s message.
+    fn batch_full(&self, count: usize, bytes: usize, entry: &CqEntry, max_count: usize) -> bool {
+        // RocketMQ's rule: hot unless further behind the end than a share of physical
+        // memory (then likely out of the page cache).
+        let hot = self.visible_end.saturating_sub(entry.phys_offset) <= self.hot_window_bytes;
+        let (max_bytes, max_msgs) = if hot {
+            (MEMORY_TRANSFER_MAX_BYTES, MEMORY_TRANSFER_MAX_COUNT)
+        } else {
+            (DISK_TRANSFER_MAX_BYTES, DISK_TRANSFER_MAX_COUNT)
+        };
+        count >= max_count.min(max_msgs) || bytes + entry.size as usize > max_bytes
     }
 }
 

@@ -36,25 +36,9 @@ impl MessageStore {
                 format!("creating {}: {e}", config.root_dir.display()),
             )
         })?;
-        let lock = lock_store(&config)?;
-        let crashed = config.abort_path().exists();
-        std::fs::write(config.abort_path(), b"").map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("creating {}: {e}", config.abort_path().display()),
-            )
-        })?;
+        let (lock, crashed) = take_lock_and_abort_marker(&config)?;
         let checkpoint = Checkpoint::load(&config.storage, &config.checkpoint_path())?;
-        let base = shard_base_offset(config.shard_id);
-        let mut recover_from = checkpoint.map_or(base, |c| c.recover_from.max(base));
-        let known_durable = recover_from;
-        if crashed {
-            // After a crash, validate the whole segment holding the checkpoint (as RocketMQ
-            // rescans whole files): damage anywhere in the newest data is found and cut there.
-            recover_from =
-                base + (recover_from - base) / config.segment_bytes * config.segment_bytes;
-        }
-
+        let start = recovery_start(&config, checkpoint, crashed);
         let mut queues = open_queues(&config)?;
         let mut index = IndexService::open(
             &config.storage,
@@ -73,85 +57,33 @@ impl MessageStore {
             }
             index.assume_unsynced();
         }
-        let settings = CommitLogSettings {
-            dir: config.commit_log_dir(),
-            base_offset: base,
-            segment_bytes: config.segment_bytes,
-            chunk_bytes: config.chunk_bytes,
-            memory_window_bytes: config.memory_window_bytes,
-            prewrite_segments: config.prewrite_segments,
-            dsync_writes: config.flush_mode == FlushMode::Sync,
-            storage: config.storage.clone(),
-        };
-        let mut redispatched = 0u64;
-        let mut dispatch_error = None;
-        // Per queue, the end of what the re-dispatch wrote: its true end (see below).
-        let mut redispatched_ends: HashMap<(String, i32), u64> = HashMap::new();
-        let log = CommitLog::open(
-            settings,
-            recover_from,
-            config.check_crc_on_recover,
-            |pos, bytes| {
-                let Ok(record) = message::decode_record(bytes, false) else {
-                    return;
-                };
-                redispatched += 1;
-                if let Err(e) = dispatch(
-                    &config,
-                    &mut queues,
-                    &mut index,
-                    pos,
-                    &record.topic,
-                    record.queue_id,
-                    record.queue_offset as u64,
-                    record.total_size as u32,
-                    record.sys_flag,
-                    &record.properties,
-                    record.store_timestamp,
-                ) {
-                    dispatch_error.get_or_insert(e);
-                }
-                if dispatches_to_queue(record.sys_flag) {
-                    let end = record.queue_offset as u64 + 1;
-                    let key = (record.topic.to_string(), record.queue_id);
-                    let known = redispatched_ends.entry(key).or_default();
-                    *known = (*known).max(end);
-                }
-            },
-        )
-        .await?;
-        if let Some(e) = dispatch_error {
-            return Err(e);
-        }
-        log.rewrite_durably(known_durable).await?;
-        let end = log.write_pos();
-        // Queue entries past the last checkpoint may be anything after a power loss: lost,
-        // torn (decoding as a wrong entry), or left by records the log lost. A queue that got
-        // re-dispatched records ends with the last of them (they were all rewritten; what is
-        // below them is durable); one that got none holds only records below the scan start.
-        // (Found by the simulated-disk crash test once the queues were on it: cutting only
-        // entries past the log's end served torn entries pointing into other records.)
-        let scan_start = recover_from.min(end);
-        let mut truncated = 0;
-        for queue in queues.values_mut() {
-            let key = (queue.topic().to_owned(), queue.queue_id());
-            truncated += match redispatched_ends.get(&key) {
-                Some(&queue_end) => queue.truncate_to(queue_end),
-                None => queue.truncate_to_log_end(scan_start),
-            };
-        }
-        info!(
-            shard = config.shard_id,
-            crashed,
-            recover_from,
-            end,
-            redispatched,
-            truncated_queue_entries = truncated,
-            "store recovered"
-        );
+        let log = recover_log(&config, start, crashed, &mut queues, &mut index).await?;
+        let store = Rc::new(MessageStore::recovered(
+            config,
+            lock,
+            checkpoint.unwrap_or_default(),
+            log,
+            queues,
+            index,
+        ));
+        // Everything recovered is durable: record that before serving.
+        store.sync_queues_and_checkpoint().await?;
+        store.start_background_tasks();
+        Ok(store)
+    }
 
+    /// The store over a recovered log, queues and index: every watermark at the log's end.
+    fn recovered(
+        config: StoreConfig,
+        lock: std::fs::File,
+        checkpoint: Checkpoint,
+        log: CommitLog,
+        queues: QueueTable,
+        index: IndexService,
+    ) -> MessageStore {
+        let end = log.write_pos();
         let root = config.root_dir.clone();
-        let store = Rc::new(MessageStore {
+        MessageStore {
             log: RefCell::new(log),
             queues: RefCell::new(queues),
             index: RefCell::new(index),
@@ -178,7 +110,7 @@ impl MessageStore {
             disk_usage: RefCell::new(std::sync::Arc::new(move || {
                 super::disk_usage::disk_used_percent(&root)
             })),
-            last_checkpoint: Cell::new(checkpoint.unwrap_or_default()),
+            last_checkpoint: Cell::new(checkpoint),
             last_checkpoint_ms: Cell::new(0),
             last_flush_ms: Cell::new(0),
             flush_requests_served: Cell::new(0),
@@ -187,17 +119,174 @@ impl MessageStore {
             hot_window_bytes: config.hot_window_bytes(),
             _lock: lock,
             config,
-        });
-        // Everything recovered is durable: record that before serving.
-        store.sync_queues_and_checkpoint().await?;
-        store.spawn_background("flusher", flush_loop);
-        store.spawn_background("segment-preparer", prepare_loop);
-        store.spawn_background("checkpointer", checkpoint_loop);
-        if store.config.flush_mode == FlushMode::Sync {
-            store.spawn_background("clock", clock_loop);
         }
-        Ok(store)
     }
+
+    fn start_background_tasks(self: &Rc<Self>) {
+        self.spawn_background("flusher", flush_loop);
+        self.spawn_background("segment-preparer", prepare_loop);
+        self.spawn_background("checkpointer", checkpoint_loop);
+        if self.config.flush_mode == FlushMode::Sync {
+            self.spawn_background("clock", clock_loop);
+        }
+    }
+}
+
+/// Takes the store's lock, then leaves the abort marker a clean shutdown removes; returns the
+/// lock and whether the previous run crashed (its marker was still there).
+fn take_lock_and_abort_marker(config: &StoreConfig) -> io::Result<(std::fs::File, bool)> {
+    let lock = lock_store(config)?;
+    let crashed = config.abort_path().exists();
+    std::fs::write(config.abort_path(), b"").map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("creating {}: {e}", config.abort_path().display()),
+        )
+    })?;
+    Ok((lock, crashed))
+}
+
+/// Where the recovery scan of the CommitLog starts, and what the checkpoint says is durable.
+#[derive(Clone, Copy)]
+struct RecoveryStart {
+    recover_from: u64,
+    known_durable: u64,
+}
+
+fn recovery_start(
+    config: &StoreConfig,
+    checkpoint: Option<Checkpoint>,
+    crashed: bool,
+) -> RecoveryStart {
+    let base = shard_base_offset(config.shard_id);
+    let mut recover_from = checkpoint.map_or(base, |c| c.recover_from.max(base));
+    let known_durable = recover_from;
+    if crashed {
+        // After a crash, validate the whole segment holding the checkpoint (as RocketMQ
+        // rescans whole files): damage anywhere in the newest data is found and cut there.
+        recover_from = base + (recover_from - base) / config.segment_bytes * config.segment_bytes;
+    }
+    RecoveryStart {
+        recover_from,
+        known_durable,
+    }
+}
+
+/// Opens the CommitLog (scanning from `start`, cutting a torn tail, re-dispatching what it
+/// scans), rewrites durably what the checkpoint did not cover, and cuts the queues to match.
+async fn recover_log(
+    config: &StoreConfig,
+    start: RecoveryStart,
+    crashed: bool,
+    queues: &mut QueueTable,
+    index: &mut IndexService,
+) -> io::Result<CommitLog> {
+    let RecoveryStart {
+        recover_from,
+        known_durable,
+    } = start;
+    let (log, redispatched, redispatched_ends) =
+        replay_log(config, recover_from, queues, index).await?;
+    log.rewrite_durably(known_durable).await?;
+    let end = log.write_pos();
+    let scan_start = recover_from.min(end);
+    let truncated = truncate_queues(queues, &redispatched_ends, scan_start);
+    info!(
+        shard = config.shard_id,
+        crashed,
+        recover_from,
+        end,
+        redispatched,
+        truncated_queue_entries = truncated,
+        "store recovered"
+    );
+    Ok(log)
+}
+
+/// Per queue, the end of what the re-dispatch wrote: its true end (see `truncate_queues`).
+type RedispatchedEnds = HashMap<(String, i32), u64>;
+
+/// Opens the CommitLog from `recover_from`, dispatching every record the scan finds to the
+/// queues and the index; returns the log, how many records it re-dispatched, and where.
+async fn replay_log(
+    config: &StoreConfig,
+    recover_from: u64,
+    queues: &mut QueueTable,
+    index: &mut IndexService,
+) -> io::Result<(CommitLog, u64, RedispatchedEnds)> {
+    let settings = CommitLogSettings {
+        dir: config.commit_log_dir(),
+        base_offset: shard_base_offset(config.shard_id),
+        segment_bytes: config.segment_bytes,
+        chunk_bytes: config.chunk_bytes,
+        memory_window_bytes: config.memory_window_bytes,
+        prewrite_segments: config.prewrite_segments,
+        dsync_writes: config.flush_mode == FlushMode::Sync,
+        storage: config.storage.clone(),
+    };
+    let mut redispatched = 0u64;
+    let mut dispatch_error = None;
+    let mut redispatched_ends = RedispatchedEnds::new();
+    let log = CommitLog::open(
+        settings,
+        recover_from,
+        config.check_crc_on_recover,
+        |pos, bytes| {
+            let Ok(record) = message::decode_record(bytes, false) else {
+                return;
+            };
+            redispatched += 1;
+            if let Err(e) = dispatch(
+                config,
+                queues,
+                index,
+                pos,
+                &record.topic,
+                record.queue_id,
+                record.queue_offset as u64,
+                record.total_size as u32,
+                record.sys_flag,
+                &record.properties,
+                record.store_timestamp,
+            ) {
+                dispatch_error.get_or_insert(e);
+            }
+            if dispatches_to_queue(record.sys_flag) {
+                let end = record.queue_offset as u64 + 1;
+                let key = (record.topic.to_string(), record.queue_id);
+                let known = redispatched_ends.entry(key).or_default();
+                *known = (*known).max(end);
+            }
+        },
+    )
+    .await?;
+    if let Some(e) = dispatch_error {
+        return Err(e);
+    }
+    Ok((log, redispatched, redispatched_ends))
+}
+
+/// Cuts every queue to what the recovered log backs; returns how many entries were cut.
+fn truncate_queues(
+    queues: &mut QueueTable,
+    redispatched_ends: &RedispatchedEnds,
+    scan_start: u64,
+) -> u64 {
+    // Queue entries past the last checkpoint may be anything after a power loss: lost,
+    // torn (decoding as a wrong entry), or left by records the log lost. A queue that got
+    // re-dispatched records ends with the last of them (they were all rewritten; what is
+    // below them is durable); one that got none holds only records below the scan start.
+    // (Found by the simulated-disk crash test once the queues were on it: cutting only
+    // entries past the log's end served torn entries pointing into other records.)
+    let mut truncated = 0;
+    for queue in queues.values_mut() {
+        let key = (queue.topic().to_owned(), queue.queue_id());
+        truncated += match redispatched_ends.get(&key) {
+            Some(&queue_end) => queue.truncate_to(queue_end),
+            None => queue.truncate_to_log_end(scan_start),
+        };
+    }
+    truncated
 }
 
 /// Opens every ConsumeQueue found on disk that this shard owns (all of its own tree, or its

@@ -19,6 +19,7 @@ use thruster_protocol::{response_code, RemotingCommand};
 use super::{BrokerProcessor, Handled};
 use crate::remoting::{BodyPart, Failure, Reply};
 use crate::runtime;
+use crate::shard::Shard;
 use crate::store::{GetResult, GetStatus, Slice};
 
 /// Longest hold of a suspended pull: Java clients give up on a pull after 30 s, so the hold
@@ -54,6 +55,43 @@ impl TagFilter {
 pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let shard = &processor.shard;
     let header: PullMessageRequestHeader = request.decode_header()?;
+    check_readable(processor, &header)?;
+    let filter = subscription_filter(processor, &header)?;
+    commit_offset_with_pull(shard, &header);
+    let offset = header.queue_offset.max(0) as u64;
+    let max_count = (header.max_msg_nums.max(1) as usize).min(PULL_MESSAGES_MAX);
+    let read = || {
+        shard
+            .store
+            .get_messages(&header.topic, header.queue_id, offset, max_count, &|code| {
+                filter.accepts(code)
+            })
+    };
+    let mut result = read();
+    let suspend = header.sys_flag & pull_sys_flag::SUSPEND != 0;
+    if nothing_yet(result.status, offset) && suspend && !shard.is_stopping() {
+        // Nothing yields between the read and here, so no message can slip in unseen; the
+        // store wakes this wait when the queue grows, and at shutdown.
+        hold(shard, &header, offset).await;
+        result = read();
+    }
+    if result.status == GetStatus::Found {
+        shard.get_found.set(shard.get_found.get() + 1);
+    } else {
+        shard.get_miss.set(shard.get_miss.get() + 1);
+    }
+    let reply = respond(request, header.queue_offset, result);
+    count_file_bytes(shard, &reply);
+    Ok(reply)
+}
+
+/// Refuses a pull the broker's or the topic's permission forbids, or of a queue the topic
+/// does not have.
+fn check_readable(
+    processor: &BrokerProcessor,
+    header: &PullMessageRequestHeader,
+) -> Result<(), Failure> {
+    let shard = &processor.shard;
     if !perm::is_readable(shard.config.broker_permission) {
         return Err(Failure::new(
             response_code::NO_PERMISSION,
@@ -76,7 +114,11 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
             header.queue_id, header.topic, topic.read_queue_nums
         )));
     }
-    let filter = subscription_filter(processor, &header)?;
+    Ok(())
+}
+
+/// Commits the consumer's offset a pull carries (with `COMMIT_OFFSET`).
+fn commit_offset_with_pull(shard: &Shard, header: &PullMessageRequestHeader) {
     if header.sys_flag & pull_sys_flag::COMMIT_OFFSET != 0 && header.commit_offset >= 0 {
         // A full table refuses a new entry; the pull itself still goes on.
         if let Err(error) = shard.offsets.borrow_mut().commit(
@@ -88,44 +130,35 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
             tracing::warn!(%error, "offset committed with a pull not stored");
         }
     }
-    let offset = header.queue_offset.max(0) as u64;
-    let max_count = (header.max_msg_nums.max(1) as usize).min(PULL_MESSAGES_MAX);
-    let read = || {
-        shard
-            .store
-            .get_messages(&header.topic, header.queue_id, offset, max_count, &|code| {
-                filter.accepts(code)
-            })
-    };
-    let mut result = read();
-    let suspend = header.sys_flag & pull_sys_flag::SUSPEND != 0;
+}
+
+/// Whether a read from `offset` found nothing yet, so a suspended pull is held.
+fn nothing_yet(status: GetStatus, offset: u64) -> bool {
     // Like Java, hold whatever would be answered PULL_NOT_FOUND: the tail of a queue, and a
     // queue that has no message yet.
-    let nothing_yet = match result.status {
+    match status {
         GetStatus::OffsetOverflowOne => true,
         GetStatus::NoMessageInQueue | GetStatus::NoMatchedLogicQueue => offset == 0,
         _ => false,
-    };
-    if nothing_yet && suspend && !shard.is_stopping() {
-        let hold_ms = if shard.config.long_polling_enable {
-            (header.suspend_timeout_millis.max(0) as u64).min(SUSPEND_MAX_MS)
-        } else {
-            shard.config.short_polling_time_ms
-        };
-        // Nothing yields between the read and here, so no message can slip in unseen; the
-        // store wakes this wait when the queue grows, and at shutdown.
-        let woken = shard
-            .store
-            .wait_for_message(&header.topic, header.queue_id, offset);
-        runtime::timeout(Duration::from_millis(hold_ms), woken).await;
-        result = read();
     }
-    if result.status == GetStatus::Found {
-        shard.get_found.set(shard.get_found.get() + 1);
+}
+
+/// Holds a suspended pull until its queue grows past `offset`, shutdown, or the hold time
+/// (the client's suspend timeout under long polling, capped; else the short polling time).
+async fn hold(shard: &Shard, header: &PullMessageRequestHeader, offset: u64) {
+    let hold_ms = if shard.config.long_polling_enable {
+        (header.suspend_timeout_millis.max(0) as u64).min(SUSPEND_MAX_MS)
     } else {
-        shard.get_miss.set(shard.get_miss.get() + 1);
-    }
-    let reply = respond(request, header.queue_offset, result);
+        shard.config.short_polling_time_ms
+    };
+    let woken = shard
+        .store
+        .wait_for_message(&header.topic, header.queue_id, offset);
+    runtime::timeout(Duration::from_millis(hold_ms), woken).await;
+}
+
+/// Counts the bytes a reply sends straight from the files.
+fn count_file_bytes(shard: &Shard, reply: &Reply) {
     let file_bytes: usize = reply
         .tail
         .iter()
@@ -135,7 +168,6 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
     shard
         .pull_file_bytes
         .set(shard.pull_file_bytes.get() + file_bytes as u64);
-    Ok(reply)
 }
 
 /// The pull's tag filter: from the request when it carries its subscription, else from the

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use thruster_protocol::batch::decode_batch;
-use thruster_protocol::body::perm;
+use thruster_protocol::body::{perm, TopicConfig};
 use thruster_protocol::header::send::{
     SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
 };
@@ -18,7 +18,8 @@ use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use super::{schedule, BrokerProcessor, Handled};
 use crate::meta::topic_config::validate_topic_name;
 use crate::remoting::{ConnectionContext, Failure};
-use crate::store::{PutMessage, PutStatus};
+use crate::shard::Shard;
+use crate::store::{PutMessage, PutResult, PutStatus};
 
 /// Entries accepted in one batch (the frame limit bounds the bytes).
 const BATCH_ENTRIES_MAX: usize = 64 * 1024;
@@ -104,9 +105,27 @@ async fn store_decoded(
     peer: SocketAddr,
 ) -> Handled {
     let shard = &processor.shard;
-    let config = &shard.config;
     let topic = processor.known_topic(&header.topic)?;
-    if !perm::is_writeable(config.broker_permission) {
+    let properties = header.properties.as_deref().unwrap_or_default();
+    check_writeable(shard, &topic, properties)?;
+    let delay = schedule::delay_level(properties);
+    let messages = messages_to_put(shard, request, &header, properties, delay, peer)?;
+    let result = match delay {
+        // Stored in the level's schedule queue (possibly on another shard); delivered to this
+        // queue when due.
+        Some(level) => {
+            let levels = shard.config.delay_levels_ms.len();
+            let message = messages.into_iter().next().expect("one message");
+            schedule::put_anywhere(processor, schedule::to_schedule(message, level, levels)).await
+        }
+        None => shard.store.put_batch(messages).await,
+    };
+    send_response(shard, request, header.queue_id, &result)
+}
+
+/// Refuses a send the broker's or the topic's permission forbids, or a transaction message.
+fn check_writeable(shard: &Shard, topic: &TopicConfig, properties: &str) -> Result<(), Failure> {
+    if !perm::is_writeable(shard.config.broker_permission) {
         return Err(Failure::new(
             response_code::NO_PERMISSION,
             format!(
@@ -124,8 +143,7 @@ async fn store_decoded(
             ),
         ));
     }
-    let properties = header.properties.clone().unwrap_or_default();
-    if find_property(&properties, property::TRANSACTION_PREPARED) == Some("true") {
+    if find_property(properties, property::TRANSACTION_PREPARED) == Some("true") {
         // Transactions are not built yet: refuse as a broker with
         // rejectTransactionMessage=true does, rather than store a half message as normal.
         return Err(Failure::new(
@@ -136,8 +154,19 @@ async fn store_decoded(
             ),
         ));
     }
-    let delay = schedule::delay_level(&properties);
-    let cluster = &config.broker_cluster_name;
+    Ok(())
+}
+
+/// The message(s) a request carries, as they are to be stored (one, or a batch's entries).
+fn messages_to_put(
+    shard: &Shard,
+    request: &RemotingCommand,
+    header: &SendMessageRequestHeader,
+    properties: &str,
+    delay: Option<i32>,
+    peer: SocketAddr,
+) -> Result<Vec<PutMessage>, Failure> {
+    let cluster = &shard.config.broker_cluster_name;
     let template = PutMessage {
         sys_flag: header.sys_flag,
         born_timestamp: header.born_timestamp,
@@ -153,51 +182,59 @@ async fn store_decoded(
     // Java decides by the header's batch flag; the C++ client sends batches as
     // SEND_MESSAGE_V2 with `m=true`, Java and Go as SEND_BATCH_MESSAGE.
     let is_batch = request.code == rc::SEND_BATCH_MESSAGE || header.batch == Some(true);
-    let messages: Vec<PutMessage> = if is_batch {
-        let entries = decode_batch(&request.body, BATCH_ENTRIES_MAX)
-            .map_err(|e| Failure::new(response_code::MESSAGE_ILLEGAL, e.to_string()))?;
-        if entries.is_empty() {
-            return Err(Failure::new(response_code::MESSAGE_ILLEGAL, "empty batch"));
-        }
-        if delay.is_some()
-            || entries
-                .iter()
-                .any(|e| schedule::delay_level(&e.properties).is_some())
-        {
-            return Err(Failure::new(
-                response_code::MESSAGE_ILLEGAL,
-                "a batch cannot carry delayed messages",
-            ));
-        }
-        // Each record keeps its own properties (with its own UNIQ_KEY); the batch-level ones
-        // are not appended (message-store.md §5).
-        entries
-            .into_iter()
-            .map(|entry| PutMessage {
-                flag: entry.flag,
-                body: entry.body,
-                properties: with_cluster(&entry.properties, cluster),
-                ..template.clone()
-            })
-            .collect()
-    } else {
-        vec![PutMessage {
-            flag: header.flag,
-            body: request.body.clone(),
-            properties: with_cluster(&properties, cluster),
-            ..template
-        }]
-    };
-    let result = match delay {
-        // Stored in the level's schedule queue (possibly on another shard); delivered to this
-        // queue when due.
-        Some(level) => {
-            let levels = config.delay_levels_ms.len();
-            let message = messages.into_iter().next().expect("one message");
-            schedule::put_anywhere(processor, schedule::to_schedule(message, level, levels)).await
-        }
-        None => shard.store.put_batch(messages).await,
-    };
+    if is_batch {
+        return batch_to_put(request, template, delay, cluster);
+    }
+    Ok(vec![PutMessage {
+        flag: header.flag,
+        body: request.body.clone(),
+        properties: with_cluster(properties, cluster),
+        ..template
+    }])
+}
+
+/// A batch's entries as messages to store, each from `template`; a batch cannot be delayed.
+fn batch_to_put(
+    request: &RemotingCommand,
+    template: PutMessage,
+    delay: Option<i32>,
+    cluster: &str,
+) -> Result<Vec<PutMessage>, Failure> {
+    let entries = decode_batch(&request.body, BATCH_ENTRIES_MAX)
+        .map_err(|e| Failure::new(response_code::MESSAGE_ILLEGAL, e.to_string()))?;
+    if entries.is_empty() {
+        return Err(Failure::new(response_code::MESSAGE_ILLEGAL, "empty batch"));
+    }
+    if delay.is_some()
+        || entries
+            .iter()
+            .any(|e| schedule::delay_level(&e.properties).is_some())
+    {
+        return Err(Failure::new(
+            response_code::MESSAGE_ILLEGAL,
+            "a batch cannot carry delayed messages",
+        ));
+    }
+    // Each record keeps its own properties (with its own UNIQ_KEY); the batch-level ones
+    // are not appended (message-store.md §5).
+    Ok(entries
+        .into_iter()
+        .map(|entry| PutMessage {
+            flag: entry.flag,
+            body: entry.body,
+            properties: with_cluster(&entry.properties, cluster),
+            ..template.clone()
+        })
+        .collect())
+}
+
+/// The answer to a send: the stored messages' ids and queue offset, or the store's refusal.
+fn send_response(
+    shard: &Shard,
+    request: &RemotingCommand,
+    queue_id: i32,
+    result: &PutResult,
+) -> Handled {
     let code = match &result.status {
         PutStatus::Ok => response_code::SUCCESS,
         PutStatus::FlushDiskTimeout => response_code::FLUSH_DISK_TIMEOUT,
@@ -219,12 +256,12 @@ async fn store_decoded(
         .join(",");
     let response = SendMessageResponseHeader {
         msg_id,
-        queue_id: header.queue_id,
+        queue_id,
         queue_offset: result.queue_offset as i64,
         transaction_id: None,
         batch_uniq_id: None,
-        msg_region: Some(config.region_id.clone()),
-        trace_on: Some(config.trace_on.to_string()),
+        msg_region: Some(shard.config.region_id.clone()),
+        trace_on: Some(shard.config.trace_on.to_string()),
     };
     let remark = (code != response_code::SUCCESS).then(|| "flush disk timeout".to_owned());
     Ok(request
