@@ -190,6 +190,7 @@ async fn start_serving(
     }
     spawn_offset_flusher(shard.clone(), config.flush_consumer_offset_interval_ms);
     crate::processor::schedule::spawn_delivery(processor.clone());
+    crate::processor::transaction::spawn_check(processor.clone());
     spawn_client_scanner(shard.clone(), config.channel_expired_timeout_ms);
     if shard.id == 0 {
         shard.tasks.spawn(

@@ -5,6 +5,7 @@ pub mod clients;
 pub mod consumer_offset;
 pub mod queue_locks;
 pub mod topic_config;
+pub mod transactions;
 
 use std::io;
 use std::path::Path;

@@ -8,7 +8,7 @@ use thruster_protocol::body::TopicConfig;
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::warn;
 
-use super::{admin, client_manage, offsets, pull, query, schedule, send};
+use super::{admin, client_manage, offsets, pull, query, schedule, send, transaction};
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
 use crate::runtime;
@@ -117,6 +117,9 @@ impl CallHandler for BrokerProcessor {
                 queues,
                 unlock,
             } => client_manage::queue_locks_here(&self.shard, &group, &client_id, &queues, unlock),
+            Call::ToConnection { id, command } => {
+                CallReply::Delivered(super::send_to_local_connection(&self.shard, id, command))
+            }
         }
     }
 
@@ -159,6 +162,17 @@ impl BrokerProcessor {
                 if owner >= self.shard.count {
                     return Err(Failure::system(format!(
                         "can not find message by the offset, {offset}"
+                    )));
+                }
+                self.on_shard(owner, request, context, None).await
+            }
+            rc::END_TRANSACTION => {
+                // Served where the named half record is stored.
+                let offset = transaction::decision_owner(request)?;
+                let owner = usize::from(shard_of_offset(offset));
+                if owner >= self.shard.count {
+                    return Err(Failure::system(format!(
+                        "Find prepared transaction message failed: no shard holds offset {offset}"
                     )));
                 }
                 self.on_shard(owner, request, context, None).await
@@ -221,6 +235,7 @@ impl BrokerProcessor {
             rc::GET_EARLIEST_MSG_STORETIME => offsets::earliest_store_time(self, request).await,
             rc::VIEW_MESSAGE_BY_ID => query::view_message_by_id(self, request).await,
             rc::CONSUMER_SEND_MSG_BACK => schedule::send_back(self, request).await,
+            rc::END_TRANSACTION => transaction::end_owned(self, request).await,
             code => Err(Failure::system(format!("request {code} has no owner"))),
         }
     }

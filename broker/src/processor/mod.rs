@@ -12,6 +12,7 @@ pub mod pull;
 pub mod query;
 pub mod schedule;
 pub mod send;
+pub mod transaction;
 
 use std::rc::Rc;
 
@@ -21,6 +22,7 @@ use thruster_protocol::header::client::NotifyConsumerIdsChangedRequestHeader;
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::debug;
 
+use crate::meta::clients::ConnKey;
 use crate::meta::topic_config::AUTO_CREATE_TOPIC_KEY_TOPIC;
 use crate::remoting::{Failure, Reply};
 use crate::runtime;
@@ -96,6 +98,37 @@ impl BrokerProcessor {
             )),
         }
     }
+}
+
+/// Queues a request (one-way) on one of this shard's client connections; `false` when the
+/// connection is gone or its queue is full.
+pub fn send_to_local_connection(shard: &Shard, id: u64, mut command: RemotingCommand) -> bool {
+    let Some(outbound) = shard.connections.borrow().get(&id).cloned() else {
+        return false;
+    };
+    command.language = LanguageCode::Java;
+    outbound.try_send(command.into()).is_ok()
+}
+
+/// Sends a request (one-way) to the client connection `conn`, wherever it is served: here,
+/// or through its shard (one hop). `false` when it could not be queued.
+pub async fn send_to_connection(
+    processor: &BrokerProcessor,
+    conn: ConnKey,
+    command: RemotingCommand,
+) -> bool {
+    let shard = &processor.shard;
+    if conn.shard == shard.id {
+        return send_to_local_connection(shard, conn.id, command);
+    }
+    let call = Call::ToConnection {
+        id: conn.id,
+        command,
+    };
+    matches!(
+        shard.call(processor, conn.shard, call).await,
+        CallReply::Delivered(true)
+    )
 }
 
 /// Sends NOTIFY_CONSUMER_IDS_CHANGED (one-way) to this shard's connections in `groups`.

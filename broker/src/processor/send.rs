@@ -10,12 +10,10 @@ use thruster_protocol::body::{perm, TopicConfig};
 use thruster_protocol::header::send::{
     SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
 };
-use thruster_protocol::message::{
-    self, find_property, offset_msg_id, property, PROPERTY_SEPARATOR,
-};
+use thruster_protocol::message::{self, offset_msg_id, property, PROPERTY_SEPARATOR};
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 
-use super::{schedule, BrokerProcessor, Handled};
+use super::{schedule, transaction, BrokerProcessor, Handled};
 use crate::meta::topic_config::validate_topic_name;
 use crate::remoting::{ConnectionContext, Failure};
 use crate::shard::Shard;
@@ -107,9 +105,21 @@ async fn store_decoded(
     let shard = &processor.shard;
     let topic = processor.known_topic(&header.topic)?;
     let properties = header.properties.as_deref().unwrap_or_default();
-    check_writeable(shard, &topic, properties)?;
+    check_writeable(shard, &topic)?;
     let delay = schedule::delay_level(properties);
     let messages = messages_to_put(shard, request, &header, properties, delay, peer)?;
+    let reconsume_times = header.reconsume_times.unwrap_or(0);
+    if transaction::is_prepared(properties, reconsume_times, delay.is_some()) {
+        // Stored as a half message of this shard, invisible until committed.
+        let [message] = <[PutMessage; 1]>::try_from(messages).map_err(|_| {
+            Failure::new(
+                response_code::MESSAGE_ILLEGAL,
+                "a batch cannot carry transactional messages",
+            )
+        })?;
+        let result = transaction::prepare(processor, message, &header.producer_group).await?;
+        return send_response(shard, request, header.queue_id, &result);
+    }
     let result = match delay {
         // Stored in the level's schedule queue (possibly on another shard); delivered to this
         // queue when due.
@@ -123,8 +133,8 @@ async fn store_decoded(
     send_response(shard, request, header.queue_id, &result)
 }
 
-/// Refuses a send the broker's or the topic's permission forbids, or a transaction message.
-fn check_writeable(shard: &Shard, topic: &TopicConfig, properties: &str) -> Result<(), Failure> {
+/// Refuses a send the broker's or the topic's permission forbids.
+fn check_writeable(shard: &Shard, topic: &TopicConfig) -> Result<(), Failure> {
     if !perm::is_writeable(shard.config.broker_permission) {
         return Err(Failure::new(
             response_code::NO_PERMISSION,
@@ -140,17 +150,6 @@ fn check_writeable(shard: &Shard, topic: &TopicConfig, properties: &str) -> Resu
             format!(
                 "the topic[{}] sending message is forbidden",
                 topic.topic_name
-            ),
-        ));
-    }
-    if find_property(properties, property::TRANSACTION_PREPARED) == Some("true") {
-        // Transactions are not built yet: refuse as a broker with
-        // rejectTransactionMessage=true does, rather than store a half message as normal.
-        return Err(Failure::new(
-            response_code::NO_PERMISSION,
-            format!(
-                "the broker[{}] sending transaction message is forbidden",
-                shard.broker_name
             ),
         ));
     }
@@ -298,7 +297,7 @@ mod tests {
             "TAGS\u{1}a\u{2}CLUSTER\u{1}C\u{2}"
         );
         assert_eq!(
-            find_property(&with_cluster("TAGS\u{1}a", "C"), "TAGS"),
+            message::find_property(&with_cluster("TAGS\u{1}a", "C"), "TAGS"),
             Some("a")
         );
     }

@@ -25,6 +25,7 @@ use crate::meta::clients::{ClientEvent, ClientTable};
 use crate::meta::consumer_offset::ConsumerOffsets;
 use crate::meta::queue_locks::QueueLocks;
 use crate::meta::topic_config::{ShardView, TopicDeltas, TopicTable};
+use crate::meta::transactions::TransactionTable;
 use crate::remoting::{BodyPart, Failure, Reply};
 use crate::runtime::tasks::TaskRegistry;
 use crate::runtime::watermark::Watermark;
@@ -126,6 +127,9 @@ pub enum Call {
         queues: std::collections::BTreeSet<MessageQueue>,
         unlock: bool,
     },
+    /// Send a request (one-way) to one of the receiver's connections: a transaction check
+    /// or a reply for a client connected there.
+    ToConnection { id: u64, command: RemotingCommand },
 }
 
 #[derive(Debug)]
@@ -140,6 +144,8 @@ pub enum CallReply {
     Stats(ShardStats),
     Locked(std::collections::BTreeSet<MessageQueue>),
     Put(crate::store::PutResult),
+    /// Whether a `ToConnection` request was queued on the connection.
+    Delivered(bool),
     /// The target shard is gone (shutting down).
     Unavailable,
 }
@@ -209,6 +215,10 @@ pub struct Shard {
     pub offsets: RefCell<ConsumerOffsets>,
     /// Orderly-consumption queue locks (used on shard 0 only).
     pub queue_locks: RefCell<QueueLocks>,
+    /// Half messages waiting for a decision (`processor::transaction`), filled by recovery.
+    pub transactions: RefCell<TransactionTable>,
+    /// Set to 1 once recovery filled `transactions`: decisions and prepares wait for it.
+    pub transactions_ready: Watermark,
     /// Outbound channels of this shard's connections that registered as clients (for
     /// NOTIFY_CONSUMER_IDS_CHANGED).
     pub connections: RefCell<HashMap<u64, LocalSender<Reply>>>,
@@ -272,6 +282,8 @@ impl Shard {
             clients: RefCell::new(ClientTable::default()),
             offsets: RefCell::new(offsets),
             queue_locks: RefCell::new(QueueLocks::default()),
+            transactions: RefCell::new(TransactionTable::default()),
+            transactions_ready: Watermark::new(0),
             connections: RefCell::new(HashMap::new()),
             senders,
             pending: RefCell::new(HashMap::new()),
