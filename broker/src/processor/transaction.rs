@@ -487,7 +487,7 @@ pub fn spawn_check(processor: std::rc::Rc<BrokerProcessor>) {
         }
         shard.transactions_ready.advance(1);
         let interval = Duration::from_millis(shard.config.transaction_check_interval_ms);
-        while !shard.tasks.stop_signal().sleep(interval).await {
+        while shard.tasks.stop_signal().sleep(interval).await {
             check_once(&processor).await;
         }
     });
