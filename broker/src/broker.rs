@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::BrokerConfig;
 use crate::meta::consumer_offset::ConsumerOffsets;
+use crate::meta::subscription_group::{groups_path, SubscriptionGroupTable};
 use crate::meta::topic_config::{topics_path, TopicTable};
 use crate::meta::{read_json_file, write_file_atomically};
 use crate::processor::{notify_consumer_ids_changed, BrokerProcessor};
@@ -99,6 +100,10 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
             serde_json::to_vec_pretty(&topics.stored_wrapper()).map_err(io::Error::other)?;
         write_file_atomically(&path, &bytes)?;
     }
+    let mut groups = SubscriptionGroupTable::with_system_groups(now_ms);
+    if let Some(persisted) = read_json_file(&groups_path(config), "subscription groups")? {
+        groups.merge_persisted(persisted);
+    }
     let offsets = ConsumerOffsets::load(
         config
             .config_dir()
@@ -110,6 +115,7 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
         start.broker_addr,
         config.shard_broker_name(id),
         topics,
+        groups,
         offsets,
         senders,
         start.shard_count,
@@ -195,6 +201,10 @@ async fn start_serving(
         shard.tasks.spawn(
             "topics-persister",
             crate::processor::admin::persist_topics(shard.clone()),
+        );
+        shard.tasks.spawn(
+            "groups-persister",
+            crate::processor::groups::persist_groups(shard.clone()),
         );
     }
     if shard.id == 0 && !config.namesrv_addrs.is_empty() {

@@ -9,9 +9,8 @@ use thruster_protocol::header::admin::CreateTopicRequestHeader;
 use thruster_protocol::{response_code, RemotingCommand};
 use tracing::{info, warn};
 
-use super::{BrokerProcessor, Handled};
+use super::{BrokerProcessor, Handled, PersistedTable};
 use crate::meta::topic_config::{topics_path, validate_topic_name, QUEUE_NUMS_MAX};
-use crate::meta::write_file_atomically;
 use crate::remoting::Failure;
 use crate::runtime;
 use crate::shard::{Call, CallReply, MeshMessage, ShardStats};
@@ -98,37 +97,18 @@ pub async fn upsert_topic(
 /// ends.
 pub async fn persist_topics(shard: std::rc::Rc<crate::shard::Shard>) {
     assert_eq!(shard.id, 0, "shard 0 writes the topic table");
-    let stop = shard.tasks.stop_signal();
-    loop {
-        let persisted = shard.topics_persisted.get();
-        futures_lite::future::or(shard.topics_changed.wait_for(persisted + 1), async {
-            stop.wait().await;
-            0
+    let table = PersistedTable {
+        what: "topic table",
+        path: topics_path(&shard.config),
+        changed: &shard.topics_changed,
+        persisted: &shard.topics_persisted,
+        result: &shard.topics_persist_result,
+    };
+    table
+        .persist_on_change(&shard, || {
+            serde_json::to_vec_pretty(&shard.topics.borrow().stored_wrapper())
         })
         .await;
-        if shard.topics_changed.get() == persisted {
-            return; // stopped, and everything changed is on disk
-        }
-        let version = shard.topics_changed.get();
-        let bytes = {
-            let topics = shard.topics.borrow();
-            serde_json::to_vec_pretty(&topics.stored_wrapper())
-        };
-        let path = topics_path(&shard.config);
-        let result = match bytes {
-            Ok(bytes) => runtime::spawn_blocking(move || write_file_atomically(&path, &bytes))
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = &result {
-            // The change stays in memory and goes to disk with the next one; its creator is
-            // told it failed.
-            warn!(%error, version, "persisting the topic table failed");
-        }
-        *shard.topics_persist_result.borrow_mut() = result;
-        shard.topics_persisted.advance(version);
-    }
 }
 
 /// UPDATE_AND_CREATE_TOPIC (17).

@@ -8,7 +8,7 @@ use thruster_protocol::body::TopicConfig;
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::warn;
 
-use super::{admin, client_manage, offsets, pull, query, schedule, send};
+use super::{admin, client_manage, groups, offsets, pull, query, schedule, send};
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
 use crate::runtime;
@@ -102,6 +102,14 @@ impl CallHandler for BrokerProcessor {
                 admin::auto_create_topic(self, &topic, &template, queue_nums).await,
             ),
             Call::UpsertTopic(config) => CallReply::Topic(admin::upsert_topic(self, config).await),
+            Call::UpsertGroup { config, if_absent } => {
+                CallReply::Group(groups::upsert_here(self, config, if_absent).await)
+            }
+            Call::DeleteGroup(group) => CallReply::Group(groups::delete_here(self, &group).await),
+            Call::RemoveGroupOffsets(group) => {
+                self.shard.offsets.borrow_mut().remove_group(&group);
+                CallReply::Done
+            }
             Call::QueryByKey {
                 topic,
                 key,
@@ -173,6 +181,12 @@ impl BrokerProcessor {
             rc::UPDATE_AND_CREATE_TOPIC => admin::update_and_create_topic(self, request).await,
             rc::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(self, request),
             rc::GET_BROKER_RUNTIME_INFO => admin::runtime_info(self, request).await,
+            rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
+                groups::update_and_create(self, request).await
+            }
+            rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => groups::all(self, request),
+            rc::DELETE_SUBSCRIPTIONGROUP => groups::delete(self, request).await,
+            rc::GET_SUBSCRIPTIONGROUP_CONFIG => groups::one(self, request),
             code => Err(Failure::new(
                 response_code::REQUEST_CODE_NOT_SUPPORTED,
                 format!("request type {code} not supported"),

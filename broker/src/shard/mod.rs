@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use thruster_protocol::body::heartbeat::MessageQueue;
-use thruster_protocol::body::TopicConfig;
+use thruster_protocol::body::{SubscriptionGroupConfig, TopicConfig};
 use thruster_protocol::RemotingCommand;
 use tracing::{debug, warn};
 
@@ -24,6 +24,7 @@ use crate::config::BrokerConfig;
 use crate::meta::clients::{ClientEvent, ClientTable};
 use crate::meta::consumer_offset::ConsumerOffsets;
 use crate::meta::queue_locks::QueueLocks;
+use crate::meta::subscription_group::SubscriptionGroupTable;
 use crate::meta::topic_config::{ShardView, TopicDeltas, TopicTable};
 use crate::remoting::{BodyPart, Failure, Reply};
 use crate::runtime::tasks::TaskRegistry;
@@ -107,6 +108,16 @@ pub enum Call {
     },
     /// Create or replace a topic (shard 0 only).
     UpsertTopic(TopicConfig),
+    /// Create or replace a subscription group; with `if_absent`, keep one that exists (a
+    /// heartbeat's auto-creation never overwrites an operator's config). Shard 0 only.
+    UpsertGroup {
+        config: SubscriptionGroupConfig,
+        if_absent: bool,
+    },
+    /// Delete a subscription group (shard 0 only).
+    DeleteGroup(String),
+    /// Forget every committed offset of a group on the receiver.
+    RemoveGroupOffsets(String),
     /// Stored records matching a key in the receiver's index.
     QueryByKey {
         topic: String,
@@ -132,6 +143,9 @@ pub enum Call {
 pub enum CallReply {
     Remoting(Option<SendReply>),
     Topic(Result<TopicConfig, Failure>),
+    /// The group as stored after an upsert (`None` after a delete).
+    Group(Result<Option<SubscriptionGroupConfig>, Failure>),
+    Done,
     Records {
         records: Vec<Bytes>,
         index_last_update_ms: i64,
@@ -184,6 +198,12 @@ pub enum MeshMessage {
     Client(ClientEvent),
     /// Shard 0 changed the topic table.
     TopicChanged(TopicConfig),
+    /// Shard 0 changed the subscription-group table: `config` is the group's new config, or
+    /// `None` when it was deleted.
+    GroupChanged {
+        name: String,
+        config: Option<SubscriptionGroupConfig>,
+    },
 }
 
 /// Handles calls addressed to this shard (implemented by the processor).
@@ -205,6 +225,8 @@ pub struct Shard {
     /// The broker name clients know this shard by (`BrokerConfig::shard_broker_name`).
     pub broker_name: String,
     pub topics: RefCell<TopicTable>,
+    /// Subscription groups: shard 0 writes, the others hold copies (`GroupChanged`).
+    pub groups: RefCell<SubscriptionGroupTable>,
     pub clients: RefCell<ClientTable>,
     pub offsets: RefCell<ConsumerOffsets>,
     /// Orderly-consumption queue locks (used on shard 0 only).
@@ -239,6 +261,12 @@ pub struct Shard {
     /// every change made before it began (group commit of the topic table).
     pub topics_persisted: Watermark,
     pub topics_persist_result: RefCell<Result<(), String>>,
+    /// Bumped by shard 0 when the group table changes; `groups_persisted` is the value
+    /// `config/subscriptionGroup.json` was last written at, `groups_persist_result` how that
+    /// write ended (group commit, as for topics).
+    pub groups_changed: Watermark,
+    pub groups_persisted: Watermark,
+    pub groups_persist_result: RefCell<Result<(), String>>,
     /// Topic changes for the registrar to announce (shard 0).
     pub topic_deltas: RefCell<TopicDeltas>,
     /// Spreads sends that let the broker pick the queue (negative queue id).
@@ -255,6 +283,7 @@ impl Shard {
         broker_addr: SocketAddr,
         broker_name: String,
         topics: TopicTable,
+        groups: SubscriptionGroupTable,
         offsets: ConsumerOffsets,
         senders: MeshSenders<MeshMessage>,
         count: usize,
@@ -269,6 +298,7 @@ impl Shard {
             broker_addr,
             broker_name,
             topics: RefCell::new(topics),
+            groups: RefCell::new(groups),
             clients: RefCell::new(ClientTable::default()),
             offsets: RefCell::new(offsets),
             queue_locks: RefCell::new(QueueLocks::default()),
@@ -288,6 +318,9 @@ impl Shard {
             topics_registered: Watermark::new(0),
             topics_persisted: Watermark::new(0),
             topics_persist_result: RefCell::new(Ok(())),
+            groups_changed: Watermark::new(0),
+            groups_persisted: Watermark::new(0),
+            groups_persist_result: RefCell::new(Ok(())),
             topic_deltas: RefCell::new(TopicDeltas::default()),
             queue_rotation: Cell::new(0),
             shard_addrs,
@@ -435,6 +468,13 @@ impl Shard {
                 }
                 MeshMessage::TopicChanged(topic) => {
                     self.topics.borrow_mut().upsert(topic, runtime::now_ms());
+                }
+                MeshMessage::GroupChanged { name, config } => {
+                    let mut groups = self.groups.borrow_mut();
+                    match config {
+                        Some(config) => groups.upsert(config, runtime::now_ms()),
+                        None => groups.remove(&name, runtime::now_ms()),
+                    };
                 }
             }
         }
