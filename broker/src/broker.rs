@@ -26,6 +26,8 @@ use crate::shard::{MeshMessage, Shard};
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long shutdown waits for in-flight requests (a parked pull answers at once).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a shard samples its traffic totals (RocketMQ: every second).
+const STATS_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often silent client channels are looked for (RocketMQ: every 10 s).
 const CLIENT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// Listeners per shard (main, VIP, the shard's own port): connection ids interleave by this
@@ -195,6 +197,7 @@ async fn start_serving(
         );
     }
     spawn_offset_flusher(shard.clone(), config.flush_consumer_offset_interval_ms);
+    spawn_stats_sampler(shard.clone());
     crate::processor::schedule::spawn_delivery(processor.clone());
     spawn_client_scanner(shard.clone(), config.channel_expired_timeout_ms);
     if shard.id == 0 {
@@ -263,6 +266,17 @@ fn spawn_offset_flusher(shard: Rc<Shard>, interval_ms: u64) {
             if let Err(error) = persist_offsets(&shard).await {
                 warn!(shard = shard.id, %error, "persisting consumer offsets");
             }
+        }
+    });
+}
+
+/// Samples the shard's traffic totals once a second (TPS windows, day totals).
+fn spawn_stats_sampler(shard: Rc<Shard>) {
+    let stop = shard.tasks.stop_signal();
+    shard.clone().tasks.spawn("stats-sampler", async move {
+        while stop.sleep(STATS_SAMPLE_INTERVAL).await {
+            let puts = shard.store.stats().put_records;
+            shard.meter.borrow_mut().sample(runtime::now_ms(), puts);
         }
     });
 }

@@ -68,19 +68,26 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
                 filter.accepts(code)
             })
     };
+    let started = std::time::Instant::now();
     let mut result = read();
+    let mut read_us = started.elapsed().as_micros() as u64;
     let suspend = header.sys_flag & pull_sys_flag::SUSPEND != 0;
     if nothing_yet(result.status, offset) && suspend && !shard.is_stopping() {
         // Nothing yields between the read and here, so no message can slip in unseen; the
         // store wakes this wait when the queue grows, and at shutdown.
         hold(shard, &header, offset).await;
+        let started = std::time::Instant::now();
         result = read();
+        read_us = read_us.max(started.elapsed().as_micros() as u64);
     }
-    if result.status == GetStatus::Found {
-        shard.get_found.set(shard.get_found.get() + 1);
-    } else {
-        shard.get_miss.set(shard.get_miss.get() + 1);
-    }
+    let found_bytes: u64 = result.messages.iter().map(|m| u64::from(m.size)).sum();
+    shard.meter.borrow_mut().get(
+        &header.topic,
+        &header.consumer_group,
+        result.messages.len() as u64,
+        found_bytes,
+        read_us,
+    );
     let reply = respond(request, header.queue_offset, result);
     count_file_bytes(shard, &reply);
     Ok(reply)

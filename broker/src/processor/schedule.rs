@@ -89,6 +89,24 @@ pub async fn put_anywhere(processor: &BrokerProcessor, message: PutMessage) -> P
     }
 }
 
+/// Delivery progress of the levels this shard delivers: (level, offset delivered up to, the
+/// level queue's max offset), as RocketMQ reports `scheduleMessageOffset_<level>`.
+pub fn progress(shard: &Shard) -> Vec<(i32, i64, u64)> {
+    let levels = shard.config.delay_levels_ms.len() as i32;
+    let offsets = shard.offsets.borrow();
+    (1..=levels)
+        .filter(|level| shard.owner_of(SCHEDULE_TOPIC, level - 1) == shard.id)
+        .filter_map(|level| {
+            let delivered = offsets.query(SCHEDULE_PROGRESS_GROUP, SCHEDULE_TOPIC, level - 1)?;
+            Some((
+                level,
+                delivered,
+                shard.store.max_offset(SCHEDULE_TOPIC, level - 1),
+            ))
+        })
+        .collect()
+}
+
 /// Starts the delivery loop of every level whose schedule queue this shard owns.
 pub fn spawn_delivery(processor: std::rc::Rc<BrokerProcessor>) {
     let levels = processor.shard.config.delay_levels_ms.len();

@@ -110,6 +110,8 @@ async fn store_decoded(
     check_writeable(shard, &topic, properties)?;
     let delay = schedule::delay_level(properties);
     let messages = messages_to_put(shard, request, &header, properties, delay, peer)?;
+    let started = std::time::Instant::now();
+    let count = messages.len() as u64;
     let result = match delay {
         // Stored in the level's schedule queue (possibly on another shard); delivered to this
         // queue when due.
@@ -120,6 +122,10 @@ async fn store_decoded(
         }
         None => shard.store.put_batch(messages).await,
     };
+    let stored = matches!(result.status, PutStatus::Ok | PutStatus::FlushDiskTimeout);
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    let bytes = result.wrote_bytes as u64;
+    (shard.meter.borrow_mut()).put(&header.topic, count, bytes, elapsed_us, stored);
     send_response(shard, request, header.queue_id, &result)
 }
 

@@ -30,6 +30,7 @@ use crate::remoting::{BodyPart, Failure, Reply};
 use crate::runtime::tasks::TaskRegistry;
 use crate::runtime::watermark::Watermark;
 use crate::runtime::{self, LocalSender, MeshReceiver, MeshSenders};
+use crate::stats::{MeterSnapshot, ShardMeter};
 use crate::store::MessageStore;
 
 /// Messages one mesh channel holds; a sender waits beyond it (bounded, like everything else).
@@ -151,35 +152,54 @@ pub enum CallReply {
         index_last_update_ms: i64,
         index_last_update_offset: u64,
     },
-    Stats(ShardStats),
+    Stats(Box<ShardStats>),
     Locked(std::collections::BTreeSet<MessageQueue>),
     Put(crate::store::PutResult),
     /// The target shard is gone (shutting down).
     Unavailable,
 }
 
-/// Counters of one shard, summed for GET_BROKER_RUNTIME_INFO.
-#[derive(Debug, Clone, Copy, Default)]
+/// What one shard reports for GET_BROKER_RUNTIME_INFO and the metrics endpoint; readers add
+/// the shards' up ([`ShardStats::add`]) or list them per shard.
+#[derive(Debug, Clone, Default)]
 pub struct ShardStats {
+    pub shard: usize,
+    /// Every record the store took (client sends, retries, delayed deliveries).
     pub put_messages: u64,
-    pub get_found: u64,
-    pub get_miss: u64,
+    pub put_bytes: u64,
     pub hops_out: u64,
     pub pull_file_bytes: u64,
     /// Queues with a parked pull or delivery loop waiting on them.
     pub queues_waited_on: u64,
     pub commit_log_min_offset: u64,
     pub commit_log_max_offset: u64,
+    /// CommitLog bytes appended, not yet flushed.
+    pub flush_behind_bytes: u64,
+    pub flushes: u64,
+    pub flushed_bytes: u64,
+    /// Connections this shard holds (its accept loops' connections that are open).
+    pub connections: u64,
+    /// Delayed delivery progress of the levels this shard delivers: (level, delivered offset,
+    /// queue's max offset).
+    pub schedule_progress: Vec<(i32, i64, u64)>,
+    pub meter: MeterSnapshot,
 }
 
 impl ShardStats {
+    /// Adds another shard's counts (offsets and schedule progress stay per shard).
     pub fn add(&mut self, other: &ShardStats) {
         self.put_messages += other.put_messages;
-        self.get_found += other.get_found;
-        self.get_miss += other.get_miss;
+        self.put_bytes += other.put_bytes;
         self.hops_out += other.hops_out;
         self.pull_file_bytes += other.pull_file_bytes;
         self.queues_waited_on += other.queues_waited_on;
+        self.flush_behind_bytes += other.flush_behind_bytes;
+        self.flushes += other.flushes;
+        self.flushed_bytes += other.flushed_bytes;
+        self.connections += other.connections;
+        self.schedule_progress
+            .extend(other.schedule_progress.iter().copied());
+        self.meter.add(&other.meter);
     }
 }
 
@@ -242,10 +262,12 @@ pub struct Shard {
     /// new work is refused, long polls answer at once.
     pub tasks: TaskRegistry,
     pub hops_out: Cell<u64>,
-    pub get_found: Cell<u64>,
-    pub get_miss: Cell<u64>,
+    /// Traffic counters (runtime info, metrics), owned here: no atomics on the hot paths.
+    pub meter: RefCell<ShardMeter>,
     /// Pull-response bytes sent from files (sendfile) rather than from memory.
     pub pull_file_bytes: Cell<u64>,
+    /// Connections open on this shard.
+    pub open_connections: Cell<u64>,
     /// Requests being processed (shutdown waits for them).
     pub in_flight: Cell<u64>,
     pub in_flight_drained: Watermark,
@@ -308,9 +330,9 @@ impl Shard {
             next_call_id: Cell::new(1),
             tasks: TaskRegistry::new(format!("shard-{id}")),
             hops_out: Cell::new(0),
-            get_found: Cell::new(0),
-            get_miss: Cell::new(0),
+            meter: RefCell::new(ShardMeter::default()),
             pull_file_bytes: Cell::new(0),
+            open_connections: Cell::new(0),
             in_flight: Cell::new(0),
             in_flight_drained: Watermark::new(0),
             boot_ms: runtime::now_ms(),
@@ -481,15 +503,22 @@ impl Shard {
     }
 
     pub fn stats(&self) -> ShardStats {
+        let store = self.store.stats();
         ShardStats {
-            put_messages: self.store.stats().put_records,
-            get_found: self.get_found.get(),
-            get_miss: self.get_miss.get(),
+            shard: self.id,
+            put_messages: store.put_records,
+            put_bytes: store.put_bytes,
             hops_out: self.hops_out.get(),
             pull_file_bytes: self.pull_file_bytes.get(),
             queues_waited_on: self.store.queues_waited_on() as u64,
             commit_log_min_offset: self.store.commit_log_min_offset(),
             commit_log_max_offset: self.store.commit_log_max_offset(),
+            flush_behind_bytes: self.store.flush_behind_bytes(),
+            flushes: store.flushes,
+            flushed_bytes: store.flushed_bytes,
+            connections: self.open_connections.get(),
+            schedule_progress: Vec::new(),
+            meter: self.meter.borrow().snapshot(),
         }
     }
 }
