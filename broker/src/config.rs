@@ -262,12 +262,7 @@ impl BrokerConfig {
             "messageIndexEnable" => self.message_index_enable = parse(key, value)?,
             "autoCreateTopicEnable" => self.auto_create_topic_enable = parse(key, value)?,
             "autoCreateSubscriptionGroup" => {
-                self.auto_create_subscription_group = parse(key, value)?;
-                // Every group is implicitly created today; refusing unknown ones needs the
-                // subscription-group table (issue 16), so `false` is reported as not honoured.
-                if !self.auto_create_subscription_group {
-                    return Ok(Applied::NotSupported);
-                }
+                self.auto_create_subscription_group = parse(key, value)?
             }
             "defaultTopicQueueNums" => self.default_topic_queue_nums = parse(key, value)?,
             "brokerPermission" => self.broker_permission = parse(key, value)?,
@@ -577,8 +572,9 @@ mod tests {
         );
         assert_eq!(
             config.set("autoCreateSubscriptionGroup", "false"),
-            Ok(Applied::NotSupported)
+            Ok(Applied::Used)
         );
+        assert!(!config.auto_create_subscription_group);
         assert!(config.set("shards", &(SHARDS_MAX + 1).to_string()).is_err());
     }
 

@@ -173,7 +173,9 @@ impl TopicTable {
 
     /// What a send to a missing topic creates (Java `createTopicInSendMessageMethod`): the
     /// template must exist and be inheritable; queues = min(requested, template's write
-    /// queues); perm = template's without INHERIT. Retry topics get one queue.
+    /// queues); perm = template's without INHERIT. Retry topics get the group's
+    /// `retryQueueNums` (the caller passes it), dead-letter topics one queue (Java
+    /// `DLQ_NUMS_PER_GROUP`).
     pub fn derive_from_template(
         &self,
         topic: &str,
@@ -181,10 +183,11 @@ impl TopicTable {
         queue_nums: i32,
     ) -> Result<TopicConfig, Failure> {
         validate_topic_name(topic)?;
-        if topic.starts_with(RETRY_GROUP_TOPIC_PREFIX)
-            || topic.starts_with(DLQ_GROUP_TOPIC_PREFIX)
-            || topic == TRANS_CHECK_MAX_TIME_TOPIC
-        {
+        if topic.starts_with(RETRY_GROUP_TOPIC_PREFIX) {
+            let queues = queue_nums.clamp(1, QUEUE_NUMS_MAX);
+            return Ok(TopicConfig::new(topic, queues, perm::READ_WRITE));
+        }
+        if topic.starts_with(DLQ_GROUP_TOPIC_PREFIX) || topic == TRANS_CHECK_MAX_TIME_TOPIC {
             return Ok(TopicConfig::new(topic, 1, perm::READ_WRITE));
         }
         let missing = || {
@@ -413,7 +416,9 @@ mod tests {
             .unwrap();
         assert_eq!(capped.write_queue_nums, 8);
         let retry = table.derive_from_template("%RETRY%g", "x", 8).unwrap();
-        assert_eq!(retry.write_queue_nums, 1);
+        assert_eq!(retry.write_queue_nums, 8, "the group's retryQueueNums");
+        let dlq = table.derive_from_template("%DLQ%g", "x", 8).unwrap();
+        assert_eq!(dlq.write_queue_nums, 1);
         let missing = table
             .derive_from_template("T", "NoTemplate", 4)
             .unwrap_err();

@@ -8,7 +8,9 @@ use thruster_protocol::body::TopicConfig;
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::warn;
 
-use super::{admin, client_manage, offsets, pull, query, schedule, send, transaction};
+use super::{
+    admin, client_manage, groups, offsets, pull, query, runtime_info, schedule, send, transaction,
+};
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
 use crate::runtime;
@@ -33,7 +35,17 @@ impl RequestProcessor for BrokerProcessor {
             );
         }
         shard.in_flight.set(shard.in_flight.get() + 1);
+        let started = std::time::Instant::now();
         let result = self.route(context, &request).await;
+        let answer_code = match &result {
+            Ok(reply) => reply.command.code,
+            Err(failure) => failure.code,
+        };
+        shard.meter.borrow_mut().request(
+            request.code,
+            is_failure(answer_code),
+            started.elapsed().as_micros() as u64,
+        );
         let remaining = shard.in_flight.get() - 1;
         shard.in_flight.set(remaining);
         if remaining == 0 {
@@ -52,7 +64,14 @@ impl RequestProcessor for BrokerProcessor {
         }
     }
 
+    fn connection_opened(&self, _context: &ConnectionContext) {
+        let open = &self.shard.open_connections;
+        open.set(open.get() + 1);
+    }
+
     fn connection_closed(&self, context: &ConnectionContext) {
+        let open = &self.shard.open_connections;
+        open.set(open.get().saturating_sub(1));
         let was_client = self
             .shard
             .connections
@@ -72,6 +91,19 @@ impl RequestProcessor for BrokerProcessor {
             });
         }
     }
+}
+
+/// Whether an answer reports a failure (for the error counters): a pull that found nothing
+/// yet, or was told to retry or move, is not one.
+fn is_failure(code: i32) -> bool {
+    !matches!(
+        code,
+        response_code::SUCCESS
+            | response_code::PULL_NOT_FOUND
+            | response_code::PULL_RETRY_IMMEDIATELY
+            | response_code::PULL_OFFSET_MOVED
+            | response_code::QUERY_NOT_FOUND
+    )
 }
 
 impl CallHandler for BrokerProcessor {
@@ -102,6 +134,14 @@ impl CallHandler for BrokerProcessor {
                 admin::auto_create_topic(self, &topic, &template, queue_nums).await,
             ),
             Call::UpsertTopic(config) => CallReply::Topic(admin::upsert_topic(self, config).await),
+            Call::UpsertGroup { config, if_absent } => {
+                CallReply::Group(groups::upsert_here(self, config, if_absent).await)
+            }
+            Call::DeleteGroup(group) => CallReply::Group(groups::delete_here(self, &group).await),
+            Call::RemoveGroupOffsets(group) => {
+                self.shard.offsets.borrow_mut().remove_group(&group);
+                CallReply::Done
+            }
             Call::QueryByKey {
                 topic,
                 key,
@@ -109,7 +149,11 @@ impl CallHandler for BrokerProcessor {
                 begin_ms,
                 end_ms,
             } => query::query_local(&self.shard, &topic, &key, max_num, begin_ms, end_ms).await,
-            Call::Stats => CallReply::Stats(self.shard.stats()),
+            Call::Stats => {
+                let mut stats = self.shard.stats();
+                stats.schedule_progress = schedule::progress(&self.shard);
+                CallReply::Stats(Box::new(stats))
+            }
             Call::Put(message) => CallReply::Put(self.shard.store.put(message).await),
             Call::QueueLocks {
                 group,
@@ -186,7 +230,13 @@ impl BrokerProcessor {
             rc::UNLOCK_BATCH_MQ => client_manage::lock_batch(self, request, true).await,
             rc::UPDATE_AND_CREATE_TOPIC => admin::update_and_create_topic(self, request).await,
             rc::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(self, request),
-            rc::GET_BROKER_RUNTIME_INFO => admin::runtime_info(self, request).await,
+            rc::GET_BROKER_RUNTIME_INFO => runtime_info::runtime_info(self, request).await,
+            rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
+                groups::update_and_create(self, request).await
+            }
+            rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => groups::all(self, request),
+            rc::DELETE_SUBSCRIPTIONGROUP => groups::delete(self, request).await,
+            rc::GET_SUBSCRIPTIONGROUP_CONFIG => groups::one(self, request),
             code => Err(Failure::new(
                 response_code::REQUEST_CODE_NOT_SUPPORTED,
                 format!("request type {code} not supported"),

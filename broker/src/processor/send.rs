@@ -108,8 +108,10 @@ async fn store_decoded(
     check_writeable(shard, &topic)?;
     let delay = schedule::delay_level(properties);
     let messages = messages_to_put(shard, request, &header, properties, delay, peer)?;
+    let started = std::time::Instant::now();
+    let count = messages.len() as u64;
     let reconsume_times = header.reconsume_times.unwrap_or(0);
-    if transaction::is_prepared(properties, reconsume_times, delay.is_some()) {
+    let result = if transaction::is_prepared(properties, reconsume_times, delay.is_some()) {
         // Stored as a half message of this shard, invisible until committed.
         let [message] = <[PutMessage; 1]>::try_from(messages).map_err(|_| {
             Failure::new(
@@ -117,19 +119,24 @@ async fn store_decoded(
                 "a batch cannot carry transactional messages",
             )
         })?;
-        let result = transaction::prepare(processor, message, &header.producer_group).await?;
-        return send_response(shard, request, header.queue_id, &result);
-    }
-    let result = match delay {
-        // Stored in the level's schedule queue (possibly on another shard); delivered to this
-        // queue when due.
-        Some(level) => {
-            let levels = shard.config.delay_levels_ms.len();
-            let message = messages.into_iter().next().expect("one message");
-            schedule::put_anywhere(processor, schedule::to_schedule(message, level, levels)).await
+        transaction::prepare(processor, message, &header.producer_group).await?
+    } else {
+        match delay {
+            // Stored in the level's schedule queue (possibly on another shard); delivered to
+            // this queue when due.
+            Some(level) => {
+                let levels = shard.config.delay_levels_ms.len();
+                let message = messages.into_iter().next().expect("one message");
+                schedule::put_anywhere(processor, schedule::to_schedule(message, level, levels))
+                    .await
+            }
+            None => shard.store.put_batch(messages).await,
         }
-        None => shard.store.put_batch(messages).await,
     };
+    let stored = matches!(result.status, PutStatus::Ok | PutStatus::FlushDiskTimeout);
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    let bytes = result.wrote_bytes as u64;
+    (shard.meter.borrow_mut()).put(&header.topic, count, bytes, elapsed_us, stored);
     send_response(shard, request, header.queue_id, &result)
 }
 

@@ -9,9 +9,11 @@ pub mod codec;
 pub mod heartbeat;
 pub mod lenient;
 pub mod route;
+pub mod subscription_group;
 pub mod topic_config;
 
 pub use codec::{decode_lenient, encode, BodyError};
 pub use heartbeat::*;
 pub use route::*;
+pub use subscription_group::*;
 pub use topic_config::*;
