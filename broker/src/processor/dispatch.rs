@@ -125,8 +125,29 @@ impl CallHandler for BrokerProcessor {
     }
 }
 
+/// Requests that store messages (refused by a slave).
+fn stores_messages(code: i32) -> bool {
+    matches!(
+        code,
+        rc::SEND_MESSAGE
+            | rc::SEND_MESSAGE_V2
+            | rc::SEND_BATCH_MESSAGE
+            | rc::CONSUMER_SEND_MSG_BACK
+    )
+}
+
 impl BrokerProcessor {
     async fn route(&self, context: &ConnectionContext, request: &RemotingCommand) -> Handled {
+        if self.shard.ha.slave().is_some() && stores_messages(request.code) {
+            // As a RocketMQ slave's store answers: clients send to masters only.
+            return Err(Failure::new(
+                response_code::SERVICE_NOT_AVAILABLE,
+                format!(
+                    "the broker[{}] is a slave: messages are put to its master only",
+                    self.shard.broker_name
+                ),
+            ));
+        }
         match request.code {
             rc::SEND_MESSAGE | rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE => {
                 send::route(self, context, request).await
@@ -172,6 +193,8 @@ impl BrokerProcessor {
             rc::UNLOCK_BATCH_MQ => client_manage::lock_batch(self, request, true).await,
             rc::UPDATE_AND_CREATE_TOPIC => admin::update_and_create_topic(self, request).await,
             rc::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(self, request),
+            rc::GET_ALL_CONSUMER_OFFSET => offsets::all_consumer_offsets(self, request),
+            rc::GET_ALL_DELAY_OFFSET => offsets::all_delay_offsets(self, request),
             rc::GET_BROKER_RUNTIME_INFO => admin::runtime_info(self, request).await,
             code => Err(Failure::new(
                 response_code::REQUEST_CODE_NOT_SUPPORTED,

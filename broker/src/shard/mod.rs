@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 pub use thruster_protocol::shard::owner_of;
 
 use crate::config::BrokerConfig;
+use crate::ha::state::{MasterAddrs, ShardHa};
 use crate::meta::clients::{ClientEvent, ClientTable};
 use crate::meta::consumer_offset::ConsumerOffsets;
 use crate::meta::queue_locks::QueueLocks;
@@ -184,6 +185,8 @@ pub enum MeshMessage {
     Client(ClientEvent),
     /// Shard 0 changed the topic table.
     TopicChanged(TopicConfig),
+    /// Shard 0 learned where this (slave) shard's master is, from a name server.
+    HaMaster(MasterAddrs),
 }
 
 /// Handles calls addressed to this shard (implemented by the processor).
@@ -245,6 +248,10 @@ pub struct Shard {
     pub queue_rotation: Cell<u32>,
     /// Every shard's own address, by shard id (advertised to shard-aware clients).
     pub shard_addrs: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
+    /// Replication: this shard as a master (its slaves) or a slave (its master).
+    pub ha: ShardHa,
+    /// Every shard's HA address, by shard id (a master's; registered as `haServerAddr`).
+    pub ha_addrs: Arc<Vec<Option<SocketAddr>>>,
 }
 
 impl Shard {
@@ -259,8 +266,10 @@ impl Shard {
         senders: MeshSenders<MeshMessage>,
         count: usize,
         shard_addrs: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
+        ha_addrs: Arc<Vec<Option<SocketAddr>>>,
     ) -> Shard {
         let id = senders.peer_id();
+        let config_for_ha = config.clone();
         Shard {
             id,
             count,
@@ -291,6 +300,33 @@ impl Shard {
             topic_deltas: RefCell::new(TopicDeltas::default()),
             queue_rotation: Cell::new(0),
             shard_addrs,
+            ha: ShardHa::new(&config_for_ha, id),
+            ha_addrs,
+        }
+    }
+
+    /// A slave shard's master, as a name server named it (a configured `haMasterAddress`
+    /// wins). Ignored by masters.
+    pub fn learn_master(&self, addrs: MasterAddrs) {
+        if let Some(slave) = self.ha.slave() {
+            slave.learn(addrs, self.config.shard_ha_master_address(self.id));
+        }
+    }
+
+    /// Tells shard `to` where its master is (shard 0, from the registration's answer).
+    pub async fn send_master_addrs(&self, to: usize, addrs: MasterAddrs) {
+        if to == self.id {
+            self.learn_master(addrs);
+        } else if self
+            .senders
+            .send_to(to, MeshMessage::HaMaster(addrs))
+            .await
+            .is_err()
+        {
+            debug!(
+                shard = self.id,
+                to, "master address for a stopped shard dropped"
+            );
         }
     }
 
@@ -436,6 +472,7 @@ impl Shard {
                 MeshMessage::TopicChanged(topic) => {
                     self.topics.borrow_mut().upsert(topic, runtime::now_ms());
                 }
+                MeshMessage::HaMaster(addrs) => self.learn_master(addrs),
             }
         }
     }
