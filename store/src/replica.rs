@@ -18,7 +18,7 @@ use super::Slice;
 pub const TAIL_CHECK_BYTES_MAX: u64 = 4096;
 
 /// How far a replicated append got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaAppend {
     /// Bytes of the input used; the rest is a partial record to complete with the next bytes.
     pub consumed: usize,
@@ -26,6 +26,8 @@ pub struct ReplicaAppend {
     pub next_pos: u64,
     /// Where this store's readable log now ends.
     pub end: u64,
+    /// The queues that grew (each once).
+    pub queues: Vec<(String, i32)>,
 }
 
 /// Why replicated bytes were not (all) appended. Nothing is appended past the record named.
@@ -163,13 +165,14 @@ impl MessageStore {
                 .await
                 .map_err(ReplicaError::Refused)?;
         }
-        for (topic, queue_id, queue_end) in woken {
-            self.heads.advance(&topic, queue_id, queue_end);
+        for (topic, queue_id, queue_end) in &woken {
+            self.heads.advance(topic, *queue_id, *queue_end);
         }
         Ok(ReplicaAppend {
             consumed,
             next_pos,
             end: self.visible.get(),
+            queues: woken.into_iter().map(|(t, q, _)| (t, q)).collect(),
         })
     }
 

@@ -41,17 +41,17 @@ impl HaServer {
         let h: HaHandshakeRequestHeader = request.decode_header().map_err(|e| e.to_string())?;
         let shard = &self.shard;
         let config = &shard.config;
-        if h.broker_name != shard.broker_name || h.shard_id as usize != shard.id {
-            return Err(format!(
-                "this is {} (shard {}); the slave replicates {} (shard {})",
-                shard.broker_name, shard.id, h.broker_name, h.shard_id
-            ));
-        }
         if h.shard_count as usize != shard.count {
             return Err(format!(
                 "the master has {} shards, the slave {}: shard i copies shard i, so both \
                  need the same `shards`",
                 shard.count, h.shard_count
+            ));
+        }
+        if h.broker_name != shard.broker_name || h.shard_id as usize != shard.id {
+            return Err(format!(
+                "this is {} (shard {}); the slave replicates {} (shard {})",
+                shard.broker_name, shard.id, h.broker_name, h.shard_id
             ));
         }
         if h.segment_bytes as u64 != config.mapped_file_size_commit_log {

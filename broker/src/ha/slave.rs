@@ -162,6 +162,13 @@ async fn session(shard: &Shard, state: &SlaveState, ha_addr: std::net::SocketAdd
             Ok(done) => {
                 carry.extend_from_slice(&bytes[done.consumed..]);
                 next_pos = done.next_pos;
+                let unknown = {
+                    let topics = shard.topics.borrow();
+                    done.queues.iter().any(|(t, _)| topics.get(t).is_none())
+                };
+                if unknown {
+                    shard.want_metadata_sync().await;
+                }
             }
             Err(e @ (ReplicaError::Diverged { .. } | ReplicaError::Corrupt { .. })) => {
                 return SessionEnd::Refused(e.to_string())

@@ -155,6 +155,9 @@ pub struct SlaveState {
     /// Where the master's log ended at its last answer.
     pub master_end: Cell<u64>,
     pub connected: Cell<bool>,
+    /// Bumped when copied records name a topic this broker does not know yet: the metadata
+    /// loop syncs at once instead of at its next period (shard 0's).
+    pub sync_wanted: Watermark,
     /// The last replication error, for runtime info.
     pub last_error: RefCell<Option<String>>,
 }
@@ -170,6 +173,7 @@ impl SlaveState {
             copied: Cell::new(0),
             master_end: Cell::new(0),
             connected: Cell::new(false),
+            sync_wanted: Watermark::new(0),
             last_error: RefCell::new(None),
         }
     }
@@ -235,12 +239,20 @@ impl ShardHa {
     }
 
     /// Runtime-info keys for this shard (suffixed `_shard<i>` by the caller when needed).
-    pub fn runtime_info(&self, log_end: u64) -> Vec<(&'static str, String)> {
+    pub fn runtime_info(
+        &self,
+        log_end: u64,
+        ha_addr: Option<SocketAddr>,
+    ) -> Vec<(&'static str, String)> {
         match self {
             ShardHa::Master { sync, state } => {
                 let slaves = state.slaves();
                 let best = state.best_ack();
                 vec![
+                    (
+                        "haServerAddr",
+                        ha_addr.map_or(String::new(), |a| a.to_string()),
+                    ),
                     (
                         "brokerRole",
                         if *sync { "SYNC_MASTER" } else { "ASYNC_MASTER" }.into(),

@@ -41,11 +41,15 @@ pub async fn run(shard: Rc<Shard>) {
                 }
             }
         }
-        let seen = state.master_changed.get();
+        let (seen, wanted) = (state.master_changed.get(), state.sync_wanted.get());
         let changed = async {
             state.master_changed.wait_for(seen + 1).await;
         };
-        runtime::timeout(interval, futures_lite::future::or(changed, stop.wait())).await;
+        let asked = async {
+            state.sync_wanted.wait_for(wanted + 1).await;
+        };
+        let wake = futures_lite::future::or(changed, asked);
+        runtime::timeout(interval, futures_lite::future::or(wake, stop.wait())).await;
         if stop.is_set() {
             return;
         }

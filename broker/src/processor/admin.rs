@@ -260,7 +260,11 @@ pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand
     put("shards", shard.count.to_string());
     // Replication health (brokerRole, masterSlaveDiff, ...): replication pairs shard i with
     // shard i, and each is a broker of its own, so these are this shard's.
-    for (key, value) in shard.ha.runtime_info(shard.store.commit_log_max_offset()) {
+    let ha_addr = shard.ha_addrs.get(shard.id).copied().flatten();
+    for (key, value) in shard
+        .ha
+        .runtime_info(shard.store.commit_log_max_offset(), ha_addr)
+    {
         put(key, value);
     }
     // Shard-aware clients send each queue's requests to its owner's own port (see

@@ -187,6 +187,8 @@ pub enum MeshMessage {
     TopicChanged(TopicConfig),
     /// Shard 0 learned where this (slave) shard's master is, from a name server.
     HaMaster(MasterAddrs),
+    /// A slave shard copied records of a topic it does not know: shard 0 syncs topics now.
+    HaSyncWanted,
 }
 
 /// Handles calls addressed to this shard (implemented by the processor).
@@ -310,6 +312,27 @@ impl Shard {
     pub fn learn_master(&self, addrs: MasterAddrs) {
         if let Some(slave) = self.ha.slave() {
             slave.learn(addrs, self.config.shard_ha_master_address(self.id));
+        }
+    }
+
+    /// A slave copied records of an unknown topic: shard 0 (which writes the topic table)
+    /// syncs the master's topics now.
+    pub async fn want_metadata_sync(&self) {
+        if self.id == 0 {
+            self.want_metadata_sync_here();
+        } else if self
+            .senders
+            .send_to(0, MeshMessage::HaSyncWanted)
+            .await
+            .is_err()
+        {
+            debug!(shard = self.id, "sync request to a stopped shard 0 dropped");
+        }
+    }
+
+    fn want_metadata_sync_here(&self) {
+        if let Some(slave) = self.ha.slave() {
+            slave.sync_wanted.advance(slave.sync_wanted.get() + 1);
         }
     }
 
@@ -473,6 +496,7 @@ impl Shard {
                     self.topics.borrow_mut().upsert(topic, runtime::now_ms());
                 }
                 MeshMessage::HaMaster(addrs) => self.learn_master(addrs),
+                MeshMessage::HaSyncWanted => self.want_metadata_sync_here(),
             }
         }
     }

@@ -1,0 +1,407 @@
+//! Master/slave replication with real processes: SYNC_MASTER acknowledgements survive the
+//! master's SIGKILL on the slave and are consumed from it by unchanged clients; an ASYNC slave
+//! catches up and runtime info shows the lag; restarts on either side leave identical logs;
+//! metadata reaches the slave; mismatched slaves are refused at the handshake.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thruster_client::protocol::header::offset::{
+    OffsetResponseHeader, QueryConsumerOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
+};
+use thruster_client::protocol::header::send::SendMessageResponseHeader;
+use thruster_client::protocol::message::decode_offset_msg_id;
+use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_client::tokio::{ClientConfig, PullConsumer, PullStatus};
+use thruster_tests::cpp_client::ClientProcess;
+use thruster_tests::wire::{pull_records, runtime_info, v2_header};
+use thruster_tests::{route, wait_until, Client, ServerProcess};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn namesrv() -> ServerProcess {
+    ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"])
+}
+
+fn slave(namesrvs: &str, name: &str, shards: usize, extra: &[&str]) -> ServerProcess {
+    let name = format!("brokerName={name}");
+    let mut settings = vec![name.as_str(), "brokerRole=SLAVE", "brokerId=1"];
+    settings.extend_from_slice(extra);
+    ServerProcess::broker_with_namesrvs(namesrvs, shards, &settings)
+}
+
+/// Broker name -> (broker id -> address), from `topic`'s route.
+fn groups(namesrv: SocketAddr, topic: &str) -> BTreeMap<String, BTreeMap<i64, SocketAddr>> {
+    route(namesrv, topic)
+        .map(|r| {
+            r.broker_datas
+                .into_iter()
+                .map(|b| {
+                    let addrs = b
+                        .broker_addrs
+                        .into_iter()
+                        .map(|(id, a)| (id, a.parse().unwrap()))
+                        .collect();
+                    (b.broker_name, addrs)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until every broker name of `topic` has a master and a slave, and each master shard
+/// has its slave connected; returns the groups.
+fn replicating(
+    namesrv: SocketAddr,
+    topic: &str,
+    names: usize,
+) -> BTreeMap<String, BTreeMap<i64, SocketAddr>> {
+    let mut found = BTreeMap::new();
+    let paired = wait_until(WAIT, || {
+        found = groups(namesrv, topic);
+        found.len() == names
+            && found.values().all(|ids| ids.len() == 2)
+            && found
+                .values()
+                .all(|ids| runtime_info(&mut Client::connect(ids[&0]))["haConnectionCount"] == "1")
+    });
+    assert!(paired, "masters and slaves paired and connected: {found:?}");
+    found
+}
+
+/// What one sender got acknowledged: body -> the commit log offset its msgId names.
+struct Sent {
+    acked: BTreeMap<String, i64>,
+    /// The send whose answer never came (the broker died under it).
+    in_flight: Option<String>,
+}
+
+/// Sends to `addr`'s queues in turn until the connection dies or `stop` is set.
+fn send_until_dead(
+    addr: SocketAddr,
+    topic: &'static str,
+    queues: i32,
+    tag: String,
+    acked_total: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Sent> {
+    std::thread::spawn(move || {
+        let mut client = Client::connect(addr);
+        let mut sent = Sent {
+            acked: BTreeMap::new(),
+            in_flight: None,
+        };
+        for i in 0.. {
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+            let body = format!("{tag}-{i}");
+            let request =
+                RemotingCommand::request(rc::SEND_MESSAGE_V2, &v2_header(topic, i % queues, None))
+                    .with_body(body.clone().into_bytes());
+            match client.try_invoke(request) {
+                Ok(r) if r.code == response_code::SUCCESS => {
+                    let header: SendMessageResponseHeader = r.decode_header().unwrap();
+                    let (_, offset) =
+                        decode_offset_msg_id(&header.msg_id).expect("an offset msgId");
+                    sent.acked.insert(body, offset);
+                    acked_total.fetch_add(1, Ordering::AcqRel);
+                }
+                Ok(r) => panic!("send refused: {} {:?}", r.code, r.remark),
+                Err(_) => {
+                    sent.in_flight = Some(body);
+                    break;
+                }
+            }
+        }
+        sent
+    })
+}
+
+fn write_queues(namesrv: SocketAddr, topic: &str, name: &str) -> i32 {
+    route(namesrv, topic)
+        .unwrap()
+        .queue_datas
+        .iter()
+        .find(|q| q.broker_name == name)
+        .map_or(0, |q| q.write_queue_nums)
+}
+
+#[test]
+fn sync_master_killed_mid_stream_every_acknowledged_message_is_on_the_slave_and_consumed_from_it() {
+    let ns = namesrv();
+    let mut master =
+        ServerProcess::broker(ns.addr, 2, &["brokerName=rs", "brokerRole=SYNC_MASTER"]);
+    let _slave = slave(&ns.addr.to_string(), "rs", 2, &[]);
+    Client::connect(master.addr).create_topic("SyncRepl", 4);
+    let groups = replicating(ns.addr, "SyncRepl", 2);
+    let acked_total = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = groups
+        .iter()
+        .map(|(name, ids)| {
+            let queues = write_queues(ns.addr, "SyncRepl", name);
+            send_until_dead(
+                ids[&0],
+                "SyncRepl",
+                queues,
+                name.clone(),
+                acked_total.clone(),
+                stop.clone(),
+            )
+        })
+        .collect();
+    assert!(
+        wait_until(WAIT, || acked_total.load(Ordering::Acquire) >= 300),
+        "300 sends acknowledged by the SYNC_MASTER"
+    );
+    master.kill();
+    let sent: Vec<Sent> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+    // The name server drops the master as its connection closes, not 120 s later.
+    assert!(
+        wait_until(Duration::from_secs(10), || groups_now_slaves_only(ns.addr)),
+        "only the slaves are left in the route"
+    );
+    let mut stored_all = BTreeSet::new();
+    for (sent, (name, ids)) in sent.iter().zip(&groups) {
+        let mut slave_client = Client::connect(ids[&1]);
+        let mut stored = BTreeMap::new();
+        for queue in 0..write_queues(ns.addr, "SyncRepl", name) {
+            for record in pull_records(&mut slave_client, "SyncRepl", queue) {
+                stored.insert(
+                    String::from_utf8(record.body.to_vec()).unwrap(),
+                    record.physical_offset,
+                );
+            }
+        }
+        for (body, offset) in &sent.acked {
+            assert_eq!(
+                stored.get(body),
+                Some(offset),
+                "{name}: {body} acknowledged at {offset}, on the slave at the same offset"
+            );
+        }
+        for body in stored.keys() {
+            assert!(
+                sent.acked.contains_key(body) || sent.in_flight.as_ref() == Some(body),
+                "{name}: {body} on the slave was never sent"
+            );
+        }
+        stored_all.extend(stored.into_keys());
+    }
+    assert!(stored_all.len() >= 300);
+
+    // Unchanged clients find only the slaves and read everything from them.
+    let native: BTreeSet<String> = tokio_runtime().block_on(async {
+        let consumer = PullConsumer::new(
+            "native-reader",
+            ClientConfig::new(&ns.addr.to_string()).unwrap(),
+        );
+        let mut got = BTreeSet::new();
+        for queue in consumer.queues("SyncRepl").await.unwrap() {
+            let mut offset = 0;
+            loop {
+                let result = consumer.pull(&queue, "*", offset, 32, None).await.unwrap();
+                got.extend(
+                    result
+                        .messages
+                        .iter()
+                        .map(|m| String::from_utf8(m.body.to_vec()).unwrap()),
+                );
+                offset = result.next_begin_offset;
+                if result.status != PullStatus::Found {
+                    break;
+                }
+            }
+        }
+        got
+    });
+    assert_eq!(
+        native, stored_all,
+        "the native client reads every stored message from the slaves"
+    );
+
+    let ns_text = ns.addr.to_string();
+    let expect = stored_all.len().to_string();
+    let pull = ClientProcess::start(&["pull", &ns_text, "cpp-pull", "SyncRepl", &expect, "60"]);
+    let pulled: BTreeSet<String> = pull
+        .finish()
+        .iter()
+        .filter(|e| e["event"] == "received")
+        .map(|e| e["body"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        pulled, stored_all,
+        "the C++ pull consumer reads everything from the slaves"
+    );
+
+    let push = ClientProcess::start(&["push", &ns_text, "cpp-push", "SyncRepl", "clustering"]);
+    let mut pushed = BTreeSet::new();
+    let complete = wait_until(Duration::from_secs(60), || {
+        while let Some(event) = push.next(Duration::from_millis(10)) {
+            if event["event"] == "received" {
+                pushed.insert(event["body"].as_str().unwrap().to_owned());
+            }
+        }
+        pushed.len() >= stored_all.len()
+    });
+    push.finish();
+    assert!(
+        complete,
+        "the C++ push consumer got {} of {}",
+        pushed.len(),
+        stored_all.len()
+    );
+    assert_eq!(pushed, stored_all);
+}
+
+fn groups_now_slaves_only(namesrv: SocketAddr) -> bool {
+    let found = groups(namesrv, "SyncRepl");
+    !found.is_empty() && found.values().all(|ids| ids.keys().eq([&1]))
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn diff(addr: SocketAddr) -> i64 {
+    runtime_info(&mut Client::connect(addr))["masterSlaveDiff"]
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn an_async_slave_falls_behind_visibly_and_catches_up_to_zero() {
+    let ns = namesrv();
+    let master = ServerProcess::broker(ns.addr, 1, &["brokerName=ra"]);
+    let slave = slave(&ns.addr.to_string(), "ra", 1, &[]);
+    Client::connect(master.addr).create_topic("AsyncRepl", 2);
+    replicating(ns.addr, "AsyncRepl", 1);
+    // Paused, the slave cannot copy: the burst shows as lag on the master.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(slave.pid() as libc::pid_t, libc::SIGSTOP) };
+    let mut client = Client::connect(master.addr);
+    let body = vec![b'x'; 16 * 1024];
+    for i in 0..640 {
+        let request =
+            RemotingCommand::request(rc::SEND_MESSAGE_V2, &v2_header("AsyncRepl", i % 2, None))
+                .with_body(body.clone());
+        assert_eq!(
+            client.invoke(request).code,
+            response_code::SUCCESS,
+            "ASYNC_MASTER answers at once"
+        );
+    }
+    let lag = diff(master.addr);
+    assert!(
+        lag >= 640 * 16 * 1024,
+        "masterSlaveDiff shows the burst: {lag}"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(slave.pid() as libc::pid_t, libc::SIGCONT) };
+    assert!(
+        wait_until(WAIT, || diff(master.addr) == 0),
+        "the slave caught up"
+    );
+    assert!(
+        wait_until(WAIT, || diff(slave.addr) == 0),
+        "and says so too"
+    );
+    let mut from_slave = Client::connect(slave.addr);
+    let copied: usize = (0..2)
+        .map(|q| pull_records(&mut from_slave, "AsyncRepl", q).len())
+        .sum();
+    assert_eq!(copied, 640);
+}
+
+#[test]
+fn offsets_and_topics_reach_the_slave_and_the_slave_refuses_sends() {
+    let ns = namesrv();
+    let master = ServerProcess::broker(ns.addr, 1, &["brokerName=rm"]);
+    let slave = slave(
+        &ns.addr.to_string(),
+        "rm",
+        1,
+        &["haSyncMetadataInterval=1000"],
+    );
+    // Created after the slave started: it learns the topic from its master.
+    Client::connect(master.addr).create_topic("Meta", 2);
+    replicating(ns.addr, "Meta", 1);
+    let mut to_master = Client::connect(master.addr);
+    let commit = RemotingCommand::request(
+        rc::UPDATE_CONSUMER_OFFSET,
+        &UpdateConsumerOffsetRequestHeader {
+            consumer_group: "g1".into(),
+            topic: "Meta".into(),
+            queue_id: 1,
+            commit_offset: 42,
+            broker_name: None,
+        },
+    );
+    assert_eq!(to_master.invoke(commit).code, response_code::SUCCESS);
+    let query = || {
+        RemotingCommand::request(
+            rc::QUERY_CONSUMER_OFFSET,
+            &QueryConsumerOffsetRequestHeader {
+                consumer_group: "g1".into(),
+                topic: "Meta".into(),
+                queue_id: 1,
+                set_zero_if_not_found: Some(false),
+                broker_name: None,
+            },
+        )
+    };
+    let mut to_slave = Client::connect(slave.addr);
+    let synced = wait_until(Duration::from_secs(10), || {
+        let r = to_slave.invoke(query());
+        r.code == response_code::SUCCESS
+            && r.decode_header::<OffsetResponseHeader>().unwrap().offset == 42
+    });
+    assert!(synced, "the committed offset reached the slave");
+    let topics = to_slave.invoke(RemotingCommand::bare_request(rc::GET_ALL_TOPIC_CONFIG));
+    let body = String::from_utf8(topics.body.to_vec()).unwrap();
+    assert!(body.contains("\"Meta\""), "the slave has the topic: {body}");
+    // Sends go to masters only.
+    let send = RemotingCommand::request(rc::SEND_MESSAGE_V2, &v2_header("Meta", 0, None))
+        .with_body(b"no".to_vec());
+    let refused = to_slave.invoke(send);
+    assert_eq!(
+        refused.code,
+        response_code::SERVICE_NOT_AVAILABLE,
+        "{:?}",
+        refused.remark
+    );
+    assert!(refused.remark.unwrap_or_default().contains("slave"));
+}
+
+#[test]
+fn a_slave_with_another_shard_count_is_refused_at_the_handshake() {
+    let ns = namesrv();
+    let master = ServerProcess::broker(ns.addr, 1, &["brokerName=rx"]);
+    let ha = runtime_info(&mut Client::connect(master.addr));
+    assert_eq!(ha["brokerRole"], "ASYNC_MASTER");
+    // The slave is told where its master is (haMasterAddress) but has two shards.
+    let master_ha = ha_addr_of(&master);
+    let master_ha = format!("haMasterAddress={master_ha}");
+    let slave = slave(&ns.addr.to_string(), "rx", 2, &[&master_ha]);
+    let mut to_slave = Client::connect(slave.addr);
+    let refused = wait_until(WAIT, || {
+        runtime_info(&mut to_slave)["haLastError"].contains("shards")
+    });
+    assert!(refused, "{:?}", runtime_info(&mut to_slave));
+    assert_eq!(
+        runtime_info(&mut Client::connect(master.addr))["haConnectionCount"],
+        "0"
+    );
+}
+
+/// The master's HA address (shard 0), from its runtime info.
+fn ha_addr_of(master: &ServerProcess) -> String {
+    runtime_info(&mut Client::connect(master.addr))["haServerAddr"].clone()
+}
