@@ -649,6 +649,23 @@ mod tests {
     }
 
     #[test]
+    fn the_replication_example_files_apply_cleanly() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/replication");
+        for (file, role, id) in [
+            ("broker-a-master.conf", BrokerRole::SyncMaster, 0),
+            ("broker-a-slave.conf", BrokerRole::Slave, 1),
+            ("broker-b-master.conf", BrokerRole::SyncMaster, 0),
+            ("broker-b-slave.conf", BrokerRole::Slave, 1),
+        ] {
+            let mut config = BrokerConfig::default();
+            let unused = config.apply_file(&dir.join(file)).unwrap();
+            assert!(unused.is_empty(), "{file}: {unused:?}");
+            config.validate().unwrap();
+            assert_eq!((config.broker_role, config.broker_id), (role, id), "{file}");
+        }
+    }
+
+    #[test]
     fn ha_ports_follow_the_shard_ports() {
         let mut config = BrokerConfig::default();
         assert_eq!(config.shard_ha_port(1, 10921), Some(10922), "main port + 1");
