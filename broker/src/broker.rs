@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::BrokerConfig;
 use crate::meta::consumer_offset::ConsumerOffsets;
+use crate::meta::subscription_group::{groups_path, SubscriptionGroupTable};
 use crate::meta::topic_config::{topics_path, TopicTable};
 use crate::meta::{read_json_file, write_file_atomically};
 use crate::processor::{notify_consumer_ids_changed, BrokerProcessor};
@@ -25,6 +26,8 @@ use crate::shard::{MeshMessage, Shard};
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long shutdown waits for in-flight requests (a parked pull answers at once).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a shard samples its traffic totals (RocketMQ: every second).
+const STATS_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often silent client channels are looked for (RocketMQ: every 10 s).
 const CLIENT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// Listeners per shard (main, VIP, the shard's own port): connection ids interleave by this
@@ -105,6 +108,10 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
             serde_json::to_vec_pretty(&topics.stored_wrapper()).map_err(io::Error::other)?;
         write_file_atomically(&path, &bytes)?;
     }
+    let mut groups = SubscriptionGroupTable::with_system_groups(now_ms);
+    if let Some(persisted) = read_json_file(&groups_path(config), "subscription groups")? {
+        groups.merge_persisted(persisted);
+    }
     let offsets = ConsumerOffsets::load(
         config
             .config_dir()
@@ -116,6 +123,7 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
         start.broker_addr,
         config.shard_broker_name(id),
         topics,
+        groups,
         offsets,
         senders,
         start.shard_count,
@@ -230,16 +238,22 @@ async fn start_serving(
         );
     }
     spawn_offset_flusher(shard.clone(), config.flush_consumer_offset_interval_ms);
-    // A slave stores nothing of its own: its master delivers delayed messages, and the
-    // slave copies the result.
+    spawn_stats_sampler(shard.clone());
+    // A slave stores nothing of its own: its master delivers delayed messages and checks
+    // transactions, and the slave copies the results.
     if shard.ha.slave().is_none() {
         crate::processor::schedule::spawn_delivery(processor.clone());
+        crate::processor::transaction::spawn_check(processor.clone());
     }
     spawn_client_scanner(shard.clone(), config.channel_expired_timeout_ms);
     if shard.id == 0 {
         shard.tasks.spawn(
             "topics-persister",
             crate::processor::admin::persist_topics(shard.clone()),
+        );
+        shard.tasks.spawn(
+            "groups-persister",
+            crate::processor::groups::persist_groups(shard.clone()),
         );
     }
     if shard.id == 0 && !config.namesrv_addrs.is_empty() {
@@ -298,6 +312,17 @@ fn spawn_offset_flusher(shard: Rc<Shard>, interval_ms: u64) {
             if let Err(error) = persist_offsets(&shard).await {
                 warn!(shard = shard.id, %error, "persisting consumer offsets");
             }
+        }
+    });
+}
+
+/// Samples the shard's traffic totals once a second (TPS windows, day totals).
+fn spawn_stats_sampler(shard: Rc<Shard>) {
+    let stop = shard.tasks.stop_signal();
+    shard.clone().tasks.spawn("stats-sampler", async move {
+        while stop.sleep(STATS_SAMPLE_INTERVAL).await {
+            let puts = shard.store.stats().put_records;
+            shard.meter.borrow_mut().sample(runtime::now_ms(), puts);
         }
     });
 }

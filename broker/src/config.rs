@@ -116,6 +116,16 @@ pub struct BrokerConfig {
     /// CommitLog bytes each shard keeps in memory for tail reads (and before write-out);
     /// older data is read from the files (sendfile). `None`: the store's default.
     pub memory_window_bytes: Option<usize>,
+    /// `transactionTimeOut`: a half message is first checked this long after its birth (or
+    /// after its own `CHECK_IMMUNITY_TIME_IN_SECONDS` when longer).
+    pub transaction_timeout_ms: i64,
+    /// `transactionCheckMax`: checks of one half message before it goes to
+    /// `TRANS_CHECK_MAX_TIME_TOPIC`.
+    pub transaction_check_max: u32,
+    /// `transactionCheckInterval`: how often each shard checks its waiting half messages.
+    pub transaction_check_interval_ms: u64,
+    /// `rejectTransactionMessage`: refuse prepared messages (NO_PERMISSION).
+    pub reject_transaction_message: bool,
 }
 
 impl Default for BrokerConfig {
@@ -170,6 +180,10 @@ impl Default for BrokerConfig {
             io_memory_bytes: 2 << 20,
             shard_spin_before_park_us: 0,
             memory_window_bytes: None,
+            transaction_timeout_ms: 6_000,
+            transaction_check_max: 15,
+            transaction_check_interval_ms: 60_000,
+            reject_transaction_message: false,
             shard_request_memory_bytes: SHARD_REQUEST_MEMORY_BYTES_DEFAULT,
             broker_per_shard: true,
             shard_port_step: 10,
@@ -219,10 +233,6 @@ const NOT_SUPPORTED_KEYS: &[&str] = &[
     "brokerIP2",
     "haSlaveFallbehindMax",
     "slaveTimeout",
-    "transactionTimeOut",
-    "transactionCheckMax",
-    "transactionCheckInterval",
-    "rejectTransactionMessage",
     "forceRegister",
     "transientStorePoolEnable",
     "enablePropertyFilter",
@@ -319,12 +329,7 @@ impl BrokerConfig {
             "messageIndexEnable" => self.message_index_enable = parse(key, value)?,
             "autoCreateTopicEnable" => self.auto_create_topic_enable = parse(key, value)?,
             "autoCreateSubscriptionGroup" => {
-                self.auto_create_subscription_group = parse(key, value)?;
-                // Every group is implicitly created today; refusing unknown ones needs the
-                // subscription-group table (issue 16), so `false` is reported as not honoured.
-                if !self.auto_create_subscription_group {
-                    return Ok(Applied::NotSupported);
-                }
+                self.auto_create_subscription_group = parse(key, value)?
             }
             "defaultTopicQueueNums" => self.default_topic_queue_nums = parse(key, value)?,
             "brokerPermission" => self.broker_permission = parse(key, value)?,
@@ -375,6 +380,15 @@ impl BrokerConfig {
                 }
             }
             "memoryWindowBytes" => self.memory_window_bytes = Some(parse(key, value)?),
+            "transactionTimeOut" => self.transaction_timeout_ms = parse(key, value)?,
+            "transactionCheckMax" => self.transaction_check_max = parse(key, value)?,
+            "transactionCheckInterval" => {
+                self.transaction_check_interval_ms = parse(key, value)?;
+                if self.transaction_check_interval_ms == 0 {
+                    return Err("transactionCheckInterval must be at least 1 ms".into());
+                }
+            }
+            "rejectTransactionMessage" => self.reject_transaction_message = parse(key, value)?,
             _ if NOT_SUPPORTED_KEYS.contains(&key) => return Ok(Applied::NotSupported),
             _ => return Ok(Applied::Unknown),
         }
@@ -729,8 +743,9 @@ mod tests {
         );
         assert_eq!(
             config.set("autoCreateSubscriptionGroup", "false"),
-            Ok(Applied::NotSupported)
+            Ok(Applied::Used)
         );
+        assert!(!config.auto_create_subscription_group);
         assert!(config.set("shards", &(SHARDS_MAX + 1).to_string()).is_err());
     }
 

@@ -10,6 +10,7 @@ pub mod processor;
 pub mod registration;
 pub mod remoting;
 pub mod shard;
+pub mod stats;
 
 /// The reactor runtime (its own crate, `thruster-runtime`), under the name the broker's modules
 /// use.

@@ -138,6 +138,7 @@ pub mod response_code {
     pub const CONSUME_MSG_TIMEOUT: i32 = 207;
     pub const NO_MESSAGE: i32 = 208;
     pub const FLOW_CONTROL: i32 = 215;
+    pub const ILLEGAL_OPERATION: i32 = 604;
     pub const GO_AWAY: i32 = 1500;
 }
 

@@ -19,6 +19,44 @@ pub fn disk_used_percent(path: &std::path::Path) -> io::Result<u32> {
     Ok(used_percent(stat.f_blocks, stat.f_bfree, stat.f_bavail))
 }
 
+/// Sizes of the file system holding a path, in bytes (Java `File.getTotalSpace`,
+/// `getFreeSpace`, `getUsableSpace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSpace {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub usable_bytes: u64,
+}
+
+impl DiskSpace {
+    /// Used share as RocketMQ reports it in runtime info (`getDiskPartitionSpaceUsedPercent`):
+    /// (total − free) / total, a fraction; −1 when the size is unknown.
+    pub fn used_ratio(&self) -> f64 {
+        if self.total_bytes == 0 {
+            return -1.0;
+        }
+        self.total_bytes.saturating_sub(self.free_bytes) as f64 / self.total_bytes as f64
+    }
+}
+
+/// The sizes of the file system holding `path`. Blocking (statvfs).
+pub fn disk_space(path: &std::path::Path) -> io::Result<DiskSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs fills the struct we own; the path is a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let block = stat.f_frsize as u64;
+    Ok(DiskSpace {
+        total_bytes: stat.f_blocks as u64 * block,
+        free_bytes: stat.f_bfree as u64 * block,
+        usable_bytes: stat.f_bavail as u64 * block,
+    })
+}
+
 /// Used share of a file system from statvfs block counts, as RocketMQ (and `df`) compute it:
 /// used / (used + available to us), rounded up. Blocks reserved for root count in neither, so a
 /// file system with a large reserve does not look fuller than it is.

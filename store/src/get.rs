@@ -95,6 +95,11 @@ impl MessageStore {
         self.visible.get()
     }
 
+    /// CommitLog bytes appended but not yet flushed (RocketMQ's `remainHowManyDataToFlush`).
+    pub fn flush_behind_bytes(&self) -> u64 {
+        self.appended.get().saturating_sub(self.flushed.get())
+    }
+
     /// The record at a commitlog offset (VIEW_MESSAGE_BY_ID), as stored.
     pub async fn read_record(&self, phys_offset: u64) -> io::Result<Option<Bytes>> {
         if phys_offset >= self.visible.get() {

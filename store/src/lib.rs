@@ -14,6 +14,7 @@ pub mod doomed;
 pub mod flush;
 pub mod get;
 pub mod index_file;
+pub mod latency;
 pub mod mapped_file;
 pub mod message_store;
 pub mod put;

@@ -159,6 +159,8 @@ const TASKS_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct StoreStats {
     pub puts: u64,
     pub put_records: u64,
+    /// Bytes of the records stored (as written to the CommitLog).
+    pub put_bytes: u64,
     pub flushes: u64,
     pub flushed_bytes: u64,
     /// Puts that waited because unwritten data filled the memory window (the disk is behind).

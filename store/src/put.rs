@@ -77,6 +77,7 @@ impl MessageStore {
         self.count(|stats| {
             stats.puts += 1;
             stats.put_records += messages.len() as u64;
+            stats.put_bytes += batch.total_bytes as u64;
         });
         self.appended.advance(end);
         if self.config.flush_mode == FlushMode::Async {

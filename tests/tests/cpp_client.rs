@@ -344,3 +344,53 @@ fn push_broadcasting_every_consumer_gets_every_message() {
         );
     }
 }
+
+#[test]
+fn with_auto_created_groups_off_an_existing_group_consumes_as_before() {
+    use thruster_client::protocol::body::{encode, SubscriptionGroupConfig};
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let broker = ServerProcess::broker(namesrv.addr, 2, &["autoCreateSubscriptionGroup=false"]);
+    let topic = "CppStrictGroups";
+    let mut admin = Client::connect(broker.addr);
+    for group in ["CppStrictPull", "CppStrictPush"] {
+        let created = admin.invoke(
+            RemotingCommand::request(
+                rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
+                &thruster_client::protocol::header::EmptyHeader {},
+            )
+            .with_body(encode(&SubscriptionGroupConfig::named(group))),
+        );
+        assert_eq!(created.code, 0, "{:?}", created.remark);
+    }
+    let sent = produce(&namesrv, topic, "sync", 40, "strict");
+    assert_eq!(sent.len(), 40);
+    let pulled = pull_all(&namesrv, "CppStrictPull", topic, 40);
+    let got = bodies(&pulled);
+    assert_eq!(got.len(), 40, "no duplicates, nothing missing: {got:?}");
+    assert_eq!(
+        got.into_iter().collect::<BTreeSet<_>>(),
+        expected("strict", 40)
+    );
+
+    let (a, b) = two_push_consumers(&namesrv, &broker, "CppStrictPush", topic, "clustering");
+    settle_with_probes(&namesrv, topic, &[&a, &b], 1);
+    produce(&namesrv, topic, "sync", 100, "msg");
+    let mut got = Vec::new();
+    assert!(
+        wait_until(CLIENT_TIMEOUT, || {
+            got.extend(received_bodies(&a.drain(), "msg-"));
+            got.extend(received_bodies(&b.drain(), "msg-"));
+            got.len() >= 100
+        }),
+        "only {} of 100 consumed",
+        got.len()
+    );
+    a.finish();
+    b.finish();
+    let all: Vec<String> = got.into_iter().map(|m| m.0).collect();
+    assert_eq!(all.len(), 100, "every message exactly once");
+    assert_eq!(
+        all.into_iter().collect::<BTreeSet<_>>(),
+        expected("msg", 100)
+    );
+}

@@ -321,7 +321,7 @@ fn an_async_slave_falls_behind_visibly_and_catches_up_to_zero() {
 }
 
 #[test]
-fn offsets_and_topics_reach_the_slave_and_the_slave_refuses_sends() {
+fn offsets_topics_and_groups_reach_the_slave_and_the_slave_refuses_sends() {
     let ns = namesrv();
     let master = ServerProcess::broker(ns.addr, 1, &["brokerName=rm"]);
     let slave = slave(
@@ -364,6 +364,21 @@ fn offsets_and_topics_reach_the_slave_and_the_slave_refuses_sends() {
             && r.decode_header::<OffsetResponseHeader>().unwrap().offset == 42
     });
     assert!(synced, "the committed offset reached the slave");
+    // A subscription group made on the master reaches the slave too.
+    let mut group = thruster_client::protocol::body::SubscriptionGroupConfig::named("g-synced");
+    group.retry_max_times = 3;
+    let create = RemotingCommand::bare_request(rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
+        .with_body(thruster_client::protocol::body::encode(&group));
+    assert_eq!(to_master.invoke(create).code, response_code::SUCCESS);
+    let group_synced = wait_until(Duration::from_secs(10), || {
+        let all = to_slave.invoke(RemotingCommand::bare_request(
+            rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG,
+        ));
+        let wrapper: thruster_client::protocol::body::SubscriptionGroupWrapper =
+            thruster_client::protocol::body::decode_lenient("groups", &all.body).unwrap();
+        wrapper.subscription_group_table.get("g-synced") == Some(&group)
+    });
+    assert!(group_synced, "the group reached the slave");
     let topics = to_slave.invoke(RemotingCommand::bare_request(rc::GET_ALL_TOPIC_CONFIG));
     let body = String::from_utf8(topics.body.to_vec()).unwrap();
     assert!(body.contains("\"Meta\""), "the slave has the topic: {body}");

@@ -1,6 +1,6 @@
 //! A slave shard's copy of its master's metadata, every `haSyncMetadataInterval` (RocketMQ's
 //! SlaveSynchronize, 10 s): shard 0 takes the topic table (the whole one: it computes each
-//! shard's share itself), and every shard its own consumer offsets and delay-level progress
+//! shard's share itself) and the subscription groups, and every shard its own consumer offsets and delay-level progress
 //! from its master shard (offsets belong to the shard that owns the queue). Offsets the master
 //! has replace the slave's; those only the slave has (committed while the master was down) are
 //! kept, as RocketMQ's `putAll` does.
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use thruster_protocol::body::{
     decode_lenient, split_topic_group, ConsumerOffsetSerializeWrapper, DelayOffsetSerializeWrapper,
-    TopicConfigSerializeWrapper,
+    SubscriptionGroupConfig, SubscriptionGroupWrapper, TopicConfigSerializeWrapper,
 };
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::{debug, warn};
@@ -20,7 +20,7 @@ use crate::processor::admin::{apply_synced_topics, WHOLE_TABLE_KEY};
 use crate::processor::schedule::SCHEDULE_PROGRESS_GROUP;
 use crate::remoting::client::RemotingClient;
 use crate::runtime;
-use crate::shard::Shard;
+use crate::shard::{MeshMessage, Shard};
 
 /// The sync loop of one slave shard, until the shard stops.
 pub async fn run(shard: Rc<Shard>) {
@@ -75,6 +75,9 @@ async fn sync_once(
         request.ext_fields.insert(WHOLE_TABLE_KEY, "true");
         let topics: TopicConfigSerializeWrapper = ask(client, request, timeout, "topics").await?;
         apply_synced_topics(shard, topics.topic_config_table.into_values().collect()).await;
+        let request = RemotingCommand::bare_request(rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG);
+        let groups: SubscriptionGroupWrapper = ask(client, request, timeout, "groups").await?;
+        apply_synced_groups(shard, groups.subscription_group_table.into_values()).await;
     }
     let request = RemotingCommand::bare_request(rc::GET_ALL_CONSUMER_OFFSET);
     let offsets: ConsumerOffsetSerializeWrapper = ask(client, request, timeout, "offsets").await?;
@@ -96,6 +99,39 @@ async fn sync_once(
         table.commit_internal(SCHEDULE_PROGRESS_GROUP, SCHEDULE_TOPIC, level - 1, offset);
     }
     Ok(())
+}
+
+/// Shard 0 of a slave: takes the master's subscription groups (those that differ), tells the
+/// other shards and lets the persister write them.
+async fn apply_synced_groups(shard: &Shard, groups: impl Iterator<Item = SubscriptionGroupConfig>) {
+    let mut changed = Vec::new();
+    for config in groups {
+        if shard.groups.borrow().get(&config.group_name) == Some(&config) {
+            continue;
+        }
+        if let Err(failure) = shard.groups.borrow().room_for(&config) {
+            warn!(group = %config.group_name, remark = %failure.remark, "synced group not taken");
+            continue;
+        }
+        if shard
+            .groups
+            .borrow_mut()
+            .upsert(config.clone(), runtime::now_ms())
+        {
+            changed.push(config);
+        }
+    }
+    for config in &changed {
+        shard
+            .broadcast(|| MeshMessage::GroupChanged {
+                name: config.group_name.clone(),
+                config: Some(config.clone()),
+            })
+            .await;
+    }
+    if !changed.is_empty() {
+        shard.groups_changed.advance(shard.groups_changed.get() + 1);
+    }
 }
 
 async fn ask<T: serde::de::DeserializeOwned>(

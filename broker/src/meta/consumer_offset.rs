@@ -177,6 +177,26 @@ impl ConsumerOffsets {
         Ok(())
     }
 
+    /// Forgets every offset of `group` (DELETE_SUBSCRIPTIONGROUP with `removeOffset`); the
+    /// number of `topic@group` keys removed.
+    pub fn remove_group(&mut self, group: &str) -> usize {
+        let suffix = format!("@{group}");
+        let doomed: Vec<String> = self
+            .table
+            .keys()
+            .filter(|k| k.ends_with(&suffix))
+            .cloned()
+            .collect();
+        for key in &doomed {
+            if let Some(queues) = self.table.remove(key) {
+                self.table_bytes -=
+                    entry_bytes(key, true) + queues.len().saturating_sub(1) * QUEUE_ENTRY_BYTES;
+                self.changes += 1;
+            }
+        }
+        doomed.len()
+    }
+
     /// Every (topic@group, queue, offset), for admin and tests.
     pub fn entries(&self) -> impl Iterator<Item = (&str, i32, i64)> {
         self.table

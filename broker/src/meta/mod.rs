@@ -1,10 +1,12 @@
-//! Broker metadata: topic configs, consumer offsets, client registrations. Each table says
+//! Broker metadata: topic configs, subscription groups, consumer offsets, client registrations. Each table says
 //! which shard writes it and how the others learn of changes.
 
 pub mod clients;
 pub mod consumer_offset;
 pub mod queue_locks;
+pub mod subscription_group;
 pub mod topic_config;
+pub mod transactions;
 
 use std::io;
 use std::path::Path;

@@ -1,21 +1,17 @@
-//! Topic administration (shard 0 writes the topic table and tells the others) and runtime
-//! information.
+//! Topic administration (shard 0 writes the topic table and tells the others).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use thruster_protocol::body::{self, KvTable, TopicConfig};
+use thruster_protocol::body::{self, TopicConfig};
 use thruster_protocol::header::admin::CreateTopicRequestHeader;
 use thruster_protocol::{response_code, RemotingCommand};
 use tracing::{info, warn};
 
-use super::{BrokerProcessor, Handled};
+use super::{BrokerProcessor, Handled, PersistedTable};
 use crate::meta::topic_config::{topics_path, validate_topic_name, QUEUE_NUMS_MAX};
-use crate::meta::write_file_atomically;
 use crate::remoting::Failure;
 use crate::runtime;
-use crate::shard::{Call, CallReply, MeshMessage, ShardStats};
-use thruster_protocol::shard::{SHARD_ADDRS_KEY, SHARD_COUNT_KEY};
+use crate::shard::{Call, CallReply, MeshMessage};
 
 /// Shard 0: creates a topic from its template (a send to a missing topic).
 pub async fn auto_create_topic(
@@ -98,37 +94,18 @@ pub async fn upsert_topic(
 /// ends.
 pub async fn persist_topics(shard: std::rc::Rc<crate::shard::Shard>) {
     assert_eq!(shard.id, 0, "shard 0 writes the topic table");
-    let stop = shard.tasks.stop_signal();
-    loop {
-        let persisted = shard.topics_persisted.get();
-        futures_lite::future::or(shard.topics_changed.wait_for(persisted + 1), async {
-            stop.wait().await;
-            0
+    let table = PersistedTable {
+        what: "topic table",
+        path: topics_path(&shard.config),
+        changed: &shard.topics_changed,
+        persisted: &shard.topics_persisted,
+        result: &shard.topics_persist_result,
+    };
+    table
+        .persist_on_change(&shard, || {
+            serde_json::to_vec_pretty(&shard.topics.borrow().stored_wrapper())
         })
         .await;
-        if shard.topics_changed.get() == persisted {
-            return; // stopped, and everything changed is on disk
-        }
-        let version = shard.topics_changed.get();
-        let bytes = {
-            let topics = shard.topics.borrow();
-            serde_json::to_vec_pretty(&topics.stored_wrapper())
-        };
-        let path = topics_path(&shard.config);
-        let result = match bytes {
-            Ok(bytes) => runtime::spawn_blocking(move || write_file_atomically(&path, &bytes))
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = &result {
-            // The change stays in memory and goes to disk with the next one; its creator is
-            // told it failed.
-            warn!(%error, version, "persisting the topic table failed");
-        }
-        *shard.topics_persist_result.borrow_mut() = result;
-        shard.topics_persisted.advance(version);
-    }
 }
 
 /// UPDATE_AND_CREATE_TOPIC (17).
@@ -217,77 +194,4 @@ pub async fn apply_synced_topics(shard: &crate::shard::Shard, topics: Vec<TopicC
         shard.topics_changed.advance(shard.topics_changed.get() + 1);
     }
     changed.len()
-}
-
-/// GET_BROKER_RUNTIME_INFO (28): counters summed over the shards of the broker the client
-/// sees (this shard alone with a broker per shard, so a cluster's sums count each once).
-pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
-    let shard = &processor.shard;
-    let mut total = ShardStats::default();
-    let mut table = BTreeMap::new();
-    for to in shard.broker_shards() {
-        match shard.call(processor, to, Call::Stats).await {
-            CallReply::Stats(stats) => {
-                total.add(&stats);
-                table.insert(
-                    format!("commitLogMaxOffset_shard{to}"),
-                    stats.commit_log_max_offset.to_string(),
-                );
-                table.insert(
-                    format!("commitLogMinOffset_shard{to}"),
-                    stats.commit_log_min_offset.to_string(),
-                );
-            }
-            other => warn!(to, ?other, "no stats from shard"),
-        }
-    }
-    let now_ms = runtime::now_ms();
-    let mut put = |k: &str, v: String| {
-        table.insert(k.to_owned(), v);
-    };
-    put("brokerVersionDesc", "V4_9_8".into());
-    put(
-        "brokerVersion",
-        thruster_protocol::codes::version::CURRENT.to_string(),
-    );
-    put("msgPutTotalTodayNow", total.put_messages.to_string());
-    put("msgGetTotalTodayNow", total.get_found.to_string());
-    put("getFoundTps", "0".into());
-    put("getMissTps", "0".into());
-    put("crossShardHops", total.hops_out.to_string());
-    put("pullSendfileBytes", total.pull_file_bytes.to_string());
-    put("thrusterQueuesWaitedOn", total.queues_waited_on.to_string());
-    put("shards", shard.count.to_string());
-    // Replication health (brokerRole, masterSlaveDiff, ...): replication pairs shard i with
-    // shard i, and each is a broker of its own, so these are this shard's.
-    let ha_addr = shard.ha_addrs.get(shard.id).copied().flatten();
-    for (key, value) in shard
-        .ha
-        .runtime_info(shard.store.commit_log_max_offset(), ha_addr)
-    {
-        put(key, value);
-    }
-    // Shard-aware clients send each queue's requests to its owner's own port (see
-    // thruster_protocol::shard); other clients ignore these keys. With a broker per shard
-    // there is nothing to map: every broker name is one shard already.
-    if let Some(addrs) = shard
-        .shard_addrs
-        .get()
-        .filter(|_| !shard.config.broker_per_shard)
-    {
-        put(SHARD_COUNT_KEY, addrs.len().to_string());
-        let joined: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-        put(SHARD_ADDRS_KEY, joined.join(";"));
-    }
-    put("bootTimestamp", shard.boot_ms.to_string());
-    put("runtime", format!("{} ms", now_ms - shard.boot_ms));
-    put("sendThreadPoolQueueSize", "0".into());
-    put("sendThreadPoolQueueCapacity", "0".into());
-    put("pullThreadPoolQueueSize", "0".into());
-    put("pullThreadPoolQueueCapacity", "0".into());
-    put("dispatchBehindBytes", "0".into());
-    put("pageCacheLockTimeMills", "0".into());
-    put("commitLogDiskRatio", "0".into());
-    let body = body::encode(&KvTable { table });
-    Ok(request.success().with_body(body).into())
 }

@@ -13,7 +13,7 @@ use thruster_protocol::header::client::{
 };
 use thruster_protocol::{response_code, RemotingCommand};
 
-use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
+use super::{groups, notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::meta::clients::{ClientEvent, ConnKey};
 use crate::meta::topic_config::RETRY_GROUP_TOPIC_PREFIX;
 use crate::remoting::{ConnectionContext, Failure};
@@ -71,10 +71,16 @@ pub async fn heartbeat(
         .map_err(Failure::system)?;
     if let ClientEvent::Heartbeat { consumers, .. } = &event {
         for consumer in consumers {
+            // As Java: the group's config, created with the defaults if groups are created on
+            // demand; a group that does not exist still registers (its pulls are refused).
+            let Some(group) = groups::find_or_create(processor, &consumer.group_name).await? else {
+                continue;
+            };
             if consumer.message_model != "BROADCASTING" {
                 // Clustering consumers subscribe to their retry topic; it must exist.
                 let retry = format!("{RETRY_GROUP_TOPIC_PREFIX}{}", consumer.group_name);
-                processor.topic_or_create(&retry, &retry, 1).await?;
+                let queues = group.retry_queue_nums.max(1);
+                processor.topic_or_create(&retry, &retry, queues).await?;
             }
         }
     }

@@ -8,7 +8,9 @@ use thruster_protocol::body::TopicConfig;
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::warn;
 
-use super::{admin, client_manage, offsets, pull, query, schedule, send};
+use super::{
+    admin, client_manage, groups, offsets, pull, query, runtime_info, schedule, send, transaction,
+};
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
 use crate::runtime;
@@ -33,7 +35,17 @@ impl RequestProcessor for BrokerProcessor {
             );
         }
         shard.in_flight.set(shard.in_flight.get() + 1);
+        let started = std::time::Instant::now();
         let result = self.route(context, &request).await;
+        let answer_code = match &result {
+            Ok(reply) => reply.command.code,
+            Err(failure) => failure.code,
+        };
+        shard.meter.borrow_mut().request(
+            request.code,
+            is_failure(answer_code),
+            started.elapsed().as_micros() as u64,
+        );
         let remaining = shard.in_flight.get() - 1;
         shard.in_flight.set(remaining);
         if remaining == 0 {
@@ -52,7 +64,14 @@ impl RequestProcessor for BrokerProcessor {
         }
     }
 
+    fn connection_opened(&self, _context: &ConnectionContext) {
+        let open = &self.shard.open_connections;
+        open.set(open.get() + 1);
+    }
+
     fn connection_closed(&self, context: &ConnectionContext) {
+        let open = &self.shard.open_connections;
+        open.set(open.get().saturating_sub(1));
         let was_client = self
             .shard
             .connections
@@ -72,6 +91,19 @@ impl RequestProcessor for BrokerProcessor {
             });
         }
     }
+}
+
+/// Whether an answer reports a failure (for the error counters): a pull that found nothing
+/// yet, or was told to retry or move, is not one.
+fn is_failure(code: i32) -> bool {
+    !matches!(
+        code,
+        response_code::SUCCESS
+            | response_code::PULL_NOT_FOUND
+            | response_code::PULL_RETRY_IMMEDIATELY
+            | response_code::PULL_OFFSET_MOVED
+            | response_code::QUERY_NOT_FOUND
+    )
 }
 
 impl CallHandler for BrokerProcessor {
@@ -102,6 +134,14 @@ impl CallHandler for BrokerProcessor {
                 admin::auto_create_topic(self, &topic, &template, queue_nums).await,
             ),
             Call::UpsertTopic(config) => CallReply::Topic(admin::upsert_topic(self, config).await),
+            Call::UpsertGroup { config, if_absent } => {
+                CallReply::Group(groups::upsert_here(self, config, if_absent).await)
+            }
+            Call::DeleteGroup(group) => CallReply::Group(groups::delete_here(self, &group).await),
+            Call::RemoveGroupOffsets(group) => {
+                self.shard.offsets.borrow_mut().remove_group(&group);
+                CallReply::Done
+            }
             Call::QueryByKey {
                 topic,
                 key,
@@ -109,7 +149,11 @@ impl CallHandler for BrokerProcessor {
                 begin_ms,
                 end_ms,
             } => query::query_local(&self.shard, &topic, &key, max_num, begin_ms, end_ms).await,
-            Call::Stats => CallReply::Stats(self.shard.stats()),
+            Call::Stats => {
+                let mut stats = self.shard.stats();
+                stats.schedule_progress = schedule::progress(&self.shard);
+                CallReply::Stats(Box::new(stats))
+            }
             Call::Put(message) => CallReply::Put(self.shard.store.put(message).await),
             Call::QueueLocks {
                 group,
@@ -117,6 +161,9 @@ impl CallHandler for BrokerProcessor {
                 queues,
                 unlock,
             } => client_manage::queue_locks_here(&self.shard, &group, &client_id, &queues, unlock),
+            Call::ToConnection { id, command } => {
+                CallReply::Delivered(super::send_to_local_connection(&self.shard, id, command))
+            }
         }
     }
 
@@ -133,15 +180,22 @@ fn stores_messages(code: i32) -> bool {
             | rc::SEND_MESSAGE_V2
             | rc::SEND_BATCH_MESSAGE
             | rc::CONSUMER_SEND_MSG_BACK
+            | rc::END_TRANSACTION
+            | rc::SEND_REPLY_MESSAGE
+            | rc::SEND_REPLY_MESSAGE_V2
     )
 }
 
 impl BrokerProcessor {
     async fn route(&self, context: &ConnectionContext, request: &RemotingCommand) -> Handled {
         if self.shard.ha.slave().is_some() && stores_messages(request.code) {
-            // As a RocketMQ slave's store answers: clients send to masters only.
+            // As a RocketMQ slave answers: clients send to masters only.
+            let code = match request.code {
+                rc::END_TRANSACTION => response_code::SLAVE_NOT_AVAILABLE,
+                _ => response_code::SERVICE_NOT_AVAILABLE,
+            };
             return Err(Failure::new(
-                response_code::SERVICE_NOT_AVAILABLE,
+                code,
                 format!(
                     "the broker[{}] is a slave: messages are put to its master only",
                     self.shard.broker_name
@@ -184,6 +238,17 @@ impl BrokerProcessor {
                 }
                 self.on_shard(owner, request, context, None).await
             }
+            rc::END_TRANSACTION => {
+                // Served where the named half record is stored.
+                let offset = transaction::decision_owner(request)?;
+                let owner = usize::from(shard_of_offset(offset));
+                if owner >= self.shard.count {
+                    return Err(Failure::system(format!(
+                        "Find prepared transaction message failed: no shard holds offset {offset}"
+                    )));
+                }
+                self.on_shard(owner, request, context, None).await
+            }
             rc::QUERY_MESSAGE => query::query_message(self, request).await,
             rc::HEART_BEAT => client_manage::heartbeat(self, context, request).await,
             rc::UNREGISTER_CLIENT => client_manage::unregister(self, context, request).await,
@@ -195,7 +260,13 @@ impl BrokerProcessor {
             rc::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(self, request),
             rc::GET_ALL_CONSUMER_OFFSET => offsets::all_consumer_offsets(self, request),
             rc::GET_ALL_DELAY_OFFSET => offsets::all_delay_offsets(self, request),
-            rc::GET_BROKER_RUNTIME_INFO => admin::runtime_info(self, request).await,
+            rc::GET_BROKER_RUNTIME_INFO => runtime_info::runtime_info(self, request).await,
+            rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
+                groups::update_and_create(self, request).await
+            }
+            rc::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => groups::all(self, request),
+            rc::DELETE_SUBSCRIPTIONGROUP => groups::delete(self, request).await,
+            rc::GET_SUBSCRIPTIONGROUP_CONFIG => groups::one(self, request),
             code => Err(Failure::new(
                 response_code::REQUEST_CODE_NOT_SUPPORTED,
                 format!("request type {code} not supported"),
@@ -244,6 +315,7 @@ impl BrokerProcessor {
             rc::GET_EARLIEST_MSG_STORETIME => offsets::earliest_store_time(self, request).await,
             rc::VIEW_MESSAGE_BY_ID => query::view_message_by_id(self, request).await,
             rc::CONSUMER_SEND_MSG_BACK => schedule::send_back(self, request).await,
+            rc::END_TRANSACTION => transaction::end_owned(self, request).await,
             code => Err(Failure::system(format!("request {code} has no owner"))),
         }
     }

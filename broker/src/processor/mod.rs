@@ -7,11 +7,14 @@
 pub mod admin;
 pub mod client_manage;
 mod dispatch;
+pub mod groups;
 pub mod offsets;
 pub mod pull;
 pub mod query;
+pub mod runtime_info;
 pub mod schedule;
 pub mod send;
+pub mod transaction;
 
 use std::rc::Rc;
 
@@ -19,11 +22,14 @@ use thruster_protocol::body::TopicConfig;
 use thruster_protocol::codes::LanguageCode;
 use thruster_protocol::header::client::NotifyConsumerIdsChangedRequestHeader;
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::meta::clients::ConnKey;
 use crate::meta::topic_config::AUTO_CREATE_TOPIC_KEY_TOPIC;
+use crate::meta::write_file_atomically;
 use crate::remoting::{Failure, Reply};
 use crate::runtime;
+use crate::runtime::watermark::Watermark;
 use crate::shard::{Call, CallReply, Shard};
 
 pub type Handled = Result<Reply, Failure>;
@@ -98,9 +104,113 @@ impl BrokerProcessor {
     }
 }
 
+/// A table shard 0 writes to a JSON file whenever it changed (topics, subscription groups):
+/// `changed` is bumped by every change, `persisted` is the `changed` value the file was last
+/// written at and `result` how that write ended. Writers wait for `persisted` to cover their
+/// change, so many changes share one write.
+pub struct PersistedTable<'a> {
+    pub what: &'static str,
+    pub path: std::path::PathBuf,
+    pub changed: &'a Watermark,
+    pub persisted: &'a Watermark,
+    pub result: &'a std::cell::RefCell<Result<(), String>>,
+}
+
+impl PersistedTable<'_> {
+    /// For the broker's life: writes the table whenever it changed, one write at a time, each
+    /// covering every change made before it began; at the stop writes what is left and ends.
+    pub async fn persist_on_change(
+        &self,
+        shard: &Shard,
+        serialize: impl Fn() -> serde_json::Result<Vec<u8>>,
+    ) {
+        let stop = shard.tasks.stop_signal();
+        loop {
+            let persisted = self.persisted.get();
+            futures_lite::future::or(self.changed.wait_for(persisted + 1), async {
+                stop.wait().await;
+                0
+            })
+            .await;
+            if self.changed.get() == persisted {
+                return; // stopped, and everything changed is on disk
+            }
+            let version = self.changed.get();
+            let path = self.path.clone();
+            let result = match serialize() {
+                Ok(bytes) => runtime::spawn_blocking(move || write_file_atomically(&path, &bytes))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(error) = &result {
+                // The change stays in memory and goes to disk with the next one; its maker is
+                // told it failed.
+                warn!(%error, version, table = self.what, "persisting failed");
+            }
+            *self.result.borrow_mut() = result;
+            self.persisted.advance(version);
+        }
+    }
+
+    /// Marks a change and waits for the write that covers it.
+    pub async fn changed_and_persisted(&self) -> Result<(), Failure> {
+        let version = self.changed.get() + 1;
+        self.changed.advance(version);
+        self.persisted.wait_for(version).await;
+        match &*self.result.borrow() {
+            Ok(()) => Ok(()),
+            Err(error) => Err(Failure::system(format!(
+                "persisting the {}: {error}",
+                self.what
+            ))),
+        }
+    }
+}
+
+/// Queues a request (one-way) on one of this shard's client connections; `false` when the
+/// connection is gone or its queue is full.
+pub fn send_to_local_connection(shard: &Shard, id: u64, mut command: RemotingCommand) -> bool {
+    let Some(outbound) = shard.connections.borrow().get(&id).cloned() else {
+        return false;
+    };
+    command.language = LanguageCode::Java;
+    outbound.try_send(command.into()).is_ok()
+}
+
+/// Sends a request (one-way) to the client connection `conn`, wherever it is served: here,
+/// or through its shard (one hop). `false` when it could not be queued.
+pub async fn send_to_connection(
+    processor: &BrokerProcessor,
+    conn: ConnKey,
+    command: RemotingCommand,
+) -> bool {
+    let shard = &processor.shard;
+    if conn.shard == shard.id {
+        return send_to_local_connection(shard, conn.id, command);
+    }
+    let call = Call::ToConnection {
+        id: conn.id,
+        command,
+    };
+    matches!(
+        shard.call(processor, conn.shard, call).await,
+        CallReply::Delivered(true)
+    )
+}
+
 /// Sends NOTIFY_CONSUMER_IDS_CHANGED (one-way) to this shard's connections in `groups`.
 pub fn notify_consumer_ids_changed(shard: &Shard, groups: &[String]) {
     for group in groups {
+        // A group's config may turn the hint off (`notifyConsumerIdsChangedEnable`).
+        let notify = shard
+            .groups
+            .borrow()
+            .get(group)
+            .is_none_or(|config| config.notify_consumer_ids_changed_enable);
+        if !notify {
+            continue;
+        }
         let connections = shard.clients.borrow().local_connections(group, shard.id);
         for id in connections {
             let Some(outbound) = shard.connections.borrow().get(&id).cloned() else {

@@ -16,7 +16,7 @@ use thruster_protocol::header::pull::{
 use thruster_protocol::message::tag_code;
 use thruster_protocol::{response_code, RemotingCommand};
 
-use super::{BrokerProcessor, Handled};
+use super::{groups, BrokerProcessor, Handled};
 use crate::remoting::{BodyPart, Failure, Reply};
 use crate::runtime;
 use crate::shard::Shard;
@@ -55,6 +55,7 @@ impl TagFilter {
 pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let shard = &processor.shard;
     let header: PullMessageRequestHeader = request.decode_header()?;
+    check_group(shard, &header.consumer_group)?;
     check_readable(processor, &header)?;
     let filter = subscription_filter(processor, &header)?;
     commit_offset_with_pull(shard, &header);
@@ -67,19 +68,26 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
                 filter.accepts(code)
             })
     };
+    let started = std::time::Instant::now();
     let mut result = read();
+    let mut read_us = started.elapsed().as_micros() as u64;
     let suspend = header.sys_flag & pull_sys_flag::SUSPEND != 0;
     if nothing_yet(result.status, offset) && suspend && !shard.is_stopping() {
         // Nothing yields between the read and here, so no message can slip in unseen; the
         // store wakes this wait when the queue grows, and at shutdown.
         hold(shard, &header, offset).await;
+        let started = std::time::Instant::now();
         result = read();
+        read_us = read_us.max(started.elapsed().as_micros() as u64);
     }
-    if result.status == GetStatus::Found {
-        shard.get_found.set(shard.get_found.get() + 1);
-    } else {
-        shard.get_miss.set(shard.get_miss.get() + 1);
-    }
+    let found_bytes: u64 = result.messages.iter().map(|m| u64::from(m.size)).sum();
+    shard.meter.borrow_mut().get(
+        &header.topic,
+        &header.consumer_group,
+        result.messages.len() as u64,
+        found_bytes,
+        read_us,
+    );
     // RocketMQ's slaveReadEnable: a consumer reading data no longer in memory is sent to the
     // slave (brokerId 1, `whichBrokerWhenConsumeSlowly`), sparing the master's disk.
     let from_slave = shard.config.slave_read_enable
@@ -88,6 +96,31 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
     let reply = respond(request, header.queue_offset, result, i64::from(from_slave));
     count_file_bytes(shard, &reply);
     Ok(reply)
+}
+
+/// Refuses a pull of a group that does not exist (with `autoCreateSubscriptionGroup=false`) or
+/// may not consume, as the Java broker does before anything else.
+fn check_group(shard: &Shard, group: &str) -> Result<(), Failure> {
+    let config = groups::group_config(shard, group)?;
+    if !config.consume_enable {
+        return Err(Failure::new(
+            response_code::NO_PERMISSION,
+            format!("subscription group no permission, {group}"),
+        ));
+    }
+    if !config.consume_broadcast_enable {
+        let clients = shard.clients.borrow();
+        if clients
+            .consumer_group(group)
+            .is_some_and(|g| g.is_broadcasting())
+        {
+            return Err(Failure::new(
+                response_code::NO_PERMISSION,
+                format!("the consumer group[{group}] can not consume by broadcast way"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a pull the broker's or the topic's permission forbids, or of a queue the topic

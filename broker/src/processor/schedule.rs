@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use thruster_protocol::codes::version;
 use thruster_protocol::header::client::ConsumerSendMsgBackRequestHeader;
 use thruster_protocol::message::{
     self, decode_record, encode_properties, parse_properties, property,
@@ -21,7 +22,7 @@ use thruster_protocol::message::{
 use thruster_protocol::{response_code, RemotingCommand};
 use tracing::{debug, warn};
 
-use super::{BrokerProcessor, Handled};
+use super::{groups, BrokerProcessor, Handled};
 use crate::meta::topic_config::{DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX, SCHEDULE_TOPIC};
 use crate::remoting::Failure;
 use crate::runtime;
@@ -34,8 +35,6 @@ pub const SCHEDULE_PROGRESS_GROUP: &str = "%SCHEDULE_PROGRESS%";
 const RETRY_WAIT: Duration = Duration::from_millis(100);
 /// Records looked at per read of a level's queue.
 const READ_BATCH: usize = 32;
-/// Retries a consumer group gets before its messages go to the dead-letter queue.
-pub const RETRY_MAX_TIMES_DEFAULT: i32 = 16;
 
 /// The delay level a properties string asks for (`None` for 0 or absent).
 pub fn delay_level(properties: &str) -> Option<i32> {
@@ -45,7 +44,7 @@ pub fn delay_level(properties: &str) -> Option<i32> {
 }
 
 /// Removes `names` from a properties string.
-fn without(properties: &str, names: &[&str]) -> String {
+pub fn without(properties: &str, names: &[&str]) -> String {
     let map = parse_properties(properties);
     encode_properties(
         map.iter()
@@ -88,6 +87,24 @@ pub async fn put_anywhere(processor: &BrokerProcessor, message: PutMessage) -> P
             wrote_bytes: 0,
         },
     }
+}
+
+/// Delivery progress of the levels this shard delivers: (level, offset delivered up to, the
+/// level queue's max offset), as RocketMQ reports `scheduleMessageOffset_<level>`.
+pub fn progress(shard: &Shard) -> Vec<(i32, i64, u64)> {
+    let levels = shard.config.delay_levels_ms.len() as i32;
+    let offsets = shard.offsets.borrow();
+    (1..=levels)
+        .filter(|level| shard.owner_of(SCHEDULE_TOPIC, level - 1) == shard.id)
+        .filter_map(|level| {
+            let delivered = offsets.query(SCHEDULE_PROGRESS_GROUP, SCHEDULE_TOPIC, level - 1)?;
+            Some((
+                level,
+                delivered,
+                shard.store.max_offset(SCHEDULE_TOPIC, level - 1),
+            ))
+        })
+        .collect()
 }
 
 /// Starts the delivery loop of every level whose schedule queue this shard owns.
@@ -223,6 +240,11 @@ fn delivered(record: &message::DecodedRecord, shard: &Shard) -> Option<PutMessag
 pub async fn send_back(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let shard = &processor.shard;
     let header: ConsumerSendMsgBackRequestHeader = request.decode_header()?;
+    let group = groups::group_config(shard, &header.group)?;
+    if group.retry_queue_nums <= 0 {
+        // Java: a group without retry queues drops what its consumers send back.
+        return Ok(request.success().into());
+    }
     let bytes: Bytes = shard
         .store
         .read_record(header.offset.max(0) as u64)
@@ -239,16 +261,29 @@ pub async fn send_back(processor: &BrokerProcessor, request: &RemotingCommand) -
         .entry(property::ORIGIN_MESSAGE_ID.to_owned())
         .or_insert_with(|| message::offset_msg_id(record.store_host, record.physical_offset));
     properties.remove(property::DELAY);
-    let max_times = header
-        .max_reconsume_times
-        .unwrap_or(RETRY_MAX_TIMES_DEFAULT);
+    // The group's retryMaxTimes, unless the client says otherwise (from V3_4_9 on).
+    let max_times = match header.max_reconsume_times {
+        Some(times) if request.version >= version::V3_4_9 => times,
+        _ => group.retry_max_times,
+    };
     let dead = record.reconsume_times >= max_times || header.delay_level < 0;
     let topic = if dead {
         format!("{DLQ_GROUP_TOPIC_PREFIX}{}", header.group)
     } else {
         format!("{RETRY_GROUP_TOPIC_PREFIX}{}", header.group)
     };
-    processor.topic_or_create(&topic, &topic, 1).await?;
+    let queue_id = if dead {
+        0
+    } else {
+        // Java picks one at random; a rotation spreads as well.
+        let turn = shard.queue_rotation.get();
+        shard.queue_rotation.set(turn.wrapping_add(1));
+        (turn % group.retry_queue_nums as u32) as i32
+    };
+    let created = processor
+        .topic_or_create(&topic, &topic, group.retry_queue_nums)
+        .await?;
+    let queue_id = queue_id.min(created.write_queue_nums.max(1) - 1);
     let message = PutMessage {
         flag: record.flag,
         properties: encode_properties(properties.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
@@ -256,7 +291,7 @@ pub async fn send_back(processor: &BrokerProcessor, request: &RemotingCommand) -
         born_timestamp: record.born_timestamp,
         born_host: record.born_host,
         reconsume_times: record.reconsume_times + 1,
-        ..PutMessage::new(topic, 0, record.body.clone(), shard.broker_addr)
+        ..PutMessage::new(topic, queue_id, record.body.clone(), shard.broker_addr)
     };
     let message = if dead {
         message

@@ -10,12 +10,10 @@ use thruster_protocol::body::{perm, TopicConfig};
 use thruster_protocol::header::send::{
     SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
 };
-use thruster_protocol::message::{
-    self, find_property, offset_msg_id, property, PROPERTY_SEPARATOR,
-};
+use thruster_protocol::message::{self, offset_msg_id, property, PROPERTY_SEPARATOR};
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 
-use super::{schedule, BrokerProcessor, Handled};
+use super::{schedule, transaction, BrokerProcessor, Handled};
 use crate::ha::state::SyncOutcome;
 use crate::meta::topic_config::validate_topic_name;
 use crate::remoting::{ConnectionContext, Failure};
@@ -108,19 +106,38 @@ async fn store_decoded(
     let shard = &processor.shard;
     let topic = processor.known_topic(&header.topic)?;
     let properties = header.properties.as_deref().unwrap_or_default();
-    check_writeable(shard, &topic, properties)?;
+    check_writeable(shard, &topic)?;
     let delay = schedule::delay_level(properties);
     let messages = messages_to_put(shard, request, &header, properties, delay, peer)?;
-    let result = match delay {
-        // Stored in the level's schedule queue (possibly on another shard); delivered to this
-        // queue when due.
-        Some(level) => {
-            let levels = shard.config.delay_levels_ms.len();
-            let message = messages.into_iter().next().expect("one message");
-            schedule::put_anywhere(processor, schedule::to_schedule(message, level, levels)).await
+    let started = std::time::Instant::now();
+    let count = messages.len() as u64;
+    let reconsume_times = header.reconsume_times.unwrap_or(0);
+    let result = if transaction::is_prepared(properties, reconsume_times, delay.is_some()) {
+        // Stored as a half message of this shard, invisible until committed.
+        let [message] = <[PutMessage; 1]>::try_from(messages).map_err(|_| {
+            Failure::new(
+                response_code::MESSAGE_ILLEGAL,
+                "a batch cannot carry transactional messages",
+            )
+        })?;
+        transaction::prepare(processor, message, &header.producer_group).await?
+    } else {
+        match delay {
+            // Stored in the level's schedule queue (possibly on another shard); delivered to
+            // this queue when due.
+            Some(level) => {
+                let levels = shard.config.delay_levels_ms.len();
+                let message = messages.into_iter().next().expect("one message");
+                schedule::put_anywhere(processor, schedule::to_schedule(message, level, levels))
+                    .await
+            }
+            None => shard.store.put_batch(messages).await,
         }
-        None => shard.store.put_batch(messages).await,
     };
+    let stored = matches!(result.status, PutStatus::Ok | PutStatus::FlushDiskTimeout);
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    let bytes = result.wrote_bytes as u64;
+    (shard.meter.borrow_mut()).put(&header.topic, count, bytes, elapsed_us, stored);
     let replication = replicate(shard, &result).await;
     send_response(shard, request, header.queue_id, &result, replication)
 }
@@ -136,8 +153,8 @@ async fn replicate(shard: &Shard, result: &PutResult) -> Option<SyncOutcome> {
     Some(state.wait_replicated(end).await)
 }
 
-/// Refuses a send the broker's or the topic's permission forbids, or a transaction message.
-fn check_writeable(shard: &Shard, topic: &TopicConfig, properties: &str) -> Result<(), Failure> {
+/// Refuses a send the broker's or the topic's permission forbids.
+fn check_writeable(shard: &Shard, topic: &TopicConfig) -> Result<(), Failure> {
     if !perm::is_writeable(shard.config.broker_permission) {
         return Err(Failure::new(
             response_code::NO_PERMISSION,
@@ -153,17 +170,6 @@ fn check_writeable(shard: &Shard, topic: &TopicConfig, properties: &str) -> Resu
             format!(
                 "the topic[{}] sending message is forbidden",
                 topic.topic_name
-            ),
-        ));
-    }
-    if find_property(properties, property::TRANSACTION_PREPARED) == Some("true") {
-        // Transactions are not built yet: refuse as a broker with
-        // rejectTransactionMessage=true does, rather than store a half message as normal.
-        return Err(Failure::new(
-            response_code::NO_PERMISSION,
-            format!(
-                "the broker[{}] sending transaction message is forbidden",
-                shard.broker_name
             ),
         ));
     }
@@ -319,7 +325,7 @@ mod tests {
             "TAGS\u{1}a\u{2}CLUSTER\u{1}C\u{2}"
         );
         assert_eq!(
-            find_property(&with_cluster("TAGS\u{1}a", "C"), "TAGS"),
+            message::find_property(&with_cluster("TAGS\u{1}a", "C"), "TAGS"),
             Some("a")
         );
     }

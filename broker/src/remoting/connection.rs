@@ -30,6 +30,9 @@ pub trait RequestProcessor: 'static {
     async fn process(&self, context: &ConnectionContext, request: RemotingCommand)
         -> Option<Reply>;
 
+    /// Called once when a connection opens, before its first request.
+    fn connection_opened(&self, _context: &ConnectionContext) {}
+
     /// Called once when a connection has closed (after its last response).
     fn connection_closed(&self, _context: &ConnectionContext) {}
 }
@@ -129,6 +132,7 @@ pub async fn serve_connection<P: RequestProcessor>(
         runtime::bounded_channel::<Reply>(config.in_flight_per_connection_max);
     let writer = write_loop(stream.clone(), outbound_rx, peer);
     let context = ConnectionContext { id, peer, outbound };
+    processor.connection_opened(&context);
     let budget = RequestBudget {
         requests: Rc::new(Semaphore::new(config.in_flight_per_connection_max as u64)),
         connection_bytes: RequestMemory::new(config.in_flight_bytes_per_connection_max),

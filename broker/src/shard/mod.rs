@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use thruster_protocol::body::heartbeat::MessageQueue;
-use thruster_protocol::body::TopicConfig;
+use thruster_protocol::body::{SubscriptionGroupConfig, TopicConfig};
 use thruster_protocol::RemotingCommand;
 use tracing::{debug, warn};
 
@@ -25,11 +25,14 @@ use crate::ha::state::{MasterAddrs, ShardHa};
 use crate::meta::clients::{ClientEvent, ClientTable};
 use crate::meta::consumer_offset::ConsumerOffsets;
 use crate::meta::queue_locks::QueueLocks;
+use crate::meta::subscription_group::SubscriptionGroupTable;
 use crate::meta::topic_config::{ShardView, TopicDeltas, TopicTable};
+use crate::meta::transactions::TransactionTable;
 use crate::remoting::{BodyPart, Failure, Reply};
 use crate::runtime::tasks::TaskRegistry;
 use crate::runtime::watermark::Watermark;
 use crate::runtime::{self, LocalSender, MeshReceiver, MeshSenders};
+use crate::stats::{MeterSnapshot, ShardMeter};
 use crate::store::MessageStore;
 
 /// Messages one mesh channel holds; a sender waits beyond it (bounded, like everything else).
@@ -108,6 +111,16 @@ pub enum Call {
     },
     /// Create or replace a topic (shard 0 only).
     UpsertTopic(TopicConfig),
+    /// Create or replace a subscription group; with `if_absent`, keep one that exists (a
+    /// heartbeat's auto-creation never overwrites an operator's config). Shard 0 only.
+    UpsertGroup {
+        config: SubscriptionGroupConfig,
+        if_absent: bool,
+    },
+    /// Delete a subscription group (shard 0 only).
+    DeleteGroup(String),
+    /// Forget every committed offset of a group on the receiver.
+    RemoveGroupOffsets(String),
     /// Stored records matching a key in the receiver's index.
     QueryByKey {
         topic: String,
@@ -127,46 +140,73 @@ pub enum Call {
         queues: std::collections::BTreeSet<MessageQueue>,
         unlock: bool,
     },
+    /// Send a request (one-way) to one of the receiver's connections: a transaction check
+    /// or a reply for a client connected there.
+    ToConnection { id: u64, command: RemotingCommand },
 }
 
 #[derive(Debug)]
 pub enum CallReply {
     Remoting(Option<SendReply>),
     Topic(Result<TopicConfig, Failure>),
+    /// The group as stored after an upsert (`None` after a delete).
+    Group(Result<Option<SubscriptionGroupConfig>, Failure>),
+    Done,
     Records {
         records: Vec<Bytes>,
         index_last_update_ms: i64,
         index_last_update_offset: u64,
     },
-    Stats(ShardStats),
+    Stats(Box<ShardStats>),
     Locked(std::collections::BTreeSet<MessageQueue>),
     Put(crate::store::PutResult),
+    /// Whether a `ToConnection` request was queued on the connection.
+    Delivered(bool),
     /// The target shard is gone (shutting down).
     Unavailable,
 }
 
-/// Counters of one shard, summed for GET_BROKER_RUNTIME_INFO.
-#[derive(Debug, Clone, Copy, Default)]
+/// What one shard reports for GET_BROKER_RUNTIME_INFO and the metrics endpoint; readers add
+/// the shards' up ([`ShardStats::add`]) or list them per shard.
+#[derive(Debug, Clone, Default)]
 pub struct ShardStats {
+    pub shard: usize,
+    /// Every record the store took (client sends, retries, delayed deliveries).
     pub put_messages: u64,
-    pub get_found: u64,
-    pub get_miss: u64,
+    pub put_bytes: u64,
     pub hops_out: u64,
     pub pull_file_bytes: u64,
     /// Queues with a parked pull or delivery loop waiting on them.
     pub queues_waited_on: u64,
     pub commit_log_min_offset: u64,
     pub commit_log_max_offset: u64,
+    /// CommitLog bytes appended, not yet flushed.
+    pub flush_behind_bytes: u64,
+    pub flushes: u64,
+    pub flushed_bytes: u64,
+    /// Connections this shard holds (its accept loops' connections that are open).
+    pub connections: u64,
+    /// Delayed delivery progress of the levels this shard delivers: (level, delivered offset,
+    /// queue's max offset).
+    pub schedule_progress: Vec<(i32, i64, u64)>,
+    pub meter: MeterSnapshot,
 }
 
 impl ShardStats {
+    /// Adds another shard's counts (offsets and schedule progress stay per shard).
     pub fn add(&mut self, other: &ShardStats) {
         self.put_messages += other.put_messages;
-        self.get_found += other.get_found;
-        self.get_miss += other.get_miss;
+        self.put_bytes += other.put_bytes;
         self.hops_out += other.hops_out;
         self.pull_file_bytes += other.pull_file_bytes;
         self.queues_waited_on += other.queues_waited_on;
+        self.flush_behind_bytes += other.flush_behind_bytes;
+        self.flushes += other.flushes;
+        self.flushed_bytes += other.flushed_bytes;
+        self.connections += other.connections;
+        self.schedule_progress
+            .extend(other.schedule_progress.iter().copied());
+        self.meter.add(&other.meter);
     }
 }
 
@@ -189,6 +229,12 @@ pub enum MeshMessage {
     HaMaster(MasterAddrs),
     /// A slave shard copied records of a topic it does not know: shard 0 syncs topics now.
     HaSyncWanted,
+    /// Shard 0 changed the subscription-group table: `config` is the group's new config, or
+    /// `None` when it was deleted.
+    GroupChanged {
+        name: String,
+        config: Option<SubscriptionGroupConfig>,
+    },
 }
 
 /// Handles calls addressed to this shard (implemented by the processor).
@@ -210,10 +256,16 @@ pub struct Shard {
     /// The broker name clients know this shard by (`BrokerConfig::shard_broker_name`).
     pub broker_name: String,
     pub topics: RefCell<TopicTable>,
+    /// Subscription groups: shard 0 writes, the others hold copies (`GroupChanged`).
+    pub groups: RefCell<SubscriptionGroupTable>,
     pub clients: RefCell<ClientTable>,
     pub offsets: RefCell<ConsumerOffsets>,
     /// Orderly-consumption queue locks (used on shard 0 only).
     pub queue_locks: RefCell<QueueLocks>,
+    /// Half messages waiting for a decision (`processor::transaction`), filled by recovery.
+    pub transactions: RefCell<TransactionTable>,
+    /// Set to 1 once recovery filled `transactions`: decisions and prepares wait for it.
+    pub transactions_ready: Watermark,
     /// Outbound channels of this shard's connections that registered as clients (for
     /// NOTIFY_CONSUMER_IDS_CHANGED).
     pub connections: RefCell<HashMap<u64, LocalSender<Reply>>>,
@@ -225,10 +277,12 @@ pub struct Shard {
     /// new work is refused, long polls answer at once.
     pub tasks: TaskRegistry,
     pub hops_out: Cell<u64>,
-    pub get_found: Cell<u64>,
-    pub get_miss: Cell<u64>,
+    /// Traffic counters (runtime info, metrics), owned here: no atomics on the hot paths.
+    pub meter: RefCell<ShardMeter>,
     /// Pull-response bytes sent from files (sendfile) rather than from memory.
     pub pull_file_bytes: Cell<u64>,
+    /// Connections open on this shard.
+    pub open_connections: Cell<u64>,
     /// Requests being processed (shutdown waits for them).
     pub in_flight: Cell<u64>,
     pub in_flight_drained: Watermark,
@@ -244,6 +298,12 @@ pub struct Shard {
     /// every change made before it began (group commit of the topic table).
     pub topics_persisted: Watermark,
     pub topics_persist_result: RefCell<Result<(), String>>,
+    /// Bumped by shard 0 when the group table changes; `groups_persisted` is the value
+    /// `config/subscriptionGroup.json` was last written at, `groups_persist_result` how that
+    /// write ended (group commit, as for topics).
+    pub groups_changed: Watermark,
+    pub groups_persisted: Watermark,
+    pub groups_persist_result: RefCell<Result<(), String>>,
     /// Topic changes for the registrar to announce (shard 0).
     pub topic_deltas: RefCell<TopicDeltas>,
     /// Spreads sends that let the broker pick the queue (negative queue id).
@@ -264,6 +324,7 @@ impl Shard {
         broker_addr: SocketAddr,
         broker_name: String,
         topics: TopicTable,
+        groups: SubscriptionGroupTable,
         offsets: ConsumerOffsets,
         senders: MeshSenders<MeshMessage>,
         count: usize,
@@ -280,18 +341,21 @@ impl Shard {
             broker_addr,
             broker_name,
             topics: RefCell::new(topics),
+            groups: RefCell::new(groups),
             clients: RefCell::new(ClientTable::default()),
             offsets: RefCell::new(offsets),
             queue_locks: RefCell::new(QueueLocks::default()),
+            transactions: RefCell::new(TransactionTable::default()),
+            transactions_ready: Watermark::new(0),
             connections: RefCell::new(HashMap::new()),
             senders,
             pending: RefCell::new(HashMap::new()),
             next_call_id: Cell::new(1),
             tasks: TaskRegistry::new(format!("shard-{id}")),
             hops_out: Cell::new(0),
-            get_found: Cell::new(0),
-            get_miss: Cell::new(0),
+            meter: RefCell::new(ShardMeter::default()),
             pull_file_bytes: Cell::new(0),
+            open_connections: Cell::new(0),
             in_flight: Cell::new(0),
             in_flight_drained: Watermark::new(0),
             boot_ms: runtime::now_ms(),
@@ -299,6 +363,9 @@ impl Shard {
             topics_registered: Watermark::new(0),
             topics_persisted: Watermark::new(0),
             topics_persist_result: RefCell::new(Ok(())),
+            groups_changed: Watermark::new(0),
+            groups_persisted: Watermark::new(0),
+            groups_persist_result: RefCell::new(Ok(())),
             topic_deltas: RefCell::new(TopicDeltas::default()),
             queue_rotation: Cell::new(0),
             shard_addrs,
@@ -497,20 +564,34 @@ impl Shard {
                 }
                 MeshMessage::HaMaster(addrs) => self.learn_master(addrs),
                 MeshMessage::HaSyncWanted => self.want_metadata_sync_here(),
+                MeshMessage::GroupChanged { name, config } => {
+                    let mut groups = self.groups.borrow_mut();
+                    match config {
+                        Some(config) => groups.upsert(config, runtime::now_ms()),
+                        None => groups.remove(&name, runtime::now_ms()),
+                    };
+                }
             }
         }
     }
 
     pub fn stats(&self) -> ShardStats {
+        let store = self.store.stats();
         ShardStats {
-            put_messages: self.store.stats().put_records,
-            get_found: self.get_found.get(),
-            get_miss: self.get_miss.get(),
+            shard: self.id,
+            put_messages: store.put_records,
+            put_bytes: store.put_bytes,
             hops_out: self.hops_out.get(),
             pull_file_bytes: self.pull_file_bytes.get(),
             queues_waited_on: self.store.queues_waited_on() as u64,
             commit_log_min_offset: self.store.commit_log_min_offset(),
             commit_log_max_offset: self.store.commit_log_max_offset(),
+            flush_behind_bytes: self.store.flush_behind_bytes(),
+            flushes: store.flushes,
+            flushed_bytes: store.flushed_bytes,
+            connections: self.open_connections.get(),
+            schedule_progress: Vec::new(),
+            meter: self.meter.borrow().snapshot(),
         }
     }
 }

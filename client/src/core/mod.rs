@@ -10,4 +10,5 @@ pub mod message;
 pub mod requests;
 pub mod route;
 pub mod shard;
+pub mod transaction;
 pub mod unique_id;

@@ -222,16 +222,15 @@ impl PushConsumer {
                 rebalancer.clone().rebalance().await;
             }
         }));
-        if let Some(mut requests) = inner.instance.take_server_requests() {
-            let notified = inner.clone();
-            background.push(tokio::spawn(async move {
-                while let Some((_, request)) = requests.recv().await {
-                    if request.code == rc::NOTIFY_CONSUMER_IDS_CHANGED {
-                        notified.wake.notify_one();
-                    }
-                }
-            }));
-        }
+        let mut requests = inner
+            .instance
+            .server_requests(&[rc::NOTIFY_CONSUMER_IDS_CHANGED]);
+        let notified = inner.clone();
+        background.push(tokio::spawn(async move {
+            while requests.recv().await.is_some() {
+                notified.wake.notify_one();
+            }
+        }));
         let beater = inner.clone();
         background.push(tokio::spawn(async move {
             loop {

@@ -37,9 +37,11 @@ command_header! {
 }
 
 command_header! {
-    /// GET_SUBSCRIPTIONGROUP_CONFIG, DELETE_SUBSCRIPTIONGROUP.
+    /// GET_SUBSCRIPTIONGROUP_CONFIG, DELETE_SUBSCRIPTIONGROUP (4.9 `removeOffset`, 5.x
+    /// `cleanOffset`).
     pub struct GroupRequestHeader {
         req group_name: String = "groupName",
+        opt remove_offset: bool = "removeOffset",
         opt clean_offset: bool = "cleanOffset",
     }
 }

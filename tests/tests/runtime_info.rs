@@ -1,0 +1,199 @@
+//! GET_BROKER_RUNTIME_INFO on a real broker: every key the Java 4.9 broker reports is there,
+//! and the counters follow the traffic exactly.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use thruster_client::protocol::body::{decode_lenient, KvTable};
+use thruster_client::protocol::header::pull::{pull_sys_flag, PullMessageRequestHeader};
+use thruster_client::protocol::header::send::SendMessageRequestHeaderV2;
+use thruster_client::protocol::header::EmptyHeader;
+use thruster_client::protocol::message::encode_properties;
+use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_tests::{wait_until, Client, ServerProcess};
+
+/// The keys of `AdminBrokerProcessor.prepareRuntimeInfo` (4.9.8) with the store's, for a
+/// broker without a transient store pool.
+const JAVA_KEYS: &[&str] = &[
+    "bootTimestamp",
+    "runtime",
+    "putMessageEntireTimeMax",
+    "putMessageTimesTotal",
+    "putMessageFailedTimes",
+    "putMessageSizeTotal",
+    "putMessageDistributeTime",
+    "putMessageAverageSize",
+    "dispatchMaxBuffer",
+    "getMessageEntireTimeMax",
+    "putTps",
+    "getFoundTps",
+    "getMissTps",
+    "getTotalTps",
+    "getTransferedTps",
+    "putLatency99",
+    "putLatency999",
+    "commitLogDiskRatio",
+    "consumeQueueDiskRatio",
+    "commitLogMinOffset",
+    "commitLogMaxOffset",
+    "brokerVersionDesc",
+    "brokerVersion",
+    "msgPutTotalYesterdayMorning",
+    "msgPutTotalTodayMorning",
+    "msgPutTotalTodayNow",
+    "msgGetTotalYesterdayMorning",
+    "msgGetTotalTodayMorning",
+    "msgGetTotalTodayNow",
+    "sendThreadPoolQueueSize",
+    "sendThreadPoolQueueCapacity",
+    "pullThreadPoolQueueSize",
+    "pullThreadPoolQueueCapacity",
+    "queryThreadPoolQueueSize",
+    "queryThreadPoolQueueCapacity",
+    "EndTransactionQueueSize",
+    "EndTransactionThreadPoolQueueCapacity",
+    "dispatchBehindBytes",
+    "pageCacheLockTimeMills",
+    "sendThreadPoolQueueHeadWaitTimeMills",
+    "pullThreadPoolQueueHeadWaitTimeMills",
+    "queryThreadPoolQueueHeadWaitTimeMills",
+    "earliestMessageTimeStamp",
+    "startAcceptSendRequestTimeStamp",
+    "remainTransientStoreBufferNumbs",
+    "remainHowManyDataToFlush",
+    "commitLogDirCapacity",
+];
+
+fn runtime_info(client: &mut Client) -> BTreeMap<String, String> {
+    let response = client.invoke(RemotingCommand::request(
+        rc::GET_BROKER_RUNTIME_INFO,
+        &EmptyHeader {},
+    ));
+    assert_eq!(response.code, response_code::SUCCESS);
+    decode_lenient::<KvTable>("runtime info", &response.body)
+        .unwrap()
+        .table
+}
+
+fn send(client: &mut Client, topic: &str, body: &str) {
+    let header = SendMessageRequestHeaderV2 {
+        a: "p".into(),
+        b: topic.into(),
+        c: "TBW102".into(),
+        d: 1,
+        e: 0,
+        f: 0,
+        g: 1_700_000_000_000,
+        h: 0,
+        i: Some(encode_properties([("TAGS", "t")])),
+        j: None,
+        k: None,
+        l: None,
+        m: None,
+        n: None,
+    };
+    let response = client.invoke(
+        RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(body.as_bytes().to_vec()),
+    );
+    assert_eq!(
+        response.code,
+        response_code::SUCCESS,
+        "{:?}",
+        response.remark
+    );
+}
+
+fn pull_all(client: &mut Client, topic: &str) -> RemotingCommand {
+    client.invoke(RemotingCommand::request(
+        rc::PULL_MESSAGE,
+        &PullMessageRequestHeader {
+            consumer_group: "g".into(),
+            topic: topic.into(),
+            queue_id: 0,
+            queue_offset: 0,
+            max_msg_nums: 32,
+            sys_flag: pull_sys_flag::SUBSCRIPTION,
+            commit_offset: 0,
+            suspend_timeout_millis: 0,
+            subscription: Some("*".into()),
+            sub_version: 0,
+            expression_type: Some("TAG".into()),
+            max_msg_bytes: None,
+            broker_name: None,
+        },
+    ))
+}
+
+fn first_window(info: &BTreeMap<String, String>, key: &str) -> Option<f64> {
+    info[key].split(' ').next().and_then(|w| w.parse().ok())
+}
+
+#[test]
+fn every_java_key_is_reported_and_counters_follow_the_traffic() {
+    let broker = ServerProcess::standalone_broker(1);
+    let mut client = Client::connect(broker.listening[1].1);
+    client.create_topic("Counted", 1);
+    let before = runtime_info(&mut client);
+    for key in JAVA_KEYS {
+        assert!(before.contains_key(*key), "{key} missing: {before:?}");
+    }
+    assert!(before.keys().any(|k| k.starts_with("commitLogDiskRatio_")));
+    assert_eq!(
+        before["earliestMessageTimeStamp"], "-1",
+        "nothing stored yet"
+    );
+    let ratio: f64 = before["commitLogDiskRatio"].parse().unwrap();
+    assert!((0.0..=1.0).contains(&ratio), "a fraction, as Java: {ratio}");
+    assert!(before["commitLogDirCapacity"].starts_with("Total : "));
+
+    // The 10 s window exists once the sampler has ten seconds behind it.
+    assert!(
+        wait_until(Duration::from_secs(20), || first_window(
+            &runtime_info(&mut client),
+            "putTps"
+        )
+        .is_some()),
+        "putTps 10 s window never filled"
+    );
+    let sent = 20;
+    for i in 0..sent {
+        send(&mut client, "Counted", &format!("m{i}"));
+    }
+    let pulled = pull_all(&mut client, "Counted");
+    assert_eq!(pulled.code, response_code::SUCCESS);
+    let missed = pull_all(&mut client, "Nope");
+    assert_ne!(missed.code, response_code::SUCCESS);
+
+    let after = runtime_info(&mut client);
+    let count = |info: &BTreeMap<String, String>, key: &str| -> u64 { info[key].parse().unwrap() };
+    assert_eq!(
+        count(&after, "msgPutTotalTodayNow") - count(&before, "msgPutTotalTodayNow"),
+        sent
+    );
+    assert_eq!(
+        count(&after, "msgGetTotalTodayNow"),
+        sent,
+        "20 messages transferred"
+    );
+    assert!(count(&after, "putMessageSizeTotal") > 20 * 2);
+    assert_eq!(count(&after, "putMessageFailedTimes"), 0);
+    assert!(after["putMessageDistributeTime"].starts_with("[<=0ms]:"));
+    let distributed: u64 = after["putMessageDistributeTime"]
+        .split_whitespace()
+        .map(|b| b.rsplit(':').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(distributed, sent, "every send in one bucket");
+    assert!(count(&after, "earliestMessageTimeStamp") > 1_600_000_000_000);
+    assert!(count(&after, "commitLogMaxOffset") > count(&after, "commitLogMinOffset"));
+    // Within the next ten seconds the 10 s window covers all 20 sends (made at one instant,
+    // so it covers all of them or none): 20 over the window's ~10 s.
+    let mut seen = 0.0;
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            seen = first_window(&runtime_info(&mut client), "putTps").unwrap_or(0.0);
+            seen > 0.0
+        }),
+        "putTps stayed at 0"
+    );
+    assert!((1.3..=2.05).contains(&seen), "20 sends over ~10 s: {seen}");
+}
