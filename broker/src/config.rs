@@ -126,6 +126,9 @@ pub struct BrokerConfig {
     pub transaction_check_interval_ms: u64,
     /// `rejectTransactionMessage`: refuse prepared messages (NO_PERMISSION).
     pub reject_transaction_message: bool,
+    /// `storeReplyMessageEnable`: a reply is also stored in its reply topic (besides being
+    /// pushed to the requester).
+    pub store_reply_message_enable: bool,
 }
 
 impl Default for BrokerConfig {
@@ -184,6 +187,7 @@ impl Default for BrokerConfig {
             transaction_check_max: 15,
             transaction_check_interval_ms: 60_000,
             reject_transaction_message: false,
+            store_reply_message_enable: true,
             shard_request_memory_bytes: SHARD_REQUEST_MEMORY_BYTES_DEFAULT,
             broker_per_shard: true,
             shard_port_step: 10,
@@ -389,6 +393,7 @@ impl BrokerConfig {
                 }
             }
             "rejectTransactionMessage" => self.reject_transaction_message = parse(key, value)?,
+            "storeReplyMessageEnable" => self.store_reply_message_enable = parse(key, value)?,
             _ if NOT_SUPPORTED_KEYS.contains(&key) => return Ok(Applied::NotSupported),
             _ => return Ok(Applied::Unknown),
         }

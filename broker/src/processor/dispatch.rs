@@ -9,7 +9,8 @@ use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::warn;
 
 use super::{
-    admin, client_manage, groups, offsets, pull, query, runtime_info, schedule, send, transaction,
+    admin, client_manage, groups, offsets, pull, query, reply, runtime_info, schedule, send,
+    transaction,
 };
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
@@ -248,6 +249,9 @@ impl BrokerProcessor {
                     )));
                 }
                 self.on_shard(owner, request, context, None).await
+            }
+            rc::SEND_REPLY_MESSAGE | rc::SEND_REPLY_MESSAGE_V2 => {
+                reply::send_reply(self, context, request).await
             }
             rc::QUERY_MESSAGE => query::query_message(self, request).await,
             rc::HEART_BEAT => client_manage::heartbeat(self, context, request).await,

@@ -11,6 +11,7 @@ pub mod groups;
 pub mod offsets;
 pub mod pull;
 pub mod query;
+pub mod reply;
 pub mod runtime_info;
 pub mod schedule;
 pub mod send;

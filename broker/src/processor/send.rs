@@ -23,14 +23,17 @@ use crate::store::{PutMessage, PutResult, PutStatus};
 /// Entries accepted in one batch (the frame limit bounds the bytes).
 const BATCH_ENTRIES_MAX: usize = 64 * 1024;
 
-fn decode_header(request: &RemotingCommand) -> Result<SendMessageRequestHeader, Failure> {
-    Ok(if request.code == rc::SEND_MESSAGE {
-        request.decode_header::<SendMessageRequestHeader>()?
-    } else {
-        request
-            .decode_header::<SendMessageRequestHeaderV2>()?
-            .into()
-    })
+/// The send header of a request (also SEND_REPLY_MESSAGE, long names, and _V2, short ones).
+pub fn decode_header(request: &RemotingCommand) -> Result<SendMessageRequestHeader, Failure> {
+    Ok(
+        if matches!(request.code, rc::SEND_MESSAGE | rc::SEND_REPLY_MESSAGE) {
+            request.decode_header::<SendMessageRequestHeader>()?
+        } else {
+            request
+                .decode_header::<SendMessageRequestHeaderV2>()?
+                .into()
+        },
+    )
 }
 
 /// Picks the queue and hands the request to its owner.
@@ -177,7 +180,7 @@ fn check_writeable(shard: &Shard, topic: &TopicConfig) -> Result<(), Failure> {
 }
 
 /// The message(s) a request carries, as they are to be stored (one, or a batch's entries).
-fn messages_to_put(
+pub fn messages_to_put(
     shard: &Shard,
     request: &RemotingCommand,
     header: &SendMessageRequestHeader,
@@ -248,7 +251,7 @@ fn batch_to_put(
 }
 
 /// The answer to a send: the stored messages' ids and queue offset, or the store's refusal.
-fn send_response(
+pub fn send_response(
     shard: &Shard,
     request: &RemotingCommand,
     queue_id: i32,

@@ -7,6 +7,7 @@ pub mod allocate;
 pub mod config;
 pub mod error;
 pub mod message;
+pub mod reply;
 pub mod requests;
 pub mod route;
 pub mod shard;

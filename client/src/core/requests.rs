@@ -117,7 +117,13 @@ pub fn send_request(
         // A half message: the sysFlag says so too, as Java's producer sets it.
         header.f |= sys_flag::TRANSACTION_PREPARED;
     }
-    RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(message.body.clone())
+    // A reply goes with the reply code: the broker pushes it to its requester.
+    let code = if super::reply::is_reply(message) {
+        rc::SEND_REPLY_MESSAGE_V2
+    } else {
+        rc::SEND_MESSAGE_V2
+    };
+    RemotingCommand::request(code, &header).with_body(message.body.clone())
 }
 
 /// SEND_BATCH_MESSAGE for messages of one topic (`msg_ids[i]` for `messages[i]`).

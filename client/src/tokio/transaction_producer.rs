@@ -2,9 +2,9 @@
 //! the local transaction, and tells the broker to commit or roll back; answers the broker's
 //! checks of half messages whose decision it never got with a checker.
 //!
-//! It registers its group with every broker it sends to (HEART_BEAT, then every
-//! `heartbeat_interval`), so a broker can reach it with CHECK_TRANSACTION_STATE, also after
-//! a restart of either side.
+//! Its producer registers the group with every broker it sends to (HEART_BEAT, then every
+//! `heartbeat_interval`), so a broker can reach it with CHECK_TRANSACTION_STATE, also after a
+//! restart of either side.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), thruster_client::tokio::ClientError> {
@@ -29,7 +29,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -43,10 +42,6 @@ use crate::core::message::{Message, MessageExt};
 use crate::core::requests::SendResult;
 pub use crate::core::transaction::LocalTransactionState;
 use crate::core::transaction::{check_answer, end_request, parse_check, prepared};
-use crate::protocol::body;
-use crate::protocol::body::heartbeat::{HeartbeatData, ProducerData};
-use crate::protocol::header::client::UnregisterClientRequestHeader;
-use crate::protocol::header::EmptyHeader;
 use crate::protocol::{request_code as rc, RemotingCommand};
 
 type Checker = dyn Fn(&MessageExt) -> LocalTransactionState + Send + Sync;
@@ -73,9 +68,8 @@ pub struct TransactionProducer {
 struct Inner {
     group: String,
     instance: Arc<ClientInstance>,
-    /// Brokers this producer sent to: heartbeats go there.
-    brokers: Mutex<BTreeSet<SocketAddr>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The check answerer; ended by `shutdown`.
+    answerer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl TransactionProducer {
@@ -86,46 +80,20 @@ impl TransactionProducer {
     ) -> ClientResult<TransactionProducer> {
         let producer = Producer::new(config.clone());
         let instance = producer.instance().clone();
-        let inner = Arc::new(Inner {
-            group: config.group.clone(),
-            instance: instance.clone(),
-            brokers: Mutex::new(BTreeSet::new()),
-            tasks: Mutex::new(Vec::new()),
-        });
         let checker: Arc<Checker> = Arc::new(checker);
         let mut checks = instance.server_requests(&[rc::CHECK_TRANSACTION_STATE]);
-        let answering = inner.clone();
+        let group = config.group.clone();
+        let answering = instance.clone();
         let answerer = tokio::spawn(async move {
             while let Some((addr, request)) = checks.recv().await {
-                answering
-                    .answer_check(addr, &request, checker.clone())
-                    .await;
+                answer_check(&answering, &group, addr, &request, checker.clone()).await;
             }
         });
-        let beating = inner.clone();
-        let interval = config.client.heartbeat_interval;
-        let beater = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                let brokers: Vec<SocketAddr> = beating
-                    .brokers
-                    .lock()
-                    .expect("brokers")
-                    .iter()
-                    .copied()
-                    .collect();
-                for addr in brokers {
-                    if let Err(error) = beating.heartbeat(addr).await {
-                        debug!(%addr, %error, "producer heartbeat failed");
-                    }
-                }
-            }
+        let inner = Arc::new(Inner {
+            group: config.group.clone(),
+            instance,
+            answerer: Mutex::new(Some(answerer)),
         });
-        inner
-            .tasks
-            .lock()
-            .expect("tasks")
-            .extend([answerer, beater]);
         Ok(TransactionProducer { producer, inner })
     }
 
@@ -142,16 +110,11 @@ impl TransactionProducer {
         local: impl FnOnce(&Message, &SendResult) -> LocalTransactionState,
     ) -> ClientResult<TransactionSendResult> {
         let message = prepared(message, &self.inner.group);
-        let targets = self.producer.instance().route(&message.topic).await;
-        if let Ok(route) = targets {
-            // Registered before the half message exists, so a check can always find us.
-            for addr in route.masters.values().filter_map(|a| a.parse().ok()) {
-                self.inner.register(addr).await;
-            }
-        }
+        // Registered before the half message exists, so a check can always find us.
+        self.producer.register_with_topic(&message.topic).await;
         let send = self.producer.send(message.clone()).await?;
         let addr = self.broker_of(&send).await?;
-        self.inner.register(addr).await;
+        self.producer.register_with(addr).await;
         let state = local(&message, &send);
         let end_error = match state {
             LocalTransactionState::Unknown => None,
@@ -192,82 +155,39 @@ impl TransactionProducer {
 
     /// Stops answering checks and leaves the group on every broker it registered with.
     pub async fn shutdown(&self) {
-        for task in self.inner.tasks.lock().expect("tasks").drain(..) {
+        if let Some(task) = self.inner.answerer.lock().expect("answerer").take() {
             task.abort();
         }
-        let brokers: Vec<SocketAddr> =
-            std::mem::take(&mut *self.inner.brokers.lock().expect("brokers"))
-                .into_iter()
-                .collect();
-        for addr in brokers {
-            let request = RemotingCommand::request(
-                rc::UNREGISTER_CLIENT,
-                &UnregisterClientRequestHeader {
-                    client_id: self.inner.instance.client_id.clone(),
-                    producer_group: Some(self.inner.group.clone()),
-                    consumer_group: None,
-                },
-            );
-            let timeout = self.inner.instance.config.request_timeout;
-            if let Err(error) = self.inner.instance.invoke(addr, request, timeout).await {
-                debug!(%addr, %error, "unregister failed");
-            }
-        }
+        self.producer.shutdown().await;
     }
 }
 
-impl Inner {
-    /// Heartbeats `addr` the first time this producer uses it.
-    async fn register(&self, addr: SocketAddr) {
-        let new = self.brokers.lock().expect("brokers").insert(addr);
-        if new {
-            if let Err(error) = self.heartbeat(addr).await {
-                warn!(%addr, %error, "producer heartbeat failed");
-            }
+/// Runs the checker for a broker's CHECK_TRANSACTION_STATE and answers it (one-way).
+async fn answer_check(
+    instance: &ClientInstance,
+    group: &str,
+    addr: SocketAddr,
+    request: &RemotingCommand,
+    checker: Arc<Checker>,
+) {
+    let check = match parse_check(addr, request) {
+        Ok(check) => check,
+        Err(error) => {
+            warn!(%addr, %error, "unreadable transaction check");
+            return;
         }
-    }
-
-    async fn heartbeat(&self, addr: SocketAddr) -> ClientResult<()> {
-        let data = HeartbeatData {
-            client_id: self.instance.client_id.clone(),
-            producer_data_set: vec![ProducerData {
-                group_name: self.group.clone(),
-            }],
-            ..HeartbeatData::default()
-        };
-        let request = RemotingCommand::request(rc::HEART_BEAT, &EmptyHeader {})
-            .with_body(body::encode(&data));
-        let timeout = self.instance.config.request_timeout;
-        let response = self.instance.invoke(addr, request, timeout).await?;
-        expect_success(addr, response).map(|_| ())
-    }
-
-    /// Runs the checker for a broker's CHECK_TRANSACTION_STATE and answers it (one-way).
-    async fn answer_check(
-        &self,
-        addr: SocketAddr,
-        request: &RemotingCommand,
-        checker: Arc<Checker>,
-    ) {
-        let check = match parse_check(addr, request) {
-            Ok(check) => check,
-            Err(error) => {
-                warn!(%addr, %error, "unreadable transaction check");
-                return;
-            }
-        };
-        let message = check.message.clone();
-        // The checker is the application's (it may block): off the async threads.
-        let state = match tokio::task::spawn_blocking(move || checker(&message)).await {
-            Ok(state) => state,
-            Err(error) => {
-                warn!(%addr, %error, "transaction checker panicked");
-                return;
-            }
-        };
-        let answer = check_answer(&self.group, &check, state);
-        if let Err(error) = self.instance.invoke_oneway(addr, answer).await {
-            debug!(%addr, %error, "check answer not sent");
+    };
+    let message = check.message.clone();
+    // The checker is the application's (it may block): off the async threads.
+    let state = match tokio::task::spawn_blocking(move || checker(&message)).await {
+        Ok(state) => state,
+        Err(error) => {
+            warn!(%addr, %error, "transaction checker panicked");
+            return;
         }
+    };
+    let answer = check_answer(group, &check, state);
+    if let Err(error) = instance.invoke_oneway(addr, answer).await {
+        debug!(%addr, %error, "check answer not sent");
     }
 }
