@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod ha;
 pub mod logging;
 pub mod meta;
 pub mod namesrv;

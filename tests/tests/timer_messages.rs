@@ -12,7 +12,10 @@ async fn timer_messages_are_refused_and_delay_levels_still_work() {
     let mut config = ProducerConfig::new("timer-producer", &ns).unwrap();
     config.retry_times = 0;
     let producer = Producer::new(config);
-    producer.send(Message::new("Timers", "create")).await.unwrap();
+    producer
+        .send(Message::new("Timers", "create"))
+        .await
+        .unwrap();
     for name in ["TIMER_DELIVER_MS", "TIMER_DELAY_SEC", "TIMER_DELAY_MS"] {
         let error = producer
             .send(Message::new("Timers", "later").with_property(name, "5000"))

@@ -173,8 +173,36 @@ impl CallHandler for BrokerProcessor {
     }
 }
 
+/// Requests that store messages (refused by a slave).
+fn stores_messages(code: i32) -> bool {
+    matches!(
+        code,
+        rc::SEND_MESSAGE
+            | rc::SEND_MESSAGE_V2
+            | rc::SEND_BATCH_MESSAGE
+            | rc::CONSUMER_SEND_MSG_BACK
+            | rc::END_TRANSACTION
+            | rc::SEND_REPLY_MESSAGE
+            | rc::SEND_REPLY_MESSAGE_V2
+    )
+}
+
 impl BrokerProcessor {
     async fn route(&self, context: &ConnectionContext, request: &RemotingCommand) -> Handled {
+        if self.shard.ha.slave().is_some() && stores_messages(request.code) {
+            // As a RocketMQ slave answers: clients send to masters only.
+            let code = match request.code {
+                rc::END_TRANSACTION => response_code::SLAVE_NOT_AVAILABLE,
+                _ => response_code::SERVICE_NOT_AVAILABLE,
+            };
+            return Err(Failure::new(
+                code,
+                format!(
+                    "the broker[{}] is a slave: messages are put to its master only",
+                    self.shard.broker_name
+                ),
+            ));
+        }
         match request.code {
             rc::SEND_MESSAGE | rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE => {
                 send::route(self, context, request).await
@@ -234,6 +262,8 @@ impl BrokerProcessor {
             rc::UNLOCK_BATCH_MQ => client_manage::lock_batch(self, request, true).await,
             rc::UPDATE_AND_CREATE_TOPIC => admin::update_and_create_topic(self, request).await,
             rc::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(self, request),
+            rc::GET_ALL_CONSUMER_OFFSET => offsets::all_consumer_offsets(self, request),
+            rc::GET_ALL_DELAY_OFFSET => offsets::all_delay_offsets(self, request),
             rc::GET_BROKER_RUNTIME_INFO => runtime_info::runtime_info(self, request).await,
             rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
                 groups::update_and_create(self, request).await

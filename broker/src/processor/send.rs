@@ -14,6 +14,7 @@ use thruster_protocol::message::{self, offset_msg_id, property, PROPERTY_SEPARAT
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 
 use super::{schedule, transaction, BrokerProcessor, Handled};
+use crate::ha::state::SyncOutcome;
 use crate::meta::topic_config::validate_topic_name;
 use crate::remoting::{ConnectionContext, Failure};
 use crate::shard::Shard;
@@ -150,7 +151,19 @@ async fn store_decoded(
     let elapsed_us = started.elapsed().as_micros() as u64;
     let bytes = result.wrote_bytes as u64;
     (shard.meter.borrow_mut()).put(&header.topic, count, bytes, elapsed_us, stored);
-    send_response(shard, request, header.queue_id, &result)
+    let replication = replicate(shard, &result).await;
+    send_response(shard, request, header.queue_id, &result, replication)
+}
+
+/// SYNC_MASTER: a stored message is answered once a slave has it too (RocketMQ's
+/// `handleHA`); `None` when there is nothing to wait for.
+async fn replicate(shard: &Shard, result: &PutResult) -> Option<SyncOutcome> {
+    let state = shard.ha.sync_master()?;
+    if !matches!(result.status, PutStatus::Ok | PutStatus::FlushDiskTimeout) {
+        return None;
+    }
+    let end = result.phys_offsets.first()? + result.wrote_bytes as u64;
+    Some(state.wait_replicated(end).await)
 }
 
 /// Refuses a send the broker's or the topic's permission forbids.
@@ -253,14 +266,17 @@ pub fn send_response(
     request: &RemotingCommand,
     queue_id: i32,
     result: &PutResult,
+    replication: Option<SyncOutcome>,
 ) -> Handled {
-    let code = match &result.status {
-        PutStatus::Ok => response_code::SUCCESS,
-        PutStatus::FlushDiskTimeout => response_code::FLUSH_DISK_TIMEOUT,
-        PutStatus::MessageIllegal(remark) => {
+    let code = match (&result.status, replication) {
+        (_, Some(SyncOutcome::SlaveNotAvailable)) => response_code::SLAVE_NOT_AVAILABLE,
+        (_, Some(SyncOutcome::Timeout)) => response_code::FLUSH_SLAVE_TIMEOUT,
+        (PutStatus::Ok, _) => response_code::SUCCESS,
+        (PutStatus::FlushDiskTimeout, _) => response_code::FLUSH_DISK_TIMEOUT,
+        (PutStatus::MessageIllegal(remark), _) => {
             return Err(Failure::new(response_code::MESSAGE_ILLEGAL, remark.clone()))
         }
-        PutStatus::ServiceNotAvailable(remark) => {
+        (PutStatus::ServiceNotAvailable(remark), _) => {
             return Err(Failure::new(
                 response_code::SERVICE_NOT_AVAILABLE,
                 remark.clone(),
@@ -282,7 +298,12 @@ pub fn send_response(
         msg_region: Some(shard.config.region_id.clone()),
         trace_on: Some(shard.config.trace_on.to_string()),
     };
-    let remark = (code != response_code::SUCCESS).then(|| "flush disk timeout".to_owned());
+    let remark = match code {
+        response_code::FLUSH_DISK_TIMEOUT => Some("flush disk timeout".to_owned()),
+        response_code::SLAVE_NOT_AVAILABLE => Some("slave not available".to_owned()),
+        response_code::FLUSH_SLAVE_TIMEOUT => Some("wait for slave timeout".to_owned()),
+        _ => None,
+    };
     Ok(request
         .response_to(code, remark)
         .with_header(&response)

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 pub use thruster_protocol::shard::owner_of;
 
 use crate::config::BrokerConfig;
+use crate::ha::state::{MasterAddrs, ShardHa};
 use crate::meta::clients::{ClientEvent, ClientTable};
 use crate::meta::consumer_offset::ConsumerOffsets;
 use crate::meta::queue_locks::QueueLocks;
@@ -224,6 +225,10 @@ pub enum MeshMessage {
     Client(ClientEvent),
     /// Shard 0 changed the topic table.
     TopicChanged(TopicConfig),
+    /// Shard 0 learned where this (slave) shard's master is, from a name server.
+    HaMaster(MasterAddrs),
+    /// A slave shard copied records of a topic it does not know: shard 0 syncs topics now.
+    HaSyncWanted,
     /// Shard 0 changed the subscription-group table: `config` is the group's new config, or
     /// `None` when it was deleted.
     GroupChanged {
@@ -305,6 +310,10 @@ pub struct Shard {
     pub queue_rotation: Cell<u32>,
     /// Every shard's own address, by shard id (advertised to shard-aware clients).
     pub shard_addrs: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
+    /// Replication: this shard as a master (its slaves) or a slave (its master).
+    pub ha: ShardHa,
+    /// Every shard's HA address, by shard id (a master's; registered as `haServerAddr`).
+    pub ha_addrs: Arc<Vec<Option<SocketAddr>>>,
 }
 
 impl Shard {
@@ -320,8 +329,10 @@ impl Shard {
         senders: MeshSenders<MeshMessage>,
         count: usize,
         shard_addrs: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
+        ha_addrs: Arc<Vec<Option<SocketAddr>>>,
     ) -> Shard {
         let id = senders.peer_id();
+        let config_for_ha = config.clone();
         Shard {
             id,
             count,
@@ -358,6 +369,54 @@ impl Shard {
             topic_deltas: RefCell::new(TopicDeltas::default()),
             queue_rotation: Cell::new(0),
             shard_addrs,
+            ha: ShardHa::new(&config_for_ha, id),
+            ha_addrs,
+        }
+    }
+
+    /// A slave shard's master, as a name server named it (a configured `haMasterAddress`
+    /// wins). Ignored by masters.
+    pub fn learn_master(&self, addrs: MasterAddrs) {
+        if let Some(slave) = self.ha.slave() {
+            slave.learn(addrs, self.config.shard_ha_master_address(self.id));
+        }
+    }
+
+    /// A slave copied records of an unknown topic: shard 0 (which writes the topic table)
+    /// syncs the master's topics now.
+    pub async fn want_metadata_sync(&self) {
+        if self.id == 0 {
+            self.want_metadata_sync_here();
+        } else if self
+            .senders
+            .send_to(0, MeshMessage::HaSyncWanted)
+            .await
+            .is_err()
+        {
+            debug!(shard = self.id, "sync request to a stopped shard 0 dropped");
+        }
+    }
+
+    fn want_metadata_sync_here(&self) {
+        if let Some(slave) = self.ha.slave() {
+            slave.sync_wanted.advance(slave.sync_wanted.get() + 1);
+        }
+    }
+
+    /// Tells shard `to` where its master is (shard 0, from the registration's answer).
+    pub async fn send_master_addrs(&self, to: usize, addrs: MasterAddrs) {
+        if to == self.id {
+            self.learn_master(addrs);
+        } else if self
+            .senders
+            .send_to(to, MeshMessage::HaMaster(addrs))
+            .await
+            .is_err()
+        {
+            debug!(
+                shard = self.id,
+                to, "master address for a stopped shard dropped"
+            );
         }
     }
 
@@ -503,6 +562,8 @@ impl Shard {
                 MeshMessage::TopicChanged(topic) => {
                     self.topics.borrow_mut().upsert(topic, runtime::now_ms());
                 }
+                MeshMessage::HaMaster(addrs) => self.learn_master(addrs),
+                MeshMessage::HaSyncWanted => self.want_metadata_sync_here(),
                 MeshMessage::GroupChanged { name, config } => {
                     let mut groups = self.groups.borrow_mut();
                     match config {

@@ -169,16 +169,14 @@ impl ClientInstance {
     /// Master address of `broker_name` in `topic`'s route.
     pub async fn broker_addr(&self, topic: &str, broker_name: &str) -> ClientResult<SocketAddr> {
         let route = self.route(topic).await?;
-        let addr = route
-            .master_of(broker_name)
-            .ok_or_else(|| ClientError::NoRoute {
-                topic: topic.to_owned(),
-                reason: format!("broker {broker_name} has no master"),
-            })?;
-        addr.parse().map_err(|_| ClientError::NoRoute {
-            topic: topic.to_owned(),
-            reason: format!("bad broker address {addr}"),
-        })
+        parse_addr(topic, broker_name, route.master_of(broker_name), "master")
+    }
+
+    /// Where to read `broker_name`'s queues of `topic`: its master, or its slave while the
+    /// master is gone.
+    pub async fn reader_addr(&self, topic: &str, broker_name: &str) -> ClientResult<SocketAddr> {
+        let route = self.route(topic).await?;
+        parse_addr(topic, broker_name, route.reader_of(broker_name), "broker")
     }
 }
 
@@ -229,4 +227,20 @@ pub fn expect_success(
     } else {
         Err(crate::core::requests::refusal(addr, response))
     }
+}
+
+fn parse_addr(
+    topic: &str,
+    broker_name: &str,
+    addr: Option<&str>,
+    what: &str,
+) -> ClientResult<SocketAddr> {
+    let addr = addr.ok_or_else(|| ClientError::NoRoute {
+        topic: topic.to_owned(),
+        reason: format!("broker {broker_name} has no {what}"),
+    })?;
+    addr.parse().map_err(|_| ClientError::NoRoute {
+        topic: topic.to_owned(),
+        reason: format!("bad broker address {addr}"),
+    })
 }

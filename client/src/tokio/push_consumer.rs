@@ -344,7 +344,7 @@ impl Inner {
         let mut addrs = Vec::new();
         for topic in self.subscriptions().keys() {
             if let Ok(route) = self.instance.route(topic).await {
-                for addr in route.masters.values() {
+                for addr in &route.all_addrs {
                     if let Ok(addr) = addr.parse() {
                         if !addrs.contains(&addr) {
                             addrs.push(addr);
@@ -421,7 +421,7 @@ impl Inner {
 
     async fn consumer_ids(&self, topic: &str) -> ClientResult<Vec<String>> {
         let route = self.instance.route(topic).await?;
-        let Some(addr) = route.masters.values().next().and_then(|a| a.parse().ok()) else {
+        let Some(addr) = route.readers.values().next().and_then(|a| a.parse().ok()) else {
             return Ok(Vec::new());
         };
         let request = RemotingCommand::request(
