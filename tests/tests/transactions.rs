@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thruster_client::tokio::{
-    ClientConfig, LocalTransactionState, Message, ProducerConfig, PullConsumer, PullStatus,
-    TransactionProducer,
+    ClientConfig, LocalTransactionState, Message, ProducerConfig, PullConsumer, TransactionProducer,
 };
 use thruster_tests::ServerProcess;
 
@@ -57,30 +56,9 @@ async fn producer(
     .unwrap()
 }
 
-/// Every message body in every queue of `topic` (empty while the topic has no route).
+/// Every message body of `topic`, sorted (empty while the topic has no route).
 async fn bodies(consumer: &PullConsumer, topic: &str) -> Vec<String> {
-    let Ok(queues) = consumer.queues(topic).await else {
-        return Vec::new();
-    };
-    let mut got = Vec::new();
-    for queue in queues {
-        let mut offset = 0;
-        loop {
-            let Ok(result) = consumer.pull(&queue, "*", offset, 32, None).await else {
-                break;
-            };
-            got.extend(
-                result
-                    .messages
-                    .iter()
-                    .map(|m| String::from_utf8(m.body.to_vec()).unwrap()),
-            );
-            offset = result.next_begin_offset;
-            if result.status != PullStatus::Found {
-                break;
-            }
-        }
-    }
+    let mut got = thruster_tests::pull_bodies(consumer, topic).await;
     got.sort();
     got
 }
