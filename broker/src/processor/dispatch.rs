@@ -8,7 +8,10 @@ use thruster_protocol::body::TopicConfig;
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::warn;
 
-use super::{admin, client_manage, groups, offsets, pull, query, runtime_info, schedule, send};
+use super::{
+    admin, broker_config, client_manage, groups, inspect, offsets, pull, query, runtime_info,
+    schedule, send,
+};
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
 use crate::runtime;
@@ -136,9 +139,27 @@ impl CallHandler for BrokerProcessor {
                 CallReply::Group(groups::upsert_here(self, config, if_absent).await)
             }
             Call::DeleteGroup(group) => CallReply::Group(groups::delete_here(self, &group).await),
-            Call::RemoveGroupOffsets(group) => {
-                self.shard.offsets.borrow_mut().remove_group(&group);
-                CallReply::Done
+            Call::Offsets(work) => inspect::offsets_here(&self.shard, work),
+            Call::QueueStates { topic, group } => CallReply::QueueStates(
+                inspect::queue_states_here(self, &topic, group.as_deref()).await,
+            ),
+            Call::ResetOffsets {
+                topic,
+                group,
+                timestamp,
+                force,
+            } => CallReply::Offsets(
+                inspect::reset_offsets_here(self, &topic, &group, timestamp, force).await,
+            ),
+            Call::ToClients {
+                connections,
+                command,
+            } => {
+                super::send_to_local_clients(&self.shard, &connections, &command);
+                CallReply::Done(Ok(()))
+            }
+            Call::DeleteTopic(topic) => {
+                CallReply::Done(admin::delete_topic_here(self, &topic).await)
             }
             Call::QueryByKey {
                 topic,
@@ -215,6 +236,19 @@ impl BrokerProcessor {
             rc::UPDATE_AND_CREATE_TOPIC => admin::update_and_create_topic(self, request).await,
             rc::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(self, request),
             rc::GET_BROKER_RUNTIME_INFO => runtime_info::runtime_info(self, request).await,
+            rc::DELETE_TOPIC_IN_BROKER => admin::delete_topic(self, request).await,
+            rc::GET_BROKER_CONFIG => broker_config::get(self, request),
+            rc::UPDATE_BROKER_CONFIG => broker_config::update(self, request).await,
+            rc::GET_TOPIC_STATS_INFO => inspect::topic_stats(self, request).await,
+            rc::GET_CONSUME_STATS => inspect::consume_stats(self, request).await,
+            rc::GET_BROKER_CONSUME_STATS => inspect::broker_consume_stats(self, request).await,
+            rc::QUERY_CONSUME_TIME_SPAN => inspect::consume_time_span(self, request).await,
+            rc::GET_CONSUMER_CONNECTION_LIST => inspect::consumer_connections(self, request),
+            rc::GET_PRODUCER_CONNECTION_LIST => inspect::producer_connections(self, request),
+            rc::GET_ALL_PRODUCER_INFO => inspect::all_producers(self, request),
+            rc::QUERY_TOPIC_CONSUME_BY_WHO => inspect::consumed_by(self, request).await,
+            rc::INVOKE_BROKER_TO_RESET_OFFSET => inspect::reset_offset(self, request).await,
+            rc::CLONE_GROUP_OFFSET => inspect::clone_group_offset(self, request).await,
             rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
                 groups::update_and_create(self, request).await
             }

@@ -5,9 +5,11 @@
 //! share (the processor, topic lookup, consumer notifications) and names none of them.
 
 pub mod admin;
+pub mod broker_config;
 pub mod client_manage;
 mod dispatch;
 pub mod groups;
+pub mod inspect;
 pub mod offsets;
 pub mod pull;
 pub mod query;
@@ -74,7 +76,9 @@ impl BrokerProcessor {
         if let Some(config) = self.shard.topics.borrow().get(topic) {
             return Ok(config.clone());
         }
-        if !self.shard.config.auto_create_topic_enable && template == AUTO_CREATE_TOPIC_KEY_TOPIC {
+        if !self.shard.live.get().auto_create_topic_enable
+            && template == AUTO_CREATE_TOPIC_KEY_TOPIC
+        {
             return Err(Failure::new(
                 response_code::TOPIC_NOT_EXIST,
                 format!("topic[{topic}] not exist, apply first please!"),
@@ -162,6 +166,44 @@ impl PersistedTable<'_> {
                 "persisting the {}: {error}",
                 self.what
             ))),
+        }
+    }
+}
+
+/// Sends a one-way request to client connections, wherever they are: this shard's directly,
+/// others' through their shard (`Call::ToClients`). A connection whose queue is full misses it.
+pub async fn send_to_clients(
+    processor: &BrokerProcessor,
+    connections: &[crate::meta::clients::ConnKey],
+    command: RemotingCommand,
+) {
+    let shard = &processor.shard;
+    let mut by_shard: std::collections::BTreeMap<usize, Vec<u64>> = Default::default();
+    for conn in connections {
+        by_shard.entry(conn.shard).or_default().push(conn.id);
+    }
+    for (to, ids) in by_shard {
+        let call = Call::ToClients {
+            connections: ids,
+            command: command.clone(),
+        };
+        if !matches!(shard.call(processor, to, call).await, CallReply::Done(_)) {
+            debug!(to, "a shard holding clients is not available");
+        }
+    }
+}
+
+/// This shard's side of `Call::ToClients`.
+pub fn send_to_local_clients(shard: &Shard, connections: &[u64], command: &RemotingCommand) {
+    for id in connections {
+        let Some(outbound) = shard.connections.borrow().get(id).cloned() else {
+            continue;
+        };
+        let mut command = command.clone();
+        command.language = LanguageCode::Java;
+        let code = command.code;
+        if outbound.try_send(command.into()).is_err() {
+            debug!(connection = id, code, "request to a client dropped");
         }
     }
 }

@@ -131,7 +131,7 @@ async fn store_decoded(
 
 /// Refuses a send the broker's or the topic's permission forbids, or a transaction message.
 fn check_writeable(shard: &Shard, topic: &TopicConfig, properties: &str) -> Result<(), Failure> {
-    if !perm::is_writeable(shard.config.broker_permission) {
+    if !perm::is_writeable(shard.broker_permission()) {
         return Err(Failure::new(
             response_code::NO_PERMISSION,
             format!(
