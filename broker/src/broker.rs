@@ -61,15 +61,21 @@ pub struct ShardStart {
     /// Every shard's own address by shard id, set by the binary once all shards serve; read
     /// (never written) by the shards when clients ask for it.
     pub shard_addrs: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
+    /// A master's HA listener for this shard (bound by the binary), where slaves connect.
+    pub ha_listener: Option<std::net::TcpListener>,
+    /// Every shard's HA address (masters), by shard id.
+    pub ha_addrs: Arc<Vec<Option<SocketAddr>>>,
 }
 
 /// Runs one shard until the stop flag is set, then shuts it down cleanly.
 pub async fn run_shard(mut start: ShardStart) -> io::Result<()> {
     let ready = start.ready.clone();
     let listen = std::mem::replace(&mut start.listen, Listen::Shared(Vec::new()));
+    let ha_listener = start.ha_listener.take();
     let started = async {
         let (shard, processor) = open_shard(&start).await?;
         let own_addr = start_serving(&start, listen, &shard, &processor).await?;
+        start_replication(&shard, ha_listener);
         Ok::<_, io::Error>((shard, own_addr))
     };
     match started.await {
@@ -122,6 +128,7 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
         senders,
         start.shard_count,
         start.shard_addrs.clone(),
+        start.ha_addrs.clone(),
     ));
     let processor = Rc::new(BrokerProcessor {
         shard: shard.clone(),
@@ -135,6 +142,40 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
     }
     info!(shard = id, shards = start.shard_count, "shard open");
     Ok((shard, processor))
+}
+
+/// A master serves its slaves on the HA listener; a slave runs its copying and metadata
+/// loops.
+fn start_replication(shard: &Rc<Shard>, ha_listener: Option<std::net::TcpListener>) {
+    if shard.ha.slave().is_some() {
+        shard
+            .tasks
+            .spawn("ha-slave", crate::ha::slave::run(shard.clone()));
+        shard
+            .tasks
+            .spawn("ha-sync", crate::ha::sync::run(shard.clone()));
+        return;
+    }
+    let Some(listener) = ha_listener else {
+        return;
+    };
+    let server = Rc::new(crate::ha::master::HaServer {
+        shard: shard.clone(),
+    });
+    let stop = shard.tasks.stop_signal();
+    let server_config = ServerConfig {
+        connections_max: crate::ha::state::HA_CONNECTIONS_MAX,
+        ..ServerConfig::default()
+    };
+    shard.tasks.spawn(
+        "ha-accept",
+        remoting::serve(
+            TcpListener::from_std(listener),
+            server,
+            server_config,
+            async move { stop.wait().await },
+        ),
+    );
 }
 
 /// The listeners of one shard and the address it is known by on its own port.
@@ -198,7 +239,12 @@ async fn start_serving(
     }
     spawn_offset_flusher(shard.clone(), config.flush_consumer_offset_interval_ms);
     spawn_stats_sampler(shard.clone());
-    crate::processor::schedule::spawn_delivery(processor.clone());
+    // A slave stores nothing of its own: its master delivers delayed messages and checks
+    // transactions, and the slave copies the results.
+    if shard.ha.slave().is_none() {
+        crate::processor::schedule::spawn_delivery(processor.clone());
+        crate::processor::transaction::spawn_check(processor.clone());
+    }
     spawn_client_scanner(shard.clone(), config.channel_expired_timeout_ms);
     if shard.id == 0 {
         shard.tasks.spawn(

@@ -21,8 +21,31 @@ const _: () = assert!(SHARD_REQUEST_MEMORY_BYTES_DEFAULT >= FRAME_MAX_BYTES_DEFA
 pub struct BrokerConfig {
     pub broker_cluster_name: String,
     pub broker_name: String,
-    /// 0 = master. Only masters are supported so far.
+    /// 0 = master; a slave's is > 0 (`brokerRole=SLAVE`).
     pub broker_id: i64,
+    /// `brokerRole`: ASYNC_MASTER (default), SYNC_MASTER or SLAVE.
+    pub broker_role: BrokerRole,
+    /// `haListenPort`: where a master's shard 0 takes its slaves (shard `i`: plus
+    /// `i × shardPortStep`). `None`: its main port + 1; with `listenPort=0`, a free port.
+    pub ha_listen_port: Option<u16>,
+    /// `haMasterAddress`: a slave's master, its shard 0's HA address (shard `i` adds
+    /// `i × shardPortStep` to the port). `None`: learned from the name servers' answer to
+    /// REGISTER_BROKER, as RocketMQ slaves do.
+    pub ha_master_address: Option<SocketAddr>,
+    /// `haSendHeartbeatInterval`: a slave's transfer request is held at most this long by a
+    /// master with nothing new, so the slave reports its offset at least this often.
+    pub ha_send_heartbeat_interval_ms: u64,
+    /// `haMaxGapNotInSync`: a SYNC_MASTER answers SLAVE_NOT_AVAILABLE at once when its best
+    /// slave is further behind than this.
+    pub ha_max_gap_not_in_sync_bytes: u64,
+    /// `haTransferBatchBytes` (Thruster's): most log bytes in one answer to a slave.
+    pub ha_transfer_batch_bytes: usize,
+    /// `slaveReadEnable`: a master whose pulled data is no longer in memory tells the client
+    /// to read from the slave (`suggestWhichBrokerId`).
+    pub slave_read_enable: bool,
+    /// `haSyncMetadataInterval` (Thruster's; RocketMQ: 10 s fixed): how often a slave copies
+    /// topics, consumer offsets and delay offsets from its master.
+    pub ha_sync_metadata_interval_ms: u64,
     /// `namesrvAddr`: `host:port;host:port`.
     pub namesrv_addrs: Vec<SocketAddr>,
     /// `brokerIP1`: published to name servers and used as the store host of records.
@@ -93,6 +116,19 @@ pub struct BrokerConfig {
     /// CommitLog bytes each shard keeps in memory for tail reads (and before write-out);
     /// older data is read from the files (sendfile). `None`: the store's default.
     pub memory_window_bytes: Option<usize>,
+    /// `transactionTimeOut`: a half message is first checked this long after its birth (or
+    /// after its own `CHECK_IMMUNITY_TIME_IN_SECONDS` when longer).
+    pub transaction_timeout_ms: i64,
+    /// `transactionCheckMax`: checks of one half message before it goes to
+    /// `TRANS_CHECK_MAX_TIME_TOPIC`.
+    pub transaction_check_max: u32,
+    /// `transactionCheckInterval`: how often each shard checks its waiting half messages.
+    pub transaction_check_interval_ms: u64,
+    /// `rejectTransactionMessage`: refuse prepared messages (NO_PERMISSION).
+    pub reject_transaction_message: bool,
+    /// `storeReplyMessageEnable`: a reply is also stored in its reply topic (besides being
+    /// pushed to the requester).
+    pub store_reply_message_enable: bool,
 }
 
 impl Default for BrokerConfig {
@@ -101,6 +137,14 @@ impl Default for BrokerConfig {
             broker_cluster_name: "DefaultCluster".into(),
             broker_name: default_broker_name(),
             broker_id: 0,
+            broker_role: BrokerRole::AsyncMaster,
+            ha_listen_port: None,
+            ha_master_address: None,
+            ha_send_heartbeat_interval_ms: 5_000,
+            ha_max_gap_not_in_sync_bytes: 256 << 20,
+            ha_transfer_batch_bytes: 4 << 20,
+            slave_read_enable: false,
+            ha_sync_metadata_interval_ms: 10_000,
             namesrv_addrs: Vec::new(),
             broker_ip1: IpAddr::V4(Ipv4Addr::LOCALHOST),
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -139,6 +183,11 @@ impl Default for BrokerConfig {
             io_memory_bytes: 2 << 20,
             shard_spin_before_park_us: 0,
             memory_window_bytes: None,
+            transaction_timeout_ms: 6_000,
+            transaction_check_max: 15,
+            transaction_check_interval_ms: 60_000,
+            reject_transaction_message: false,
+            store_reply_message_enable: true,
             shard_request_memory_bytes: SHARD_REQUEST_MEMORY_BYTES_DEFAULT,
             broker_per_shard: true,
             shard_port_step: 10,
@@ -147,6 +196,28 @@ impl Default for BrokerConfig {
                 "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h",
             )
             .expect("the default levels parse"),
+        }
+    }
+}
+
+/// `brokerRole`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerRole {
+    /// Answers a send once stored; slaves copy behind.
+    AsyncMaster,
+    /// Answers a send once a slave has it too (or SLAVE_NOT_AVAILABLE / FLUSH_SLAVE_TIMEOUT).
+    SyncMaster,
+    /// Copies its master's log; refuses sends, serves pulls, offsets and queries.
+    Slave,
+}
+
+impl BrokerRole {
+    /// RocketMQ's name of the role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerRole::AsyncMaster => "ASYNC_MASTER",
+            BrokerRole::SyncMaster => "SYNC_MASTER",
+            BrokerRole::Slave => "SLAVE",
         }
     }
 }
@@ -163,17 +234,9 @@ pub enum Applied {
 
 /// RocketMQ keys accepted without effect; named so the warning can say so.
 const NOT_SUPPORTED_KEYS: &[&str] = &[
-    "brokerRole",
     "brokerIP2",
-    "haListenPort",
-    "haMasterAddress",
     "haSlaveFallbehindMax",
-    "slaveReadEnable",
     "slaveTimeout",
-    "transactionTimeOut",
-    "transactionCheckMax",
-    "transactionCheckInterval",
-    "rejectTransactionMessage",
     "forceRegister",
     "transientStorePoolEnable",
     "enablePropertyFilter",
@@ -213,12 +276,30 @@ impl BrokerConfig {
         match key {
             "brokerClusterName" => self.broker_cluster_name = value.to_owned(),
             "brokerName" => self.broker_name = value.to_owned(),
-            "brokerId" => {
-                self.broker_id = parse(key, value)?;
-                if self.broker_id != 0 {
-                    return Err("brokerId: only masters (0) are supported so far".into());
+            "brokerId" => self.broker_id = parse(key, value)?,
+            "brokerRole" => {
+                self.broker_role = match value {
+                    "ASYNC_MASTER" => BrokerRole::AsyncMaster,
+                    "SYNC_MASTER" => BrokerRole::SyncMaster,
+                    "SLAVE" => BrokerRole::Slave,
+                    other => return Err(format!("brokerRole: unknown value {other:?}")),
                 }
             }
+            "haListenPort" => self.ha_listen_port = Some(parse(key, value)?),
+            "haMasterAddress" => self.ha_master_address = Some(parse_host_port(key, value)?),
+            "haSendHeartbeatInterval" => self.ha_send_heartbeat_interval_ms = parse(key, value)?,
+            "haMaxGapNotInSync" => self.ha_max_gap_not_in_sync_bytes = parse(key, value)?,
+            "haTransferBatchBytes" => {
+                self.ha_transfer_batch_bytes = parse(key, value)?;
+                if !(1024..=FRAME_MAX_BYTES_DEFAULT / 2).contains(&self.ha_transfer_batch_bytes) {
+                    return Err(format!(
+                        "haTransferBatchBytes must be between 1024 and {}",
+                        FRAME_MAX_BYTES_DEFAULT / 2
+                    ));
+                }
+            }
+            "slaveReadEnable" => self.slave_read_enable = parse(key, value)?,
+            "haSyncMetadataInterval" => self.ha_sync_metadata_interval_ms = parse(key, value)?,
             "namesrvAddr" => self.namesrv_addrs = parse_namesrv_addrs(value)?,
             "brokerIP1" => self.broker_ip1 = parse(key, value)?,
             "bindAddress" => self.bind_address = parse(key, value)?,
@@ -303,10 +384,69 @@ impl BrokerConfig {
                 }
             }
             "memoryWindowBytes" => self.memory_window_bytes = Some(parse(key, value)?),
+            "transactionTimeOut" => self.transaction_timeout_ms = parse(key, value)?,
+            "transactionCheckMax" => self.transaction_check_max = parse(key, value)?,
+            "transactionCheckInterval" => {
+                self.transaction_check_interval_ms = parse(key, value)?;
+                if self.transaction_check_interval_ms == 0 {
+                    return Err("transactionCheckInterval must be at least 1 ms".into());
+                }
+            }
+            "rejectTransactionMessage" => self.reject_transaction_message = parse(key, value)?,
+            "storeReplyMessageEnable" => self.store_reply_message_enable = parse(key, value)?,
             _ if NOT_SUPPORTED_KEYS.contains(&key) => return Ok(Applied::NotSupported),
             _ => return Ok(Applied::Unknown),
         }
         Ok(Applied::Used)
+    }
+
+    /// Checks keys against each other once all are applied: a slave has an id > 0, a master
+    /// is id 0 (RocketMQ forces it), and replication pairs shard `i` with shard `i`, so it
+    /// needs every shard to be a broker of its own (or one shard).
+    pub fn validate(&mut self) -> Result<(), String> {
+        match self.broker_role {
+            BrokerRole::Slave if self.broker_id <= 0 => {
+                return Err("brokerRole=SLAVE needs brokerId > 0".into())
+            }
+            BrokerRole::Slave => {}
+            BrokerRole::AsyncMaster | BrokerRole::SyncMaster => self.broker_id = 0,
+        }
+        let replicated = self.broker_role == BrokerRole::Slave
+            || self.broker_role == BrokerRole::SyncMaster
+            || self.ha_listen_port.is_some();
+        if replicated && !self.broker_per_shard && self.shards > 1 {
+            return Err(
+                "master/slave replication pairs shard i of the master with shard i of \
+                        the slave: it needs brokerPerShard=true (or shards=1)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The HA port shard `shard` of a master takes slaves on (0: a free one).
+    pub fn shard_ha_port(&self, shard: usize, shard_port: u16) -> Option<u16> {
+        match self.ha_listen_port {
+            None if shard_port == 0 => Some(0),
+            None => shard_port.checked_add(1),
+            Some(0) => Some(0),
+            Some(base) => {
+                let offset = u16::try_from(shard)
+                    .ok()?
+                    .checked_mul(self.shard_port_step)?;
+                base.checked_add(offset)
+            }
+        }
+    }
+
+    /// The configured master HA address for slave shard `shard` (`haMasterAddress` plus
+    /// `shard × shardPortStep`).
+    pub fn shard_ha_master_address(&self, shard: usize) -> Option<SocketAddr> {
+        let addr = self.ha_master_address?;
+        let offset = u16::try_from(shard)
+            .ok()?
+            .checked_mul(self.shard_port_step)?;
+        Some(SocketAddr::new(addr.ip(), addr.port().checked_add(offset)?))
     }
 
     /// `brokerIP1:listenPort`: the address clients and name servers use.
@@ -381,6 +521,16 @@ where
     value
         .parse()
         .map_err(|e| format!("{key}: illegal value {value:?}: {e}"))
+}
+
+/// One `host:port` value.
+fn parse_host_port(key: &str, value: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    value
+        .to_socket_addrs()
+        .map_err(|e| format!("{key}: {value:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{key}: {value:?} resolves to nothing"))
 }
 
 /// `host:port;host:port` (RocketMQ's separator is `;`; `,` is accepted too).
@@ -484,13 +634,7 @@ mod tests {
         assert_eq!(config.flush_disk_type, FlushMode::Sync);
         assert_eq!(config.mapped_file_size_commit_log, 1 << 20);
         assert_eq!(config.register_name_server_period_ms, 10_000, "clamped");
-        assert_eq!(
-            unused,
-            vec![
-                ("brokerRole".to_string(), Applied::NotSupported),
-                ("noSuchKey".to_string(), Applied::Unknown)
-            ]
-        );
+        assert_eq!(unused, vec![("noSuchKey".to_string(), Applied::Unknown)]);
     }
 
     #[test]
@@ -499,8 +643,59 @@ mod tests {
         let error = config.set("listenPort", "ten").unwrap_err();
         assert!(error.contains("listenPort"), "{error}");
         assert!(config.set("flushDiskType", "SOMETIMES").is_err());
-        assert!(config.set("brokerId", "1").is_err());
+        assert!(config.set("brokerRole", "LEADER").is_err());
         assert!(config.set("shards", "0").is_err());
+    }
+
+    #[test]
+    fn roles_and_ids_are_checked_together() {
+        let mut config = BrokerConfig::default();
+        config.set("brokerRole", "SLAVE").unwrap();
+        assert!(config.validate().is_err(), "a slave needs an id > 0");
+        config.set("brokerId", "2").unwrap();
+        config.validate().unwrap();
+        config.set("brokerRole", "SYNC_MASTER").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.broker_id, 0, "a master is id 0");
+        config.set("brokerPerShard", "false").unwrap();
+        config.set("shards", "2").unwrap();
+        assert!(
+            config.validate().is_err(),
+            "one name over two shards cannot pair shards"
+        );
+        config.set("shards", "1").unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_replication_example_files_apply_cleanly() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/replication");
+        for (file, role, id) in [
+            ("broker-a-master.conf", BrokerRole::SyncMaster, 0),
+            ("broker-a-slave.conf", BrokerRole::Slave, 1),
+            ("broker-b-master.conf", BrokerRole::SyncMaster, 0),
+            ("broker-b-slave.conf", BrokerRole::Slave, 1),
+        ] {
+            let mut config = BrokerConfig::default();
+            let unused = config.apply_file(&dir.join(file)).unwrap();
+            assert!(unused.is_empty(), "{file}: {unused:?}");
+            config.validate().unwrap();
+            assert_eq!((config.broker_role, config.broker_id), (role, id), "{file}");
+        }
+    }
+
+    #[test]
+    fn ha_ports_follow_the_shard_ports() {
+        let mut config = BrokerConfig::default();
+        assert_eq!(config.shard_ha_port(1, 10921), Some(10922), "main port + 1");
+        assert_eq!(config.shard_ha_port(0, 0), Some(0), "free ports stay free");
+        config.set("haListenPort", "20000").unwrap();
+        assert_eq!(config.shard_ha_port(2, 10931), Some(20020));
+        config.set("haMasterAddress", "127.0.0.1:30000").unwrap();
+        assert_eq!(
+            config.shard_ha_master_address(1),
+            Some("127.0.0.1:30010".parse().unwrap())
+        );
     }
 
     #[test]

@@ -15,10 +15,13 @@ use thruster_protocol::body::{
     self, JsonStyle, QueueData, RegisterBrokerBody, TopicConfig, TopicRouteData,
 };
 use thruster_protocol::header::admin::TopicRequestHeader;
-use thruster_protocol::header::namesrv::{BrokerIdentityHeader, RegisterBrokerRequestHeader};
+use thruster_protocol::header::namesrv::{
+    BrokerIdentityHeader, RegisterBrokerRequestHeader, RegisterBrokerResponseHeader,
+};
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::{info, warn};
 
+use crate::ha::state::MasterAddrs;
 use crate::meta::topic_config::{advertised, ShardView};
 use crate::remoting::client::RemotingClient;
 use crate::runtime;
@@ -88,7 +91,16 @@ impl Registrar {
                     topic_config_serialize_wrapper: wrapper,
                 });
                 let body_crc32 = (crc32fast::hash(&body) & 0x7FFF_FFFF) as i32;
-                let ha_addr = SocketAddr::new(config.broker_ip1, addr.port().wrapping_add(1));
+                // A master's bound HA port; a slave (no HA listener) names the RocketMQ default.
+                let ha_addr = self
+                    .shard
+                    .ha_addrs
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .unwrap_or_else(|| {
+                        SocketAddr::new(config.broker_ip1, addr.port().wrapping_add(1))
+                    });
                 let header = RegisterBrokerRequestHeader {
                     broker_name: name.clone(),
                     broker_addr: addr.to_string(),
@@ -116,16 +128,36 @@ impl Registrar {
 
     async fn register_whole_table(&mut self, i: usize, requests: &[RemotingCommand]) {
         let addr = self.clients[i].0;
-        for request in requests {
+        for (broker, request) in requests.iter().enumerate() {
             match self.invoke(i, request.clone()).await {
                 Ok(response) if response.code == response_code::SUCCESS => {
                     tracing::debug!(namesrv = %addr, "registered");
+                    self.learn_master(broker, &response).await;
                 }
                 Ok(response) => {
                     warn!(namesrv = %addr, code = response.code, remark = ?response.remark, "registration refused")
                 }
                 Err(error) => warn!(namesrv = %addr, %error, "registration failed"),
             }
+        }
+    }
+
+    /// A slave's registration is answered with its master's addresses (RocketMQ's
+    /// `masterAddr` and `haServerAddr`): the shard that copies that master is told.
+    async fn learn_master(&self, broker: usize, response: &RemotingCommand) {
+        if self.shard.ha.slave().is_none() {
+            return;
+        }
+        let Ok(header) = response.decode_header::<RegisterBrokerResponseHeader>() else {
+            return;
+        };
+        let parse = |text: Option<String>| text.and_then(|t| t.parse::<SocketAddr>().ok());
+        let addrs = MasterAddrs {
+            broker: parse(header.master_addr),
+            ha: parse(header.ha_server_addr),
+        };
+        if addrs.broker.is_some() || addrs.ha.is_some() {
+            self.shard.send_master_addrs(broker, addrs).await;
         }
     }
 

@@ -100,6 +100,14 @@ pub mod request_code {
     pub const GET_SUBSCRIPTIONGROUP_CONFIG: i32 = 352;
     pub const LITE_PULL_MESSAGE: i32 = 361;
     pub const BROKER_HEARTBEAT: i32 = 904;
+
+    // Thruster's own (master/slave replication between Thruster brokers; outside RocketMQ's
+    // range, so no RocketMQ peer sends them). See `header::ha`.
+    /// A slave's first request on an HA connection: who it is and where its log ends.
+    pub const THRUSTER_HA_HANDSHAKE: i32 = 30_001;
+    /// A slave asks for log bytes from an offset; the offset also acknowledges everything
+    /// before it.
+    pub const THRUSTER_HA_TRANSFER: i32 = 30_002;
 }
 
 /// Response codes (`ResponseCode.java` + `RemotingSysResponseCode.java`).
@@ -138,6 +146,7 @@ pub mod response_code {
     pub const CONSUME_MSG_TIMEOUT: i32 = 207;
     pub const NO_MESSAGE: i32 = 208;
     pub const FLOW_CONTROL: i32 = 215;
+    pub const ILLEGAL_OPERATION: i32 = 604;
     pub const GO_AWAY: i32 = 1500;
 }
 

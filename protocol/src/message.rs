@@ -86,6 +86,13 @@ pub mod property {
     pub const TRANSACTION_ID: &str = "__transactionId__";
     pub const TRANSACTION_CHECK_TIMES: &str = "TRANSACTION_CHECK_TIMES";
     pub const CHECK_IMMUNITY_TIME_IN_SECONDS: &str = "CHECK_IMMUNITY_TIME_IN_SECONDS";
+    pub const TRANSACTION_PREPARED_QUEUE_OFFSET: &str = "TRAN_PREPARED_QUEUE_OFFSET";
+    pub const CORRELATION_ID: &str = "CORRELATION_ID";
+    pub const MESSAGE_REPLY_TO_CLIENT: &str = "REPLY_TO_CLIENT";
+    pub const MESSAGE_TTL: &str = "TTL";
+    pub const REPLY_MESSAGE_ARRIVE_TIME: &str = "ARRIVE_TIME";
+    pub const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
+    pub const MESSAGE_TYPE: &str = "MSG_TYPE";
     pub const CLUSTER: &str = "CLUSTER";
     pub const MSG_REGION: &str = "MSG_REGION";
     pub const TRACE_SWITCH: &str = "TRACE_ON";

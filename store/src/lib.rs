@@ -20,6 +20,7 @@ pub mod message_store;
 pub mod put;
 pub mod queue_heads;
 pub mod recovery;
+pub mod replica;
 pub mod retention;
 pub mod storage;
 

@@ -305,7 +305,7 @@ impl MessageStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::commit_log::tests::on_reactor;
     use crate::runtime;
@@ -334,7 +334,7 @@ mod tests {
         }
     }
 
-    fn config(dir: &std::path::Path, mode: FlushMode) -> StoreConfig {
+    pub(crate) fn config(dir: &std::path::Path, mode: FlushMode) -> StoreConfig {
         StoreConfig {
             flush_mode: mode,
             flush_interval_ms: 20,

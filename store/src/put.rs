@@ -210,7 +210,7 @@ impl MessageStore {
 
     /// Waits until an append that did not fit can be tried again: the next segment prepared,
     /// or (our turn in the ticket queue, then) write-out progress freeing the memory window.
-    async fn wait_for_room<'a>(
+    pub(super) async fn wait_for_room<'a>(
         &'a self,
         need: AppendError,
         ticket: &mut Option<Ticket<'a>>,
@@ -280,7 +280,7 @@ impl MessageStore {
         }
     }
 
-    async fn wait_flushed(&self, end: u64) -> Result<(), String> {
+    pub(super) async fn wait_flushed(&self, end: u64) -> Result<(), String> {
         loop {
             if self.flushed.get() >= end {
                 return Ok(());
@@ -328,7 +328,7 @@ fn record_ref(m: &PutMessage, queue_offset: u64, pos: u64, store_timestamp: i64)
 
 /// A writer's place in the back-pressure queue; dropping it (success, refusal or a dropped
 /// request) admits the next writer.
-struct Ticket<'a> {
+pub(super) struct Ticket<'a> {
     store: &'a MessageStore,
     number: u64,
 }
@@ -356,7 +356,7 @@ struct Appended {
 }
 
 /// Why an append must wait (and be tried again) or stop.
-enum Retry {
+pub(super) enum Retry {
     After(AppendError),
     Refused(PutStatus),
 }

@@ -58,6 +58,7 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 pub mod cpp_client;
+pub mod wire;
 
 /// A server process started for one test; killed when dropped.
 pub struct ServerProcess {
@@ -199,6 +200,17 @@ impl ServerProcess {
     /// The process's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL, and waits for the process to be gone (its store and ports stay as they were).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process id (for signals a test sends itself: SIGSTOP, SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.

@@ -9,16 +9,13 @@ use thruster_client::protocol::header::offset::{
     GetMaxOffsetRequestHeader, OffsetResponseHeader, QueryConsumerOffsetRequestHeader,
     UpdateConsumerOffsetRequestHeader,
 };
-use thruster_client::protocol::header::pull::{
-    pull_sys_flag, PullMessageRequestHeader, PullMessageResponseHeader,
-};
+use thruster_client::protocol::header::pull::PullMessageResponseHeader;
 use thruster_client::protocol::header::query::ViewMessageRequestHeader;
-use thruster_client::protocol::header::send::{
-    SendMessageRequestHeaderV2, SendMessageResponseHeader,
-};
+use thruster_client::protocol::header::send::SendMessageResponseHeader;
 use thruster_client::protocol::header::EmptyHeader;
 use thruster_client::protocol::message::{decode_offset_msg_id, decode_records, encode_properties};
 use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_tests::wire::{pull_request, runtime_info, v2_header};
 use thruster_tests::{route, route_brokers, wait_until, Client, ServerProcess};
 
 const QUEUES: i32 = 4;
@@ -41,26 +38,6 @@ fn create_topic(client: &mut Client, topic: &str) {
     client.create_topic(topic, QUEUES);
 }
 
-/// A SEND_MESSAGE_V2 header for `queue_id` of `topic` with `properties`.
-fn v2_header(topic: &str, queue_id: i32, properties: Option<String>) -> SendMessageRequestHeaderV2 {
-    SendMessageRequestHeaderV2 {
-        a: "test-producer".into(),
-        b: topic.into(),
-        c: "TBW102".into(),
-        d: QUEUES,
-        e: queue_id,
-        f: 0,
-        g: 1_700_000_000_000,
-        h: 0,
-        i: properties,
-        j: None,
-        k: None,
-        l: None,
-        m: None,
-        n: None,
-    }
-}
-
 fn send(client: &mut Client, topic: &str, queue_id: i32, body: &str) -> SendMessageResponseHeader {
     let header = v2_header(
         topic,
@@ -77,33 +54,6 @@ fn send(client: &mut Client, topic: &str, queue_id: i32, body: &str) -> SendMess
         response.remark
     );
     response.decode_header().expect("send response header")
-}
-
-fn pull_request(topic: &str, queue_id: i32, offset: i64, suspend_ms: i64) -> RemotingCommand {
-    let flags = pull_sys_flag::SUBSCRIPTION
-        | if suspend_ms > 0 {
-            pull_sys_flag::SUSPEND
-        } else {
-            0
-        };
-    RemotingCommand::request(
-        rc::PULL_MESSAGE,
-        &PullMessageRequestHeader {
-            consumer_group: "test-group".into(),
-            topic: topic.into(),
-            queue_id,
-            queue_offset: offset,
-            max_msg_nums: 32,
-            sys_flag: flags,
-            commit_offset: 0,
-            suspend_timeout_millis: suspend_ms,
-            subscription: Some("*".into()),
-            sub_version: 0,
-            expression_type: Some("TAG".into()),
-            max_msg_bytes: None,
-            broker_name: None,
-        },
-    )
 }
 
 /// Every body in a queue from offset 0, in order.
@@ -441,15 +391,6 @@ fn view_record(
         response.remark
     );
     decode_records(&response.body, true).unwrap().remove(0)
-}
-
-fn runtime_info(client: &mut Client) -> std::collections::BTreeMap<String, String> {
-    let info = client.invoke(RemotingCommand::request(
-        rc::GET_BROKER_RUNTIME_INFO,
-        &EmptyHeader {},
-    ));
-    let table: KvTable = decode_lenient("runtime info", &info.body).unwrap();
-    table.table.into_iter().collect()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use thruster_broker::broker::{check_store_layout, run_shard, Listen, ShardStart};
-use thruster_broker::config::{parse_namesrv_addrs, Applied, BrokerConfig};
+use thruster_broker::config::{parse_namesrv_addrs, Applied, BrokerConfig, BrokerRole};
 use thruster_broker::namesrv::{self, NamesrvConfig};
 use thruster_broker::runtime::{self, ReactorConfig};
 use thruster_broker::shard::MESH_CHANNEL_CAPACITY;
@@ -72,6 +72,7 @@ fn load_config(args: &Args) -> Result<BrokerConfig, String> {
     if let Some(addrs) = &args.namesrv_addr {
         config.namesrv_addrs = parse_namesrv_addrs(addrs)?;
     }
+    config.validate()?;
     for (key, applied) in unused {
         match applied {
             Applied::NotSupported => {
@@ -99,7 +100,19 @@ fn run(args: Args) -> Result<(), String> {
         warn!("no name server configured (namesrvAddr, -n or --standalone): clients cannot find this broker");
     }
 
+    let free_ports = config.listen_port == 0;
     let mut listens = bind_listeners(&mut config)?;
+    let mut ha_listeners = bind_ha_listeners(&config, &listens, free_ports)?;
+    let ha_addrs: Arc<Vec<Option<SocketAddr>>> = Arc::new(
+        ha_listeners
+            .iter()
+            .map(|l| {
+                l.as_ref()
+                    .and_then(|l| l.local_addr().ok())
+                    .map(|a| SocketAddr::new(config.broker_ip1, a.port()))
+            })
+            .collect(),
+    );
     let broker_addr = config.broker_addr();
     let shard_count = config.shards;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -131,6 +144,8 @@ fn run(args: Args) -> Result<(), String> {
             stop: stop.clone(),
             ready: ready_tx.clone(),
             shard_addrs: shard_addrs.clone(),
+            ha_listener: ha_listeners[i].take(),
+            ha_addrs: ha_addrs.clone(),
         };
         let reactor = ReactorConfig {
             cpu: (config.pin_shards && shard_count <= cpus).then_some(i),
@@ -232,6 +247,33 @@ fn bind_listeners(config: &mut BrokerConfig) -> Result<ShardListens, String> {
     }
     config.listen_port = own[0].0.port();
     Ok(ShardListens::Own(own))
+}
+
+/// A master's HA listeners, one per shard (`haListenPort`, by default each shard's port + 1);
+/// none for a slave.
+fn bind_ha_listeners(
+    config: &BrokerConfig,
+    listens: &ShardListens,
+    free_ports: bool,
+) -> Result<Vec<Option<std::net::TcpListener>>, String> {
+    if config.broker_role == BrokerRole::Slave {
+        return Ok((0..config.shards).map(|_| None).collect());
+    }
+    let mut out = Vec::with_capacity(config.shards);
+    for shard in 0..config.shards {
+        let shard_port = match listens {
+            _ if free_ports => 0,
+            ShardListens::Own(own) => own[shard].0.port(),
+            ShardListens::Shared(addrs) => addrs[0].port(),
+        };
+        let port = config
+            .shard_ha_port(shard, shard_port)
+            .ok_or_else(|| format!("shard {shard}'s HA port is past 65535"))?;
+        let listener = runtime::bind_at_start(SocketAddr::new(config.bind_address, port))
+            .map_err(|e| format!("shard {shard}'s HA port: {e}"))?;
+        out.push(Some(listener));
+    }
+    Ok(out)
 }
 
 fn start_embedded_namesrv(args: &Args, config: &BrokerConfig) -> Result<SocketAddr, String> {

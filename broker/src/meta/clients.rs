@@ -425,6 +425,29 @@ impl ClientTable {
         self.consumers.keys().map(String::as_str)
     }
 
+    /// Connections registered for producer group `group` (transaction checks go to one).
+    pub fn producer_connections(&self, group: &str) -> Vec<ConnKey> {
+        self.producers
+            .get(group)
+            .map_or_else(Vec::new, |channels| channels.keys().copied().collect())
+    }
+
+    /// Connections of the client `client_id`, in any group (replies go to one).
+    pub fn client_connections(&self, client_id: &str) -> Vec<ConnKey> {
+        let mut found: BTreeSet<ConnKey> = BTreeSet::new();
+        let producers = self.producers.values();
+        let consumers = self.consumers.values().map(|g| &g.channels);
+        for channels in producers.chain(consumers) {
+            found.extend(
+                channels
+                    .iter()
+                    .filter(|(_, c)| c.client_id == client_id)
+                    .map(|(k, _)| *k),
+            );
+        }
+        found.into_iter().collect()
+    }
+
     pub fn consumer_group_count(&self) -> usize {
         self.consumers.len()
     }

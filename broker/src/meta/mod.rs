@@ -6,6 +6,7 @@ pub mod consumer_offset;
 pub mod queue_locks;
 pub mod subscription_group;
 pub mod topic_config;
+pub mod transactions;
 
 use std::io;
 use std::path::Path;

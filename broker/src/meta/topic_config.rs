@@ -18,6 +18,12 @@ pub const OFFSET_MOVED_EVENT: &str = "OFFSET_MOVED_EVENT";
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
 pub const RETRY_GROUP_TOPIC_PREFIX: &str = "%RETRY%";
 pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
+/// Half (prepared) transactional messages, one queue per shard.
+pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+/// Decisions about half messages (op records), one queue per shard.
+pub const TRANS_OP_HALF_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+/// Half messages checked `transactionCheckMax` times without an answer.
+pub const TRANS_CHECK_MAX_TIME_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
 /// Queue count limit of one topic (each queue is a ConsumeQueue directory).
 pub const QUEUE_NUMS_MAX: i32 = 1024;
 
@@ -181,7 +187,7 @@ impl TopicTable {
             let queues = queue_nums.clamp(1, QUEUE_NUMS_MAX);
             return Ok(TopicConfig::new(topic, queues, perm::READ_WRITE));
         }
-        if topic.starts_with(DLQ_GROUP_TOPIC_PREFIX) {
+        if topic.starts_with(DLQ_GROUP_TOPIC_PREFIX) || topic == TRANS_CHECK_MAX_TIME_TOPIC {
             return Ok(TopicConfig::new(topic, 1, perm::READ_WRITE));
         }
         let missing = || {
@@ -332,9 +338,13 @@ impl ShardView {
 /// Topics every shard has whole, as every RocketMQ broker has its own: the delay levels'
 /// schedule queues (a delayed message waits on the shard that took it), the auto-create
 /// template (every shard accepts the send that creates a topic), and the retry and dead-letter
-/// topics (a message goes back to the broker that stored it).
+/// topics (a message goes back to the broker that stored it), and the transaction topics (a
+/// half message is checked, decided and given up by the shard that stored it).
 pub fn whole_on_every_shard(topic: &str) -> bool {
     topic == SCHEDULE_TOPIC
+        || topic == TRANS_HALF_TOPIC
+        || topic == TRANS_OP_HALF_TOPIC
+        || topic == TRANS_CHECK_MAX_TIME_TOPIC
         || topic == AUTO_CREATE_TOPIC_KEY_TOPIC
         || topic.starts_with(RETRY_GROUP_TOPIC_PREFIX)
         || topic.starts_with(DLQ_GROUP_TOPIC_PREFIX)

@@ -50,6 +50,12 @@ impl RequestProcessor for NamesrvProcessor {
         };
         Some(response.into())
     }
+
+    fn connection_closed(&self, context: &ConnectionContext) {
+        for key in self.routes.borrow_mut().channel_closed(context.id) {
+            info!(addr = %key.addr, cluster = %key.cluster, peer = %context.peer, "broker's connection closed: removed");
+        }
+    }
 }
 
 impl NamesrvProcessor {
@@ -292,6 +298,7 @@ impl NamesrvProcessor {
                     .heartbeat_timeout_millis
                     .and_then(|t| u64::try_from(t).ok())
                     .filter(|t| *t > 0),
+                channel: Some(context.id),
             },
             now_ms(),
         );

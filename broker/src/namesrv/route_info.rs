@@ -29,6 +29,9 @@ struct BrokerLive {
     timeout_ms: u64,
     data_version: DataVersion,
     ha_server_addr: String,
+    /// The connection the broker last registered over (RocketMQ's channel): when it closes,
+    /// the broker is gone at once, not after its timeout.
+    channel: Option<u64>,
 }
 
 /// One REGISTER_BROKER call.
@@ -44,6 +47,8 @@ pub struct Registration {
     pub filter_servers: Vec<String>,
     /// Per-broker expiry (5.x `heartbeatTimeoutMillis`); `None` = the default.
     pub timeout_ms: Option<u64>,
+    /// The connection it came over (`channel_closed`).
+    pub channel: Option<u64>,
 }
 
 /// What a registering broker is told: for slaves, where their master is.
@@ -93,6 +98,7 @@ impl RouteInfo {
             topics,
             filter_servers,
             timeout_ms,
+            channel,
         } = registration;
         self.cluster_brokers
             .entry(cluster.clone())
@@ -137,6 +143,7 @@ impl RouteInfo {
                     timeout_ms: timeout_ms.unwrap_or(self.expire_ms_default),
                     data_version: wrapper.data_version,
                     ha_server_addr,
+                    channel,
                 },
             );
         } else {
@@ -145,10 +152,12 @@ impl RouteInfo {
                 timeout_ms: 0,
                 data_version: DataVersion::default(),
                 ha_server_addr: String::new(),
+                channel,
             });
             live.last_update_ms = now_ms;
             live.timeout_ms = timeout_ms.unwrap_or(self.expire_ms_default);
             live.ha_server_addr = ha_server_addr;
+            live.channel = channel;
         }
         if filter_servers.is_empty() {
             self.filter_servers.remove(&addr);
@@ -254,7 +263,26 @@ impl RouteInfo {
             .filter(|(_, live)| live.last_update_ms.saturating_add(live.timeout_ms) < now_ms)
             .map(|(key, _)| key.clone())
             .collect();
-        for key in &expired {
+        self.remove_live(&expired);
+        expired
+    }
+
+    /// The connection `channel` closed: every broker that registered over it is removed at
+    /// once (RocketMQ's `onChannelDestroy`), so clients stop routing to a dead master within a
+    /// route refresh, and find its slave.
+    pub fn channel_closed(&mut self, channel: u64) -> Vec<BrokerAddrKey> {
+        let gone: Vec<BrokerAddrKey> = self
+            .live
+            .iter()
+            .filter(|(_, live)| live.channel == Some(channel))
+            .map(|(key, _)| key.clone())
+            .collect();
+        self.remove_live(&gone);
+        gone
+    }
+
+    fn remove_live(&mut self, keys: &[BrokerAddrKey]) {
+        for key in keys {
             self.live.remove(key);
             self.filter_servers.remove(&key.addr);
             let mut emptied = Vec::new();
@@ -270,7 +298,6 @@ impl RouteInfo {
                 self.remove_broker_name(&key.cluster, &broker_name);
             }
         }
-        expired
     }
 
     /// QUERY_DATA_VERSION: whether `version` differs from the stored one (refreshing liveness),
@@ -458,6 +485,7 @@ mod tests {
             topics: Some(wrapper),
             filter_servers: vec![],
             timeout_ms: None,
+            channel: Some(7),
         }
     }
 
@@ -530,6 +558,29 @@ mod tests {
         routes.scan_not_active(1_901);
         assert!(routes.topic_route("T").is_none());
         assert!(routes.cluster_info().cluster_addr_table.is_empty());
+    }
+
+    #[test]
+    fn a_closed_connection_removes_the_brokers_registered_over_it_at_once() {
+        let mut routes = RouteInfo::new(BROKER_EXPIRE_MS_DEFAULT);
+        routes.register(registration("a", 0, "m:1", &[("T", 4)], 1), 0);
+        let mut slave = registration("a", 1, "s:1", &[("T", 4)], 1);
+        slave.channel = Some(8);
+        routes.register(slave, 0);
+        assert_eq!(routes.channel_closed(99), vec![], "another connection");
+        let gone = routes.channel_closed(7);
+        assert_eq!(
+            gone.iter().map(|k| k.addr.as_str()).collect::<Vec<_>>(),
+            ["m:1"]
+        );
+        let route = routes.topic_route("T").expect("the slave keeps the route");
+        assert_eq!(
+            route.broker_datas[0].broker_addrs,
+            BTreeMap::from([(1, "s:1".to_string())]),
+            "only the slave is left"
+        );
+        routes.channel_closed(8);
+        assert!(routes.topic_route("T").is_none());
     }
 
     #[test]

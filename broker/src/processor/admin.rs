@@ -150,7 +150,14 @@ pub async fn update_and_create_topic(
 
 /// GET_ALL_TOPIC_CONFIG (21): this shard's copy of the table, as its clients see it.
 pub fn all_topic_config(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
-    let wrapper = processor.shard.topics_wrapper();
+    let shard = &processor.shard;
+    // A Thruster slave asks for the whole table (`wholeTable`, an extension field Java
+    // brokers ignore): it computes each shard's share itself, like the master.
+    let wrapper = if request.ext_fields.get(WHOLE_TABLE_KEY) == Some("true") {
+        shard.topics.borrow().stored_wrapper()
+    } else {
+        shard.topics_wrapper()
+    };
     Ok(request.success().with_body(body::encode(&wrapper)).into())
 }
 
@@ -205,4 +212,41 @@ pub async fn delete_topic_here(processor: &BrokerProcessor, topic: &str) -> Resu
         return Err(Failure::system(format!("persisting topics: {error}")));
     }
     Ok(())
+}
+
+/// GET_ALL_TOPIC_CONFIG extension field: `true` asks for the whole table, not the shard's
+/// share.
+pub const WHOLE_TABLE_KEY: &str = "wholeTable";
+
+/// Shard 0 of a slave: takes the master's topics (those that differ), tells the other shards,
+/// and lets the persister and registrar cover them. Not waited for: the next sync retries.
+pub async fn apply_synced_topics(shard: &crate::shard::Shard, topics: Vec<TopicConfig>) -> usize {
+    assert_eq!(shard.id, 0, "shard 0 writes the topic table");
+    let mut changed = Vec::new();
+    for config in topics {
+        if shard.topics.borrow().get(&config.topic_name) == Some(&config) {
+            continue;
+        }
+        if let Err(failure) = shard.topics.borrow().room_for(&config) {
+            warn!(topic = %config.topic_name, remark = %failure.remark, "synced topic not taken");
+            continue;
+        }
+        if shard
+            .topics
+            .borrow_mut()
+            .upsert(config.clone(), runtime::now_ms())
+        {
+            changed.push(config);
+        }
+    }
+    for config in &changed {
+        shard.topic_deltas.borrow_mut().push(config.clone());
+        shard
+            .broadcast(|| MeshMessage::TopicChanged(config.clone()))
+            .await;
+    }
+    if !changed.is_empty() {
+        shard.topics_changed.advance(shard.topics_changed.get() + 1);
+    }
+    changed.len()
 }

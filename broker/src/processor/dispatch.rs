@@ -9,8 +9,8 @@ use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::warn;
 
 use super::{
-    admin, broker_config, client_manage, groups, inspect, offsets, pull, query, runtime_info,
-    schedule, send,
+    admin, broker_config, client_manage, groups, inspect, offsets, pull, query, reply,
+    runtime_info, schedule, send, transaction,
 };
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
@@ -151,13 +151,6 @@ impl CallHandler for BrokerProcessor {
             } => CallReply::Offsets(
                 inspect::reset_offsets_here(self, &topic, &group, timestamp, force).await,
             ),
-            Call::ToClients {
-                connections,
-                command,
-            } => {
-                super::send_to_local_clients(&self.shard, &connections, &command);
-                CallReply::Done(Ok(()))
-            }
             Call::DeleteTopic(topic) => {
                 CallReply::Done(admin::delete_topic_here(self, &topic).await)
             }
@@ -180,6 +173,9 @@ impl CallHandler for BrokerProcessor {
                 queues,
                 unlock,
             } => client_manage::queue_locks_here(&self.shard, &group, &client_id, &queues, unlock),
+            Call::ToConnection { id, command } => {
+                CallReply::Delivered(super::send_to_local_connection(&self.shard, id, command))
+            }
         }
     }
 
@@ -188,8 +184,36 @@ impl CallHandler for BrokerProcessor {
     }
 }
 
+/// Requests that store messages (refused by a slave).
+fn stores_messages(code: i32) -> bool {
+    matches!(
+        code,
+        rc::SEND_MESSAGE
+            | rc::SEND_MESSAGE_V2
+            | rc::SEND_BATCH_MESSAGE
+            | rc::CONSUMER_SEND_MSG_BACK
+            | rc::END_TRANSACTION
+            | rc::SEND_REPLY_MESSAGE
+            | rc::SEND_REPLY_MESSAGE_V2
+    )
+}
+
 impl BrokerProcessor {
     async fn route(&self, context: &ConnectionContext, request: &RemotingCommand) -> Handled {
+        if self.shard.ha.slave().is_some() && stores_messages(request.code) {
+            // As a RocketMQ slave answers: clients send to masters only.
+            let code = match request.code {
+                rc::END_TRANSACTION => response_code::SLAVE_NOT_AVAILABLE,
+                _ => response_code::SERVICE_NOT_AVAILABLE,
+            };
+            return Err(Failure::new(
+                code,
+                format!(
+                    "the broker[{}] is a slave: messages are put to its master only",
+                    self.shard.broker_name
+                ),
+            ));
+        }
         match request.code {
             rc::SEND_MESSAGE | rc::SEND_MESSAGE_V2 | rc::SEND_BATCH_MESSAGE => {
                 send::route(self, context, request).await
@@ -226,6 +250,20 @@ impl BrokerProcessor {
                 }
                 self.on_shard(owner, request, context, None).await
             }
+            rc::END_TRANSACTION => {
+                // Served where the named half record is stored.
+                let offset = transaction::decision_owner(request)?;
+                let owner = usize::from(shard_of_offset(offset));
+                if owner >= self.shard.count {
+                    return Err(Failure::system(format!(
+                        "Find prepared transaction message failed: no shard holds offset {offset}"
+                    )));
+                }
+                self.on_shard(owner, request, context, None).await
+            }
+            rc::SEND_REPLY_MESSAGE | rc::SEND_REPLY_MESSAGE_V2 => {
+                reply::send_reply(self, context, request).await
+            }
             rc::QUERY_MESSAGE => query::query_message(self, request).await,
             rc::HEART_BEAT => client_manage::heartbeat(self, context, request).await,
             rc::UNREGISTER_CLIENT => client_manage::unregister(self, context, request).await,
@@ -235,6 +273,8 @@ impl BrokerProcessor {
             rc::UNLOCK_BATCH_MQ => client_manage::lock_batch(self, request, true).await,
             rc::UPDATE_AND_CREATE_TOPIC => admin::update_and_create_topic(self, request).await,
             rc::GET_ALL_TOPIC_CONFIG => admin::all_topic_config(self, request),
+            rc::GET_ALL_CONSUMER_OFFSET => offsets::all_consumer_offsets(self, request),
+            rc::GET_ALL_DELAY_OFFSET => offsets::all_delay_offsets(self, request),
             rc::GET_BROKER_RUNTIME_INFO => runtime_info::runtime_info(self, request).await,
             rc::DELETE_TOPIC_IN_BROKER => admin::delete_topic(self, request).await,
             rc::GET_BROKER_CONFIG => broker_config::get(self, request),
@@ -303,6 +343,7 @@ impl BrokerProcessor {
             rc::GET_EARLIEST_MSG_STORETIME => offsets::earliest_store_time(self, request).await,
             rc::VIEW_MESSAGE_BY_ID => query::view_message_by_id(self, request).await,
             rc::CONSUMER_SEND_MSG_BACK => schedule::send_back(self, request).await,
+            rc::END_TRANSACTION => transaction::end_owned(self, request).await,
             code => Err(Failure::system(format!("request {code} has no owner"))),
         }
     }

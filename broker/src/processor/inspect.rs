@@ -23,7 +23,7 @@ use thruster_protocol::header::admin::{
     TopicRequestHeader,
 };
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{BrokerProcessor, Handled};
 use crate::meta::clients::Member;
@@ -491,8 +491,11 @@ pub async fn reset_offset(processor: &BrokerProcessor, request: &RemotingCommand
     )
     .with_body(body.encode())
     .oneway();
-    let connections: Vec<_> = members.iter().map(|m| m.conn).collect();
-    super::send_to_clients(processor, &connections, notice).await;
+    for member in &members {
+        if !super::send_to_connection(processor, member.conn, notice.clone()).await {
+            debug!(client = %member.client_id, "reset notice not queued (connection gone or busy)");
+        }
+    }
     info!(topic = %header.topic, group = %header.group, clients = members.len(), "offsets reset");
     Ok(request.success().with_body(body.encode()).into())
 }

@@ -13,9 +13,11 @@ pub mod inspect;
 pub mod offsets;
 pub mod pull;
 pub mod query;
+pub mod reply;
 pub mod runtime_info;
 pub mod schedule;
 pub mod send;
+pub mod transaction;
 
 use std::rc::Rc;
 
@@ -25,6 +27,7 @@ use thruster_protocol::header::client::NotifyConsumerIdsChangedRequestHeader;
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::{debug, warn};
 
+use crate::meta::clients::ConnKey;
 use crate::meta::topic_config::AUTO_CREATE_TOPIC_KEY_TOPIC;
 use crate::meta::write_file_atomically;
 use crate::remoting::{Failure, Reply};
@@ -170,42 +173,35 @@ impl PersistedTable<'_> {
     }
 }
 
-/// Sends a one-way request to client connections, wherever they are: this shard's directly,
-/// others' through their shard (`Call::ToClients`). A connection whose queue is full misses it.
-pub async fn send_to_clients(
-    processor: &BrokerProcessor,
-    connections: &[crate::meta::clients::ConnKey],
-    command: RemotingCommand,
-) {
-    let shard = &processor.shard;
-    let mut by_shard: std::collections::BTreeMap<usize, Vec<u64>> = Default::default();
-    for conn in connections {
-        by_shard.entry(conn.shard).or_default().push(conn.id);
-    }
-    for (to, ids) in by_shard {
-        let call = Call::ToClients {
-            connections: ids,
-            command: command.clone(),
-        };
-        if !matches!(shard.call(processor, to, call).await, CallReply::Done(_)) {
-            debug!(to, "a shard holding clients is not available");
-        }
-    }
+/// Queues a request (one-way) on one of this shard's client connections; `false` when the
+/// connection is gone or its queue is full.
+pub fn send_to_local_connection(shard: &Shard, id: u64, mut command: RemotingCommand) -> bool {
+    let Some(outbound) = shard.connections.borrow().get(&id).cloned() else {
+        return false;
+    };
+    command.language = LanguageCode::Java;
+    outbound.try_send(command.into()).is_ok()
 }
 
-/// This shard's side of `Call::ToClients`.
-pub fn send_to_local_clients(shard: &Shard, connections: &[u64], command: &RemotingCommand) {
-    for id in connections {
-        let Some(outbound) = shard.connections.borrow().get(id).cloned() else {
-            continue;
-        };
-        let mut command = command.clone();
-        command.language = LanguageCode::Java;
-        let code = command.code;
-        if outbound.try_send(command.into()).is_err() {
-            debug!(connection = id, code, "request to a client dropped");
-        }
+/// Sends a request (one-way) to the client connection `conn`, wherever it is served: here,
+/// or through its shard (one hop). `false` when it could not be queued.
+pub async fn send_to_connection(
+    processor: &BrokerProcessor,
+    conn: ConnKey,
+    command: RemotingCommand,
+) -> bool {
+    let shard = &processor.shard;
+    if conn.shard == shard.id {
+        return send_to_local_connection(shard, conn.id, command);
     }
+    let call = Call::ToConnection {
+        id: conn.id,
+        command,
+    };
+    matches!(
+        shard.call(processor, conn.shard, call).await,
+        CallReply::Delivered(true)
+    )
 }
 
 /// Sends NOTIFY_CONSUMER_IDS_CHANGED (one-way) to this shard's connections in `groups`.

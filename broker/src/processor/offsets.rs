@@ -8,8 +8,13 @@ use thruster_protocol::header::offset::{
 };
 use thruster_protocol::{response_code, RemotingCommand};
 
+use super::schedule::SCHEDULE_PROGRESS_GROUP;
 use super::{BrokerProcessor, Handled};
+use crate::meta::topic_config::SCHEDULE_TOPIC;
 use crate::remoting::Failure;
+use thruster_protocol::body::{
+    self, split_topic_group, ConsumerOffsetSerializeWrapper, DelayOffsetSerializeWrapper,
+};
 
 fn offset_reply(request: &RemotingCommand, offset: i64) -> Handled {
     Ok(request
@@ -127,4 +132,33 @@ pub async fn earliest_store_time(
         .success()
         .with_header(&GetEarliestMsgStoretimeResponseHeader { timestamp })
         .into())
+}
+
+/// GET_ALL_CONSUMER_OFFSET (43): this shard's committed offsets (what a slave copies); the
+/// broker's own delivery progress is not among them (GET_ALL_DELAY_OFFSET has it).
+pub fn all_consumer_offsets(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let mut wrapper = ConsumerOffsetSerializeWrapper::default();
+    for (key, queue_id, offset) in processor.shard.offsets.borrow().entries() {
+        if split_topic_group(key).is_some_and(|(_, group)| group == SCHEDULE_PROGRESS_GROUP) {
+            continue;
+        }
+        wrapper
+            .offset_table
+            .entry(key.to_owned())
+            .or_default()
+            .insert(queue_id, offset);
+    }
+    Ok(request.success().with_body(body::encode(&wrapper)).into())
+}
+
+/// GET_ALL_DELAY_OFFSET (45): delivery progress per delay level (level = queue id + 1).
+pub fn all_delay_offsets(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let mut wrapper = DelayOffsetSerializeWrapper::default();
+    let key = format!("{SCHEDULE_TOPIC}@{SCHEDULE_PROGRESS_GROUP}");
+    for (k, queue_id, offset) in processor.shard.offsets.borrow().entries() {
+        if k == key {
+            wrapper.offset_table.insert(queue_id + 1, offset);
+        }
+    }
+    Ok(request.success().with_body(body::encode(&wrapper)).into())
 }

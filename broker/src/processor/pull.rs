@@ -20,7 +20,7 @@ use super::{groups, BrokerProcessor, Handled};
 use crate::remoting::{BodyPart, Failure, Reply};
 use crate::runtime;
 use crate::shard::Shard;
-use crate::store::{GetResult, GetStatus, Slice};
+use crate::store::{GetResult, GetStatus};
 
 /// Longest hold of a suspended pull: Java clients give up on a pull after 30 s, so the hold
 /// must end well before, whatever the client asks.
@@ -88,7 +88,12 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
         found_bytes,
         read_us,
     );
-    let reply = respond(request, header.queue_offset, result);
+    // RocketMQ's slaveReadEnable: a consumer reading data no longer in memory is sent to the
+    // slave (brokerId 1, `whichBrokerWhenConsumeSlowly`), sparing the master's disk.
+    let from_slave = shard.config.slave_read_enable
+        && shard.ha.master().is_some()
+        && result.messages.iter().any(|m| !m.in_memory());
+    let reply = respond(request, header.queue_offset, result, i64::from(from_slave));
     count_file_bytes(shard, &reply);
     Ok(reply)
 }
@@ -268,7 +273,12 @@ fn subscription_filter(
 }
 
 /// Maps a store result to the response (remoting-protocol.md §9.2 table).
-fn respond(request: &RemotingCommand, requested_offset: i64, result: GetResult) -> Reply {
+fn respond(
+    request: &RemotingCommand,
+    requested_offset: i64,
+    result: GetResult,
+    suggest_which_broker_id: i64,
+) -> Reply {
     let not_found_or_moved = |next: u64| {
         if requested_offset != 0 {
             (response_code::PULL_OFFSET_MOVED, next)
@@ -291,7 +301,7 @@ fn respond(request: &RemotingCommand, requested_offset: i64, result: GetResult) 
         }
     };
     let header = PullMessageResponseHeader {
-        suggest_which_broker_id: 0,
+        suggest_which_broker_id,
         next_begin_offset: next_begin_offset as i64,
         min_offset: result.min_offset as i64,
         max_offset: result.max_offset as i64,
@@ -305,15 +315,7 @@ fn respond(request: &RemotingCommand, requested_offset: i64, result: GetResult) 
         .messages
         .into_iter()
         .flat_map(|m| m.slices)
-        .map(|slice| match slice {
-            Slice::Shared { buffer, start, len } => BodyPart::Buffer { buffer, start, len },
-            Slice::Owned(bytes) => BodyPart::Bytes(bytes),
-            Slice::File { segment, pos, len } => BodyPart::File {
-                file: segment.reader.clone(),
-                pos,
-                len,
-            },
-        })
+        .map(BodyPart::from_slice)
         .collect();
     Reply { command, tail }
 }

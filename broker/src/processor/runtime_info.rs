@@ -81,6 +81,7 @@ pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand
     store_section(&mut info, shard, &total, &per_shard, &space, earliest_ms);
     broker_section(&mut info, &total);
     thruster_section(&mut info, shard, &total, &per_shard);
+    ha_section(&mut info, shard);
     Ok(request
         .success()
         .with_body(body::encode(&info.into_table()))
@@ -259,6 +260,16 @@ fn thruster_section(
 
 /// Store time of the oldest message of this shard's CommitLog (Java
 /// `getEarliestMessageTime`), −1 when there is none.
+/// Replication health (brokerRole, masterSlaveDiff, ...): replication pairs shard i with
+/// shard i, and each is a broker of its own, so these are this shard's.
+fn ha_section(info: &mut RuntimeInfo, shard: &Shard) {
+    let ha_addr = shard.ha_addrs.get(shard.id).copied().flatten();
+    let log_end = shard.store.commit_log_max_offset();
+    for (key, value) in shard.ha.runtime_info(log_end, ha_addr) {
+        info.put(key, value);
+    }
+}
+
 async fn earliest_message_ms(shard: &Shard) -> i64 {
     let offset = shard.store.commit_log_min_offset();
     match shard.store.read_record(offset).await {

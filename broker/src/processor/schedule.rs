@@ -44,7 +44,7 @@ pub fn delay_level(properties: &str) -> Option<i32> {
 }
 
 /// Removes `names` from a properties string.
-fn without(properties: &str, names: &[&str]) -> String {
+pub fn without(properties: &str, names: &[&str]) -> String {
     let map = parse_properties(properties);
     encode_properties(
         map.iter()

@@ -10,12 +10,11 @@ use thruster_protocol::body::{perm, TopicConfig};
 use thruster_protocol::header::send::{
     SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
 };
-use thruster_protocol::message::{
-    self, find_property, offset_msg_id, property, PROPERTY_SEPARATOR,
-};
+use thruster_protocol::message::{self, offset_msg_id, property, PROPERTY_SEPARATOR};
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 
-use super::{schedule, BrokerProcessor, Handled};
+use super::{schedule, transaction, BrokerProcessor, Handled};
+use crate::ha::state::SyncOutcome;
 use crate::meta::topic_config::validate_topic_name;
 use crate::remoting::{ConnectionContext, Failure};
 use crate::shard::Shard;
@@ -24,14 +23,17 @@ use crate::store::{PutMessage, PutResult, PutStatus};
 /// Entries accepted in one batch (the frame limit bounds the bytes).
 const BATCH_ENTRIES_MAX: usize = 64 * 1024;
 
-fn decode_header(request: &RemotingCommand) -> Result<SendMessageRequestHeader, Failure> {
-    Ok(if request.code == rc::SEND_MESSAGE {
-        request.decode_header::<SendMessageRequestHeader>()?
-    } else {
-        request
-            .decode_header::<SendMessageRequestHeaderV2>()?
-            .into()
-    })
+/// The send header of a request (also SEND_REPLY_MESSAGE, long names, and _V2, short ones).
+pub fn decode_header(request: &RemotingCommand) -> Result<SendMessageRequestHeader, Failure> {
+    Ok(
+        if matches!(request.code, rc::SEND_MESSAGE | rc::SEND_REPLY_MESSAGE) {
+            request.decode_header::<SendMessageRequestHeader>()?
+        } else {
+            request
+                .decode_header::<SendMessageRequestHeaderV2>()?
+                .into()
+        },
+    )
 }
 
 /// Picks the queue and hands the request to its owner.
@@ -107,30 +109,55 @@ async fn store_decoded(
     let shard = &processor.shard;
     let topic = processor.known_topic(&header.topic)?;
     let properties = header.properties.as_deref().unwrap_or_default();
-    check_writeable(shard, &topic, properties)?;
+    check_writeable(shard, &topic)?;
     let delay = schedule::delay_level(properties);
     let messages = messages_to_put(shard, request, &header, properties, delay, peer)?;
     let started = std::time::Instant::now();
     let count = messages.len() as u64;
-    let result = match delay {
-        // Stored in the level's schedule queue (possibly on another shard); delivered to this
-        // queue when due.
-        Some(level) => {
-            let levels = shard.config.delay_levels_ms.len();
-            let message = messages.into_iter().next().expect("one message");
-            schedule::put_anywhere(processor, schedule::to_schedule(message, level, levels)).await
+    let reconsume_times = header.reconsume_times.unwrap_or(0);
+    let result = if transaction::is_prepared(properties, reconsume_times, delay.is_some()) {
+        // Stored as a half message of this shard, invisible until committed.
+        let [message] = <[PutMessage; 1]>::try_from(messages).map_err(|_| {
+            Failure::new(
+                response_code::MESSAGE_ILLEGAL,
+                "a batch cannot carry transactional messages",
+            )
+        })?;
+        transaction::prepare(processor, message, &header.producer_group).await?
+    } else {
+        match delay {
+            // Stored in the level's schedule queue (possibly on another shard); delivered to
+            // this queue when due.
+            Some(level) => {
+                let levels = shard.config.delay_levels_ms.len();
+                let message = messages.into_iter().next().expect("one message");
+                schedule::put_anywhere(processor, schedule::to_schedule(message, level, levels))
+                    .await
+            }
+            None => shard.store.put_batch(messages).await,
         }
-        None => shard.store.put_batch(messages).await,
     };
     let stored = matches!(result.status, PutStatus::Ok | PutStatus::FlushDiskTimeout);
     let elapsed_us = started.elapsed().as_micros() as u64;
     let bytes = result.wrote_bytes as u64;
     (shard.meter.borrow_mut()).put(&header.topic, count, bytes, elapsed_us, stored);
-    send_response(shard, request, header.queue_id, &result)
+    let replication = replicate(shard, &result).await;
+    send_response(shard, request, header.queue_id, &result, replication)
 }
 
-/// Refuses a send the broker's or the topic's permission forbids, or a transaction message.
-fn check_writeable(shard: &Shard, topic: &TopicConfig, properties: &str) -> Result<(), Failure> {
+/// SYNC_MASTER: a stored message is answered once a slave has it too (RocketMQ's
+/// `handleHA`); `None` when there is nothing to wait for.
+async fn replicate(shard: &Shard, result: &PutResult) -> Option<SyncOutcome> {
+    let state = shard.ha.sync_master()?;
+    if !matches!(result.status, PutStatus::Ok | PutStatus::FlushDiskTimeout) {
+        return None;
+    }
+    let end = result.phys_offsets.first()? + result.wrote_bytes as u64;
+    Some(state.wait_replicated(end).await)
+}
+
+/// Refuses a send the broker's or the topic's permission forbids.
+fn check_writeable(shard: &Shard, topic: &TopicConfig) -> Result<(), Failure> {
     if !perm::is_writeable(shard.broker_permission()) {
         return Err(Failure::new(
             response_code::NO_PERMISSION,
@@ -149,22 +176,11 @@ fn check_writeable(shard: &Shard, topic: &TopicConfig, properties: &str) -> Resu
             ),
         ));
     }
-    if find_property(properties, property::TRANSACTION_PREPARED) == Some("true") {
-        // Transactions are not built yet: refuse as a broker with
-        // rejectTransactionMessage=true does, rather than store a half message as normal.
-        return Err(Failure::new(
-            response_code::NO_PERMISSION,
-            format!(
-                "the broker[{}] sending transaction message is forbidden",
-                shard.broker_name
-            ),
-        ));
-    }
     Ok(())
 }
 
 /// The message(s) a request carries, as they are to be stored (one, or a batch's entries).
-fn messages_to_put(
+pub fn messages_to_put(
     shard: &Shard,
     request: &RemotingCommand,
     header: &SendMessageRequestHeader,
@@ -235,19 +251,22 @@ fn batch_to_put(
 }
 
 /// The answer to a send: the stored messages' ids and queue offset, or the store's refusal.
-fn send_response(
+pub fn send_response(
     shard: &Shard,
     request: &RemotingCommand,
     queue_id: i32,
     result: &PutResult,
+    replication: Option<SyncOutcome>,
 ) -> Handled {
-    let code = match &result.status {
-        PutStatus::Ok => response_code::SUCCESS,
-        PutStatus::FlushDiskTimeout => response_code::FLUSH_DISK_TIMEOUT,
-        PutStatus::MessageIllegal(remark) => {
+    let code = match (&result.status, replication) {
+        (_, Some(SyncOutcome::SlaveNotAvailable)) => response_code::SLAVE_NOT_AVAILABLE,
+        (_, Some(SyncOutcome::Timeout)) => response_code::FLUSH_SLAVE_TIMEOUT,
+        (PutStatus::Ok, _) => response_code::SUCCESS,
+        (PutStatus::FlushDiskTimeout, _) => response_code::FLUSH_DISK_TIMEOUT,
+        (PutStatus::MessageIllegal(remark), _) => {
             return Err(Failure::new(response_code::MESSAGE_ILLEGAL, remark.clone()))
         }
-        PutStatus::ServiceNotAvailable(remark) => {
+        (PutStatus::ServiceNotAvailable(remark), _) => {
             return Err(Failure::new(
                 response_code::SERVICE_NOT_AVAILABLE,
                 remark.clone(),
@@ -269,7 +288,12 @@ fn send_response(
         msg_region: Some(shard.config.region_id.clone()),
         trace_on: Some(shard.config.trace_on.to_string()),
     };
-    let remark = (code != response_code::SUCCESS).then(|| "flush disk timeout".to_owned());
+    let remark = match code {
+        response_code::FLUSH_DISK_TIMEOUT => Some("flush disk timeout".to_owned()),
+        response_code::SLAVE_NOT_AVAILABLE => Some("slave not available".to_owned()),
+        response_code::FLUSH_SLAVE_TIMEOUT => Some("wait for slave timeout".to_owned()),
+        _ => None,
+    };
     Ok(request
         .response_to(code, remark)
         .with_header(&response)
@@ -304,7 +328,7 @@ mod tests {
             "TAGS\u{1}a\u{2}CLUSTER\u{1}C\u{2}"
         );
         assert_eq!(
-            find_property(&with_cluster("TAGS\u{1}a", "C"), "TAGS"),
+            message::find_property(&with_cluster("TAGS\u{1}a", "C"), "TAGS"),
             Some("a")
         );
     }

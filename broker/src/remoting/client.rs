@@ -1,5 +1,6 @@
-//! Client side of the wire, for the broker's own calls (registration with name servers): one
-//! connection, one request at a time.
+//! Client side of the wire, for the broker's own calls (registration with name servers, a
+//! slave's replication and metadata requests to its master): one connection, one request at a
+//! time.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,18 +12,30 @@ use thruster_protocol::{decode_frame, encode, RemotingCommand, FRAME_MAX_BYTES_D
 
 use crate::runtime::{self, TcpStream};
 
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read, unless the caller says otherwise.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 pub struct RemotingClient {
     addr: SocketAddr,
     stream: TcpStream,
     buf: BytesMut,
+    /// Where reads land before they join `buf` (kept between requests).
+    chunk: Vec<u8>,
     next_opaque: i32,
 }
 
 impl RemotingClient {
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<RemotingClient> {
+        Self::connect_with_read_bytes(addr, timeout, READ_CHUNK_BYTES).await
+    }
+
+    /// `connect`, reading `read_bytes` at a time (large answers: a slave's log transfers).
+    pub async fn connect_with_read_bytes(
+        addr: SocketAddr,
+        timeout: Duration,
+        read_bytes: usize,
+    ) -> io::Result<RemotingClient> {
+        assert!(read_bytes > 0);
         let stream = runtime::timeout(timeout, runtime::connect(addr))
             .await
             .ok_or_else(|| {
@@ -32,7 +45,8 @@ impl RemotingClient {
         Ok(RemotingClient {
             addr,
             stream,
-            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            buf: BytesMut::with_capacity(read_bytes),
+            chunk: vec![0u8; read_bytes],
             next_opaque: 1,
         })
     }
@@ -65,7 +79,6 @@ impl RemotingClient {
         let mut out = BytesMut::new();
         encode(&request, &mut out).map_err(|e| io::Error::other(e.to_string()))?;
         self.stream.write_all(&out).await?;
-        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
         loop {
             while let Some(frame) = decode_frame(&mut self.buf, FRAME_MAX_BYTES_DEFAULT)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
@@ -77,14 +90,14 @@ impl RemotingClient {
                     return Ok(command);
                 }
             }
-            let n = self.stream.read(&mut chunk).await?;
+            let n = self.stream.read(&mut self.chunk).await?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("{} closed the connection", self.addr),
                 ));
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.buf.extend_from_slice(&self.chunk[..n]);
         }
     }
 }

@@ -57,6 +57,21 @@ pub enum BodyPart {
 }
 
 impl BodyPart {
+    /// Stored bytes as the store hands them out: shared chunks and file ranges go to the socket
+    /// as they are, without a copy.
+    pub fn from_slice(slice: crate::store::Slice) -> BodyPart {
+        use crate::store::Slice;
+        match slice {
+            Slice::Shared { buffer, start, len } => BodyPart::Buffer { buffer, start, len },
+            Slice::Owned(bytes) => BodyPart::Bytes(bytes),
+            Slice::File { segment, pos, len } => BodyPart::File {
+                file: segment.reader.clone(),
+                pos,
+                len,
+            },
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             BodyPart::Bytes(bytes) => bytes.len(),

@@ -21,12 +21,14 @@ use tracing::{debug, warn};
 pub use thruster_protocol::shard::owner_of;
 
 use crate::config::BrokerConfig;
+use crate::ha::state::{MasterAddrs, ShardHa};
 use crate::live_config::LiveSettings;
 use crate::meta::clients::{ClientEvent, ClientTable};
 use crate::meta::consumer_offset::ConsumerOffsets;
 use crate::meta::queue_locks::QueueLocks;
 use crate::meta::subscription_group::SubscriptionGroupTable;
 use crate::meta::topic_config::{ShardView, TopicDeltas, TopicTable};
+use crate::meta::transactions::TransactionTable;
 use crate::remoting::{BodyPart, Failure, Reply};
 use crate::runtime::tasks::TaskRegistry;
 use crate::runtime::watermark::Watermark;
@@ -135,11 +137,6 @@ pub enum Call {
     },
     /// Delete a topic (shard 0 only).
     DeleteTopic(String),
-    /// Send a one-way request to some of the receiver's client connections (`Done`).
-    ToClients {
-        connections: Vec<u64>,
-        command: RemotingCommand,
-    },
     /// Stored records matching a key in the receiver's index.
     QueryByKey {
         topic: String,
@@ -159,6 +156,9 @@ pub enum Call {
         queues: std::collections::BTreeSet<MessageQueue>,
         unlock: bool,
     },
+    /// Send a request (one-way) to one of the receiver's connections: a transaction check
+    /// or a reply for a client connected there.
+    ToConnection { id: u64, command: RemotingCommand },
 }
 
 /// Admin work on a shard's committed offsets.
@@ -213,6 +213,8 @@ pub enum CallReply {
     Stats(Box<ShardStats>),
     Locked(std::collections::BTreeSet<MessageQueue>),
     Put(crate::store::PutResult),
+    /// Whether a `ToConnection` request was queued on the connection.
+    Delivered(bool),
     /// The target shard is gone (shutting down).
     Unavailable,
 }
@@ -280,6 +282,10 @@ pub enum MeshMessage {
     TopicDeleted(String),
     /// The runtime-changeable settings changed (UPDATE_BROKER_CONFIG).
     SettingsChanged(LiveSettings),
+    /// Shard 0 learned where this (slave) shard's master is, from a name server.
+    HaMaster(MasterAddrs),
+    /// A slave shard copied records of a topic it does not know: shard 0 syncs topics now.
+    HaSyncWanted,
     /// Shard 0 changed the subscription-group table: `config` is the group's new config, or
     /// `None` when it was deleted.
     GroupChanged {
@@ -316,6 +322,10 @@ pub struct Shard {
     pub offsets: RefCell<ConsumerOffsets>,
     /// Orderly-consumption queue locks (used on shard 0 only).
     pub queue_locks: RefCell<QueueLocks>,
+    /// Half messages waiting for a decision (`processor::transaction`), filled by recovery.
+    pub transactions: RefCell<TransactionTable>,
+    /// Set to 1 once recovery filled `transactions`: decisions and prepares wait for it.
+    pub transactions_ready: Watermark,
     /// Outbound channels of this shard's connections that registered as clients (for
     /// NOTIFY_CONSUMER_IDS_CHANGED).
     pub connections: RefCell<HashMap<u64, LocalSender<Reply>>>,
@@ -360,6 +370,10 @@ pub struct Shard {
     pub queue_rotation: Cell<u32>,
     /// Every shard's own address, by shard id (advertised to shard-aware clients).
     pub shard_addrs: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
+    /// Replication: this shard as a master (its slaves) or a slave (its master).
+    pub ha: ShardHa,
+    /// Every shard's HA address, by shard id (a master's; registered as `haServerAddr`).
+    pub ha_addrs: Arc<Vec<Option<SocketAddr>>>,
 }
 
 impl Shard {
@@ -375,8 +389,10 @@ impl Shard {
         senders: MeshSenders<MeshMessage>,
         count: usize,
         shard_addrs: Arc<std::sync::OnceLock<Vec<SocketAddr>>>,
+        ha_addrs: Arc<Vec<Option<SocketAddr>>>,
     ) -> Shard {
         let id = senders.peer_id();
+        let config_for_ha = config.clone();
         Shard {
             id,
             count,
@@ -390,6 +406,8 @@ impl Shard {
             clients: RefCell::new(ClientTable::default()),
             offsets: RefCell::new(offsets),
             queue_locks: RefCell::new(QueueLocks::default()),
+            transactions: RefCell::new(TransactionTable::default()),
+            transactions_ready: Watermark::new(0),
             connections: RefCell::new(HashMap::new()),
             senders,
             pending: RefCell::new(HashMap::new()),
@@ -412,6 +430,54 @@ impl Shard {
             topic_deltas: RefCell::new(TopicDeltas::default()),
             queue_rotation: Cell::new(0),
             shard_addrs,
+            ha: ShardHa::new(&config_for_ha, id),
+            ha_addrs,
+        }
+    }
+
+    /// A slave shard's master, as a name server named it (a configured `haMasterAddress`
+    /// wins). Ignored by masters.
+    pub fn learn_master(&self, addrs: MasterAddrs) {
+        if let Some(slave) = self.ha.slave() {
+            slave.learn(addrs, self.config.shard_ha_master_address(self.id));
+        }
+    }
+
+    /// A slave copied records of an unknown topic: shard 0 (which writes the topic table)
+    /// syncs the master's topics now.
+    pub async fn want_metadata_sync(&self) {
+        if self.id == 0 {
+            self.want_metadata_sync_here();
+        } else if self
+            .senders
+            .send_to(0, MeshMessage::HaSyncWanted)
+            .await
+            .is_err()
+        {
+            debug!(shard = self.id, "sync request to a stopped shard 0 dropped");
+        }
+    }
+
+    fn want_metadata_sync_here(&self) {
+        if let Some(slave) = self.ha.slave() {
+            slave.sync_wanted.advance(slave.sync_wanted.get() + 1);
+        }
+    }
+
+    /// Tells shard `to` where its master is (shard 0, from the registration's answer).
+    pub async fn send_master_addrs(&self, to: usize, addrs: MasterAddrs) {
+        if to == self.id {
+            self.learn_master(addrs);
+        } else if self
+            .senders
+            .send_to(to, MeshMessage::HaMaster(addrs))
+            .await
+            .is_err()
+        {
+            debug!(
+                shard = self.id,
+                to, "master address for a stopped shard dropped"
+            );
         }
     }
 
@@ -562,6 +628,8 @@ impl Shard {
                     self.offsets.borrow_mut().remove_topic(&topic);
                 }
                 MeshMessage::SettingsChanged(settings) => self.apply_settings(settings),
+                MeshMessage::HaMaster(addrs) => self.learn_master(addrs),
+                MeshMessage::HaSyncWanted => self.want_metadata_sync_here(),
                 MeshMessage::GroupChanged { name, config } => {
                     let mut groups = self.groups.borrow_mut();
                     match config {

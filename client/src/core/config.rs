@@ -21,6 +21,9 @@ pub struct ClientConfig {
     /// the shard that owns it, so they never cross cores on the broker. Other brokers are
     /// unaffected.
     pub shard_aware: bool,
+    /// `heartbeatBrokerInterval`: how often producers that must be reachable by brokers
+    /// (transaction checks, replies) say so (RocketMQ: 30 s).
+    pub heartbeat_interval: Duration,
 }
 
 impl ClientConfig {
@@ -50,6 +53,7 @@ impl ClientConfig {
             route_refresh: Duration::from_secs(30),
             instance_name: format!("{}", std::process::id()),
             shard_aware: true,
+            heartbeat_interval: Duration::from_secs(30),
         })
     }
 

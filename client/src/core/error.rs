@@ -29,6 +29,11 @@ pub enum ClientError {
     NoRoute { topic: String, reason: String },
     #[error("malformed response from {addr}: {reason}")]
     Protocol { addr: SocketAddr, reason: String },
+    #[error("no reply to the request {correlation_id} within {timeout_ms} ms")]
+    RequestTimeout {
+        correlation_id: String,
+        timeout_ms: u64,
+    },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }

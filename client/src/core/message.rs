@@ -52,6 +52,11 @@ impl Message {
         self
     }
 
+    /// A property the message carries (user or RocketMQ's own set with `with_property`).
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties.get(name).map(String::as_str)
+    }
+
     pub fn with_delay_level(mut self, level: i32) -> Message {
         self.delay_level = level;
         self

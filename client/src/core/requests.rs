@@ -15,7 +15,7 @@ use crate::protocol::header::pull::{
 };
 use crate::protocol::header::send::{SendMessageRequestHeaderV2, SendMessageResponseHeader};
 use crate::protocol::header::CommandHeader;
-use crate::protocol::message::decode_records;
+use crate::protocol::message::{decode_records, property, sys_flag};
 use crate::protocol::{request_code as rc, response_code, RemotingCommand};
 
 /// The subscription-expression parser lives in the protocol crate; the broker uses it too.
@@ -105,7 +105,7 @@ pub fn send_request(
     queue: &MessageQueue,
     msg_id: &str,
 ) -> RemotingCommand {
-    let header = send_header(
+    let mut header = send_header(
         group,
         &message.topic,
         queue,
@@ -113,7 +113,17 @@ pub fn send_request(
         message.properties_string(msg_id),
         false,
     );
-    RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(message.body.clone())
+    if message.property(property::TRANSACTION_PREPARED) == Some("true") {
+        // A half message: the sysFlag says so too, as Java's producer sets it.
+        header.f |= sys_flag::TRANSACTION_PREPARED;
+    }
+    // A reply goes with the reply code: the broker pushes it to its requester.
+    let code = if super::reply::is_reply(message) {
+        rc::SEND_REPLY_MESSAGE_V2
+    } else {
+        rc::SEND_MESSAGE_V2
+    };
+    RemotingCommand::request(code, &header).with_body(message.body.clone())
 }
 
 /// SEND_BATCH_MESSAGE for messages of one topic (`msg_ids[i]` for `messages[i]`).

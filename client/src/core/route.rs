@@ -22,6 +22,11 @@ pub struct TopicRoute {
     pub subscribe_queues: Vec<MessageQueue>,
     /// Broker name → master address.
     pub masters: BTreeMap<String, String>,
+    /// Broker name → where to read and commit offsets: the master, or while it is gone its
+    /// first slave (RocketMQ's `findBrokerAddressInSubscribe`).
+    pub readers: BTreeMap<String, String>,
+    /// Every broker address of the route, masters and slaves (heartbeats go to all).
+    pub all_addrs: Vec<String>,
 }
 
 impl TopicRoute {
@@ -31,6 +36,21 @@ impl TopicRoute {
             .iter()
             .filter_map(|b| Some((b.broker_name.clone(), b.master_addr()?.to_owned())))
             .collect();
+        let readers = data
+            .broker_datas
+            .iter()
+            .filter_map(|b| {
+                let (_, addr) = b.broker_addrs.iter().next()?; // the lowest id: master first
+                Some((b.broker_name.clone(), addr.clone()))
+            })
+            .collect();
+        let mut all_addrs: Vec<String> = data
+            .broker_datas
+            .iter()
+            .flat_map(|b| b.broker_addrs.values().cloned())
+            .collect();
+        all_addrs.sort();
+        all_addrs.dedup();
         let mut queue_datas = data.queue_datas.clone();
         queue_datas.sort_by(|a, b| a.broker_name.cmp(&b.broker_name));
         let mut publish_queues = Vec::new();
@@ -54,11 +74,19 @@ impl TopicRoute {
             publish_queues,
             subscribe_queues,
             masters,
+            readers,
+            all_addrs,
         }
     }
 
     pub fn master_of(&self, broker_name: &str) -> Option<&str> {
         self.masters.get(broker_name).map(String::as_str)
+    }
+
+    /// Where to read `broker_name`'s queues (and commit offsets): its master, or its slave
+    /// while the master is gone.
+    pub fn reader_of(&self, broker_name: &str) -> Option<&str> {
+        self.readers.get(broker_name).map(String::as_str)
     }
 }
 
@@ -242,6 +270,20 @@ mod tests {
         );
         assert_eq!(route.master_of("a"), Some("127.0.0.1:1"));
         assert_eq!(route.master_of("slave-only"), None);
+        assert_eq!(
+            route.reader_of("a"),
+            Some("127.0.0.1:1"),
+            "the master reads"
+        );
+        assert_eq!(
+            route.reader_of("slave-only"),
+            Some("127.0.0.1:3"),
+            "a slave reads while its master is gone"
+        );
+        assert_eq!(
+            route.all_addrs,
+            ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+        );
         let targets = PublishTargets::from_route("T", route.clone()).unwrap();
         assert_eq!(targets.pick(0, None).queue_id, 0);
         assert_eq!(targets.pick(1, None).queue_id, 1);

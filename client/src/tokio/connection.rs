@@ -26,6 +26,9 @@ const WRITE_BATCH_MAX_BYTES: usize = 256 * 1024;
 
 type Pending = Arc<Mutex<HashMap<i32, oneshot::Sender<RemotingCommand>>>>;
 
+/// Where requests the server sends go (the instance routes them by code); it must not block.
+pub type ServerRequestSink = Arc<dyn Fn(SocketAddr, RemotingCommand) + Send + Sync>;
+
 pub struct Connection {
     addr: SocketAddr,
     outbound: mpsc::Sender<RemotingCommand>,
@@ -35,11 +38,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects; requests from the server go to `server_requests` (dropped when it is full).
+    /// Connects; requests from the server go to `server_requests`.
     pub async fn connect(
         addr: SocketAddr,
         timeout: Duration,
-        server_requests: Option<mpsc::Sender<(SocketAddr, RemotingCommand)>>,
+        server_requests: Option<ServerRequestSink>,
     ) -> ClientResult<Arc<Connection>> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
@@ -94,7 +97,7 @@ impl Connection {
                             }
                             Ok(command) => {
                                 if let Some(requests) = &server_requests {
-                                    let _ = requests.try_send((addr, command));
+                                    requests(addr, command);
                                 }
                             }
                             Err(error) => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::connection::Connection;
+use super::connection::{Connection, ServerRequestSink};
 pub use crate::core::config::ClientConfig;
 use crate::core::error::{ClientError, ClientResult};
 use crate::core::route::{parse_route_response, route_request, TopicRoute};
@@ -20,8 +20,11 @@ use crate::protocol::{response_code, RemotingCommand};
 
 /// Requests servers send to this client: (server address, request).
 pub type ServerRequests = mpsc::Receiver<(SocketAddr, RemotingCommand)>;
-/// Server requests one instance buffers (NOTIFY_CONSUMER_IDS_CHANGED is only a hint).
+/// Server requests buffered per taker; past it they are dropped (NOTIFY_CONSUMER_IDS_CHANGED
+/// is only a hint, a transaction check comes again next interval, a late reply is useless).
 const SERVER_REQUESTS_CAPACITY: usize = 256;
+/// Takers of server requests, by request code.
+type ServerRoutes = Arc<Mutex<HashMap<i32, mpsc::Sender<(SocketAddr, RemotingCommand)>>>>;
 
 pub struct ClientInstance {
     pub config: ClientConfig,
@@ -31,8 +34,7 @@ pub struct ClientInstance {
     connections: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Connection>>>,
     routes: Mutex<HashMap<String, (TopicRoute, Instant)>>,
     next_namesrv: AtomicUsize,
-    server_requests_tx: mpsc::Sender<(SocketAddr, RemotingCommand)>,
-    server_requests: Mutex<Option<ServerRequests>>,
+    server_routes: ServerRoutes,
     /// Broker address → its shard map (`None`: not a sharded Thruster broker).
     shard_maps: Mutex<HashMap<SocketAddr, Option<ShardMap>>>,
 }
@@ -44,7 +46,6 @@ impl ClientInstance {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos()))
             ^ std::process::id().rotate_left(16);
-        let (server_requests_tx, server_requests) = mpsc::channel(SERVER_REQUESTS_CAPACITY);
         Arc::new(ClientInstance {
             client_id: format!("{ip}@{}", config.instance_name),
             ids: UniqueIdGenerator::new(ip, std::process::id(), salt),
@@ -52,15 +53,34 @@ impl ClientInstance {
             connections: tokio::sync::Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
             next_namesrv: AtomicUsize::new(0),
-            server_requests_tx,
-            server_requests: Mutex::new(Some(server_requests)),
+            server_routes: ServerRoutes::default(),
             shard_maps: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The receiver of server-sent requests (one taker: the push consumer).
-    pub fn take_server_requests(&self) -> Option<ServerRequests> {
-        self.server_requests.lock().expect("server requests").take()
+    /// Server-sent requests with one of `codes` from now on (a later taker of a code replaces
+    /// an earlier one: one client of the instance serves each code).
+    pub fn server_requests(&self, codes: &[i32]) -> ServerRequests {
+        let (tx, rx) = mpsc::channel(SERVER_REQUESTS_CAPACITY);
+        let mut routes = self.server_routes.lock().expect("server routes");
+        for code in codes {
+            routes.insert(*code, tx.clone());
+        }
+        rx
+    }
+
+    fn server_request_sink(&self) -> ServerRequestSink {
+        let routes = self.server_routes.clone();
+        Arc::new(move |addr, command: RemotingCommand| {
+            let route = routes
+                .lock()
+                .expect("server routes")
+                .get(&command.code)
+                .cloned();
+            if let Some(route) = route {
+                let _ = route.try_send((addr, command));
+            }
+        })
     }
 
     /// The connection to `addr`, opened (or reopened) as needed.
@@ -74,7 +94,7 @@ impl ClientInstance {
         let connection = Connection::connect(
             addr,
             self.config.request_timeout,
-            Some(self.server_requests_tx.clone()),
+            Some(self.server_request_sink()),
         )
         .await?;
         connections.insert(addr, connection.clone());
@@ -149,16 +169,14 @@ impl ClientInstance {
     /// Master address of `broker_name` in `topic`'s route.
     pub async fn broker_addr(&self, topic: &str, broker_name: &str) -> ClientResult<SocketAddr> {
         let route = self.route(topic).await?;
-        let addr = route
-            .master_of(broker_name)
-            .ok_or_else(|| ClientError::NoRoute {
-                topic: topic.to_owned(),
-                reason: format!("broker {broker_name} has no master"),
-            })?;
-        addr.parse().map_err(|_| ClientError::NoRoute {
-            topic: topic.to_owned(),
-            reason: format!("bad broker address {addr}"),
-        })
+        parse_addr(topic, broker_name, route.master_of(broker_name), "master")
+    }
+
+    /// Where to read `broker_name`'s queues of `topic`: its master, or its slave while the
+    /// master is gone.
+    pub async fn reader_addr(&self, topic: &str, broker_name: &str) -> ClientResult<SocketAddr> {
+        let route = self.route(topic).await?;
+        parse_addr(topic, broker_name, route.reader_of(broker_name), "broker")
     }
 }
 
@@ -209,4 +227,20 @@ pub fn expect_success(
     } else {
         Err(crate::core::requests::refusal(addr, response))
     }
+}
+
+fn parse_addr(
+    topic: &str,
+    broker_name: &str,
+    addr: Option<&str>,
+    what: &str,
+) -> ClientResult<SocketAddr> {
+    let addr = addr.ok_or_else(|| ClientError::NoRoute {
+        topic: topic.to_owned(),
+        reason: format!("broker {broker_name} has no {what}"),
+    })?;
+    addr.parse().map_err(|_| ClientError::NoRoute {
+        topic: topic.to_owned(),
+        reason: format!("bad broker address {addr}"),
+    })
 }

@@ -6,6 +6,7 @@ pub mod instance;
 pub mod producer;
 pub mod pull_consumer;
 pub mod push_consumer;
+pub mod transaction_producer;
 
 pub use crate::core::error::{ClientError, ClientResult};
 pub use crate::core::message::{Message, MessageExt};
@@ -16,3 +17,4 @@ pub use pull_consumer::PullConsumer;
 pub use push_consumer::{
     ConsumeFromWhere, ConsumeResult, MessageModel, PushConsumer, PushConsumerConfig,
 };
+pub use transaction_producer::{LocalTransactionState, TransactionProducer, TransactionSendResult};

@@ -1,21 +1,39 @@
 //! The producer: sync (`send(..).await`), async (`send_async`, a spawned task), one-way and
 //! batch sends; queues round-robin with failover to another broker on error, or chosen by a
-//! selector / sharding key for ordered messages.
+//! selector / sharding key for ordered messages. Request-reply: `request` sends a message and
+//! waits for the reply a responder makes with `reply`.
+//!
+//! A producer that must be reachable by brokers (for replies, or transaction checks) registers
+//! its group with them (HEART_BEAT) when it first uses them, then every
+//! `heartbeat_interval`.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use super::instance::{ClientConfig, ClientInstance};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::instance::{expect_success, ClientConfig, ClientInstance};
 use crate::core::error::{ClientError, ClientResult};
-use crate::core::message::Message;
+use crate::core::message::{Message, MessageExt};
+use crate::core::reply::{pushed_reply, reply_message, request_message};
 use crate::core::requests::{
     batch_request, parse_send_response, send_request, send_retryable, SendResult, AUTO_CREATE_TOPIC,
 };
 use crate::core::route::PublishTargets as Targets;
-use crate::protocol::body::heartbeat::MessageQueue;
-use crate::protocol::message::java_string_hash;
-use crate::protocol::RemotingCommand;
+use crate::protocol::body;
+use crate::protocol::body::heartbeat::{HeartbeatData, MessageQueue, ProducerData};
+use crate::protocol::header::client::UnregisterClientRequestHeader;
+use crate::protocol::header::EmptyHeader;
+use crate::protocol::message::{java_string_hash, property};
+use crate::protocol::{request_code as rc, RemotingCommand};
+
+/// Requests one producer waits replies for at once; more are refused (each holds a waiter).
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 64 * 1024;
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -59,6 +77,74 @@ struct Inner {
     config: ProducerConfig,
     instance: Arc<ClientInstance>,
     rotation: AtomicUsize,
+    /// Brokers the group is registered with (heartbeats go there).
+    registered: Mutex<BTreeSet<SocketAddr>>,
+    /// Requests waiting for their reply, by correlation id.
+    waiting_replies: Mutex<HashMap<String, oneshot::Sender<MessageExt>>>,
+    /// Heartbeats and the reply listener, started on first use, ended by `shutdown`.
+    tasks: Mutex<Option<Vec<JoinHandle<()>>>>,
+}
+
+/// Heartbeats every registered broker each `interval` while the producer exists.
+async fn heartbeat_loop(inner: Weak<Inner>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let brokers: Vec<SocketAddr> = inner
+            .registered
+            .lock()
+            .expect("registered")
+            .iter()
+            .copied()
+            .collect();
+        for addr in brokers {
+            if let Err(error) = inner.heartbeat(addr).await {
+                debug!(%addr, %error, "producer heartbeat failed");
+            }
+        }
+    }
+}
+
+impl Inner {
+    async fn heartbeat(&self, addr: SocketAddr) -> ClientResult<()> {
+        let data = HeartbeatData {
+            client_id: self.instance.client_id.clone(),
+            producer_data_set: vec![ProducerData {
+                group_name: self.config.group.clone(),
+            }],
+            ..HeartbeatData::default()
+        };
+        let request = RemotingCommand::request(rc::HEART_BEAT, &EmptyHeader {})
+            .with_body(body::encode(&data));
+        let timeout = self.config.client.request_timeout;
+        let response = self.instance.invoke(addr, request, timeout).await?;
+        expect_success(addr, response).map(|_| ())
+    }
+
+    /// A reply the broker pushed: to the request waiting for it (late ones are dropped).
+    fn reply_arrived(&self, addr: SocketAddr, request: &RemotingCommand) {
+        let reply = match pushed_reply(addr, request) {
+            Ok(reply) => reply,
+            Err(error) => {
+                warn!(%addr, %error, "unreadable reply");
+                return;
+            }
+        };
+        let Some(correlation_id) = reply.property(property::CORRELATION_ID) else {
+            return;
+        };
+        let waiter = self
+            .waiting_replies
+            .lock()
+            .expect("waiting replies")
+            .remove(correlation_id);
+        match waiter {
+            Some(waiter) => {
+                let _ = waiter.send(reply);
+            }
+            None => debug!(correlation_id, "reply to no waiting request dropped"),
+        }
+    }
 }
 
 impl Producer {
@@ -74,6 +160,9 @@ impl Producer {
                 config,
                 instance,
                 rotation: AtomicUsize::new(0),
+                registered: Mutex::new(BTreeSet::new()),
+                waiting_replies: Mutex::new(HashMap::new()),
+                tasks: Mutex::new(None),
             }),
         }
     }
@@ -115,6 +204,131 @@ impl Producer {
             }
         }
         Err(last_error.expect("at least one attempt"))
+    }
+
+    /// Sends `message` as a request and waits up to `timeout` for its reply (RocketMQ's
+    /// `request`): the responder answers with [`Producer::reply`], the broker pushes the reply
+    /// to this client.
+    pub async fn request(&self, message: Message, timeout: Duration) -> ClientResult<MessageExt> {
+        self.start_background();
+        self.register_with_topic(&message.topic).await;
+        let correlation_id = self.inner.instance.ids.next();
+        let timeout_ms = timeout.as_millis() as u64;
+        let request = request_message(
+            message,
+            &correlation_id,
+            &self.inner.instance.client_id,
+            timeout_ms,
+        );
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiting = self.inner.waiting_replies.lock().expect("waiting replies");
+            if waiting.len() >= REQUESTS_IN_FLIGHT_MAX {
+                return Err(ClientError::InvalidArgument(format!(
+                    "{REQUESTS_IN_FLIGHT_MAX} requests already wait for replies"
+                )));
+            }
+            waiting.insert(correlation_id.clone(), tx);
+        }
+        let outcome = tokio::time::timeout(timeout, async {
+            self.send(request).await?;
+            rx.await.map_err(|_| ClientError::RequestTimeout {
+                correlation_id: correlation_id.clone(),
+                timeout_ms,
+            })
+        })
+        .await;
+        self.inner
+            .waiting_replies
+            .lock()
+            .expect("waiting replies")
+            .remove(&correlation_id);
+        outcome.unwrap_or(Err(ClientError::RequestTimeout {
+            correlation_id,
+            timeout_ms,
+        }))
+    }
+
+    /// Answers `request` (a message received from [`Producer::request`]'s sender) with
+    /// `body`: the broker pushes it to the requester.
+    pub async fn reply(
+        &self,
+        request: &MessageExt,
+        body: impl Into<bytes::Bytes>,
+    ) -> ClientResult<SendResult> {
+        self.send(reply_message(request, body)?).await
+    }
+
+    /// Registers the group with every broker of `topic`'s route not registered with yet.
+    pub(crate) async fn register_with_topic(&self, topic: &str) {
+        let Ok(route) = self.inner.instance.route(topic).await else {
+            return;
+        };
+        for addr in route.masters.values().filter_map(|a| a.parse().ok()) {
+            self.register_with(addr).await;
+        }
+    }
+
+    /// Registers the group with `addr` (HEART_BEAT) the first time; heartbeats keep it so.
+    pub(crate) async fn register_with(&self, addr: SocketAddr) {
+        self.start_background();
+        let new = self
+            .inner
+            .registered
+            .lock()
+            .expect("registered")
+            .insert(addr);
+        if new {
+            if let Err(error) = self.inner.heartbeat(addr).await {
+                warn!(%addr, %error, "producer heartbeat failed");
+            }
+        }
+    }
+
+    /// Starts the heartbeats and the reply listener once (they hold the producer weakly).
+    fn start_background(&self) {
+        let mut tasks = self.inner.tasks.lock().expect("tasks");
+        if tasks.is_some() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.config.client.heartbeat_interval;
+        let beater = tokio::spawn(heartbeat_loop(weak.clone(), interval));
+        let mut replies = self
+            .inner
+            .instance
+            .server_requests(&[rc::PUSH_REPLY_MESSAGE_TO_CLIENT]);
+        let listener = tokio::spawn(async move {
+            while let Some((addr, request)) = replies.recv().await {
+                let Some(inner) = weak.upgrade() else { return };
+                inner.reply_arrived(addr, &request);
+            }
+        });
+        *tasks = Some(vec![beater, listener]);
+    }
+
+    /// Stops heartbeats and reply delivery and leaves the group on the brokers it registered
+    /// with.
+    pub async fn shutdown(&self) {
+        let tasks = self.inner.tasks.lock().expect("tasks").take();
+        for task in tasks.into_iter().flatten() {
+            task.abort();
+        }
+        let brokers = std::mem::take(&mut *self.inner.registered.lock().expect("registered"));
+        for addr in brokers {
+            let request = RemotingCommand::request(
+                rc::UNREGISTER_CLIENT,
+                &UnregisterClientRequestHeader {
+                    client_id: self.inner.instance.client_id.clone(),
+                    producer_group: Some(self.inner.config.group.clone()),
+                    consumer_group: None,
+                },
+            );
+            let timeout = self.inner.config.client.request_timeout;
+            if let Err(error) = self.inner.instance.invoke(addr, request, timeout).await {
+                debug!(%addr, %error, "unregister failed");
+            }
+        }
     }
 
     /// Sends in the background; the handle resolves to what `send` returns.

@@ -47,7 +47,7 @@ impl PullConsumer {
     async fn addr(&self, queue: &MessageQueue) -> ClientResult<SocketAddr> {
         let broker = self
             .instance
-            .broker_addr(&queue.topic, &queue.broker_name)
+            .reader_addr(&queue.topic, &queue.broker_name)
             .await?;
         Ok(self.instance.queue_addr(broker, queue).await)
     }

@@ -8,6 +8,16 @@
 //! every `offset_commit_interval`, when a queue is handed to another member, and at shutdown
 //! (clustering: on the broker; broadcasting: in a local file).
 //!
+//! Orderly (`PushConsumerConfig::orderly`, RocketMQ's `MessageListenerOrderly`; clustering
+//! only): a queue is consumed only while this member holds its lock on the broker
+//! (LOCK_BATCH_MQ before its worker starts, renewed every `lock_renew_interval`; a worker whose
+//! lock was not renewed stops). Each queue's messages go to the listener one at a time, in
+//! order; `SuspendCurrentQueueAMoment` retries the same message here after
+//! `suspend_current_queue_time`, and once it has been retried `max_reconsume_times` times it
+//! goes to the group's dead-letter queue and the queue moves on. A queue handed to another
+//! member is stopped after its current message, its offset committed, then unlocked
+//! (UNLOCK_BATCH_MQ), so the next holder starts where this one ended; shutdown unlocks all.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), thruster_client::tokio::ClientError> {
 //! use thruster_client::tokio::{ConsumeResult, PushConsumer, PushConsumerConfig};
@@ -27,7 +37,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,7 +54,8 @@ use crate::core::error::{ClientError, ClientResult};
 use crate::core::message::MessageExt;
 use crate::core::requests::{expression_tags, PullStatus, PULL_BATCH_SIZE};
 use crate::protocol::body::heartbeat::{
-    ConsumerData, ConsumerListBody, HeartbeatData, MessageQueue, ProducerData, SubscriptionData,
+    ConsumerData, ConsumerListBody, HeartbeatData, LockBatchRequestBody, LockBatchResponseBody,
+    MessageQueue, ProducerData, SubscriptionData,
 };
 use crate::protocol::body::{self, decode_lenient};
 use crate::protocol::header::client::{
@@ -77,6 +88,10 @@ pub enum ConsumeResult {
     /// `max_reconsume_times`); if the broker refuses, and in broadcasting, they are retried
     /// here after `reconsume_delay`, up to `max_reconsume_times` times.
     ReconsumeLater,
+    /// Orderly: stop this queue for `suspend_current_queue_time` and deliver the same message
+    /// again (RocketMQ's `SUSPEND_CURRENT_QUEUE_A_MOMENT`); a concurrent consumer treats it as
+    /// `ReconsumeLater`.
+    SuspendCurrentQueueAMoment,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +114,13 @@ pub struct PushConsumerConfig {
     pub max_reconsume_times: u32,
     /// Broadcasting offsets: `<dir>/<clientId>/<group>/offsets.json`.
     pub local_offset_dir: PathBuf,
+    /// Orderly consumption (clustering only): see the module's documentation.
+    pub orderly: bool,
+    /// Orderly: how long a suspended queue waits before the message is delivered again.
+    pub suspend_current_queue_time: Duration,
+    /// Orderly: how often the held queue locks are renewed (RocketMQ: 20 s; the broker lets a
+    /// lock lapse after 60 s).
+    pub lock_renew_interval: Duration,
 }
 
 impl PushConsumerConfig {
@@ -119,6 +141,9 @@ impl PushConsumerConfig {
             reconsume_delay: Duration::from_secs(1),
             max_reconsume_times: 16,
             local_offset_dir: home.join(".rocketmq_offsets"),
+            orderly: false,
+            suspend_current_queue_time: Duration::from_secs(1),
+            lock_renew_interval: Duration::from_secs(20),
         })
     }
 }
@@ -222,16 +247,15 @@ impl PushConsumer {
                 rebalancer.clone().rebalance().await;
             }
         }));
-        if let Some(mut requests) = inner.instance.take_server_requests() {
-            let notified = inner.clone();
-            background.push(tokio::spawn(async move {
-                while let Some((_, request)) = requests.recv().await {
-                    if request.code == rc::NOTIFY_CONSUMER_IDS_CHANGED {
-                        notified.wake.notify_one();
-                    }
-                }
-            }));
-        }
+        let mut requests = inner
+            .instance
+            .server_requests(&[rc::NOTIFY_CONSUMER_IDS_CHANGED]);
+        let notified = inner.clone();
+        background.push(tokio::spawn(async move {
+            while requests.recv().await.is_some() {
+                notified.wake.notify_one();
+            }
+        }));
         let beater = inner.clone();
         background.push(tokio::spawn(async move {
             loop {
@@ -244,6 +268,18 @@ impl PushConsumer {
                 }
             }
         }));
+        if inner.is_orderly() {
+            let renewer = inner.clone();
+            background.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(renewer.config.lock_renew_interval).await;
+                    if renewer.stopped.load(Ordering::Acquire) {
+                        break;
+                    }
+                    renewer.renew_locks().await;
+                }
+            }));
+        }
         let committer = inner.clone();
         background.push(tokio::spawn(async move {
             loop {
@@ -308,7 +344,7 @@ impl Inner {
         let mut addrs = Vec::new();
         for topic in self.subscriptions().keys() {
             if let Ok(route) = self.instance.route(topic).await {
-                for addr in route.masters.values() {
+                for addr in &route.all_addrs {
                     if let Ok(addr) = addr.parse() {
                         if !addrs.contains(&addr) {
                             addrs.push(addr);
@@ -385,7 +421,7 @@ impl Inner {
 
     async fn consumer_ids(&self, topic: &str) -> ClientResult<Vec<String>> {
         let route = self.instance.route(topic).await?;
-        let Some(addr) = route.masters.values().next().and_then(|a| a.parse().ok()) else {
+        let Some(addr) = route.readers.values().next().and_then(|a| a.parse().ok()) else {
             return Ok(Vec::new());
         };
         let request = RemotingCommand::request(
@@ -464,6 +500,11 @@ impl Inner {
         }
         for (queue, expression) in wanted {
             if self.queues.lock().expect("queues").contains_key(&queue) {
+                continue;
+            }
+            if self.is_orderly() && !self.lock_queues(&queue, false).await.contains(&queue) {
+                // Another member still holds it (it unlocks once it has stopped): next time.
+                debug!(?queue, "queue still locked by another member");
                 continue;
             }
             match self.start_offset(&queue).await {
@@ -556,7 +597,26 @@ impl Inner {
                 }
             })
         };
-        let consumer = {
+        let consumer = if self.is_orderly() {
+            let inner = self.clone();
+            let consumed = consumed.clone();
+            let stop = stop.clone();
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                while let Some((batch, count, bytes)) = rx.recv().await {
+                    for message in batch {
+                        if stop.load(Ordering::Acquire) {
+                            return; // stopped after the current message: the rest is not ours
+                        }
+                        let next = message.queue_offset + 1;
+                        inner.consume_orderly(&queue, message, &stop).await;
+                        consumed.fetch_max(next, Ordering::AcqRel);
+                    }
+                    messages_budget.add_permits(count as usize);
+                    bytes_budget.add_permits(bytes as usize);
+                }
+            })
+        } else {
             let inner = self.clone();
             let consumed = consumed.clone();
             let stop = stop.clone();
@@ -581,7 +641,7 @@ impl Inner {
                         // Clustering: hand the batch to the broker's retry topic, as Java's
                         // concurrent consumers do; if the broker refuses, retry locally.
                         if inner.config.model == MessageModel::Clustering
-                            && inner.send_back_all(&queue, &batch).await
+                            && inner.send_back_all(&queue, &batch, 0).await
                         {
                             break;
                         }
@@ -613,9 +673,59 @@ impl Inner {
         }
     }
 
-    /// CONSUMER_SEND_MSG_BACK for every message of a failed batch; `true` when the broker
-    /// took them all.
-    async fn send_back_all(&self, queue: &MessageQueue, batch: &[MessageExt]) -> bool {
+    /// Delivers one message of an orderly queue until the listener accepts it, suspending the
+    /// queue between attempts; past `max_reconsume_times` retries it goes to the dead-letter
+    /// queue (retried here until the broker takes it, unless the queue stops).
+    async fn consume_orderly(
+        &self,
+        queue: &MessageQueue,
+        mut message: MessageExt,
+        stop: &AtomicBool,
+    ) {
+        restore_retry_topic(&mut message);
+        loop {
+            let Some(listener) = self.listener.lock().expect("listener").clone() else {
+                return;
+            };
+            let delivered = message.clone();
+            let result =
+                tokio::task::spawn_blocking(move || listener(std::slice::from_ref(&delivered)))
+                    .await
+                    .unwrap_or(ConsumeResult::SuspendCurrentQueueAMoment);
+            if result == ConsumeResult::Success {
+                return;
+            }
+            if message.reconsume_times >= self.config.max_reconsume_times as i32 {
+                if self
+                    .send_back_all(queue, std::slice::from_ref(&message), -1)
+                    .await
+                {
+                    warn!(
+                        offset = message.queue_offset,
+                        ?queue,
+                        "orderly message sent to the dead-letter queue"
+                    );
+                    return;
+                }
+            } else {
+                message.reconsume_times += 1;
+            }
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::time::sleep(self.config.suspend_current_queue_time).await;
+        }
+    }
+
+    /// CONSUMER_SEND_MSG_BACK for every message of a failed batch (`delay_level` 0: the
+    /// broker's growing delays; negative: straight to the dead-letter queue); `true` when the
+    /// broker took them all.
+    async fn send_back_all(
+        &self,
+        queue: &MessageQueue,
+        batch: &[MessageExt],
+        delay_level: i32,
+    ) -> bool {
         let Ok(broker) = self
             .instance
             .broker_addr(&queue.topic, &queue.broker_name)
@@ -629,7 +739,7 @@ impl Inner {
                 &ConsumerSendMsgBackRequestHeader {
                     offset: message.commit_log_offset,
                     group: self.config.group.clone(),
-                    delay_level: 0,
+                    delay_level,
                     origin_msg_id: Some(message.msg_id.clone()),
                     origin_topic: Some(message.topic.clone()),
                     unit_mode: None,
@@ -665,6 +775,81 @@ impl Inner {
         }
         let offset = worker.consumed.load(Ordering::Acquire);
         self.commit(queue, offset).await;
+        if self.is_orderly() {
+            // Only after the commit: the next holder starts where this one ended.
+            self.lock_queues(queue, true).await;
+        }
+    }
+
+    fn is_orderly(&self) -> bool {
+        self.config.orderly && self.config.model == MessageModel::Clustering
+    }
+
+    /// LOCK_BATCH_MQ (or UNLOCK_BATCH_MQ) of one queue on its broker; the queues this member
+    /// holds afterwards (empty on failure or for an unlock).
+    async fn lock_queues(&self, queue: &MessageQueue, unlock: bool) -> BTreeSet<MessageQueue> {
+        let Ok(addr) = self
+            .instance
+            .broker_addr(&queue.topic, &queue.broker_name)
+            .await
+        else {
+            return BTreeSet::new();
+        };
+        let body = LockBatchRequestBody {
+            client_id: self.instance.client_id.clone(),
+            consumer_group: self.config.group.clone(),
+            mq_set: [queue.clone()].into(),
+            only_this_broker: None,
+        };
+        let code = if unlock {
+            rc::UNLOCK_BATCH_MQ
+        } else {
+            rc::LOCK_BATCH_MQ
+        };
+        let request =
+            RemotingCommand::request(code, &EmptyHeader {}).with_body(body::encode(&body));
+        let response = self
+            .instance
+            .invoke(addr, request, self.config.client.request_timeout)
+            .await;
+        match response {
+            Ok(response) if response.code == response_code::SUCCESS && !unlock => {
+                decode_lenient::<LockBatchResponseBody>("lock batch", &response.body)
+                    .map(|b| b.lock_ok_mq_set)
+                    .unwrap_or_default()
+            }
+            Ok(_) => BTreeSet::new(),
+            Err(error) => {
+                warn!(?queue, unlock, %error, "queue lock request failed");
+                BTreeSet::new()
+            }
+        }
+    }
+
+    /// Renews the lock of every queue held; a queue whose lock was not renewed stops (its
+    /// worker ends after the current message) and is tried again at the next rebalance.
+    async fn renew_locks(&self) {
+        let _guard = self.rebalancing.lock().await;
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let held: Vec<MessageQueue> = self
+            .queues
+            .lock()
+            .expect("queues")
+            .keys()
+            .cloned()
+            .collect();
+        for queue in held {
+            if self.lock_queues(&queue, false).await.contains(&queue) {
+                continue;
+            }
+            warn!(?queue, "queue lock lost; stopping its consumption");
+            let worker = self.queues.lock().expect("queues").remove(&queue);
+            if let Some(worker) = worker {
+                self.stop_worker(&queue, worker).await;
+            }
+        }
     }
 
     async fn commit(&self, queue: &MessageQueue, offset: i64) {

@@ -9,12 +9,14 @@ pub mod admin;
 pub mod codec;
 pub mod heartbeat;
 pub mod lenient;
+pub mod offsets;
 pub mod route;
 pub mod subscription_group;
 pub mod topic_config;
 
 pub use codec::{decode_lenient, encode, BodyError};
 pub use heartbeat::*;
+pub use offsets::*;
 pub use route::*;
 pub use subscription_group::*;
 pub use topic_config::*;

@@ -14,6 +14,7 @@ use super::ext_fields::ExtFields;
 
 pub mod admin;
 pub mod client;
+pub mod ha;
 pub mod namesrv;
 pub mod offset;
 pub mod pull;

@@ -1,4 +1,6 @@
-//! SEND_MESSAGE (10), SEND_MESSAGE_V2 (310), SEND_BATCH_MESSAGE (320) headers.
+//! SEND_MESSAGE (10), SEND_MESSAGE_V2 (310), SEND_BATCH_MESSAGE (320) headers; the reply
+//! codes SEND_REPLY_MESSAGE (324) / _V2 (325) use the same ones, and PUSH_REPLY_MESSAGE_TO_CLIENT
+//! (326) its own.
 
 use crate::command_header;
 
@@ -42,6 +44,29 @@ command_header! {
         opt l: i32 = "l",
         opt m: bool = "m",
         opt n: String = "n",
+    }
+}
+
+command_header! {
+    /// PUSH_REPLY_MESSAGE_TO_CLIENT (326), broker -> requester: the reply's send header plus
+    /// where and when it was stored; the body is the reply's body.
+    pub struct ReplyMessageRequestHeader {
+        req producer_group: String = "producerGroup",
+        req topic: String = "topic",
+        req default_topic: String = "defaultTopic",
+        req default_topic_queue_nums: i32 = "defaultTopicQueueNums",
+        req queue_id: i32 = "queueId",
+        req sys_flag: i32 = "sysFlag",
+        req born_timestamp: i64 = "bornTimestamp",
+        req flag: i32 = "flag",
+        opt properties: String = "properties",
+        opt reconsume_times: i32 = "reconsumeTimes",
+        opt unit_mode: bool = "unitMode",
+        /// `ip:port` of the responder's connection.
+        req born_host: String = "bornHost",
+        /// `ip:port` of the broker.
+        req store_host: String = "storeHost",
+        req store_timestamp: i64 = "storeTimestamp",
     }
 }
 
@@ -112,7 +137,8 @@ mod tests {
     round_trip_tests!(
         SendMessageRequestHeader,
         SendMessageRequestHeaderV2,
-        SendMessageResponseHeader
+        SendMessageResponseHeader,
+        ReplyMessageRequestHeader
     );
 
     #[test]

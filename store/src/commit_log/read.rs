@@ -7,6 +7,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use thruster_protocol::message::BLANK_BYTES;
+
 use super::chunk::ChunkData;
 use super::segment::Segment;
 use super::{CommitLog, ReadError};
@@ -137,5 +139,68 @@ impl CommitLog {
         }
         debug_assert_eq!(slices.iter().map(Slice::len).sum::<usize>(), len);
         Ok(slices)
+    }
+}
+
+impl CommitLog {
+    /// The log's bytes from `pos` as they are, for a slave: at most up to `end`, which must not
+    /// pass the end of `pos`'s segment. Stops early where memory holds nothing (the padding
+    /// after a BLANK record, which only exists on disk): the BLANK's length says where the
+    /// next segment starts, so nothing after it is needed.
+    pub fn read_raw(&self, pos: u64, end: u64) -> Result<Vec<Slice>, ReadError> {
+        let min = self.min_offset();
+        if pos < min {
+            return Err(ReadError::BelowMinimum { pos, min });
+        }
+        let segment_start = self.segment_start_of(pos);
+        assert!(end <= segment_start + self.settings.segment_bytes);
+        let end = end.min(self.write_pos.max(pos));
+        let memory_start = self.chunks.front().map_or(self.write_pos, |c| c.start);
+        let mut slices = Vec::with_capacity(2);
+        let mut at = pos;
+        if at < memory_start && at < end {
+            let Some(segment) = self.segments.get(&segment_start) else {
+                return Err(ReadError::BelowMinimum { pos, min });
+            };
+            let disk_end = end.min(memory_start);
+            slices.push(Slice::File {
+                segment: segment.clone(),
+                pos: at - segment_start,
+                len: (disk_end - at) as usize,
+            });
+            at = disk_end;
+        }
+        let first = self.chunks.partition_point(|c| c.end() <= at);
+        for chunk in self.chunks.iter().skip(first) {
+            if at >= end || chunk.start > at {
+                break; // done, or a gap: the padding after a BLANK
+            }
+            let from = (at - chunk.start) as usize;
+            let to = (end.min(chunk.end()) - chunk.start) as usize;
+            match &chunk.data {
+                ChunkData::Sealed(buffer) => slices.push(Slice::Shared {
+                    buffer: buffer.clone(),
+                    start: from,
+                    len: to - from,
+                }),
+                ChunkData::Active(buffer) => slices.push(Slice::Owned(Bytes::copy_from_slice(
+                    &buffer.as_bytes()[from..to],
+                ))),
+                ChunkData::Moving => unreachable!("observed mid-seal"),
+            }
+            at = chunk.start + to as u64;
+        }
+        Ok(slices)
+    }
+
+    /// Where a record of `len` bytes appended now would start: here, or at the next segment
+    /// when it does not fit with room for a BLANK (the rule `append` follows).
+    pub fn next_record_start(&self, len: usize) -> u64 {
+        let segment_end = self.segment_start_of(self.write_pos) + self.settings.segment_bytes;
+        if self.write_pos + len as u64 + BLANK_BYTES as u64 > segment_end {
+            segment_end
+        } else {
+            self.write_pos
+        }
     }
 }

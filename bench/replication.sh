@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# What replication costs a master, measured side by side in alternating rounds (thruster-bench
+# compare): a master with no slave, an ASYNC_MASTER with its slave, a SYNC_MASTER with its
+# slave. Every set-up runs at once on loopback (2 shards each, its own embedded name server);
+# each round measures them one after the other, so the ratios are per round. Then replication
+# catch-up: a master filled with CATCHUP_MIB while no slave runs, a slave started, the time
+# until masterSlaveDiff is 0 on every shard; against loopback TCP measured in the same run.
+#
+#   bench/replication.sh [OUT_DIR]       (default bench/results/replication)
+#
+# Environment: ROUNDS [3], DURATION_S [10], FLUSH [ASYNC_FLUSH], CATCHUP_MIB [1024].
+# Needs: cargo build --release -p thruster-broker -p thruster-bench.
+# On one host the slave shares the master's cores: the figures include that contention.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${1:-bench/results/replication}
+ROUNDS=${ROUNDS:-3}
+DURATION_S=${DURATION_S:-10}
+FLUSH=${FLUSH:-ASYNC_FLUSH}
+CATCHUP_MIB=${CATCHUP_MIB:-1024}
+BIN=${BIN:-target/release}
+WORK=$(mktemp -d /tmp/thruster-replication.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# broker NAME STDOUT_WAIT_LINE ARGS...: starts a broker, waits for its listening line.
+LAST_PID=
+broker() {
+    local name=$1
+    shift
+    mkdir -p "$WORK/$name"
+    "$BIN/thruster-broker" --set "storePathRootDir=$WORK/$name/store" \
+        --set "flushDiskType=$FLUSH" --set mappedFileSizeCommitLog=268435456 "$@" \
+        >"$WORK/$name/stdout" 2>"$WORK/$name/broker.log" &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+    for _ in $(seq 100); do
+        grep -q "thruster-broker listening" "$WORK/$name/stdout" 2>/dev/null && return
+        kill -0 "$LAST_PID" 2>/dev/null || { cat "$WORK/$name/broker.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "$name did not start" >&2
+    exit 1
+}
+
+# runtime KEY ADDR: one key of GET_BROKER_RUNTIME_INFO.
+runtime() { python3 bench/runtime_info.py "$2" "$1"; }
+
+TARGETS=()
+# pair NAME NS_PORT PORT ROLE|none: a master (and its slave unless ROLE is none).
+pair() {
+    local name=$1 ns=$2 port=$3 role=$4
+    broker "$name-master" --standalone --namesrv-listen "127.0.0.1:$ns" \
+        --set "listenPort=$port" --set "brokerName=$name" \
+        --set "brokerRole=${role/none/ASYNC_MASTER}"
+    TARGETS+=("$name=127.0.0.1:$ns@$LAST_PID")
+    if [[ $role != none ]]; then
+        broker "$name-slave" -n "127.0.0.1:$ns" --set "listenPort=$((port + 100))" \
+            --set "brokerName=$name" --set brokerRole=SLAVE --set brokerId=1
+    fi
+}
+pair no-slave 19876 20911 none
+pair async-slave 29876 30911 ASYNC_MASTER
+pair sync-slave 39876 40911 SYNC_MASTER
+for port in 30911 30921 40911 40921; do
+    for _ in $(seq 100); do
+        [[ $(runtime haConnectionCount "127.0.0.1:$port") == 1 ]] && break
+        sleep 0.1
+    done
+done
+echo "targets: ${TARGETS[*]} (flush $FLUSH)"
+mkdir -p "$OUT"
+target_args=()
+for t in "${TARGETS[@]}"; do target_args+=(--target "$t"); done
+"$BIN/thruster-bench" compare "${target_args[@]}" --rounds "$ROUNDS" --plain \
+    --duration-s "$DURATION_S" --out "$OUT/produce-$FLUSH" --workload produce --mode sync \
+    --producers 8 --topic ReplSync 2>&1 | tee "$OUT/produce-$FLUSH.txt"
+for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+PIDS=()
+
+# Catch-up: fill a master alone, then start its slave and time the copy.
+broker catchup-master --standalone --namesrv-listen 127.0.0.1:49876 --set listenPort=50911 \
+    --set brokerName=catchup
+"$BIN/thruster-bench" produce --namesrv 127.0.0.1:49876 --topic CatchUp --plain --producers 8 \
+    --message-bytes 4096 --messages $((CATCHUP_MIB * 256)) >"$OUT/catchup-fill.txt" 2>&1
+start_ns=$(date +%s%N)
+broker catchup-slave -n 127.0.0.1:49876 --set listenPort=50811 --set brokerName=catchup \
+    --set brokerRole=SLAVE --set brokerId=1
+for port in 50911 50921; do
+    until [[ $(runtime masterSlaveDiff "127.0.0.1:$port") == 0 ]]; do sleep 0.05; done
+done
+end_ns=$(date +%s%N)
+bytes=0
+for shard in 0 1; do
+    bytes=$((bytes + $(runtime "commitLogMaxOffset_shard$shard" "127.0.0.1:$((50911 + shard * 10))") \
+        - ($shard << 56)))
+done
+loopback=$(python3 bench/loopback.py 2048)
+awk -v b="$bytes" -v ns=$((end_ns - start_ns)) -v lo="$loopback" 'BEGIN {
+    mbs = b / 1048576 / (ns / 1e9);
+    printf "catch-up: %.0f MiB in %.2f s = %.0f MiB/s; loopback TCP %.0f MiB/s; ratio %.2f\n",
+        b / 1048576, ns / 1e9, mbs, lo, mbs / lo }' | tee "$OUT/catchup-$FLUSH.txt"
