@@ -179,7 +179,7 @@ async fn replicate(shard: &Shard, result: &PutResult) -> Option<SyncOutcome> {
 
 /// Refuses a send the broker's or the topic's permission forbids.
 fn check_writeable(shard: &Shard, topic: &TopicConfig) -> Result<(), Failure> {
-    if !perm::is_writeable(shard.config.broker_permission) {
+    if !perm::is_writeable(shard.broker_permission()) {
         return Err(Failure::new(
             response_code::NO_PERMISSION,
             format!(
