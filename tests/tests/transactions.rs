@@ -207,10 +207,12 @@ async fn a_half_message_survives_sigkill_and_is_resolved_once() {
     let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
     // Fixed ports, so the producer reconnects to the same addresses after the restart;
     // SYNC_FLUSH, so an acknowledged half message is on disk when the process dies.
-    let port = thruster_tests::free_port_block(&[0, 1, 2, 10, 11, 12]) + 2;
+    let port = thruster_tests::free_port_block(&[0, 2, 10, 12]) + 2;
     let listen = format!("listenPort={port}");
     let settings = [
         listen.as_str(),
+        // No slaves here: the HA listeners take free ports, so a restart needs only the above.
+        "haListenPort=0",
         "flushDiskType=SYNC_FLUSH",
         "transactionCheckInterval=300",
         "transactionTimeOut=800",
