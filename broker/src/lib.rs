@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod config;
 pub mod ha;
+pub mod live_config;
 pub mod logging;
 pub mod meta;
 pub mod namesrv;

@@ -83,8 +83,8 @@ impl Registrar {
             .map(|(i, (name, addr))| {
                 // Each shard announces its own share of the topics (one-name: all of them).
                 let wrapper = match self.view_of(i) {
-                    Some(view) => topics.wrapper_for_shard(config.broker_permission, view),
-                    None => topics.wrapper(config.broker_permission),
+                    Some(view) => topics.wrapper_for_shard(self.shard.broker_permission(), view),
+                    None => topics.wrapper(self.shard.broker_permission()),
                 };
                 let body = body::encode(&RegisterBrokerBody {
                     filter_server_list: Vec::new(),
@@ -165,8 +165,7 @@ impl Registrar {
     /// announces (with a broker per shard, each shard's share; shards without any are left
     /// out).
     fn topic_request(&self, topic: &TopicConfig) -> RemotingCommand {
-        let config = &self.shard.config;
-        let topic = advertised(topic.clone(), config.broker_permission);
+        let topic = advertised(topic.clone(), self.shard.broker_permission());
         let queue_datas = self
             .brokers
             .iter()

@@ -25,6 +25,53 @@ pub fn write_bare_key_map<'a>(out: &mut String, entries: impl IntoIterator<Item 
     out.push('}');
 }
 
+/// Writes a map whose keys are objects the fastjson way: `{{"brokerName":"b",…}:value,…}`,
+/// compact, in the given order (Java's `Map<MessageQueue, …>` bodies). Read such text back
+/// with [`quote_bare_keys`] and [`object_keys`].
+pub fn write_object_key_map<'a, K, V>(
+    out: &mut String,
+    entries: impl IntoIterator<Item = (&'a K, &'a V)>,
+) where
+    K: serde::Serialize + 'a,
+    V: serde::Serialize + 'a,
+{
+    out.push('{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(key).expect("plain keys serialize"));
+        out.push(':');
+        out.push_str(&serde_json::to_string(value).expect("plain values serialize"));
+    }
+    out.push('}');
+}
+
+/// Reads a map whose object keys [`quote_bare_keys`] turned into strings holding their JSON:
+/// `#[serde(deserialize_with = "fastjson::object_keys::deserialize")]`.
+pub mod object_keys {
+    use std::collections::BTreeMap;
+
+    use serde::de::{DeserializeOwned, Deserializer, Error};
+    use serde::Deserialize;
+
+    pub fn deserialize<'de, D, K, V>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: DeserializeOwned + Ord,
+        V: Deserialize<'de>,
+    {
+        let raw = BTreeMap::<String, V>::deserialize(deserializer)?;
+        raw.into_iter()
+            .map(|(key, value)| {
+                serde_json::from_str(&key)
+                    .map(|key| (key, value))
+                    .map_err(|e| D::Error::custom(format!("map key {key:?}: {e}")))
+            })
+            .collect()
+    }
+}
+
 /// Re-escapes standard compact JSON as fastjson's `BrowserCompatible` feature writes it:
 /// characters above 0x7F become `\uXXXX` (UTF-16 code units) and `/` becomes `\/`.
 ///

@@ -93,6 +93,9 @@ pub mod property {
     pub const REPLY_MESSAGE_ARRIVE_TIME: &str = "ARRIVE_TIME";
     pub const PUSH_REPLY_TIME: &str = "PUSH_REPLY_TIME";
     pub const MESSAGE_TYPE: &str = "MSG_TYPE";
+    pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
+    pub const TIMER_DELAY_SEC: &str = "TIMER_DELAY_SEC";
+    pub const TIMER_DELAY_MS: &str = "TIMER_DELAY_MS";
     pub const CLUSTER: &str = "CLUSTER";
     pub const MSG_REGION: &str = "MSG_REGION";
     pub const TRACE_SWITCH: &str = "TRACE_ON";

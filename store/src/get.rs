@@ -219,11 +219,23 @@ impl MessageStore {
 
     /// GET_EARLIEST_MSG_STORETIME: store time of a queue's first readable message.
     pub async fn earliest_store_time(&self, topic: &str, queue_id: i32) -> io::Result<Option<i64>> {
+        let min = self.min_offset(topic, queue_id).unwrap_or(0);
+        self.store_time_at_offset(topic, queue_id, min).await
+    }
+
+    /// Store time of the readable message at a queue offset (RocketMQ
+    /// `getMessageStoreTimeStamp`), `None` when there is none there.
+    pub async fn store_time_at_offset(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: u64,
+    ) -> io::Result<Option<i64>> {
         let entry = self
             .queues
             .borrow()
             .get(topic, queue_id)
-            .and_then(|q| q.get(q.min_offset()));
+            .and_then(|q| q.get(offset));
         match entry {
             Some(entry) if entry.end() <= self.visible.get() => {
                 self.store_timestamp_at(entry).await

@@ -18,12 +18,33 @@ pub struct ConnKey {
     pub id: u64,
 }
 
+/// What admin tools show of a client connection (Java `ClientChannelInfo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The peer's `ip:port`.
+    pub addr: String,
+    /// `LanguageCode` name of its requests.
+    pub language: String,
+    /// `MQVersion` ordinal of its requests.
+    pub version: i32,
+}
+
+/// One member of a group, as admin tools list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub conn: ConnKey,
+    pub client_id: String,
+    pub info: ClientInfo,
+    pub last_update_ms: i64,
+}
+
 /// A change to the client table.
 #[derive(Debug, Clone)]
 pub enum ClientEvent {
     Heartbeat {
         conn: ConnKey,
         client_id: String,
+        client: ClientInfo,
         producer_groups: Vec<String>,
         consumers: Vec<ConsumerData>,
         now_ms: i64,
@@ -40,7 +61,19 @@ pub enum ClientEvent {
 #[derive(Debug, Clone)]
 struct Channel {
     client_id: String,
+    info: ClientInfo,
     last_update_ms: i64,
+}
+
+impl Channel {
+    fn member(&self, conn: ConnKey) -> Member {
+        Member {
+            conn,
+            client_id: self.client_id.clone(),
+            info: self.info.clone(),
+            last_update_ms: self.last_update_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -65,8 +98,9 @@ impl ConsumerGroup {
 pub const CLIENT_TABLE_BYTES_MAX: usize = 64 << 20;
 /// What one group costs besides its strings (map node, struct, Strings).
 const GROUP_OVERHEAD_BYTES: usize = 192;
-/// What one member (connection) of a group costs besides its client id.
-const CHANNEL_OVERHEAD_BYTES: usize = 96;
+/// What one member (connection) of a group costs besides its client id (its address and
+/// language included: both are short, an `ip:port` and a name).
+const CHANNEL_OVERHEAD_BYTES: usize = 160;
 /// What one subscription costs besides its strings.
 const SUBSCRIPTION_OVERHEAD_BYTES: usize = 128;
 
@@ -183,12 +217,14 @@ impl ClientTable {
             ClientEvent::Heartbeat {
                 conn,
                 client_id,
+                client,
                 producer_groups,
                 consumers,
                 now_ms,
             } => {
                 let channel = Channel {
                     client_id: client_id.clone(),
+                    info: client.clone(),
                     last_update_ms: *now_ms,
                 };
                 for group in producer_groups {
@@ -347,6 +383,48 @@ impl ClientTable {
         })
     }
 
+    /// The members of a consumer group, `None` for a group nobody is in.
+    pub fn consumer_members(&self, group: &str) -> Option<(&ConsumerGroup, Vec<Member>)> {
+        let consumers = self.consumers.get(group)?;
+        let members = consumers
+            .channels
+            .iter()
+            .map(|(conn, channel)| channel.member(*conn))
+            .collect();
+        Some((consumers, members))
+    }
+
+    /// The members of a producer group.
+    pub fn producer_members(&self, group: &str) -> Vec<Member> {
+        self.producers.get(group).map_or_else(Vec::new, |channels| {
+            channels
+                .iter()
+                .map(|(conn, channel)| channel.member(*conn))
+                .collect()
+        })
+    }
+
+    /// Every producer group with its members (GET_ALL_PRODUCER_INFO).
+    pub fn producer_groups(&self) -> impl Iterator<Item = (&str, Vec<Member>)> {
+        self.producers
+            .keys()
+            .map(|group| (group.as_str(), self.producer_members(group)))
+    }
+
+    /// Consumer groups subscribed to `topic` (QUERY_TOPIC_CONSUME_BY_WHO).
+    pub fn groups_subscribing(&self, topic: &str) -> BTreeSet<String> {
+        self.consumers
+            .iter()
+            .filter(|(_, g)| g.subscriptions.contains_key(topic))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Every consumer group name.
+    pub fn consumer_group_names(&self) -> impl Iterator<Item = &str> {
+        self.consumers.keys().map(String::as_str)
+    }
+
     /// Connections registered for producer group `group` (transaction checks go to one).
     pub fn producer_connections(&self, group: &str) -> Vec<ConnKey> {
         self.producers
@@ -396,6 +474,7 @@ mod tests {
         ClientEvent::Heartbeat {
             conn: ConnKey { shard, id },
             client_id: client.into(),
+            client: ClientInfo::default(),
             producer_groups: vec!["p".into()],
             consumers: vec![ConsumerData {
                 group_name: group.into(),

@@ -181,20 +181,66 @@ impl ConsumerOffsets {
     /// number of `topic@group` keys removed.
     pub fn remove_group(&mut self, group: &str) -> usize {
         let suffix = format!("@{group}");
-        let doomed: Vec<String> = self
-            .table
-            .keys()
-            .filter(|k| k.ends_with(&suffix))
-            .cloned()
-            .collect();
-        for key in &doomed {
+        self.remove_keys(|key| key.ends_with(&suffix))
+    }
+
+    /// Forgets every offset of `topic` (its deletion).
+    pub fn remove_topic(&mut self, topic: &str) -> usize {
+        let prefix = format!("{topic}@");
+        self.remove_keys(|key| key.starts_with(&prefix))
+    }
+
+    fn remove_keys(&mut self, doomed: impl Fn(&str) -> bool) -> usize {
+        let keys: Vec<String> = self.table.keys().filter(|k| doomed(k)).cloned().collect();
+        for key in &keys {
             if let Some(queues) = self.table.remove(key) {
                 self.table_bytes -=
                     entry_bytes(key, true) + queues.len().saturating_sub(1) * QUEUE_ENTRY_BYTES;
                 self.changes += 1;
             }
         }
-        doomed.len()
+        keys.len()
+    }
+
+    /// Topics `group` has offsets for.
+    pub fn topics_of_group(&self, group: &str) -> std::collections::BTreeSet<String> {
+        self.table
+            .keys()
+            .filter_map(|k| k.split_once('@'))
+            .filter(|(_, g)| *g == group)
+            .map(|(t, _)| t.to_owned())
+            .collect()
+    }
+
+    /// Groups with offsets for `topic`.
+    pub fn groups_of_topic(&self, topic: &str) -> std::collections::BTreeSet<String> {
+        self.table
+            .keys()
+            .filter_map(|k| k.split_once('@'))
+            .filter(|(t, _)| *t == topic)
+            .map(|(_, g)| g.to_owned())
+            .collect()
+    }
+
+    /// Copies `src`'s offsets of `topic` (every topic when `None`) to `dest` (CLONE_GROUP_OFFSET);
+    /// entries the table has no room for are left out and counted in the error.
+    pub fn clone_group(
+        &mut self,
+        src: &str,
+        dest: &str,
+        topic: Option<&str>,
+    ) -> Result<usize, OffsetTableFull> {
+        let copies: Vec<(String, i32, i64)> = self
+            .table
+            .iter()
+            .filter_map(|(k, queues)| k.split_once('@').map(|(t, g)| (t, g, queues)))
+            .filter(|(t, g, _)| *g == src && topic.is_none_or(|wanted| wanted == *t))
+            .flat_map(|(t, _, queues)| queues.iter().map(move |(q, o)| (t.to_owned(), *q, *o)))
+            .collect();
+        for (t, queue_id, offset) in &copies {
+            self.commit(dest, t, *queue_id, *offset)?;
+        }
+        Ok(copies.len())
     }
 
     /// Every (topic@group, queue, offset), for admin and tests.

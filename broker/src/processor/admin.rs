@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use thruster_protocol::body::{self, TopicConfig};
-use thruster_protocol::header::admin::CreateTopicRequestHeader;
+use thruster_protocol::header::admin::{CreateTopicRequestHeader, TopicRequestHeader};
 use thruster_protocol::{response_code, RemotingCommand};
 use tracing::{info, warn};
 
 use super::{BrokerProcessor, Handled, PersistedTable};
-use crate::meta::topic_config::{topics_path, validate_topic_name, QUEUE_NUMS_MAX};
+use crate::meta::topic_config::{
+    topics_path, validate_topic_name, AUTO_CREATE_TOPIC_KEY_TOPIC, QUEUE_NUMS_MAX, SCHEDULE_TOPIC,
+};
 use crate::remoting::Failure;
 use crate::runtime;
 use crate::shard::{Call, CallReply, MeshMessage};
@@ -157,6 +159,59 @@ pub fn all_topic_config(processor: &BrokerProcessor, request: &RemotingCommand) 
         shard.topics_wrapper()
     };
     Ok(request.success().with_body(body::encode(&wrapper)).into())
+}
+
+/// Topics the broker needs whatever an operator asks: deleting them would stop delayed
+/// delivery or auto-creation.
+const UNDELETABLE_TOPICS: &[&str] = &[SCHEDULE_TOPIC, AUTO_CREATE_TOPIC_KEY_TOPIC];
+
+/// DELETE_TOPIC_IN_BROKER (215): the topic leaves the table (shard 0 writes, every shard's copy
+/// follows) and every shard forgets its consumer offsets. Its ConsumeQueue files stay until
+/// retention removes the CommitLog they point into; the name servers learn of the deletion
+/// from DELETE_TOPIC_IN_NAMESRV, as with RocketMQ (mqadmin deleteTopic sends both).
+pub async fn delete_topic(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let header: TopicRequestHeader = request.decode_header()?;
+    let shard = &processor.shard;
+    match shard
+        .call(processor, 0, Call::DeleteTopic(header.topic.clone()))
+        .await
+    {
+        CallReply::Done(Ok(())) => Ok(request.success().into()),
+        CallReply::Done(Err(failure)) => Err(failure),
+        _ => Err(Failure::new(
+            response_code::SERVICE_NOT_AVAILABLE,
+            "the topic table's shard is not available",
+        )),
+    }
+}
+
+/// Shard 0's side of a topic deletion: table, every shard's copy and offsets, `topics.json`.
+pub async fn delete_topic_here(processor: &BrokerProcessor, topic: &str) -> Result<(), Failure> {
+    let shard = &processor.shard;
+    assert_eq!(shard.id, 0, "shard 0 writes the topic table");
+    if UNDELETABLE_TOPICS.contains(&topic) {
+        return Err(Failure::system(format!(
+            "topic[{topic}] is the broker's own and can not be deleted"
+        )));
+    }
+    if !shard.topics.borrow_mut().remove(topic, runtime::now_ms()) {
+        // As Java: deleting what is not there succeeds (a cluster-wide delete reaches every
+        // shard-broker, and the first one removed the topic for all).
+        return Ok(());
+    }
+    shard.offsets.borrow_mut().remove_topic(topic);
+    let name = topic.to_owned();
+    shard
+        .broadcast(|| MeshMessage::TopicDeleted(name.clone()))
+        .await;
+    info!(topic, "topic deleted");
+    let version = shard.topics_changed.get() + 1;
+    shard.topics_changed.advance(version);
+    shard.topics_persisted.wait_for(version).await;
+    if let Err(error) = &*shard.topics_persist_result.borrow() {
+        return Err(Failure::system(format!("persisting topics: {error}")));
+    }
+    Ok(())
 }
 
 /// GET_ALL_TOPIC_CONFIG extension field: `true` asks for the whole table, not the shard's

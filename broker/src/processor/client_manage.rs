@@ -14,7 +14,7 @@ use thruster_protocol::header::client::{
 use thruster_protocol::{response_code, RemotingCommand};
 
 use super::{groups, notify_consumer_ids_changed, BrokerProcessor, Handled};
-use crate::meta::clients::{ClientEvent, ConnKey};
+use crate::meta::clients::{ClientEvent, ClientInfo, ConnKey};
 use crate::meta::topic_config::RETRY_GROUP_TOPIC_PREFIX;
 use crate::remoting::{ConnectionContext, Failure};
 use crate::runtime;
@@ -56,6 +56,11 @@ pub async fn heartbeat(
     let event = ClientEvent::Heartbeat {
         conn: conn_key(shard, context),
         client_id: data.client_id,
+        client: ClientInfo {
+            addr: context.peer.to_string(),
+            language: request.language.name().to_owned(),
+            version: request.version,
+        },
         producer_groups: data
             .producer_data_set
             .into_iter()

@@ -9,8 +9,8 @@ use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::warn;
 
 use super::{
-    admin, client_manage, groups, offsets, pull, query, reply, runtime_info, schedule, send,
-    transaction,
+    admin, broker_config, client_manage, groups, inspect, offsets, pull, query, reply,
+    runtime_info, schedule, send, transaction,
 };
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
@@ -139,9 +139,20 @@ impl CallHandler for BrokerProcessor {
                 CallReply::Group(groups::upsert_here(self, config, if_absent).await)
             }
             Call::DeleteGroup(group) => CallReply::Group(groups::delete_here(self, &group).await),
-            Call::RemoveGroupOffsets(group) => {
-                self.shard.offsets.borrow_mut().remove_group(&group);
-                CallReply::Done
+            Call::Offsets(work) => inspect::offsets_here(&self.shard, work),
+            Call::QueueStates { topic, group } => CallReply::QueueStates(
+                inspect::queue_states_here(self, &topic, group.as_deref()).await,
+            ),
+            Call::ResetOffsets {
+                topic,
+                group,
+                timestamp,
+                force,
+            } => CallReply::Offsets(
+                inspect::reset_offsets_here(self, &topic, &group, timestamp, force).await,
+            ),
+            Call::DeleteTopic(topic) => {
+                CallReply::Done(admin::delete_topic_here(self, &topic).await)
             }
             Call::QueryByKey {
                 topic,
@@ -265,6 +276,19 @@ impl BrokerProcessor {
             rc::GET_ALL_CONSUMER_OFFSET => offsets::all_consumer_offsets(self, request),
             rc::GET_ALL_DELAY_OFFSET => offsets::all_delay_offsets(self, request),
             rc::GET_BROKER_RUNTIME_INFO => runtime_info::runtime_info(self, request).await,
+            rc::DELETE_TOPIC_IN_BROKER => admin::delete_topic(self, request).await,
+            rc::GET_BROKER_CONFIG => broker_config::get(self, request),
+            rc::UPDATE_BROKER_CONFIG => broker_config::update(self, request).await,
+            rc::GET_TOPIC_STATS_INFO => inspect::topic_stats(self, request).await,
+            rc::GET_CONSUME_STATS => inspect::consume_stats(self, request).await,
+            rc::GET_BROKER_CONSUME_STATS => inspect::broker_consume_stats(self, request).await,
+            rc::QUERY_CONSUME_TIME_SPAN => inspect::consume_time_span(self, request).await,
+            rc::GET_CONSUMER_CONNECTION_LIST => inspect::consumer_connections(self, request),
+            rc::GET_PRODUCER_CONNECTION_LIST => inspect::producer_connections(self, request),
+            rc::GET_ALL_PRODUCER_INFO => inspect::all_producers(self, request),
+            rc::QUERY_TOPIC_CONSUME_BY_WHO => inspect::consumed_by(self, request).await,
+            rc::INVOKE_BROKER_TO_RESET_OFFSET => inspect::reset_offset(self, request).await,
+            rc::CLONE_GROUP_OFFSET => inspect::clone_group_offset(self, request).await,
             rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
                 groups::update_and_create(self, request).await
             }

@@ -14,7 +14,7 @@ use super::{BrokerProcessor, Handled, PersistedTable};
 use crate::meta::subscription_group::{groups_path, is_system_group};
 use crate::remoting::Failure;
 use crate::runtime;
-use crate::shard::{Call, CallReply, MeshMessage, Shard};
+use crate::shard::{Call, CallReply, MeshMessage, OffsetAdmin, Shard};
 
 /// The config that governs `group` on this shard (its copy of the table), or
 /// SUBSCRIPTION_GROUP_NOT_EXIST when the group is unknown and `autoCreateSubscriptionGroup` is
@@ -23,7 +23,7 @@ pub fn group_config(shard: &Shard, group: &str) -> Result<SubscriptionGroupConfi
     shard
         .groups
         .borrow()
-        .effective(group, shard.config.auto_create_subscription_group)
+        .effective(group, shard.live.get().auto_create_subscription_group)
         .ok_or_else(|| {
             Failure::new(
                 response_code::SUBSCRIPTION_GROUP_NOT_EXIST,
@@ -43,7 +43,7 @@ pub async fn find_or_create(
     if let Some(config) = shard.groups.borrow().get(group) {
         return Ok(Some(config.clone()));
     }
-    if !shard.config.auto_create_subscription_group && !is_system_group(group) {
+    if !shard.live.get().auto_create_subscription_group && !is_system_group(group) {
         return Ok(None);
     }
     let call = Call::UpsertGroup {
@@ -188,8 +188,11 @@ pub async fn delete(processor: &BrokerProcessor, request: &RemotingCommand) -> H
     }
     if header.remove_offset.unwrap_or(false) || header.clean_offset.unwrap_or(false) {
         for to in 0..shard.count {
-            let call = Call::RemoveGroupOffsets(header.group_name.clone());
-            if !matches!(shard.call(processor, to, call).await, CallReply::Done) {
+            let call = Call::Offsets(OffsetAdmin::RemoveGroup(header.group_name.clone()));
+            if !matches!(
+                shard.call(processor, to, call).await,
+                CallReply::Done(Ok(()))
+            ) {
                 return Err(Failure::new(
                     response_code::SERVICE_NOT_AVAILABLE,
                     format!("shard {to} is not available to remove the group's offsets"),

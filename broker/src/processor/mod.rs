@@ -5,9 +5,11 @@
 //! share (the processor, topic lookup, consumer notifications) and names none of them.
 
 pub mod admin;
+pub mod broker_config;
 pub mod client_manage;
 mod dispatch;
 pub mod groups;
+pub mod inspect;
 pub mod offsets;
 pub mod pull;
 pub mod query;
@@ -77,7 +79,9 @@ impl BrokerProcessor {
         if let Some(config) = self.shard.topics.borrow().get(topic) {
             return Ok(config.clone());
         }
-        if !self.shard.config.auto_create_topic_enable && template == AUTO_CREATE_TOPIC_KEY_TOPIC {
+        if !self.shard.live.get().auto_create_topic_enable
+            && template == AUTO_CREATE_TOPIC_KEY_TOPIC
+        {
             return Err(Failure::new(
                 response_code::TOPIC_NOT_EXIST,
                 format!("topic[{topic}] not exist, apply first please!"),

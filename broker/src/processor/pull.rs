@@ -130,7 +130,7 @@ fn check_readable(
     header: &PullMessageRequestHeader,
 ) -> Result<(), Failure> {
     let shard = &processor.shard;
-    if !perm::is_readable(shard.config.broker_permission) {
+    if !perm::is_readable(shard.broker_permission()) {
         return Err(Failure::new(
             response_code::NO_PERMISSION,
             format!(
@@ -184,10 +184,11 @@ fn nothing_yet(status: GetStatus, offset: u64) -> bool {
 /// Holds a suspended pull until its queue grows past `offset`, shutdown, or the hold time
 /// (the client's suspend timeout under long polling, capped; else the short polling time).
 async fn hold(shard: &Shard, header: &PullMessageRequestHeader, offset: u64) {
-    let hold_ms = if shard.config.long_polling_enable {
+    let live = shard.live.get();
+    let hold_ms = if live.long_polling_enable {
         (header.suspend_timeout_millis.max(0) as u64).min(SUSPEND_MAX_MS)
     } else {
-        shard.config.short_polling_time_ms
+        live.short_polling_time_ms
     };
     let woken = shard
         .store

@@ -43,6 +43,24 @@ pub fn delay_level(properties: &str) -> Option<i32> {
         .filter(|l| *l > 0)
 }
 
+/// Whether a message asks for RocketMQ 5's timer (`TIMER_DELIVER_MS`, `TIMER_DELAY_SEC`,
+/// `TIMER_DELAY_MS`). Thruster has no timer wheel: such a send is refused as a 5.x broker with
+/// `timerWheelEnable=false` refuses it, rather than delivered at once. A delay level wins over
+/// them, as in RocketMQ.
+pub fn timer_requested(properties: &str) -> bool {
+    [
+        property::TIMER_DELIVER_MS,
+        property::TIMER_DELAY_SEC,
+        property::TIMER_DELAY_MS,
+    ]
+    .iter()
+    .any(|name| message::find_property(properties, name).is_some())
+}
+
+/// RocketMQ's answer to a timer message when the timer wheel is off.
+pub const TIMER_NOT_ENABLED: &str =
+    "accurate timer message is not enabled, timerWheelEnable is false";
+
 /// Removes `names` from a properties string.
 pub fn without(properties: &str, names: &[&str]) -> String {
     let map = parse_properties(properties);
@@ -335,5 +353,8 @@ mod tests {
         assert_eq!(props["DELAY"], "18", "clamped to the last level");
         assert_eq!(props["TAGS"], "a");
         assert_eq!(delay_level("DELAY\u{1}0\u{2}"), None);
+        assert!(timer_requested("TIMER_DELAY_SEC\u{1}5\u{2}"));
+        assert!(timer_requested("A\u{1}b\u{2}TIMER_DELIVER_MS\u{1}1\u{2}"));
+        assert!(!timer_requested("TAGS\u{1}a\u{2}"));
     }
 }

@@ -112,6 +112,16 @@ async fn store_decoded(
     check_writeable(shard, &topic)?;
     let delay = schedule::delay_level(properties);
     let messages = messages_to_put(shard, request, &header, properties, delay, peer)?;
+    if delay.is_none()
+        && messages
+            .iter()
+            .any(|m| schedule::timer_requested(&m.properties))
+    {
+        return Err(Failure::new(
+            response_code::SYSTEM_ERROR,
+            schedule::TIMER_NOT_ENABLED,
+        ));
+    }
     let started = std::time::Instant::now();
     let count = messages.len() as u64;
     let reconsume_times = header.reconsume_times.unwrap_or(0);
@@ -158,7 +168,7 @@ async fn replicate(shard: &Shard, result: &PutResult) -> Option<SyncOutcome> {
 
 /// Refuses a send the broker's or the topic's permission forbids.
 fn check_writeable(shard: &Shard, topic: &TopicConfig) -> Result<(), Failure> {
-    if !perm::is_writeable(shard.config.broker_permission) {
+    if !perm::is_writeable(shard.broker_permission()) {
         return Err(Failure::new(
             response_code::NO_PERMISSION,
             format!(

@@ -22,6 +22,7 @@ pub use thruster_protocol::shard::owner_of;
 
 use crate::config::BrokerConfig;
 use crate::ha::state::{MasterAddrs, ShardHa};
+use crate::live_config::LiveSettings;
 use crate::meta::clients::{ClientEvent, ClientTable};
 use crate::meta::consumer_offset::ConsumerOffsets;
 use crate::meta::queue_locks::QueueLocks;
@@ -119,8 +120,23 @@ pub enum Call {
     },
     /// Delete a subscription group (shard 0 only).
     DeleteGroup(String),
-    /// Forget every committed offset of a group on the receiver.
-    RemoveGroupOffsets(String),
+    /// Committed offsets on the receiver, for admin requests.
+    Offsets(OffsetAdmin),
+    /// The state of the receiver's queues of a topic (and a group's progress in them).
+    QueueStates {
+        topic: String,
+        group: Option<String>,
+    },
+    /// Where a group's offsets in the receiver's queues of a topic go for a reset to
+    /// `timestamp` (−1: the queues' ends); `force` moves them forward too.
+    ResetOffsets {
+        topic: String,
+        group: String,
+        timestamp: i64,
+        force: bool,
+    },
+    /// Delete a topic (shard 0 only).
+    DeleteTopic(String),
     /// Stored records matching a key in the receiver's index.
     QueryByKey {
         topic: String,
@@ -145,13 +161,50 @@ pub enum Call {
     ToConnection { id: u64, command: RemotingCommand },
 }
 
+/// Admin work on a shard's committed offsets.
+#[derive(Debug)]
+pub enum OffsetAdmin {
+    /// Forget every offset of a group (answered `Done`).
+    RemoveGroup(String),
+    /// Topics a group has offsets for (`Names`).
+    TopicsOfGroup(String),
+    /// Groups with offsets for a topic (`Names`).
+    GroupsOfTopic(String),
+    /// Copy a group's offsets to another group (`Done`).
+    Clone {
+        src: String,
+        dest: String,
+        topic: Option<String>,
+    },
+}
+
+/// One queue as admin requests see it (GET_TOPIC_STATS_INFO, GET_CONSUME_STATS,
+/// QUERY_CONSUME_TIME_SPAN).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueState {
+    /// The id clients know the queue by on this shard's broker.
+    pub queue_id: i32,
+    pub min_offset: i64,
+    pub max_offset: i64,
+    /// Store time of the first and the last message (0 when empty).
+    pub first_store_ms: i64,
+    pub last_store_ms: i64,
+    /// The group's committed offset, and the store time of the message before it.
+    pub consumer_offset: Option<i64>,
+    pub consumed_store_ms: i64,
+}
+
 #[derive(Debug)]
 pub enum CallReply {
     Remoting(Option<SendReply>),
     Topic(Result<TopicConfig, Failure>),
     /// The group as stored after an upsert (`None` after a delete).
     Group(Result<Option<SubscriptionGroupConfig>, Failure>),
-    Done,
+    Names(std::collections::BTreeSet<String>),
+    QueueStates(Vec<QueueState>),
+    /// (queue id, offset) per queue.
+    Offsets(Result<Vec<(i32, i64)>, Failure>),
+    Done(Result<(), Failure>),
     Records {
         records: Vec<Bytes>,
         index_last_update_ms: i64,
@@ -225,6 +278,10 @@ pub enum MeshMessage {
     Client(ClientEvent),
     /// Shard 0 changed the topic table.
     TopicChanged(TopicConfig),
+    /// Shard 0 deleted a topic.
+    TopicDeleted(String),
+    /// The runtime-changeable settings changed (UPDATE_BROKER_CONFIG).
+    SettingsChanged(LiveSettings),
     /// Shard 0 learned where this (slave) shard's master is, from a name server.
     HaMaster(MasterAddrs),
     /// A slave shard copied records of a topic it does not know: shard 0 syncs topics now.
@@ -248,7 +305,10 @@ pub trait CallHandler: 'static {
 pub struct Shard {
     pub id: usize,
     pub count: usize,
+    /// The settings the broker started with; those that change at runtime are in `live`.
     pub config: Arc<BrokerConfig>,
+    /// The runtime-changeable settings (UPDATE_BROKER_CONFIG), the same on every shard.
+    pub live: Cell<LiveSettings>,
     pub store: Rc<MessageStore>,
     /// The address clients know this shard by and the store host of its records:
     /// `brokerIP1:listenPort` in one-name mode, the shard's own port with a broker per shard.
@@ -336,6 +396,7 @@ impl Shard {
         Shard {
             id,
             count,
+            live: Cell::new(LiveSettings::of(&config)),
             config,
             store,
             broker_addr,
@@ -451,7 +512,7 @@ impl Shard {
     /// The topic table as this shard registers and reports it.
     pub fn topics_wrapper(&self) -> thruster_protocol::body::TopicConfigSerializeWrapper {
         let topics = self.topics.borrow();
-        let permission = self.config.broker_permission;
+        let permission = self.broker_permission();
         match self.view() {
             Some(view) => topics.wrapper_for_shard(permission, view),
             None => topics.wrapper(permission),
@@ -562,6 +623,11 @@ impl Shard {
                 MeshMessage::TopicChanged(topic) => {
                     self.topics.borrow_mut().upsert(topic, runtime::now_ms());
                 }
+                MeshMessage::TopicDeleted(topic) => {
+                    self.topics.borrow_mut().remove(&topic, runtime::now_ms());
+                    self.offsets.borrow_mut().remove_topic(&topic);
+                }
+                MeshMessage::SettingsChanged(settings) => self.apply_settings(settings),
                 MeshMessage::HaMaster(addrs) => self.learn_master(addrs),
                 MeshMessage::HaSyncWanted => self.want_metadata_sync_here(),
                 MeshMessage::GroupChanged { name, config } => {
@@ -572,6 +638,21 @@ impl Shard {
                     };
                 }
             }
+        }
+    }
+
+    /// `brokerPermission` as it is now.
+    pub fn broker_permission(&self) -> i32 {
+        self.live.get().broker_permission
+    }
+
+    /// Takes new runtime settings; on shard 0 a changed permission is announced to the name
+    /// servers at once (a whole-table registration), as RocketMQ re-registers.
+    pub fn apply_settings(&self, settings: LiveSettings) {
+        let old = self.live.replace(settings);
+        if self.id == 0 && old.broker_permission != settings.broker_permission {
+            self.topic_deltas.borrow_mut().overflowed = true;
+            self.topics_changed.advance(self.topics_changed.get() + 1);
         }
     }
 

@@ -146,6 +146,9 @@ impl MeterSnapshot {
     }
 }
 
+/// How often each (topic, group)'s consume rate is recomputed.
+const GROUP_RATE_INTERVAL_MS: i64 = 10_000;
+
 /// A shard's counters (owned by its reactor; see the module doc).
 #[derive(Debug, Default)]
 pub struct ShardMeter {
@@ -153,6 +156,10 @@ pub struct ShardMeter {
     samples: VecDeque<Sample>,
     /// Local day (days since the epoch, local time) of the last sample.
     day: Option<i64>,
+    /// Messages pulled per (topic, group) when the rates were last computed, and when.
+    group_base: (i64, BTreeMap<(String, String), u64>),
+    /// Messages per second pulled per (topic, group) over the last rate interval.
+    group_rates: BTreeMap<(String, String), f64>,
 }
 
 /// A key of a bounded series map: `key` itself while there is room, else `other`.
@@ -239,6 +246,7 @@ impl ShardMeter {
             _ => {}
         }
         self.day = Some(day);
+        self.update_group_rates(now_ms);
         if self.samples.len() == SAMPLES_MAX {
             self.samples.pop_front();
         }
@@ -249,6 +257,39 @@ impl ShardMeter {
             get_miss: self.counts.get_miss,
             transferred,
         });
+    }
+
+    fn update_group_rates(&mut self, now_ms: i64) {
+        let (base_ms, base) = &self.group_base;
+        let elapsed_ms = now_ms - base_ms;
+        if elapsed_ms < GROUP_RATE_INTERVAL_MS {
+            return;
+        }
+        let current: BTreeMap<(String, String), u64> = self
+            .counts
+            .get_by_topic_group
+            .iter()
+            .map(|(key, flow)| (key.clone(), flow.messages))
+            .collect();
+        if *base_ms > 0 {
+            self.group_rates = current
+                .iter()
+                .map(|(key, &now)| {
+                    let before = base.get(key).copied().unwrap_or(0);
+                    let rate = now.saturating_sub(before) as f64 * 1_000.0 / elapsed_ms as f64;
+                    (key.clone(), rate)
+                })
+                .collect();
+        }
+        self.group_base = (now_ms, current);
+    }
+
+    /// Messages per second `group` pulled from `topic` over the last rate interval (10 s).
+    pub fn group_tps(&self, topic: &str, group: &str) -> f64 {
+        self.group_rates
+            .get(&(topic.to_owned(), group.to_owned()))
+            .copied()
+            .unwrap_or(0.0)
     }
 
     /// Rate of one sampled total over the last `window` samples (RocketMQ `CallSnapshot.getTPS`).

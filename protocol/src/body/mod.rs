@@ -5,6 +5,7 @@
 //! ignored, missing ones take defaults, and fastjson's bare keys are accepted
 //! ([`decode_lenient`]).
 
+pub mod admin;
 pub mod codec;
 pub mod heartbeat;
 pub mod lenient;
