@@ -43,6 +43,9 @@ pub struct BrokerConfig {
     /// `slaveReadEnable`: a master whose pulled data is no longer in memory tells the client
     /// to read from the slave (`suggestWhichBrokerId`).
     pub slave_read_enable: bool,
+    /// `haAsyncCoalesceUs` (Thruster's): an ASYNC_MASTER lets new log gather this long (or to
+    /// 256 KiB) before answering its slave, so one answer carries many messages. 0: at once.
+    pub ha_async_coalesce_us: u64,
     /// `haSyncMetadataInterval` (Thruster's; RocketMQ: 10 s fixed): how often a slave copies
     /// topics, consumer offsets and delay offsets from its master.
     pub ha_sync_metadata_interval_ms: u64,
@@ -150,6 +153,7 @@ impl Default for BrokerConfig {
             ha_transfer_batch_bytes: 4 << 20,
             slave_read_enable: false,
             ha_sync_metadata_interval_ms: 10_000,
+            ha_async_coalesce_us: 1_000,
             namesrv_addrs: Vec::new(),
             broker_ip1: IpAddr::V4(Ipv4Addr::LOCALHOST),
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -307,6 +311,7 @@ impl BrokerConfig {
             }
             "slaveReadEnable" => self.slave_read_enable = parse(key, value)?,
             "haSyncMetadataInterval" => self.ha_sync_metadata_interval_ms = parse(key, value)?,
+            "haAsyncCoalesceUs" => self.ha_async_coalesce_us = parse(key, value)?,
             "namesrvAddr" => self.namesrv_addrs = parse_namesrv_addrs(value)?,
             "brokerIP1" => self.broker_ip1 = parse(key, value)?,
             "bindAddress" => self.bind_address = parse(key, value)?,

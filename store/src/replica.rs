@@ -69,6 +69,14 @@ impl MessageStore {
         log.read_raw(pos, end)
     }
 
+    /// After handing out `[.., pos)` to a slave: has the kernel read the next `len` bytes ahead
+    /// if they are on disk.
+    pub fn prefetch_log(&self, pos: u64, len: u64) {
+        if pos < self.visible.get() {
+            self.log.borrow().prefetch(pos, len);
+        }
+    }
+
     /// Completes once the readable log reaches past `pos`.
     pub async fn wait_for_log(&self, pos: u64) {
         self.visible.wait_for(pos + 1).await;

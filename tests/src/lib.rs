@@ -462,3 +462,34 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Every message body in every queue of `topic` from offset 0, queue by queue (empty while the
+/// topic has no route; a failed pull ends that queue).
+pub async fn pull_bodies(
+    consumer: &thruster_client::tokio::PullConsumer,
+    topic: &str,
+) -> Vec<String> {
+    let Ok(queues) = consumer.queues(topic).await else {
+        return Vec::new();
+    };
+    let mut got = Vec::new();
+    for queue in queues {
+        let mut offset = 0;
+        loop {
+            let Ok(result) = consumer.pull(&queue, "*", offset, 32, None).await else {
+                break;
+            };
+            got.extend(
+                result
+                    .messages
+                    .iter()
+                    .map(|m| String::from_utf8_lossy(&m.body).into_owned()),
+            );
+            offset = result.next_begin_offset;
+            if result.status != thruster_client::tokio::PullStatus::Found {
+                break;
+            }
+        }
+    }
+    got
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use thruster_client::tokio::{
     ClientConfig, ConsumeFromWhere, ConsumeResult, Message, Producer, ProducerConfig, PullConsumer,
-    PullStatus, PushConsumer, PushConsumerConfig,
+    PushConsumer, PushConsumerConfig,
 };
 use thruster_tests::ServerProcess;
 
@@ -243,20 +243,7 @@ async fn a_suspended_queue_retries_locally_then_sends_to_the_dead_letter_queue()
 async fn wait_for_async_dlq(reader: &PullConsumer, topic: &str, dead: &mut Vec<String>) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        dead.clear();
-        if let Ok(queues) = reader.queues(topic).await {
-            for queue in queues {
-                let result = reader.pull(&queue, "*", 0, 32, None).await.unwrap();
-                if result.status == PullStatus::Found {
-                    dead.extend(
-                        result
-                            .messages
-                            .iter()
-                            .map(|m| String::from_utf8(m.body.to_vec()).unwrap()),
-                    );
-                }
-            }
-        }
+        *dead = thruster_tests::pull_bodies(reader, topic).await;
         if !dead.is_empty() {
             return;
         }

@@ -741,3 +741,43 @@ fn a_slave_longer_than_its_master_is_refused_and_keeps_its_records() {
     let kept = pull_records(&mut to_slave, "Longer", 0);
     assert_eq!(kept.len(), 20, "the slave deleted nothing");
 }
+
+#[test]
+fn with_slave_read_enable_a_master_sends_backlog_readers_to_the_slave() {
+    // A small memory window: the start of the queue is soon read from the files.
+    let ns = namesrv();
+    let settings = [
+        "brokerName=rd",
+        "slaveReadEnable=true",
+        "memoryWindowBytes=4194304",
+    ];
+    let master = ServerProcess::broker(ns.addr, 1, &settings);
+    let _slave = slave(&ns.addr.to_string(), "rd", 1, &[]);
+    Client::connect(master.addr).create_topic("Backlog", 1);
+    replicating(ns.addr, "Backlog", 1);
+    let mut client = Client::connect(master.addr);
+    let body = vec![b'b'; 64 * 1024];
+    for _ in 0..256 {
+        let request = RemotingCommand::request(rc::SEND_MESSAGE_V2, &v2_header("Backlog", 0, None))
+            .with_body(body.clone());
+        assert_eq!(client.invoke(request).code, response_code::SUCCESS);
+    }
+    let suggested = |offset: i64, client: &mut Client| {
+        let response = client.invoke(thruster_tests::wire::pull_request("Backlog", 0, offset, 0));
+        assert_eq!(response.code, response_code::SUCCESS);
+        response
+            .decode_header::<thruster_client::protocol::header::pull::PullMessageResponseHeader>()
+            .unwrap()
+            .suggest_which_broker_id
+    };
+    assert_eq!(
+        suggested(0, &mut client),
+        1,
+        "the backlog's start is on disk: read the slave"
+    );
+    assert_eq!(
+        suggested(255, &mut client),
+        0,
+        "the tail is in memory: stay"
+    );
+}

@@ -7,30 +7,16 @@ use std::time::{Duration, Instant};
 
 use thruster_client::tokio::{
     ClientConfig, ClientError, ConsumeFromWhere, ConsumeResult, Message, Producer, ProducerConfig,
-    PullConsumer, PullStatus, PushConsumer, PushConsumerConfig,
+    PullConsumer, PushConsumer, PushConsumerConfig,
 };
 use thruster_tests::ServerProcess;
 
 /// Every body in every queue of `topic`.
 async fn bodies(consumer: &PullConsumer, topic: &str) -> BTreeSet<String> {
-    let mut got = BTreeSet::new();
-    for queue in consumer.queues(topic).await.unwrap() {
-        let mut offset = 0;
-        loop {
-            let result = consumer.pull(&queue, "*", offset, 32, None).await.unwrap();
-            got.extend(
-                result
-                    .messages
-                    .iter()
-                    .map(|m| String::from_utf8(m.body.to_vec()).unwrap()),
-            );
-            offset = result.next_begin_offset;
-            if result.status != PullStatus::Found {
-                break;
-            }
-        }
-    }
-    got
+    thruster_tests::pull_bodies(consumer, topic)
+        .await
+        .into_iter()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,9 @@ use super::state::MasterState;
 use crate::remoting::{BodyPart, ConnectionContext, Reply, RequestProcessor};
 use crate::shard::Shard;
 
+/// ASYNC_MASTER: an answer waits (up to `haAsyncCoalesceUs`) for this much new log to gather.
+const HA_COALESCE_BYTES: u64 = 256 * 1024;
+
 pub struct HaServer {
     pub shard: Rc<Shard>,
 }
@@ -118,16 +121,35 @@ impl HaServer {
         state.ack(context.id, offset)?;
         let store = &self.shard.store;
         let hold = Duration::from_millis(h.hold_ms.clamp(0, 60_000) as u64);
+        let stop = self.shard.tasks.stop_signal();
         if store.commit_log_max_offset() <= offset && !hold.is_zero() {
-            let stop = self.shard.tasks.stop_signal();
             let more = store.wait_for_log(offset);
             crate::runtime::timeout(hold, futures_lite::future::or(more, stop.wait())).await;
+        }
+        // ASYNC_MASTER: nobody waits for this copy, so let a little more gather first; one
+        // answer then carries many messages, not one wake-up and round trip each.
+        let coalesce_us = self.shard.config.ha_async_coalesce_us;
+        if self.shard.ha.sync_master().is_none() && coalesce_us > 0 {
+            let enough = offset + HA_COALESCE_BYTES;
+            if store.commit_log_max_offset() > offset && store.commit_log_max_offset() < enough {
+                let more = store.wait_for_log(enough - 1);
+                let wait = Duration::from_micros(coalesce_us);
+                crate::runtime::timeout(wait, futures_lite::future::or(more, stop.wait())).await;
+            }
         }
         let max_bytes =
             (h.max_bytes.max(0) as usize).min(self.shard.config.ha_transfer_batch_bytes);
         let slices = store
             .read_log(offset, max_bytes)
             .map_err(|e| format!("reading the log at {offset}: {e}"))?;
+        let sent: u64 = slices.iter().map(|s| s.len() as u64).sum();
+        if slices
+            .iter()
+            .any(|s| matches!(s, crate::store::Slice::File { .. }))
+        {
+            // Catching up from disk: the next answer's bytes are read while this one travels.
+            store.prefetch_log(offset + sent, max_bytes as u64);
+        }
         let header = HaTransferResponseHeader {
             offset: offset as i64,
             end_offset: store.commit_log_max_offset() as i64,

@@ -21,7 +21,6 @@ use tracing::{debug, warn};
 
 use super::schedule::{put_anywhere, without};
 use super::{send, send_to_connection, BrokerProcessor, Handled};
-use crate::meta::topic_config::validate_topic_name;
 use crate::remoting::{ConnectionContext, Failure};
 use crate::runtime;
 use crate::store::PutStatus;
@@ -33,20 +32,7 @@ pub async fn send_reply(
     request: &RemotingCommand,
 ) -> Handled {
     let shard = &processor.shard;
-    let mut header = send::decode_header(request)?;
-    validate_topic_name(&header.topic)?;
-    let topic = processor
-        .topic_or_create(
-            &header.topic,
-            &header.default_topic,
-            header.default_topic_queue_nums,
-        )
-        .await?;
-    if header.queue_id < 0 {
-        let rotation = shard.queue_rotation.get();
-        shard.queue_rotation.set(rotation.wrapping_add(1));
-        header.queue_id = (rotation % topic.write_queue_nums.max(1) as u32) as i32;
-    }
+    let (header, _, _) = send::resolve(processor, request).await?;
     let properties = header.properties.clone().unwrap_or_default();
     let pushed = push(processor, context.peer, &header, request, &properties).await;
     let mut stored = SendMessageResponseHeader {

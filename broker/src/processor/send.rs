@@ -43,21 +43,7 @@ pub async fn route(
     request: &RemotingCommand,
 ) -> Handled {
     let shard = &processor.shard;
-    let mut header = decode_header(request)?;
-    validate_topic_name(&header.topic)?;
-    let topic = processor
-        .topic_or_create(
-            &header.topic,
-            &header.default_topic,
-            header.default_topic_queue_nums,
-        )
-        .await?;
-    let picked = header.queue_id < 0;
-    if picked {
-        let rotation = shard.queue_rotation.get();
-        shard.queue_rotation.set(rotation.wrapping_add(1));
-        header.queue_id = (rotation % topic.write_queue_nums.max(1) as u32) as i32;
-    }
+    let (header, topic, picked) = resolve(processor, request).await?;
     let queue_id = header.queue_id;
     let queue_nums = topic.write_queue_nums.max(topic.read_queue_nums);
     if queue_id >= queue_nums {
@@ -87,6 +73,31 @@ pub async fn route(
     processor
         .on_shard(owner, request, context, Some(topic))
         .await
+}
+
+/// A send's header, its topic (auto-created if need be) as this shard sees it, and whether the
+/// queue was picked here (the client left it to the broker).
+pub async fn resolve(
+    processor: &BrokerProcessor,
+    request: &RemotingCommand,
+) -> Result<(SendMessageRequestHeader, TopicConfig, bool), Failure> {
+    let shard = &processor.shard;
+    let mut header = decode_header(request)?;
+    validate_topic_name(&header.topic)?;
+    let topic = processor
+        .topic_or_create(
+            &header.topic,
+            &header.default_topic,
+            header.default_topic_queue_nums,
+        )
+        .await?;
+    let picked = header.queue_id < 0;
+    if picked {
+        let rotation = shard.queue_rotation.get();
+        shard.queue_rotation.set(rotation.wrapping_add(1));
+        header.queue_id = (rotation % topic.write_queue_nums.max(1) as u32) as i32;
+    }
+    Ok((header, topic, picked))
 }
 
 /// Appends the message(s) of a request that hopped here to this shard's store.

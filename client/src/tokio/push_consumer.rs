@@ -256,40 +256,25 @@ impl PushConsumer {
                 notified.wake.notify_one();
             }
         }));
-        let beater = inner.clone();
-        background.push(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(beater.config.heartbeat_interval).await;
-                if beater.stopped.load(Ordering::Acquire) {
-                    break;
-                }
-                if let Err(error) = beater.heartbeat().await {
+        background.push(
+            inner.every(inner.config.heartbeat_interval, |inner| async move {
+                if let Err(error) = inner.heartbeat().await {
                     warn!(%error, "heartbeat failed");
                 }
-            }
-        }));
+            }),
+        );
         if inner.is_orderly() {
-            let renewer = inner.clone();
-            background.push(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(renewer.config.lock_renew_interval).await;
-                    if renewer.stopped.load(Ordering::Acquire) {
-                        break;
-                    }
-                    renewer.renew_locks().await;
-                }
-            }));
+            background.push(
+                inner.every(inner.config.lock_renew_interval, |inner| async move {
+                    inner.renew_locks().await;
+                }),
+            );
         }
-        let committer = inner.clone();
-        background.push(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(committer.config.offset_commit_interval).await;
-                if committer.stopped.load(Ordering::Acquire) {
-                    break;
-                }
-                committer.commit_offsets().await;
-            }
-        }));
+        background.push(
+            inner.every(inner.config.offset_commit_interval, |inner| async move {
+                inner.commit_offsets().await;
+            }),
+        );
         inner
             .background
             .lock()
@@ -331,6 +316,24 @@ impl PushConsumer {
 }
 
 impl Inner {
+    /// Runs `work` every `interval` until the consumer stops.
+    fn every<F, Fut>(self: &Arc<Self>, interval: Duration, work: F) -> JoinHandle<()>
+    where
+        F: Fn(Arc<Inner>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let inner = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                if inner.stopped.load(Ordering::Acquire) {
+                    break;
+                }
+                work(inner.clone()).await;
+            }
+        })
+    }
+
     fn subscriptions(&self) -> BTreeMap<String, String> {
         self.subscriptions.lock().expect("subscriptions").clone()
     }
