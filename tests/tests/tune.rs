@@ -84,26 +84,6 @@ fn a_broker_on_a_probed_store_reports_and_uses_the_probed_settings() {
     round_trip(&mut client, "Probed", 50);
 }
 
-fn figure(
-    kind: Kind,
-    block_bytes: usize,
-    queue_depth: usize,
-    mb_per_s: f64,
-    p50_us: u64,
-) -> Figure {
-    Figure {
-        kind,
-        block_bytes,
-        queue_depth,
-        ops_per_s: mb_per_s * 1e6 / block_bytes as f64,
-        mb_per_s,
-        p50_us,
-        p99_us: p50_us,
-        p999_us: p50_us,
-        max_us: p50_us,
-    }
-}
-
 #[test]
 fn settings_follow_the_file_and_default_without_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,13 +113,13 @@ fn settings_follow_the_file_and_default_without_it() {
         (512 << 10, 1400.0),
         (1 << 20, 1450.0),
     ] {
-        figures.push(figure(Kind::SeqWrite, block, 4, mb, 100));
+        figures.push(Figure::flat(Kind::SeqWrite, block, 4, mb, 100));
     }
     for (depth, mb) in [(1, 400.0), (8, 2000.0), (32, 3000.0)] {
-        figures.push(figure(Kind::SeqWrite, 512 << 10, depth, mb, 100));
+        figures.push(Figure::flat(Kind::SeqWrite, 512 << 10, depth, mb, 100));
     }
     for (block, p50) in [(4 << 10, 50), (16 << 10, 90), (64 << 10, 300)] {
-        figures.push(figure(Kind::DsyncPrewritten, block, 1, 1.0, p50));
+        figures.push(Figure::flat(Kind::DsyncPrewritten, block, 1, 1.0, p50));
     }
     IoProperties {
         version: FORMAT_VERSION,

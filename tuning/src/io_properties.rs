@@ -76,6 +76,29 @@ pub struct Figure {
     pub max_us: u64,
 }
 
+impl Figure {
+    /// A figure whose every percentile is `p50_us` (hand-written files, tests).
+    pub fn flat(
+        kind: Kind,
+        block_bytes: usize,
+        queue_depth: usize,
+        mb_per_s: f64,
+        p50_us: u64,
+    ) -> Figure {
+        Figure {
+            kind,
+            block_bytes,
+            queue_depth,
+            ops_per_s: mb_per_s * 1e6 / block_bytes as f64,
+            mb_per_s,
+            p50_us,
+            p99_us: p50_us,
+            p999_us: p50_us,
+            max_us: p50_us,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IoProperties {
     pub version: u32,
@@ -208,24 +231,8 @@ fn group_commit_bytes<'a>(dsync: impl Iterator<Item = &'a Figure>) -> u64 {
 mod tests {
     use super::*;
 
-    fn figure(
-        kind: Kind,
-        block_bytes: usize,
-        queue_depth: usize,
-        mb_per_s: f64,
-        p50_us: u64,
-    ) -> Figure {
-        Figure {
-            kind,
-            block_bytes,
-            queue_depth,
-            ops_per_s: mb_per_s * 1e6 / block_bytes as f64,
-            mb_per_s,
-            p50_us,
-            p99_us: p50_us * 2,
-            p999_us: p50_us * 3,
-            max_us: p50_us * 4,
-        }
+    fn figure(kind: Kind, block: usize, depth: usize, mb_per_s: f64, p50_us: u64) -> Figure {
+        Figure::flat(kind, block, depth, mb_per_s, p50_us)
     }
 
     fn properties(figures: Vec<Figure>) -> IoProperties {
