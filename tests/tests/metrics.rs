@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use prometheus_parse::{Scrape, Value};
 use thruster_client::protocol::header::offset::UpdateConsumerOffsetRequestHeader;
-use thruster_client::protocol::header::pull::{pull_sys_flag, PullMessageRequestHeader};
-use thruster_client::protocol::header::send::SendMessageRequestHeaderV2;
 use thruster_client::protocol::message::{decode_records, encode_properties};
 use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_tests::wire::{group_pull_request, send_v2};
 use thruster_tests::{free_port_block, wait_until, Client, ServerProcess};
 
 const TOPIC: &str = "Metered";
@@ -57,31 +56,13 @@ fn sum(scrape: &Scrape, metric: &str, with: &[(&str, &str)]) -> f64 {
 }
 
 fn send(client: &mut Client, i: usize) {
-    let header = SendMessageRequestHeaderV2 {
-        a: "MeteredProducer".into(),
-        b: TOPIC.into(),
-        c: "TBW102".into(),
-        d: 1,
-        e: 0,
-        f: 0,
-        g: 1_700_000_000_000,
-        h: 0,
-        i: Some(encode_properties([("TAGS", "t")])),
-        j: None,
-        k: None,
-        l: None,
-        m: None,
-        n: None,
-    };
-    let response = client.invoke(
-        RemotingCommand::request(rc::SEND_MESSAGE_V2, &header)
-            .with_body(format!("metered-{i}").into_bytes()),
-    );
-    assert_eq!(
-        response.code,
-        response_code::SUCCESS,
-        "{:?}",
-        response.remark
+    let body = format!("metered-{i}");
+    send_v2(
+        client,
+        TOPIC,
+        0,
+        encode_properties([("TAGS", "t")]),
+        body.as_bytes(),
     );
 }
 
@@ -101,24 +82,7 @@ fn commit(client: &mut Client, offset: i64) {
 
 /// Pulls queue 0 from `offset`; the records' count.
 fn pull(client: &mut Client, offset: i64) -> usize {
-    let response = client.invoke(RemotingCommand::request(
-        rc::PULL_MESSAGE,
-        &PullMessageRequestHeader {
-            consumer_group: GROUP.into(),
-            topic: TOPIC.into(),
-            queue_id: 0,
-            queue_offset: offset,
-            max_msg_nums: 32,
-            sys_flag: pull_sys_flag::SUBSCRIPTION,
-            commit_offset: 0,
-            suspend_timeout_millis: 0,
-            subscription: Some("*".into()),
-            sub_version: 0,
-            expression_type: Some("TAG".into()),
-            max_msg_bytes: None,
-            broker_name: None,
-        },
-    ));
+    let response = client.invoke(group_pull_request(GROUP, TOPIC, 0, offset, 0));
     if response.code != response_code::SUCCESS {
         return 0;
     }
