@@ -1,0 +1,71 @@
+//! Reliability against a hostile world: restarts at once on the same ports, clients that
+//! misbehave, inputs built to hurt.
+
+use std::time::{Duration, Instant};
+
+use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_tests::wire::{pull_records, v2_header};
+use thruster_tests::{Client, ServerProcess};
+
+fn namesrv() -> ServerProcess {
+    ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"])
+}
+
+fn send(client: &mut Client, topic: &str, queue: i32, body: &str) -> i32 {
+    let request = RemotingCommand::request(rc::SEND_MESSAGE_V2, &v2_header(topic, queue, None))
+        .with_body(body.as_bytes().to_vec());
+    client.invoke(request).code
+}
+
+#[test]
+fn one_name_broker_restarts_at_once_after_sigterm_with_clients_and_after_kill_9() {
+    // One broker name: every shard accepts on the shared port with SO_REUSEPORT. Connections
+    // it accepted linger in FIN-WAIT-2 / TIME-WAIT after the stop; the restart must not care.
+    let ns = namesrv();
+    let port = thruster_tests::free_port_block(&[0, 1, 2]) + 2;
+    let listen = format!("listenPort={port}");
+    let settings = [
+        listen.as_str(),
+        "brokerPerShard=false",
+        "flushDiskType=SYNC_FLUSH",
+    ];
+    let mut broker = ServerProcess::broker(ns.addr, 2, &settings);
+    Client::connect(broker.addr).create_topic("Restart", 2);
+    for round in 0..2 {
+        // Clients stay connected (and the broker closes on them) across the stop.
+        let mut clients: Vec<Client> = (0..8).map(|_| Client::connect(broker.addr)).collect();
+        for (i, client) in clients.iter_mut().enumerate() {
+            let body = format!("r{round}-{i}");
+            assert_eq!(
+                send(client, "Restart", (i % 2) as i32, &body),
+                response_code::SUCCESS
+            );
+        }
+        let started = Instant::now();
+        if round == 0 {
+            assert!(
+                broker.stop_gracefully(),
+                "SIGTERM with clients connected stops cleanly"
+            );
+        } else {
+            broker.kill();
+        }
+        broker = broker.restart();
+        assert_eq!(broker.addr.port(), port, "back on the same port");
+        // The harness waits for the listening line: this is how long the restart took.
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "restarted in {:?}",
+            started.elapsed()
+        );
+        drop(clients);
+    }
+    let mut client = Client::connect(broker.addr);
+    let stored: usize = (0..2)
+        .map(|q| pull_records(&mut client, "Restart", q).len())
+        .sum();
+    assert_eq!(
+        stored, 16,
+        "every acknowledged send of both rounds is there"
+    );
+}
