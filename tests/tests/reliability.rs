@@ -69,3 +69,36 @@ fn one_name_broker_restarts_at_once_after_sigterm_with_clients_and_after_kill_9(
         "every acknowledged send of both rounds is there"
     );
 }
+
+#[test]
+fn a_header_with_100_000_fields_is_refused_and_nobody_else_waits() {
+    let ns = namesrv();
+    let broker = ServerProcess::broker(ns.addr, 1, &[]);
+    let mut healthy = Client::connect(broker.addr);
+    healthy.create_topic("Fields", 1);
+    let fields: Vec<String> = (0..100_000).map(|i| format!("\"k{i}\":\"v\"")).collect();
+    let header = format!(
+        r#"{{"code":10,"language":"JAVA","opaque":1,"extFields":{{{}}}}}"#,
+        fields.join(",")
+    );
+    let mut frame = Vec::with_capacity(header.len() + 8);
+    frame.extend_from_slice(&((4 + header.len()) as u32).to_be_bytes());
+    frame.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    frame.extend_from_slice(header.as_bytes());
+    let mut hostile = Client::connect(broker.addr);
+    let started = Instant::now();
+    hostile.send_bytes(&frame).unwrap();
+    let answer = hostile.read_command().unwrap().expect("an error answer");
+    assert_eq!(answer.code, response_code::SYSTEM_ERROR);
+    assert!(answer.remark.unwrap_or_default().contains("extFields"));
+    // The shard was never held: a send right after is answered at once.
+    assert_eq!(
+        send(&mut healthy, "Fields", 0, "after"),
+        response_code::SUCCESS
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
