@@ -102,3 +102,61 @@ fn a_header_with_100_000_fields_is_refused_and_nobody_else_waits() {
         started.elapsed()
     );
 }
+
+/// Whether the broker closed `stream` (EOF or reset) within `within`.
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn idle_and_dribbling_connections_are_closed_and_busy_ones_kept() {
+    let ns = namesrv();
+    let broker = ServerProcess::broker(ns.addr, 1, &["serverChannelMaxIdleTimeSeconds=1"]);
+    let mut busy = Client::connect(broker.addr);
+    busy.create_topic("Idle", 1);
+    let mut idle = std::net::TcpStream::connect(broker.addr).unwrap();
+    // Slowloris: a frame header promising 1 KiB, then a byte every 200 ms, never finished.
+    let mut dribbler = std::net::TcpStream::connect(broker.addr).unwrap();
+    let dribble = std::thread::spawn(move || {
+        use std::io::Write;
+        let started = Instant::now();
+        let _ = dribbler.write_all(&1024u32.to_be_bytes());
+        while started.elapsed() < Duration::from_secs(6) {
+            if dribbler.write_all(b"x").is_err() {
+                return true; // the broker closed it
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    });
+    // A connection that keeps sending requests stays, well past the timeout.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        assert_eq!(send(&mut busy, "Idle", 0, "still"), response_code::SUCCESS);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)),
+        "the idle connection was closed"
+    );
+    assert!(
+        dribble.join().unwrap(),
+        "the dribbling connection was closed"
+    );
+    assert_eq!(send(&mut busy, "Idle", 0, "after"), response_code::SUCCESS);
+}
