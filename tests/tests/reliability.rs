@@ -160,3 +160,140 @@ fn idle_and_dribbling_connections_are_closed_and_busy_ones_kept() {
     );
     assert_eq!(send(&mut busy, "Idle", 0, "after"), response_code::SUCCESS);
 }
+
+/// A small ext4 file system on a loop device, mounted for one test; unmounted when dropped.
+struct SmallFs {
+    dir: tempfile::TempDir,
+    mount: std::path::PathBuf,
+}
+
+impl SmallFs {
+    /// Needs root (CI runs as root). Not skipped silently: without root this fails, unless
+    /// THRUSTER_SKIP_ROOT_TESTS=1 says to skip on purpose.
+    fn new(size_mib: u64) -> Option<SmallFs> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            if std::env::var("THRUSTER_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+                eprintln!("skipped on purpose (THRUSTER_SKIP_ROOT_TESTS=1): needs root");
+                return None;
+            }
+            panic!("this test mounts a small ext4 file system and needs root (CI has it); set THRUSTER_SKIP_ROOT_TESTS=1 to skip it on purpose");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("fs.img");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&mount).unwrap();
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(size_mib << 20).unwrap();
+        drop(file);
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+            let out = std::process::Command::new(cmd).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(
+            "mkfs.ext4",
+            &["-q".as_ref(), "-F".as_ref(), image.as_os_str()],
+        );
+        // nodelalloc: blocks are taken at the page fault, as on file systems without delayed
+        // allocation (with it, ext4 keeps a reserve that can hide the problem on small runs).
+        let options: &std::ffi::OsStr = "loop,nodelalloc".as_ref();
+        run(
+            "mount",
+            &["-o".as_ref(), options, image.as_os_str(), mount.as_os_str()],
+        );
+        Some(SmallFs { dir, mount })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.mount)
+            .status();
+        let _ = &self.dir;
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_sends_never_kills_the_broker_and_loses_nothing_acknowledged() {
+    let Some(fs) = SmallFs::new(96) else { return };
+    let ns = namesrv();
+    let store = format!("storePathRootDir={}", fs.mount.join("store").display());
+    let settings = [
+        store.as_str(),
+        "mappedFileSizeCommitLog=8388608",
+        "diskMaxUsedSpaceRatio=99",
+        "flushDiskType=SYNC_FLUSH",
+    ];
+    let mut broker = ServerProcess::broker(ns.addr, 1, &settings);
+    Client::connect(broker.addr).create_topic("Full", 4);
+    let mut client = Client::connect(broker.addr);
+    let mut acked = std::collections::BTreeSet::new();
+    let body = "x".repeat(4096);
+    let mut i = 0u64;
+    let mut send_one = |client: &mut Client, acked: &mut std::collections::BTreeSet<String>| {
+        i += 1;
+        let tagged = format!("{i}-{body}");
+        let code = send(client, "Full", (i % 4) as i32, &tagged);
+        if code == response_code::SUCCESS {
+            acked.insert(tagged);
+        }
+        code
+    };
+    for _ in 0..200 {
+        assert_eq!(send_one(&mut client, &mut acked), response_code::SUCCESS);
+    }
+    // Fill the file system behind the broker's back, then keep sending into the full disk.
+    let filler = fs.mount.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "status=none"])
+        .arg(format!("of={}", filler.display()))
+        .status();
+    let mut refused = 0;
+    for _ in 0..3000 {
+        match send_one(&mut client, &mut acked) {
+            response_code::SUCCESS => {}
+            response_code::SERVICE_NOT_AVAILABLE => refused += 1,
+            other => panic!("unexpected answer {other}"),
+        }
+        if refused >= 20 {
+            break;
+        }
+    }
+    assert!(
+        refused >= 20,
+        "sends were refused with SERVICE_NOT_AVAILABLE once the disk was full"
+    );
+    assert!(
+        broker.is_running(),
+        "the broker is alive:\n{}",
+        broker.log()
+    );
+    // Space back: sends resume.
+    std::fs::remove_file(&filler).unwrap();
+    let resumed = thruster_tests::wait_until(Duration::from_secs(30), || {
+        send_one(&mut client, &mut acked) == response_code::SUCCESS
+    });
+    assert!(resumed, "sends resumed once space came back");
+    for _ in 0..50 {
+        assert_eq!(send_one(&mut client, &mut acked), response_code::SUCCESS);
+    }
+    // A crash now keeps every acknowledged message (SYNC_FLUSH).
+    broker.kill();
+    let broker = broker.restart();
+    let mut reader = Client::connect(broker.addr);
+    let stored: std::collections::BTreeSet<String> = (0..4)
+        .flat_map(|q| pull_records(&mut reader, "Full", q))
+        .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
+        .collect();
+    let lost: Vec<_> = acked
+        .difference(&stored)
+        .map(|b| &b[..b.find('-').unwrap()])
+        .collect();
+    assert!(lost.is_empty(), "acknowledged then lost: {lost:?}");
+    drop(broker);
+}
