@@ -13,11 +13,11 @@ use thruster_protocol::body::heartbeat::{
 use thruster_protocol::body::{self, decode_lenient, SubscriptionGroupConfig};
 use thruster_protocol::header::admin::GroupRequestHeader;
 use thruster_protocol::header::offset::UpdateConsumerOffsetRequestHeader;
-use thruster_protocol::header::pull::{pull_sys_flag, PullMessageRequestHeader};
-use thruster_protocol::header::send::{SendMessageRequestHeaderV2, SendMessageResponseHeader};
+use thruster_protocol::header::send::SendMessageResponseHeader;
 use thruster_protocol::header::EmptyHeader;
 use thruster_protocol::message::encode_properties;
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_tests::wire::{group_pull_request, send_v2, v2_header};
 use thruster_tests::{route_brokers, wait_until, Client, ServerProcess};
 
 /// Runs thruster-admin; (exit ok, stdout, stderr).
@@ -51,36 +51,8 @@ fn send(
     key: &str,
     uniq: &str,
 ) -> SendMessageResponseHeader {
-    let header = SendMessageRequestHeaderV2 {
-        a: "AdminP".into(),
-        b: topic.into(),
-        c: "TBW102".into(),
-        d: 4,
-        e: 0,
-        f: 0,
-        g: 1_700_000_000_000,
-        h: 0,
-        i: Some(encode_properties([
-            ("KEYS", key),
-            ("UNIQ_KEY", uniq),
-            ("TAGS", "t"),
-        ])),
-        j: None,
-        k: None,
-        l: None,
-        m: None,
-        n: None,
-    };
-    let response = client.invoke(
-        RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(body.as_bytes().to_vec()),
-    );
-    assert_eq!(
-        response.code,
-        response_code::SUCCESS,
-        "{:?}",
-        response.remark
-    );
-    response.decode_header().unwrap()
+    let properties = encode_properties([("KEYS", key), ("UNIQ_KEY", uniq), ("TAGS", "t")]);
+    send_v2(client, topic, 0, properties, body.as_bytes())
 }
 
 fn heartbeat(group: &str, producer_group: &str, topic: &str) -> RemotingCommand {
@@ -109,24 +81,7 @@ fn heartbeat(group: &str, producer_group: &str, topic: &str) -> RemotingCommand 
 
 fn pull_code(client: &mut Client, group: &str, topic: &str) -> i32 {
     client
-        .invoke(RemotingCommand::request(
-            rc::PULL_MESSAGE,
-            &PullMessageRequestHeader {
-                consumer_group: group.into(),
-                topic: topic.into(),
-                queue_id: 0,
-                queue_offset: 0,
-                max_msg_nums: 1,
-                sys_flag: pull_sys_flag::SUBSCRIPTION,
-                commit_offset: 0,
-                suspend_timeout_millis: 0,
-                subscription: Some("*".into()),
-                sub_version: 0,
-                expression_type: Some("TAG".into()),
-                max_msg_bytes: None,
-                broker_name: None,
-            },
-        ))
+        .invoke(group_pull_request(group, topic, 0, 0, 0))
         .code
 }
 
@@ -370,26 +325,8 @@ fn every_subcommand_against_a_real_broker() {
     let config = admin_json(&ns, &["getBrokerConfig", "-b", &shard0]);
     assert_eq!(config[&shard0]["brokerPermission"], "4");
     let refused = client.invoke(
-        RemotingCommand::request(
-            rc::SEND_MESSAGE_V2,
-            &SendMessageRequestHeaderV2 {
-                a: "p".into(),
-                b: "AdminT".into(),
-                c: "TBW102".into(),
-                d: 4,
-                e: 0,
-                f: 0,
-                g: 0,
-                h: 0,
-                i: None,
-                j: None,
-                k: None,
-                l: None,
-                m: None,
-                n: None,
-            },
-        )
-        .with_body(b"x".to_vec()),
+        RemotingCommand::request(rc::SEND_MESSAGE_V2, &v2_header("AdminT", 0, None))
+            .with_body(b"x".to_vec()),
     );
     assert_eq!(
         refused.code,

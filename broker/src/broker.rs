@@ -240,6 +240,15 @@ async fn start_serving(
     }
     spawn_offset_flusher(shard.clone(), config.flush_consumer_offset_interval_ms);
     spawn_stats_sampler(shard.clone());
+    if shard.id == 0 && config.metrics_port != 0 {
+        let addr = SocketAddr::new(config.metrics_bind_address, config.metrics_port);
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("metrics endpoint on {addr}: {e}")))?;
+        shard.tasks.spawn(
+            "metrics",
+            crate::metrics::http::serve(processor.clone(), listener),
+        );
+    }
     // A slave stores nothing of its own: its master delivers delayed messages and checks
     // transactions, and the slave copies the results.
     if shard.ha.slave().is_none() {

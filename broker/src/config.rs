@@ -119,6 +119,11 @@ pub struct BrokerConfig {
     /// `shardRequestMemoryBytes`: request frames each shard holds while processing them, over
     /// all its connections (each connection also has its own bound); readers wait past it.
     pub shard_request_memory_bytes: usize,
+    /// `metricsPort`: where the Prometheus endpoint (`GET /metrics`) listens; 0 (default): no
+    /// endpoint.
+    pub metrics_port: u16,
+    /// `metricsBindAddress`: the endpoint's address, loopback unless configured otherwise.
+    pub metrics_bind_address: IpAddr,
     /// CommitLog bytes each shard keeps in memory for tail reads (and before write-out);
     /// older data is read from the files (sendfile). `None`: the store's default.
     pub memory_window_bytes: Option<usize>,
@@ -191,6 +196,8 @@ impl Default for BrokerConfig {
             io_memory_bytes: 2 << 20,
             shard_spin_before_park_us: 0,
             memory_window_bytes: None,
+            metrics_port: 0,
+            metrics_bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             transaction_timeout_ms: 6_000,
             transaction_check_max: 15,
             transaction_check_interval_ms: 60_000,
@@ -400,6 +407,8 @@ impl BrokerConfig {
                 }
             }
             "memoryWindowBytes" => self.memory_window_bytes = Some(parse(key, value)?),
+            "metricsPort" => self.metrics_port = parse(key, value)?,
+            "metricsBindAddress" => self.metrics_bind_address = parse(key, value)?,
             "transactionTimeOut" => self.transaction_timeout_ms = parse(key, value)?,
             "transactionCheckMax" => self.transaction_check_max = parse(key, value)?,
             "transactionCheckInterval" => {

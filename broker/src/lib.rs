@@ -6,6 +6,7 @@ pub mod ha;
 pub mod live_config;
 pub mod logging;
 pub mod meta;
+pub mod metrics;
 pub mod namesrv;
 pub mod processor;
 pub mod registration;

@@ -88,6 +88,7 @@ impl MessageStore {
             self.last_flush_ms.set(runtime::now_ms());
             return Ok(false);
         };
+        let started = std::time::Instant::now();
         if let Err(e) = plan.execute().await {
             if plan.sync_failed() {
                 *self.state.sync_failed.borrow_mut() = Some(format!(
@@ -104,6 +105,10 @@ impl MessageStore {
         self.count(|stats| {
             stats.flushes += 1;
             stats.flushed_bytes += flushed_bytes;
+            stats
+                .flush_latency
+                .observe(started.elapsed().as_micros() as u64);
+            stats.flush_group_bytes.observe(flushed_bytes);
         });
         self.flushed.advance(plan.target);
         if self.config.flush_mode == FlushMode::Sync {

@@ -171,6 +171,10 @@ pub struct StoreStats {
     /// store seeing the completion (which includes waiting for the reactor to reap it).
     pub chunk_writes: u64,
     pub chunk_write_us: u64,
+    /// Each flush of the CommitLog: its time (µs, write and sync) and its group's size (bytes
+    /// made durable by that one flush).
+    pub flush_latency: crate::latency::Histogram,
+    pub flush_group_bytes: crate::latency::Histogram,
 }
 
 pub(super) struct State {

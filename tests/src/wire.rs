@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use thruster_client::protocol::body::{decode_lenient, KvTable};
 use thruster_client::protocol::header::pull::{pull_sys_flag, PullMessageRequestHeader};
-use thruster_client::protocol::header::send::SendMessageRequestHeaderV2;
+use thruster_client::protocol::header::send::{
+    SendMessageRequestHeaderV2, SendMessageResponseHeader,
+};
 use thruster_client::protocol::header::EmptyHeader;
 use thruster_client::protocol::message::{decode_records, DecodedRecord};
 use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
@@ -38,8 +40,40 @@ pub fn v2_header(
     }
 }
 
+/// Sends `body` to `topic`'s queue `queue_id` with `properties` (SEND_MESSAGE_V2); panics
+/// unless it is stored.
+pub fn send_v2(
+    client: &mut Client,
+    topic: &str,
+    queue_id: i32,
+    properties: String,
+    body: &[u8],
+) -> SendMessageResponseHeader {
+    let header = v2_header(topic, queue_id, Some(properties));
+    let request = RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(body.to_vec());
+    let response = client.invoke(request);
+    assert_eq!(
+        response.code,
+        response_code::SUCCESS,
+        "{:?}",
+        response.remark
+    );
+    response.decode_header().expect("send response header")
+}
+
 /// A PULL_MESSAGE of up to 32 messages of group `test-group`, held `suspend_ms` when empty.
 pub fn pull_request(topic: &str, queue_id: i32, offset: i64, suspend_ms: i64) -> RemotingCommand {
+    group_pull_request("test-group", topic, queue_id, offset, suspend_ms)
+}
+
+/// [`pull_request`] for consumer group `group`.
+pub fn group_pull_request(
+    group: &str,
+    topic: &str,
+    queue_id: i32,
+    offset: i64,
+    suspend_ms: i64,
+) -> RemotingCommand {
     let flags = pull_sys_flag::SUBSCRIPTION
         | if suspend_ms > 0 {
             pull_sys_flag::SUSPEND
@@ -49,7 +83,7 @@ pub fn pull_request(topic: &str, queue_id: i32, offset: i64, suspend_ms: i64) ->
     RemotingCommand::request(
         rc::PULL_MESSAGE,
         &PullMessageRequestHeader {
-            consumer_group: "test-group".into(),
+            consumer_group: group.into(),
             topic: topic.into(),
             queue_id,
             queue_offset: offset,

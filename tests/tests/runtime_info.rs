@@ -4,12 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use thruster_client::protocol::body::{decode_lenient, KvTable};
-use thruster_client::protocol::header::pull::{pull_sys_flag, PullMessageRequestHeader};
-use thruster_client::protocol::header::send::SendMessageRequestHeaderV2;
-use thruster_client::protocol::header::EmptyHeader;
 use thruster_client::protocol::message::encode_properties;
-use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_client::protocol::{response_code, RemotingCommand};
+use thruster_tests::wire::{pull_request, runtime_info, send_v2};
 use thruster_tests::{wait_until, Client, ServerProcess};
 
 /// The keys of `AdminBrokerProcessor.prepareRuntimeInfo` (4.9.8) with the store's, for a
@@ -64,64 +61,18 @@ const JAVA_KEYS: &[&str] = &[
     "commitLogDirCapacity",
 ];
 
-fn runtime_info(client: &mut Client) -> BTreeMap<String, String> {
-    let response = client.invoke(RemotingCommand::request(
-        rc::GET_BROKER_RUNTIME_INFO,
-        &EmptyHeader {},
-    ));
-    assert_eq!(response.code, response_code::SUCCESS);
-    decode_lenient::<KvTable>("runtime info", &response.body)
-        .unwrap()
-        .table
-}
-
 fn send(client: &mut Client, topic: &str, body: &str) {
-    let header = SendMessageRequestHeaderV2 {
-        a: "p".into(),
-        b: topic.into(),
-        c: "TBW102".into(),
-        d: 1,
-        e: 0,
-        f: 0,
-        g: 1_700_000_000_000,
-        h: 0,
-        i: Some(encode_properties([("TAGS", "t")])),
-        j: None,
-        k: None,
-        l: None,
-        m: None,
-        n: None,
-    };
-    let response = client.invoke(
-        RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(body.as_bytes().to_vec()),
-    );
-    assert_eq!(
-        response.code,
-        response_code::SUCCESS,
-        "{:?}",
-        response.remark
+    send_v2(
+        client,
+        topic,
+        0,
+        encode_properties([("TAGS", "t")]),
+        body.as_bytes(),
     );
 }
 
 fn pull_all(client: &mut Client, topic: &str) -> RemotingCommand {
-    client.invoke(RemotingCommand::request(
-        rc::PULL_MESSAGE,
-        &PullMessageRequestHeader {
-            consumer_group: "g".into(),
-            topic: topic.into(),
-            queue_id: 0,
-            queue_offset: 0,
-            max_msg_nums: 32,
-            sys_flag: pull_sys_flag::SUBSCRIPTION,
-            commit_offset: 0,
-            suspend_timeout_millis: 0,
-            subscription: Some("*".into()),
-            sub_version: 0,
-            expression_type: Some("TAG".into()),
-            max_msg_bytes: None,
-            broker_name: None,
-        },
-    ))
+    client.invoke(pull_request(topic, 0, 0, 0))
 }
 
 fn first_window(info: &BTreeMap<String, String>, key: &str) -> Option<f64> {

@@ -9,15 +9,13 @@ use thruster_client::protocol::body::{
 };
 use thruster_client::protocol::header::admin::GroupRequestHeader;
 use thruster_client::protocol::header::client::ConsumerSendMsgBackRequestHeader;
-use thruster_client::protocol::header::pull::{pull_sys_flag, PullMessageRequestHeader};
-use thruster_client::protocol::header::send::{
-    SendMessageRequestHeaderV2, SendMessageResponseHeader,
-};
+use thruster_client::protocol::header::send::SendMessageResponseHeader;
 use thruster_client::protocol::header::EmptyHeader;
 use thruster_client::protocol::message::{
     decode_offset_msg_id, decode_records, encode_properties, DecodedRecord,
 };
 use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_tests::wire::{group_pull_request, send_v2};
 use thruster_tests::{route_brokers, wait_until, Client, ServerProcess};
 
 fn start(extra: &[&str]) -> (ServerProcess, ServerProcess) {
@@ -27,24 +25,7 @@ fn start(extra: &[&str]) -> (ServerProcess, ServerProcess) {
 }
 
 fn pull(client: &mut Client, group: &str, topic: &str, queue_id: i32) -> RemotingCommand {
-    client.invoke(RemotingCommand::request(
-        rc::PULL_MESSAGE,
-        &PullMessageRequestHeader {
-            consumer_group: group.into(),
-            topic: topic.into(),
-            queue_id,
-            queue_offset: 0,
-            max_msg_nums: 32,
-            sys_flag: pull_sys_flag::SUBSCRIPTION,
-            commit_offset: 0,
-            suspend_timeout_millis: 0,
-            subscription: Some("*".into()),
-            sub_version: 0,
-            expression_type: Some("TAG".into()),
-            max_msg_bytes: None,
-            broker_name: None,
-        },
-    ))
+    client.invoke(group_pull_request(group, topic, queue_id, 0, 0))
 }
 
 fn upsert_group(client: &mut Client, config: &SubscriptionGroupConfig) {
@@ -183,32 +164,13 @@ fn groups_are_replicated_persisted_enforced_and_deleted() {
 }
 
 fn send(client: &mut Client, topic: &str, queue_id: i32, body: &str) -> SendMessageResponseHeader {
-    let header = SendMessageRequestHeaderV2 {
-        a: "test-producer".into(),
-        b: topic.into(),
-        c: "TBW102".into(),
-        d: 4,
-        e: queue_id,
-        f: 0,
-        g: 1_700_000_000_000,
-        h: 0,
-        i: Some(encode_properties([("TAGS", "T")])),
-        j: None,
-        k: None,
-        l: None,
-        m: None,
-        n: None,
-    };
-    let response = client.invoke(
-        RemotingCommand::request(rc::SEND_MESSAGE_V2, &header).with_body(body.as_bytes().to_vec()),
-    );
-    assert_eq!(
-        response.code,
-        response_code::SUCCESS,
-        "{:?}",
-        response.remark
-    );
-    response.decode_header().expect("send response header")
+    send_v2(
+        client,
+        topic,
+        queue_id,
+        encode_properties([("TAGS", "T")]),
+        body.as_bytes(),
+    )
 }
 
 /// Records of `topic`'s queue `queue_id` once there are any (within `limit`).

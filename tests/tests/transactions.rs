@@ -33,15 +33,18 @@ fn checker_answer(body: &str) -> LocalTransactionState {
 }
 
 /// A producer whose checker counts checks in `checks`, and answers (counting those in
-/// `answered`) once `answering` is set; until then it answers Unknown.
+/// `answered`) once `answering` is set; until then it answers Unknown. `shard_aware: false`
+/// sends everything to the broker's shared port, as any RocketMQ client does.
 async fn producer(
     ns: &str,
+    shard_aware: bool,
     checks: Checks,
     answered: Checks,
     answering: Arc<Mutex<bool>>,
 ) -> TransactionProducer {
     let mut config = ProducerConfig::new("tx-producer", ns).unwrap();
     config.client.heartbeat_interval = Duration::from_millis(300);
+    config.client.shard_aware = shard_aware;
     TransactionProducer::start(config, move |message| {
         let body = String::from_utf8(message.body.to_vec()).unwrap();
         *checks.lock().unwrap().entry(body.clone()).or_default() += 1;
@@ -114,12 +117,27 @@ fn set(prefix: &str, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_and_checks_make_exactly_the_committed_messages_visible() {
+    decisions_and_checks(false).await;
+}
+
+/// One broker name: sends and decisions land on any shard and hop to the one that stores the
+/// half message; checks go to the producer's connection wherever it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_and_checks_cross_shards_in_one_name_mode() {
+    decisions_and_checks(true).await;
+}
+
+async fn decisions_and_checks(one_name: bool) {
     let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
-    let _broker = ServerProcess::broker(namesrv.addr, 2, &CHECK_SETTINGS);
+    let mut settings = CHECK_SETTINGS.to_vec();
+    if one_name {
+        settings.push("brokerPerShard=false");
+    }
+    let _broker = ServerProcess::broker(namesrv.addr, 2, &settings);
     let ns = namesrv.addr.to_string();
     let checks: Checks = Arc::default();
     let answering = Arc::new(Mutex::new(true));
-    let producer = producer(&ns, checks.clone(), Checks::default(), answering).await;
+    let producer = producer(&ns, !one_name, checks.clone(), Checks::default(), answering).await;
     let topic = "TxOrders";
     let local_states = [
         ("commit", LocalTransactionState::Commit),
@@ -222,7 +240,14 @@ async fn a_half_message_survives_sigkill_and_is_resolved_once() {
     let ns = namesrv.addr.to_string();
     let (checks, answered) = (Checks::default(), Checks::default());
     let answering = Arc::new(Mutex::new(false));
-    let producer = producer(&ns, checks.clone(), answered.clone(), answering.clone()).await;
+    let producer = producer(
+        &ns,
+        true,
+        checks.clone(),
+        answered.clone(),
+        answering.clone(),
+    )
+    .await;
     let topic = "TxKilled";
     let undecided: Vec<String> = [set("kill-commit", 5), set("kill-rollback", 5)].concat();
     for body in &undecided {

@@ -1,6 +1,7 @@
 //! Broker metadata: topic configs, subscription groups, consumer offsets, client registrations. Each table says
 //! which shard writes it and how the others learn of changes.
 
+pub mod bounded_table;
 pub mod clients;
 pub mod consumer_offset;
 pub mod queue_locks;
@@ -10,6 +11,22 @@ pub mod transactions;
 
 use std::io;
 use std::path::Path;
+
+/// What is wrong with a topic or group name, if anything: RocketMQ allows 1 to `max_bytes`
+/// bytes of `[A-Za-z0-9%|_-]` (`Validators`).
+pub fn name_problem(name: &str, max_bytes: usize, kind: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is blank".into());
+    }
+    if name.len() > max_bytes {
+        return Some(format!("is longer than {kind} max length {max_bytes}"));
+    }
+    let legal = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-');
+    if !name.bytes().all(legal) {
+        return Some("contains illegal characters, allowing only ^[%|a-zA-Z0-9_-]+$".into());
+    }
+    None
+}
 
 /// Writes `bytes` to `path` through a temporary file and a rename, keeping the previous
 /// content as `<path>.bak` (as RocketMQ's `MixAll.string2File` does), so a crash mid-write

@@ -3,12 +3,12 @@
 //! `config/subscriptionGroup.json`); every other shard keeps a read-only copy, updated by
 //! `MeshMessage::GroupChanged`, as with topics.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use thruster_protocol::body::{DataVersion, SubscriptionGroupConfig, SubscriptionGroupWrapper};
 use thruster_protocol::response_code;
 
+use super::bounded_table::{BoundedTable, TableEntry};
 use crate::config::BrokerConfig;
 use crate::remoting::Failure;
 
@@ -34,8 +34,16 @@ const SYSTEM_GROUPS: &[&str] = &[
 /// Groups starting with this exist whether or not auto-creation is on (`MixAll.isSysConsumerGroup`).
 const SYSTEM_GROUP_PREFIX: &str = "CID_RMQ_SYS_";
 
-fn group_bytes(group: &SubscriptionGroupConfig) -> usize {
-    2 * group.group_name.len() + GROUP_OVERHEAD_BYTES
+impl TableEntry for SubscriptionGroupConfig {
+    const KIND: &'static str = "subscription group";
+
+    fn name(&self) -> &str {
+        &self.group_name
+    }
+
+    fn bytes(&self) -> usize {
+        2 * self.group_name.len() + GROUP_OVERHEAD_BYTES
+    }
 }
 
 /// Whether `group` is one the broker serves whatever `autoCreateSubscriptionGroup` says.
@@ -43,33 +51,35 @@ pub fn is_system_group(group: &str) -> bool {
     group.starts_with(SYSTEM_GROUP_PREFIX)
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SubscriptionGroupTable {
-    groups: BTreeMap<String, SubscriptionGroupConfig>,
-    data_version: DataVersion,
-    /// Accounted memory of `groups` ([`group_bytes`]).
-    table_bytes: usize,
+    groups: BoundedTable<SubscriptionGroupConfig>,
+}
+
+impl Default for SubscriptionGroupTable {
+    fn default() -> Self {
+        SubscriptionGroupTable {
+            groups: BoundedTable::new(GROUP_TABLE_BYTES_MAX),
+        }
+    }
 }
 
 impl SubscriptionGroupTable {
     pub fn with_system_groups(now_ms: i64) -> SubscriptionGroupTable {
         let mut table = SubscriptionGroupTable::default();
         for name in SYSTEM_GROUPS {
-            table.insert(SubscriptionGroupConfig::named(*name));
+            table.groups.insert(SubscriptionGroupConfig::named(*name));
         }
-        table.data_version.next(now_ms);
+        table.groups.bump_version(now_ms);
         table
     }
 
     /// Adds the groups of a persisted table (they win over the built-in ones).
     pub fn merge_persisted(&mut self, persisted: SubscriptionGroupWrapper) {
-        for (_, group) in persisted.subscription_group_table {
-            self.insert(group);
-        }
-        self.data_version.counter = self
-            .data_version
-            .counter
-            .max(persisted.data_version.counter);
+        self.groups.merge(
+            persisted.subscription_group_table.into_values(),
+            &persisted.data_version,
+        );
     }
 
     pub fn get(&self, group: &str) -> Option<&SubscriptionGroupConfig> {
@@ -99,64 +109,37 @@ impl SubscriptionGroupTable {
 
     /// Replaces or adds `group`; `true` when anything changed.
     pub fn upsert(&mut self, group: SubscriptionGroupConfig, now_ms: i64) -> bool {
-        if self.groups.get(&group.group_name) == Some(&group) {
-            return false;
-        }
-        self.insert(group);
-        self.data_version.next(now_ms);
-        true
-    }
-
-    fn insert(&mut self, group: SubscriptionGroupConfig) {
-        self.table_bytes += group_bytes(&group);
-        if let Some(old) = self.groups.insert(group.group_name.clone(), group) {
-            self.table_bytes -= group_bytes(&old);
-        }
+        self.groups.upsert(group, now_ms)
     }
 
     pub fn remove(&mut self, group: &str, now_ms: i64) -> bool {
-        let removed = self.groups.remove(group);
-        if let Some(old) = &removed {
-            self.table_bytes -= group_bytes(old);
-            self.data_version.next(now_ms);
-        }
-        removed.is_some()
+        self.groups.remove(group, now_ms)
     }
 
     pub fn table_bytes(&self) -> usize {
-        self.table_bytes
+        self.groups.table_bytes()
     }
 
     /// Whether `group` may be stored: a valid name, and a new group only while the table stays
     /// within [`GROUP_TABLE_BYTES_MAX`].
     pub fn room_for(&self, group: &SubscriptionGroupConfig) -> Result<(), Failure> {
         validate_group_name(&group.group_name)?;
-        let old_bytes = self.groups.get(&group.group_name).map_or(0, group_bytes);
-        let new_bytes = self.table_bytes - old_bytes + group_bytes(group);
-        if old_bytes == 0 && new_bytes > GROUP_TABLE_BYTES_MAX {
-            return Err(Failure::system(format!(
-                "subscription group table full ({} of {GROUP_TABLE_BYTES_MAX} bytes, {} groups): group[{}] not created",
-                self.table_bytes,
-                self.groups.len(),
-                group.group_name
-            )));
-        }
-        Ok(())
+        self.groups.room_for(group)
     }
 
     pub fn wrapper(&self) -> SubscriptionGroupWrapper {
         SubscriptionGroupWrapper {
-            data_version: self.data_version.clone(),
-            subscription_group_table: self.groups.clone(),
+            data_version: self.groups.data_version().clone(),
+            subscription_group_table: self
+                .groups
+                .iter()
+                .map(|(name, group)| (name.clone(), group.clone()))
+                .collect(),
         }
     }
 
     pub fn data_version(&self) -> &DataVersion {
-        &self.data_version
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.groups.keys().map(String::as_str)
+        self.groups.data_version()
     }
 }
 
@@ -167,27 +150,13 @@ pub fn groups_path(config: &BrokerConfig) -> PathBuf {
 
 /// Group names: 1-255 bytes of `[A-Za-z0-9%|_-]` (RocketMQ's `Validators.checkGroup`).
 pub fn validate_group_name(group: &str) -> Result<(), Failure> {
-    let illegal = |why: &str| {
-        Failure::new(
+    match super::name_problem(group, GROUP_NAME_BYTES_MAX, "group") {
+        None => Ok(()),
+        Some(why) => Err(Failure::new(
             response_code::SYSTEM_ERROR,
             format!("the specified group[{group}] {why}"),
-        )
-    };
-    if group.is_empty() {
-        return Err(illegal("is blank"));
+        )),
     }
-    if group.len() > GROUP_NAME_BYTES_MAX {
-        return Err(illegal("is longer than group max length 255"));
-    }
-    if !group
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'))
-    {
-        return Err(illegal(
-            "contains illegal characters, allowing only ^[%|a-zA-Z0-9_-]+$",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

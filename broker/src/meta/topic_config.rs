@@ -1,13 +1,13 @@
 //! The topic table. Shard 0 is its only writer (creation, auto-creation, persistence to
 //! `config/topics.json`); every other shard keeps a read-only copy, updated by message.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use thruster_protocol::body::{perm, DataVersion, TopicConfig, TopicConfigSerializeWrapper};
 use thruster_protocol::message::{java_string_hash, TOPIC_MAX_BYTES};
 use thruster_protocol::response_code;
 
+use super::bounded_table::{BoundedTable, TableEntry};
 use crate::config::BrokerConfig;
 use crate::remoting::Failure;
 
@@ -36,30 +36,43 @@ const TOPIC_OVERHEAD_BYTES: usize = 256;
 
 /// The accounted memory of one topic: its name twice (key and config), its filter type and
 /// attributes, and the fixed overhead.
-fn topic_bytes(topic: &TopicConfig) -> usize {
-    2 * topic.topic_name.len()
-        + topic.topic_filter_type.len()
-        + topic
-            .attributes
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
-        + TOPIC_OVERHEAD_BYTES
+impl TableEntry for TopicConfig {
+    const KIND: &'static str = "topic";
+
+    fn name(&self) -> &str {
+        &self.topic_name
+    }
+
+    fn bytes(&self) -> usize {
+        2 * self.topic_name.len()
+            + self.topic_filter_type.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + TOPIC_OVERHEAD_BYTES
+    }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TopicTable {
-    topics: BTreeMap<String, TopicConfig>,
-    data_version: DataVersion,
-    /// Accounted memory of `topics` ([`topic_bytes`]).
-    table_bytes: usize,
+    topics: BoundedTable<TopicConfig>,
+}
+
+impl Default for TopicTable {
+    fn default() -> Self {
+        TopicTable {
+            topics: BoundedTable::new(TOPIC_TABLE_BYTES_MAX),
+        }
+    }
 }
 
 impl TopicTable {
     /// The topics a broker creates at start (features.md §9).
     pub fn with_system_topics(config: &BrokerConfig, now_ms: i64) -> TopicTable {
         let mut table = TopicTable::default();
-        let mut add = |topic: TopicConfig| table.insert(topic);
+        let mut add = |topic: TopicConfig| table.topics.insert(topic);
         add(TopicConfig::new(SELF_TEST_TOPIC, 1, perm::READ_WRITE));
         if config.auto_create_topic_enable {
             add(TopicConfig::new(
@@ -97,19 +110,16 @@ impl TopicTable {
             1,
             perm::READ_WRITE,
         ));
-        table.data_version.next(now_ms);
+        table.topics.bump_version(now_ms);
         table
     }
 
     /// Adds the topics of a persisted table (they win over the built-in defaults).
     pub fn merge_persisted(&mut self, persisted: TopicConfigSerializeWrapper) {
-        for (_, topic) in persisted.topic_config_table {
-            self.insert(topic);
-        }
-        self.data_version.counter = self
-            .data_version
-            .counter
-            .max(persisted.data_version.counter);
+        self.topics.merge(
+            persisted.topic_config_table.into_values(),
+            &persisted.data_version,
+        );
     }
 
     pub fn get(&self, topic: &str) -> Option<&TopicConfig> {
@@ -126,49 +136,22 @@ impl TopicTable {
 
     /// Replaces or adds `topic`; `true` when anything changed.
     pub fn upsert(&mut self, topic: TopicConfig, now_ms: i64) -> bool {
-        if self.topics.get(&topic.topic_name) == Some(&topic) {
-            return false;
-        }
-        self.insert(topic);
-        self.data_version.next(now_ms);
-        true
-    }
-
-    fn insert(&mut self, topic: TopicConfig) {
-        self.table_bytes += topic_bytes(&topic);
-        if let Some(old) = self.topics.insert(topic.topic_name.clone(), topic) {
-            self.table_bytes -= topic_bytes(&old);
-        }
+        self.topics.upsert(topic, now_ms)
     }
 
     pub fn remove(&mut self, topic: &str, now_ms: i64) -> bool {
-        let removed = self.topics.remove(topic);
-        if let Some(old) = &removed {
-            self.table_bytes -= topic_bytes(old);
-            self.data_version.next(now_ms);
-        }
-        removed.is_some()
+        self.topics.remove(topic, now_ms)
     }
 
     /// Accounted memory of the table ([`TOPIC_TABLE_BYTES_MAX`] bounds new topics).
     pub fn table_bytes(&self) -> usize {
-        self.table_bytes
+        self.topics.table_bytes()
     }
 
     /// Whether `topic` may be stored: a change to an existing topic always may; a new one
     /// only while the table stays within [`TOPIC_TABLE_BYTES_MAX`].
     pub fn room_for(&self, topic: &TopicConfig) -> Result<(), Failure> {
-        let old_bytes = self.topics.get(&topic.topic_name).map_or(0, topic_bytes);
-        let new_bytes = self.table_bytes - old_bytes + topic_bytes(topic);
-        if old_bytes == 0 && new_bytes > TOPIC_TABLE_BYTES_MAX {
-            return Err(Failure::system(format!(
-                "topic table full ({} of {TOPIC_TABLE_BYTES_MAX} bytes, {} topics): topic[{}] not created",
-                self.table_bytes,
-                self.topics.len(),
-                topic.topic_name
-            )));
-        }
-        Ok(())
+        self.topics.room_for(topic)
     }
 
     /// What a send to a missing topic creates (Java `createTopicInSendMessageMethod`): the
@@ -222,7 +205,7 @@ impl TopicTable {
             .map(|(name, topic)| (name.clone(), advertised(topic.clone(), broker_permission)))
             .collect();
         TopicConfigSerializeWrapper {
-            data_version: self.data_version.clone(),
+            data_version: self.topics.data_version().clone(),
             topic_config_table,
         }
     }
@@ -246,7 +229,7 @@ impl TopicTable {
     }
 
     pub fn data_version(&self) -> &DataVersion {
-        &self.data_version
+        self.topics.data_version()
     }
 }
 
@@ -355,29 +338,15 @@ pub fn topics_path(config: &BrokerConfig) -> PathBuf {
     config.config_dir().join("topics.json")
 }
 
-/// Topic names: 1-127 bytes of `[A-Za-z0-9%|_-]`, not the template's name pattern abuse.
+/// Topic names: 1-127 bytes of `[A-Za-z0-9%|_-]`.
 pub fn validate_topic_name(topic: &str) -> Result<(), Failure> {
-    let illegal = |why: &str| {
-        Failure::new(
+    match super::name_problem(topic, TOPIC_MAX_BYTES, "topic") {
+        None => Ok(()),
+        Some(why) => Err(Failure::new(
             response_code::MESSAGE_ILLEGAL,
             format!("The specified topic [{topic}] {why}"),
-        )
-    };
-    if topic.is_empty() {
-        return Err(illegal("is blank"));
+        )),
     }
-    if topic.len() > TOPIC_MAX_BYTES {
-        return Err(illegal("is longer than topic max length 127"));
-    }
-    if !topic
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'))
-    {
-        return Err(illegal(
-            "contains illegal characters, allowing only ^[%|a-zA-Z0-9_-]+$",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ fn store_section(
     let now_ms = runtime::now_ms();
     info.put("bootTimestamp", shard.boot_ms);
     info.put("runtime", format_runtime(now_ms - shard.boot_ms));
-    info.put("putMessageEntireTimeMax", meter.put_latency.max_us / 1_000);
+    info.put("putMessageEntireTimeMax", meter.put_latency.max / 1_000);
     // Java reports 1 for an empty store (it divides by it).
     let put_times = total.put_messages.max(1);
     info.put("putMessageTimesTotal", put_times);
@@ -127,7 +127,7 @@ fn store_section(
     }
     info.put("getTotalTps", tps(&get_total));
     info.put("getTransferedTps", tps(&meter.transferred_tps));
-    let put_quantile_ms = |q: f64| meter.put_latency.quantile_upper_us(q) as f64 / 1_000.0;
+    let put_quantile_ms = |q: f64| meter.put_latency.quantile_upper(q) as f64 / 1_000.0;
     info.put("putLatency99", format!("{:.2}", put_quantile_ms(0.99)));
     info.put("putLatency999", format!("{:.2}", put_quantile_ms(0.999)));
     let commit_log_path = shard.config.store_path_root_dir.join("commitlog");

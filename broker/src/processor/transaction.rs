@@ -196,7 +196,10 @@ pub async fn end_owned(processor: &BrokerProcessor, request: &RemotingCommand) -
     }
     let root = root_of(&record);
     let _claim = claim(shard, root).await?;
-    let Lookup::Pending(entry) = shard.transactions.borrow().lookup(root) else {
+    // Looked up in its own statement: a let-else keeps its temporaries (the table's borrow)
+    // alive through the else branch, where the claim is released.
+    let lookup = shard.transactions.borrow().lookup(root);
+    let Lookup::Pending(entry) = lookup else {
         return Err(Failure::system(format!(
             "the transaction of {} is not waiting for a decision (decided before, or given up \
              after transactionCheckMax checks): nothing applied",
@@ -286,11 +289,13 @@ impl Drop for Claim<'_> {
 }
 
 fn try_claim(shard: &Shard, root: u64) -> Option<Claim<'_>> {
-    shard
-        .transactions
-        .borrow_mut()
-        .begin(root)
-        .then_some(Claim { shard, root })
+    // A Claim is made only when it was granted (`then_some` would build one either way, and
+    // dropping one releases the message).
+    if shard.transactions.borrow_mut().begin(root) {
+        Some(Claim { shard, root })
+    } else {
+        None
+    }
 }
 
 async fn claim(shard: &Shard, root: u64) -> Result<Claim<'_>, Failure> {
@@ -584,7 +589,8 @@ async fn check_once(processor: &BrokerProcessor) {
         let Some(_claim) = try_claim(shard, root) else {
             continue;
         };
-        let Lookup::Pending(entry) = shard.transactions.borrow().lookup(root) else {
+        let lookup = shard.transactions.borrow().lookup(root);
+        let Lookup::Pending(entry) = lookup else {
             continue;
         };
         let outcome = if entry.check_times >= shard.config.transaction_check_max {

@@ -243,6 +243,16 @@ pub struct ShardStats {
     /// queue's max offset).
     pub schedule_progress: Vec<(i32, i64, u64)>,
     pub meter: MeterSnapshot,
+    /// The broker name this shard is known by.
+    pub broker_name: String,
+    /// CommitLog flushes: time (µs) and group size (bytes).
+    pub flush_latency: crate::store::latency::Histogram,
+    pub flush_group_bytes: crate::store::latency::Histogram,
+    /// Messages stored per topic here (the sum of its queues' max offsets).
+    pub topic_offsets: std::collections::BTreeMap<String, u64>,
+    /// Per (group, topic) of the offsets committed here: the queues' summed max offsets and
+    /// committed offsets (their difference is the group's lag).
+    pub group_offsets: std::collections::BTreeMap<(String, String), (u64, u64)>,
 }
 
 impl ShardStats {
@@ -260,6 +270,16 @@ impl ShardStats {
         self.schedule_progress
             .extend(other.schedule_progress.iter().copied());
         self.meter.add(&other.meter);
+        self.flush_latency.add(&other.flush_latency);
+        self.flush_group_bytes.add(&other.flush_group_bytes);
+        for (topic, offset) in &other.topic_offsets {
+            *self.topic_offsets.entry(topic.clone()).or_default() += offset;
+        }
+        for (key, (broker, consumer)) in &other.group_offsets {
+            let mine = self.group_offsets.entry(key.clone()).or_default();
+            mine.0 += broker;
+            mine.1 += consumer;
+        }
     }
 }
 
@@ -673,6 +693,40 @@ impl Shard {
             connections: self.open_connections.get(),
             schedule_progress: Vec::new(),
             meter: self.meter.borrow().snapshot(),
+            broker_name: self.broker_name.clone(),
+            flush_latency: store.flush_latency,
+            flush_group_bytes: store.flush_group_bytes,
+            topic_offsets: self.topic_offsets(),
+            group_offsets: self.group_offsets(),
         }
+    }
+
+    fn topic_offsets(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut offsets = std::collections::BTreeMap::new();
+        for (topic, queue_id) in self.store.queue_ids() {
+            *offsets.entry(topic.clone()).or_default() += self.store.max_offset(&topic, queue_id);
+        }
+        offsets
+    }
+
+    /// Committed offsets of client groups (internal `%…%` groups left out), with the max
+    /// offsets of the same queues.
+    fn group_offsets(&self) -> std::collections::BTreeMap<(String, String), (u64, u64)> {
+        let mut lags = std::collections::BTreeMap::new();
+        for (key, queue_id, offset) in self.offsets.borrow().entries() {
+            let Some((topic, group)) = key.split_once('@') else {
+                continue;
+            };
+            if group.starts_with('%') {
+                continue;
+            }
+            let max = self.store.max_offset(topic, queue_id);
+            let entry: &mut (u64, u64) = lags
+                .entry((group.to_owned(), topic.to_owned()))
+                .or_default();
+            entry.0 += max;
+            entry.1 += (offset.max(0) as u64).min(max);
+        }
+        lags
     }
 }

@@ -82,6 +82,9 @@ pub struct MeterSnapshot {
     pub get_found_tps: [Option<f64>; 3],
     pub get_miss_tps: [Option<f64>; 3],
     pub transferred_tps: [Option<f64>; 3],
+    /// Rates over the last rate interval (10 s): sends per topic, pulls per (topic, group).
+    pub put_rates: BTreeMap<String, Rate>,
+    pub get_rates: BTreeMap<(String, String), Rate>,
     /// Store puts and messages transferred at the last local midnight and the one before.
     pub puts_today_morning: u64,
     pub puts_yesterday_morning: u64,
@@ -131,6 +134,16 @@ impl MeterSnapshot {
         add_tps(&mut self.get_found_tps, &other.get_found_tps);
         add_tps(&mut self.get_miss_tps, &other.get_miss_tps);
         add_tps(&mut self.transferred_tps, &other.transferred_tps);
+        for (topic, rate) in &other.put_rates {
+            let mine = self.put_rates.entry(topic.clone()).or_default();
+            mine.messages += rate.messages;
+            mine.bytes += rate.bytes;
+        }
+        for (key, rate) in &other.get_rates {
+            let mine = self.get_rates.entry(key.clone()).or_default();
+            mine.messages += rate.messages;
+            mine.bytes += rate.bytes;
+        }
         self.puts_today_morning += other.puts_today_morning;
         self.puts_yesterday_morning += other.puts_yesterday_morning;
         self.transferred_today_morning += other.transferred_today_morning;
@@ -146,8 +159,42 @@ impl MeterSnapshot {
     }
 }
 
-/// How often each (topic, group)'s consume rate is recomputed.
-const GROUP_RATE_INTERVAL_MS: i64 = 10_000;
+/// How often the per-topic and per-(topic, group) rates are recomputed.
+const RATE_INTERVAL_MS: i64 = 10_000;
+
+/// Messages and bytes per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rate {
+    pub messages: f64,
+    pub bytes: f64,
+}
+
+/// Rates of each key of a flow map between two snapshots `elapsed_ms` apart.
+fn rates<K: Ord + Clone>(
+    now: &BTreeMap<K, Flow>,
+    before: &BTreeMap<K, Flow>,
+    elapsed_ms: i64,
+) -> BTreeMap<K, Rate> {
+    let per_second = |delta: u64| delta as f64 * 1_000.0 / elapsed_ms as f64;
+    now.iter()
+        .map(|(key, flow)| {
+            let old = before.get(key).copied().unwrap_or_default();
+            let rate = Rate {
+                messages: per_second(flow.messages.saturating_sub(old.messages)),
+                bytes: per_second(flow.bytes.saturating_sub(old.bytes)),
+            };
+            (key.clone(), rate)
+        })
+        .collect()
+}
+
+/// The flows at the last rate computation, and when.
+#[derive(Debug, Default)]
+struct RateBase {
+    at_ms: i64,
+    put_by_topic: BTreeMap<String, Flow>,
+    get_by_topic_group: BTreeMap<(String, String), Flow>,
+}
 
 /// A shard's counters (owned by its reactor; see the module doc).
 #[derive(Debug, Default)]
@@ -156,10 +203,7 @@ pub struct ShardMeter {
     samples: VecDeque<Sample>,
     /// Local day (days since the epoch, local time) of the last sample.
     day: Option<i64>,
-    /// Messages pulled per (topic, group) when the rates were last computed, and when.
-    group_base: (i64, BTreeMap<(String, String), u64>),
-    /// Messages per second pulled per (topic, group) over the last rate interval.
-    group_rates: BTreeMap<(String, String), f64>,
+    rate_base: RateBase,
 }
 
 /// A key of a bounded series map: `key` itself while there is room, else `other`.
@@ -246,7 +290,7 @@ impl ShardMeter {
             _ => {}
         }
         self.day = Some(day);
-        self.update_group_rates(now_ms);
+        self.update_rates(now_ms);
         if self.samples.len() == SAMPLES_MAX {
             self.samples.pop_front();
         }
@@ -259,37 +303,37 @@ impl ShardMeter {
         });
     }
 
-    fn update_group_rates(&mut self, now_ms: i64) {
-        let (base_ms, base) = &self.group_base;
-        let elapsed_ms = now_ms - base_ms;
-        if elapsed_ms < GROUP_RATE_INTERVAL_MS {
+    fn update_rates(&mut self, now_ms: i64) {
+        let elapsed_ms = now_ms - self.rate_base.at_ms;
+        if elapsed_ms < RATE_INTERVAL_MS {
             return;
         }
-        let current: BTreeMap<(String, String), u64> = self
-            .counts
-            .get_by_topic_group
-            .iter()
-            .map(|(key, flow)| (key.clone(), flow.messages))
-            .collect();
-        if *base_ms > 0 {
-            self.group_rates = current
-                .iter()
-                .map(|(key, &now)| {
-                    let before = base.get(key).copied().unwrap_or(0);
-                    let rate = now.saturating_sub(before) as f64 * 1_000.0 / elapsed_ms as f64;
-                    (key.clone(), rate)
-                })
-                .collect();
+        let counts = &mut self.counts;
+        if self.rate_base.at_ms > 0 {
+            counts.put_rates = rates(
+                &counts.put_by_topic,
+                &self.rate_base.put_by_topic,
+                elapsed_ms,
+            );
+            counts.get_rates = rates(
+                &counts.get_by_topic_group,
+                &self.rate_base.get_by_topic_group,
+                elapsed_ms,
+            );
         }
-        self.group_base = (now_ms, current);
+        self.rate_base = RateBase {
+            at_ms: now_ms,
+            put_by_topic: counts.put_by_topic.clone(),
+            get_by_topic_group: counts.get_by_topic_group.clone(),
+        };
     }
 
     /// Messages per second `group` pulled from `topic` over the last rate interval (10 s).
     pub fn group_tps(&self, topic: &str, group: &str) -> f64 {
-        self.group_rates
+        self.counts
+            .get_rates
             .get(&(topic.to_owned(), group.to_owned()))
-            .copied()
-            .unwrap_or(0.0)
+            .map_or(0.0, |rate| rate.messages)
     }
 
     /// Rate of one sampled total over the last `window` samples (RocketMQ `CallSnapshot.getTPS`).
