@@ -394,3 +394,50 @@ fn with_auto_created_groups_off_an_existing_group_consumes_as_before() {
         expected("msg", 100)
     );
 }
+
+#[test]
+fn the_broker_asks_a_cpp_consumer_for_its_running_info() {
+    use thruster_client::protocol::header::admin::ConsumerClientRequestHeader;
+    let (namesrv, broker) = start_cluster();
+    let topic = "CppRunningInfo";
+    let group = "CppRunningInfoGroup";
+    produce(&namesrv, topic, "sync", 1, "create");
+    let ns = namesrv.addr.to_string();
+    let consumer = ClientProcess::start(&["push", &ns, group, topic, "clustering"]);
+    consumer.until("started", CLIENT_TIMEOUT);
+    let mut client = Client::connect(broker.addr);
+    let mut ids = Vec::new();
+    assert!(wait_until(CLIENT_TIMEOUT, || {
+        ids = client.consumer_ids(group);
+        !ids.is_empty()
+    }));
+    let ask = |client: &mut Client, client_id: &str| {
+        client.invoke(RemotingCommand::request(
+            rc::GET_CONSUMER_RUNNING_INFO,
+            &ConsumerClientRequestHeader {
+                consumer_group: group.into(),
+                client_id: Some(client_id.into()),
+                jstack_enable: Some(false),
+                msg_id: None,
+                broker_name: None,
+            },
+        ))
+    };
+    // The consumer's own answer comes back through the broker.
+    let answer = ask(&mut client, &ids[0]);
+    assert_eq!(answer.code, 0, "{:?}", answer.remark);
+    // fastjson-shaped (MessageQueue keys are bare objects): read it as the broker reads bodies.
+    let info: Value =
+        decode_lenient("running info", &answer.body).expect("ConsumerRunningInfo JSON");
+    assert!(info.get("properties").is_some(), "{info}");
+    let text = String::from_utf8_lossy(&answer.body);
+    assert!(
+        text.contains(topic),
+        "subscribed topic in the running info: {text}"
+    );
+    // A client that is not in the group: refused with a reason.
+    let refused = ask(&mut client, "nobody@1");
+    assert_eq!(refused.code, 1);
+    assert!(refused.remark.unwrap_or_default().contains("not online"));
+    consumer.finish();
+}

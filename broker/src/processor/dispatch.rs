@@ -9,8 +9,8 @@ use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::warn;
 
 use super::{
-    admin, broker_config, client_manage, groups, inspect, offsets, pull, query, reply,
-    runtime_info, schedule, send, transaction,
+    admin, broker_config, client_manage, consumer_calls, groups, inspect, offsets, pull, query,
+    reply, runtime_info, schedule, send, transaction,
 };
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
@@ -63,6 +63,10 @@ impl RequestProcessor for BrokerProcessor {
                 Some(request.error(failure.code, failure.remark).into())
             }
         }
+    }
+
+    fn response_arrived(&self, context: &ConnectionContext, response: RemotingCommand) {
+        consumer_calls::answer_arrived(&self.shard, context.id, response);
     }
 
     fn connection_opened(&self, _context: &ConnectionContext) {
@@ -173,6 +177,9 @@ impl CallHandler for BrokerProcessor {
                 queues,
                 unlock,
             } => client_manage::queue_locks_here(&self.shard, &group, &client_id, &queues, unlock),
+            Call::AskConnection { id, command } => CallReply::ClientAnswer(
+                consumer_calls::ask_local_connection(&self.shard, id, command).await,
+            ),
             Call::ToConnection { id, command } => {
                 CallReply::Delivered(super::send_to_local_connection(&self.shard, id, command))
             }
@@ -288,6 +295,8 @@ impl BrokerProcessor {
             rc::GET_ALL_PRODUCER_INFO => inspect::all_producers(self, request),
             rc::QUERY_TOPIC_CONSUME_BY_WHO => inspect::consumed_by(self, request).await,
             rc::INVOKE_BROKER_TO_RESET_OFFSET => inspect::reset_offset(self, request).await,
+            rc::GET_CONSUMER_RUNNING_INFO => consumer_calls::running_info(self, request).await,
+            rc::CONSUME_MESSAGE_DIRECTLY => consumer_calls::consume_directly(self, request).await,
             rc::CLONE_GROUP_OFFSET => inspect::clone_group_offset(self, request).await,
             rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
                 groups::update_and_create(self, request).await

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod broker_config;
 pub mod client_manage;
+pub mod consumer_calls;
 mod dispatch;
 pub mod groups;
 pub mod inspect;

@@ -35,6 +35,9 @@ pub trait RequestProcessor: 'static {
 
     /// Called once when a connection has closed (after its last response).
     fn connection_closed(&self, _context: &ConnectionContext) {}
+
+    /// A response from the peer to a request the server sent it (matched by opaque).
+    fn response_arrived(&self, _context: &ConnectionContext, _response: RemotingCommand) {}
 }
 
 /// Part of a frame's body that is sent as it is, without being copied into the frame buffer:
@@ -229,8 +232,8 @@ async fn read_loop<P: RequestProcessor>(
                 }
             };
             if request.is_response() {
-                // Replies to server-initiated requests; none of ours expects one yet.
-                debug!(%peer, opaque = request.opaque, code = request.code, "unsolicited response dropped");
+                // A reply to a server-initiated request (GET_CONSUMER_RUNNING_INFO, ...).
+                processor.response_arrived(context, request);
                 continue;
             }
             last_request_ms = runtime::now_ms();

@@ -159,6 +159,9 @@ pub enum Call {
     /// Send a request (one-way) to one of the receiver's connections: a transaction check
     /// or a reply for a client connected there.
     ToConnection { id: u64, command: RemotingCommand },
+    /// Send a request to one of the receiver's client connections and wait for its answer
+    /// (`ClientAnswer`).
+    AskConnection { id: u64, command: RemotingCommand },
 }
 
 /// Admin work on a shard's committed offsets.
@@ -215,6 +218,8 @@ pub enum CallReply {
     Put(crate::store::PutResult),
     /// Whether a `ToConnection` request was queued on the connection.
     Delivered(bool),
+    /// A client's answer to `AskConnection`.
+    ClientAnswer(Result<RemotingCommand, Failure>),
     /// The target shard is gone (shutting down).
     Unavailable,
 }
@@ -363,6 +368,10 @@ pub struct Shard {
     pub pull_file_bytes: Cell<u64>,
     /// Connections open on this shard.
     pub open_connections: Cell<u64>,
+    /// Requests this shard sent to its client connections and awaits answers to, by
+    /// (connection id, opaque); at most `CLIENT_CALLS_MAX`.
+    pub client_calls: RefCell<HashMap<(u64, i32), LocalSender<RemotingCommand>>>,
+    pub next_client_opaque: Cell<i32>,
     /// Requests being processed (shutdown waits for them).
     pub in_flight: Cell<u64>,
     pub in_flight_drained: Watermark,
@@ -437,6 +446,8 @@ impl Shard {
             meter: RefCell::new(ShardMeter::default()),
             pull_file_bytes: Cell::new(0),
             open_connections: Cell::new(0),
+            client_calls: RefCell::new(HashMap::new()),
+            next_client_opaque: Cell::new(1),
             in_flight: Cell::new(0),
             in_flight_drained: Watermark::new(0),
             boot_ms: runtime::now_ms(),
