@@ -12,6 +12,7 @@ use thruster_protocol::FRAME_MAX_BYTES_DEFAULT;
 use crate::store::config::{PAGE_BYTES, SHARDS_MAX};
 use crate::store::consume_queue::ENTRY_BYTES as CQ_ENTRY_BYTES;
 use crate::store::{FlushMode, StoreConfig};
+use thruster_tuning::io_properties::{IoProperties, StoreIoSettings};
 
 /// `shardRequestMemoryBytes` unless configured.
 pub const SHARD_REQUEST_MEMORY_BYTES_DEFAULT: usize = 256 << 20;
@@ -124,6 +125,10 @@ pub struct BrokerConfig {
     /// CommitLog bytes each shard keeps in memory for tail reads (and before write-out);
     /// older data is read from the files (sendfile). `None`: the store's default.
     pub memory_window_bytes: Option<usize>,
+    /// The store's chunk size, writes in flight and group-commit target from
+    /// `<storePathRootDir>/io-properties.json` (`thruster-tune probe`); `None`: the store's
+    /// defaults. Set by [`BrokerConfig::load_io_properties`].
+    pub store_io: Option<StoreIoSettings>,
     /// `transactionTimeOut`: a half message is first checked this long after its birth (or
     /// after its own `CHECK_IMMUNITY_TIME_IN_SECONDS` when longer).
     pub transaction_timeout_ms: i64,
@@ -192,6 +197,7 @@ impl Default for BrokerConfig {
             io_memory_bytes: 2 << 20,
             shard_spin_before_park_us: 0,
             memory_window_bytes: None,
+            store_io: None,
             metrics_port: 0,
             metrics_bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             transaction_timeout_ms: 6_000,
@@ -518,8 +524,56 @@ impl BrokerConfig {
             delete_when: self.delete_when.clone(),
             disk_max_used_space_ratio: self.disk_max_used_space_ratio,
             memory_window_bytes: self.memory_window_bytes.unwrap_or(base.memory_window_bytes),
+            chunk_bytes: self.store_io.map_or(base.chunk_bytes, |io| io.chunk_bytes),
+            writes_in_flight_max: self
+                .store_io
+                .map_or(base.writes_in_flight_max, |io| io.writes_in_flight_max),
+            group_commit_bytes: self
+                .store_io
+                .map_or(base.group_commit_bytes, |io| io.group_commit_bytes),
             ..base
         }
+    }
+
+    /// Takes the store's I/O settings from `<storePathRootDir>/io-properties.json` when there is
+    /// one; a file that cannot be read or lacks the figures is an error (rerun the probe or
+    /// delete it). A chunk size the segments or the memory window cannot hold is left at the
+    /// default, with a warning.
+    pub fn load_io_properties(&mut self) -> Result<(), String> {
+        let dir = &self.store_path_root_dir;
+        let path = IoProperties::path_in(dir);
+        let Some(properties) = IoProperties::read(dir)? else {
+            tracing::info!(path = %path.display(), "no io-properties file: store I/O defaults");
+            return Ok(());
+        };
+        let mut io = properties
+            .store_settings()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = StoreConfig::new(dir);
+        let window = self.memory_window_bytes.unwrap_or(base.memory_window_bytes);
+        if !self
+            .mapped_file_size_commit_log
+            .is_multiple_of(io.chunk_bytes as u64)
+            || window < 2 * io.chunk_bytes
+        {
+            tracing::warn!(
+                chunk_bytes = io.chunk_bytes,
+                segment_bytes = self.mapped_file_size_commit_log,
+                memory_window_bytes = window,
+                "io-properties chunk size does not fit the segments or the memory window: \
+                 keeping the default"
+            );
+            io.chunk_bytes = base.chunk_bytes;
+        }
+        tracing::info!(
+            path = %path.display(),
+            chunk_bytes = io.chunk_bytes,
+            writes_in_flight_max = io.writes_in_flight_max,
+            group_commit_bytes = io.group_commit_bytes,
+            "store I/O settings from io-properties"
+        );
+        self.store_io = Some(io);
+        Ok(())
     }
 
     /// `<storePathRootDir>/config`: topics, offsets.

@@ -38,6 +38,12 @@ pub struct StoreConfig {
     pub prewrite_segments: bool,
     /// `flushDiskType`.
     pub flush_mode: FlushMode,
+    /// CommitLog writes in flight at once, in a flush and in the ASYNC_FLUSH write-out
+    /// (`commit_log::WRITES_IN_FLIGHT_MAX` unless `io-properties.json` says more).
+    pub writes_in_flight_max: usize,
+    /// SYNC_FLUSH: a group smaller than this lets already-runnable puts join it before its
+    /// flush starts (0: flush at once); from `io-properties.json`.
+    pub group_commit_bytes: u64,
     /// `flushIntervalCommitLog`.
     pub flush_interval_ms: u64,
     /// `flushCommitLogLeastPages` × [`PAGE_BYTES`]: under ASYNC_FLUSH, an interval's fdatasync
@@ -94,6 +100,8 @@ impl StoreConfig {
             memory_window_bytes: 64 << 20,
             prewrite_segments: false,
             flush_mode: FlushMode::Async,
+            writes_in_flight_max: crate::commit_log::WRITES_IN_FLIGHT_MAX,
+            group_commit_bytes: 0,
             flush_interval_ms: 500,
             flush_least_bytes: 4 * PAGE_BYTES,
             flush_thorough_interval_ms: 10_000,
@@ -159,6 +167,9 @@ impl StoreConfig {
                 "memory_window_bytes {} must hold at least two chunks of {} bytes",
                 self.memory_window_bytes, self.chunk_bytes
             ));
+        }
+        if self.writes_in_flight_max == 0 {
+            return Err("writes_in_flight_max must be positive".into());
         }
         if self.max_message_bytes as u64 + 8 > self.segment_bytes {
             return Err("max_message_bytes must fit in a segment".into());

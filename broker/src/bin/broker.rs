@@ -73,6 +73,7 @@ fn load_config(args: &Args) -> Result<BrokerConfig, String> {
         config.namesrv_addrs = parse_namesrv_addrs(addrs)?;
     }
     config.validate()?;
+    config.load_io_properties()?;
     for (key, applied) in unused {
         match applied {
             Applied::NotSupported => {

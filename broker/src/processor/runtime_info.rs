@@ -81,11 +81,27 @@ pub async fn runtime_info(processor: &BrokerProcessor, request: &RemotingCommand
     store_section(&mut info, shard, &total, &per_shard, &space, earliest_ms);
     broker_section(&mut info, &total);
     thruster_section(&mut info, shard, &total, &per_shard);
+    store_io_section(&mut info, shard);
     ha_section(&mut info, shard);
     Ok(request
         .success()
         .with_body(body::encode(&info.into_table()))
         .into())
+}
+
+/// The store I/O settings this broker took, and whether from `io-properties.json`
+/// (`thruster-tune probe`) or the defaults.
+fn store_io_section(info: &mut RuntimeInfo, shard: &Shard) {
+    let store = shard.config.store_config(0);
+    let source = if shard.config.store_io.is_some() {
+        "io-properties.json"
+    } else {
+        "defaults"
+    };
+    info.put("storeIoSettingsSource", source);
+    info.put("storeChunkBytes", store.chunk_bytes);
+    info.put("storeWritesInFlightMax", store.writes_in_flight_max);
+    info.put("storeGroupCommitBytes", store.group_commit_bytes);
 }
 
 /// The store's keys (`StoreStatsService`, `DefaultMessageStore`).

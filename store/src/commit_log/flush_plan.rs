@@ -22,6 +22,7 @@ use crate::runtime::{self, IoBuffer};
 /// 8 x 256 KiB / 2.5 ms; 32 in flight (8 MiB, an eighth of the default memory window) lifted
 /// the cap and cut window waits by 4, while raw writes are as fast at 8 as at 32. Segments
 /// are allocated ahead, so these writes never wait in io_uring's worker threads.
+/// The default of `StoreConfig::writes_in_flight_max` (`thruster-tune probe` may raise it).
 pub const WRITES_IN_FLIGHT_MAX: usize = 32;
 /// Coalesced group-commit write buffers kept for reuse, and the largest kept (a group can be as
 /// large as the memory window; keeping those would hold that much memory for good).
@@ -86,15 +87,20 @@ pub(super) enum FlushWrite {
 }
 
 impl FlushPlan {
-    /// Performs the writes (concurrently) and, for a sync plan, one fdatasync per segment
-    /// written since the last sync.
+    /// [`FlushPlan::execute_bounded`] with the default bound.
     pub async fn execute(&mut self) -> io::Result<()> {
+        self.execute_bounded(WRITES_IN_FLIGHT_MAX).await
+    }
+
+    /// Performs the writes (concurrently, about `writes_in_flight_max` at a time) and, for a
+    /// sync plan, one fdatasync per segment written since the last sync.
+    pub async fn execute_bounded(&mut self, writes_in_flight_max: usize) -> io::Result<()> {
         // A bounded number in flight: writes that extend a file queue up in io_uring's workers.
         let mut pending = std::mem::take(&mut self.writes)
             .into_iter()
             .map(FlushWrite::execute);
         loop {
-            let batch: Vec<_> = pending.by_ref().take(WRITES_IN_FLIGHT_MAX * 2).collect();
+            let batch: Vec<_> = pending.by_ref().take(writes_in_flight_max * 2).collect();
             if batch.is_empty() {
                 break;
             }
