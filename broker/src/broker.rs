@@ -227,6 +227,7 @@ async fn start_serving(
             first_connection_id: i as u64,
             connection_id_step: LISTENERS_MAX,
             request_memory: Some(request_memory.clone()),
+            idle_timeout_ms: Some(config.server_channel_max_idle_ms),
             ..ServerConfig::default()
         };
         let stop = shard.tasks.stop_signal();

@@ -91,6 +91,9 @@ pub struct BrokerConfig {
     pub flush_consumer_offset_interval_ms: u64,
     /// Client channels not refreshed by a heartbeat for this long are dropped.
     pub channel_expired_timeout_ms: u64,
+    /// `serverChannelMaxIdleTimeSeconds` (in ms here): a connection that completes no request
+    /// for this long is closed.
+    pub server_channel_max_idle_ms: u64,
     /// Reactors (shards); each owns some queues and one CommitLog shard.
     pub shards: usize,
     /// Pin shard `i` to CPU `i` (when there are enough CPUs).
@@ -192,6 +195,7 @@ impl Default for BrokerConfig {
             trace_on: true,
             flush_consumer_offset_interval_ms: 5_000,
             channel_expired_timeout_ms: 120_000,
+            server_channel_max_idle_ms: crate::remoting::IDLE_TIMEOUT_MS_DEFAULT,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pin_shards: true,
             io_memory_bytes: 2 << 20,
@@ -371,6 +375,13 @@ impl BrokerConfig {
                 self.flush_consumer_offset_interval_ms = parse(key, value)?
             }
             "channelExpiredTimeout" => self.channel_expired_timeout_ms = parse(key, value)?,
+            "serverChannelMaxIdleTimeSeconds" => {
+                let seconds: u64 = parse(key, value)?;
+                if seconds == 0 {
+                    return Err("serverChannelMaxIdleTimeSeconds must be at least 1".into());
+                }
+                self.server_channel_max_idle_ms = seconds * 1000;
+            }
             "shards" => {
                 self.shards = parse(key, value)?;
                 if self.shards == 0 || self.shards > SHARDS_MAX {

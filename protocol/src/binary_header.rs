@@ -18,7 +18,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use super::codes::LanguageCode;
 use super::command::{RemotingCommand, SerializeType};
 use super::error::CommandDecodeError;
-use super::ext_fields::ExtFields;
+use super::ext_fields::{ExtFields, EXT_FIELDS_MAX};
 
 /// Bytes of the fixed part: code 2 + language 1 + version 2 + opaque 4 + flag 4 + two lengths.
 pub const FIXED_BYTES: usize = 2 + 1 + 2 + 4 + 4 + 4 + 4;
@@ -80,7 +80,12 @@ pub fn decode(mut header: &[u8]) -> Result<RemotingCommand, CommandDecodeError> 
     }
     let mut ext = &header[..ext_bytes];
     let mut ext_fields = ExtFields::new();
+    let mut seen = 0usize;
     while ext.has_remaining() {
+        seen += 1;
+        if seen > EXT_FIELDS_MAX {
+            return Err(malformed(format!("more than {EXT_FIELDS_MAX} extFields")));
+        }
         if ext.len() < 2 {
             return Err(malformed("truncated extFields key length".into()));
         }
@@ -132,6 +137,22 @@ fn take_string(buf: &mut &[u8], length: usize, what: &str) -> Result<String, Com
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_with_more_than_the_field_limit_are_refused() {
+        let mut command = RemotingCommand::bare_request(10);
+        for i in 0..EXT_FIELDS_MAX {
+            command.ext_fields.insert(format!("k{i}"), "v");
+        }
+        let mut wire = BytesMut::new();
+        encode(&command, &mut wire);
+        assert_eq!(decode(&wire).unwrap().ext_fields.len(), EXT_FIELDS_MAX);
+        command.ext_fields.insert("one", "more");
+        let mut wire = BytesMut::new();
+        encode(&command, &mut wire);
+        let error = decode(&wire).unwrap_err().to_string();
+        assert!(error.contains("extFields"), "{error}");
+    }
 
     #[test]
     fn layout_is_byte_exact() {

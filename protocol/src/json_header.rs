@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::codes::LanguageCode;
 use super::command::{RemotingCommand, SerializeType};
 use super::error::CommandDecodeError;
-use super::ext_fields::ExtFields;
+use super::ext_fields::{ExtFields, EXT_FIELDS_MAX};
 use super::fastjson;
 
 #[derive(Deserialize)]
@@ -55,7 +55,14 @@ impl<'de> Deserialize<'de> for WireExtFields {
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
                 let mut fields = ExtFields::new();
+                let mut seen = 0usize;
                 while let Some((key, value)) = map.next_entry::<String, ExtText>()? {
+                    seen += 1;
+                    if seen > EXT_FIELDS_MAX {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {EXT_FIELDS_MAX} extFields"
+                        )));
+                    }
                     if let Some(value) = value.0 {
                         fields.insert(key, value);
                     }
@@ -237,6 +244,29 @@ mod tests {
             encoded(&error),
             r#"{"code":17,"flag":1,"language":"JAVA","opaque":42,"remark":"no \"topic\"\u0001","serializeTypeCurrentRPC":"JSON","version":409}"#
         );
+    }
+
+    #[test]
+    fn headers_with_more_than_the_field_limit_are_refused() {
+        let at_limit: String = (0..EXT_FIELDS_MAX)
+            .map(|i| format!("\"k{i}\":\"v\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let ok = format!(r#"{{"code":10,"extFields":{{{at_limit}}}}}"#);
+        assert_eq!(
+            decode(ok.as_bytes()).unwrap().ext_fields.len(),
+            EXT_FIELDS_MAX
+        );
+        let over = format!(r#"{{"code":10,"extFields":{{{at_limit},"one":"more"}}}}"#);
+        let error = decode(over.as_bytes()).unwrap_err().to_string();
+        assert!(error.contains("extFields"), "{error}");
+        // 100 000 fields (the header that once held a shard 15 s) are refused quickly.
+        let many: String = (0..100_000)
+            .map(|i| format!("\"k{i}\":\"v\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let huge = format!(r#"{{"code":10,"extFields":{{{many}}}}}"#);
+        assert!(decode(huge.as_bytes()).is_err());
     }
 
     #[test]

@@ -361,11 +361,91 @@ impl TcpListener {
     /// Binds `addr` with `SO_REUSEPORT`, so every shard of one broker can accept on the same
     /// port and the kernel spreads connections over them. The caller checks first that no
     /// other process holds the port (see `reserve_port`).
+    ///
+    /// `SO_REUSEADDR` too: the connections such a listener accepted inherit its options, and a
+    /// restarted broker's port check (which binds with `SO_REUSEADDR`, as std does) must not
+    /// collide with them while they sit in TIME-WAIT or FIN-WAIT-2 after a crash (without it a
+    /// restart on the same port failed for 60-75 s).
     pub fn bind_shared(addr: SocketAddr) -> io::Result<TcpListener> {
-        let inner = glommio::net::TcpListener::bind(addr)
-            .map_err(|e| io::Error::other(format!("binding {addr} (SO_REUSEPORT): {e}")))?;
-        Ok(TcpListener { inner })
+        let listener = bind_reusing(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("binding {addr} (SO_REUSEPORT): {e}")))?;
+        Ok(TcpListener::from_std(listener))
     }
+}
+
+/// A listening socket with `SO_REUSEADDR` and `SO_REUSEPORT`, backlog 1024.
+fn bind_reusing(addr: SocketAddr) -> io::Result<StdTcpListener> {
+    use std::os::fd::FromRawFd;
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain socket calls on a descriptor owned here; on any error it is closed (the
+    // `OwnedFd` drops) before returning.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            let rc = libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let (storage, len) = sockaddr_of(addr);
+        if libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::listen(fd, 1024) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(StdTcpListener::from(owned))
+    }
+}
+
+/// `addr` as a `sockaddr_storage` and its length.
+fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; the right variant is written into it.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
 
 /// Checks that `addr` is free by binding it without `SO_REUSEPORT` (which fails if anyone,

@@ -63,6 +63,12 @@ pub enum CqError {
         offset: u64,
         max: u64,
     },
+    #[error("queue {queue}: writing entry {offset}: {error}")]
+    Io {
+        queue: String,
+        offset: u64,
+        error: String,
+    },
 }
 
 /// A shard's ConsumeQueues, by topic then queue id, so that a lookup by `&str` neither
@@ -262,10 +268,10 @@ impl ConsumeQueue {
     pub fn put(&mut self, offset: u64, entry: CqEntry) -> Result<(), CqError> {
         if offset < self.max_offset {
             if offset >= self.min_offset {
-                self.write(offset, entry).map_err(|_| CqError::Gap {
+                self.write(offset, entry).map_err(|e| CqError::Io {
                     queue: format!("{}:{}", self.topic, self.queue_id),
                     offset,
-                    max: self.max_offset,
+                    error: e.to_string(),
                 })?;
             }
             return Ok(());
@@ -288,24 +294,34 @@ impl ConsumeQueue {
                         tags_code: 0,
                     },
                 )
-                .map_err(|_| CqError::Gap {
+                .map_err(|e| CqError::Io {
                     queue: format!("{}:{}", self.topic, self.queue_id),
                     offset,
-                    max: self.max_offset,
+                    error: e.to_string(),
                 })?;
             }
             self.min_offset = offset;
         }
-        self.write(offset, entry).map_err(|_| CqError::Gap {
+        self.write(offset, entry).map_err(|e| CqError::Io {
             queue: format!("{}:{}", self.topic, self.queue_id),
             offset,
-            max: self.max_offset,
+            error: e.to_string(),
         })?;
         self.max_offset = offset + 1;
         Ok(())
     }
 
     fn write(&mut self, offset: u64, entry: CqEntry) -> io::Result<()> {
+        let first = self.file_first(offset);
+        let (file, at) = self.slot(offset)?;
+        entry.encode(file.bytes_mut_range(at, ENTRY_BYTES as usize));
+        self.dirty.insert(first);
+        Ok(())
+    }
+
+    /// The file that holds `offset` (opened or created) and the entry's byte position in it,
+    /// with disk space reserved for the entry.
+    fn slot(&mut self, offset: u64) -> io::Result<(&mut MappedFile, usize)> {
         let first = self.file_first(offset);
         if !self.files.contains_key(&first) {
             let path = self.dir.join(format!("{:020}", first * ENTRY_BYTES));
@@ -319,9 +335,14 @@ impl ConsumeQueue {
         }
         let at = ((offset % self.entries_per_file) * ENTRY_BYTES) as usize;
         let file = self.files.get_mut(&first).expect("just inserted");
-        entry.encode(file.bytes_mut_range(at, ENTRY_BYTES as usize));
-        self.dirty.insert(first);
-        Ok(())
+        file.reserve(at + ENTRY_BYTES as usize)?;
+        Ok((file, at))
+    }
+
+    /// Makes sure the next entry can be written (its file open, its disk space allocated), so
+    /// a put that could not be dispatched is refused before its record is appended.
+    pub fn prepare_next(&mut self) -> io::Result<()> {
+        self.slot(self.max_offset).map(|_| ())
     }
 
     /// Removes trailing entries that reference commitlog bytes at or past `log_end` (data lost
@@ -357,8 +378,15 @@ impl ConsumeQueue {
             let first = self.file_first(last);
             if let Some(file) = self.files.get_mut(&first) {
                 let at = ((last % self.entries_per_file) * ENTRY_BYTES) as usize;
-                file.bytes_mut_range(at, ENTRY_BYTES as usize).fill(0);
-                self.dirty.insert(first);
+                // Without disk space for it the entry is not zeroed (it is past the queue's
+                // end regardless, and the next recovery cuts it again).
+                match file.reserve(at + ENTRY_BYTES as usize) {
+                    Ok(()) => {
+                        file.bytes_mut_range(at, ENTRY_BYTES as usize).fill(0);
+                        self.dirty.insert(first);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a cut ConsumeQueue entry left as it was"),
+                }
             }
             self.max_offset = last;
             removed += 1;

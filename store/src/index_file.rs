@@ -69,7 +69,10 @@ impl IndexFile {
         entries: u32,
         previous: Option<(u64, i64)>,
     ) -> io::Result<IndexFile> {
-        let map = MappedFile::open(storage, path, file_bytes(slots, entries), false)?;
+        let mut map = MappedFile::open(storage, path, file_bytes(slots, entries), false)?;
+        // The header and the hash slots (written anywhere) get their disk space now; entries
+        // are reserved as they are appended (`put`).
+        map.reserve(HEADER_BYTES + slots as usize * SLOT_BYTES)?;
         // A file that existed has its header; a new one (all zeros) gets it here.
         let existed = map.bytes()[..HEADER_BYTES].iter().any(|b| *b != 0);
         let mut file = IndexFile {
@@ -150,11 +153,14 @@ impl IndexFile {
         u32::from_be_bytes(self.map.bytes()[at..at + 4].try_into().expect("4 bytes"))
     }
 
-    /// Indexes `key` for the record at `phys_offset`; false when the file is full.
-    pub fn put(&mut self, key: &str, phys_offset: u64, store_timestamp: i64) -> bool {
+    /// Indexes `key` for the record at `phys_offset`; false when the file is full, an error
+    /// when the file system has no room for the entry (nothing written).
+    pub fn put(&mut self, key: &str, phys_offset: u64, store_timestamp: i64) -> io::Result<bool> {
         if self.is_full() {
-            return false;
+            return Ok(false);
         }
+        self.map
+            .reserve(self.entry_at(self.index_count) + ENTRY_BYTES)?;
         let hash = key_hash(key);
         let slot = hash % self.slots;
         let slot_at = self.slot_at(slot);
@@ -188,7 +194,7 @@ impl IndexFile {
         self.end_phy_offset = phys_offset;
         self.end_timestamp = store_timestamp;
         self.write_header();
-        true
+        Ok(true)
     }
 
     /// Whether the file's time range overlaps `[begin, end]`.
@@ -319,7 +325,10 @@ impl IndexService {
             full_key.push_str(topic);
             full_key.push('#');
             full_key.push_str(key);
-            if !self.current()?.put(full_key, phys_offset, store_timestamp) {
+            if !self
+                .current()?
+                .put(full_key, phys_offset, store_timestamp)?
+            {
                 let file = self.files.last().expect("current() created one");
                 let previous = Some((file.end_phy_offset, file.end_timestamp));
                 self.open_next(previous)?;
@@ -327,7 +336,7 @@ impl IndexService {
                     full_key,
                     phys_offset,
                     store_timestamp,
-                );
+                )?;
                 debug_assert!(ok);
             }
         }
@@ -451,9 +460,9 @@ mod tests {
         let path = dir.path().join("20260101000000000");
         let mut file = IndexFile::open(&Storage::Real, &path, 4, 16, None).unwrap();
         let t0 = 1_700_000_000_000;
-        assert!(file.put("T#a", 100, t0));
-        assert!(file.put("T#b", 200, t0 + 1_500));
-        assert!(file.put("T#a", 300, t0 + 3_000));
+        assert!(file.put("T#a", 100, t0).unwrap());
+        assert!(file.put("T#b", 200, t0 + 1_500).unwrap());
+        assert!(file.put("T#a", 300, t0 + 3_000).unwrap());
         let mut out = Vec::new();
         file.query("T#a", t0, t0 + 10_000, 10, &mut out);
         assert_eq!(out, vec![300, 100]);

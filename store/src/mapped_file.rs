@@ -28,9 +28,16 @@ use crate::storage::Storage;
 /// is written and read in order with the kernel's readahead as usual.
 const NO_READAHEAD_HEAD_BYTES: usize = 64 << 10;
 
+/// Space is allocated ahead of the writes in steps of this many bytes (`reserve`): a write
+/// through the map into a hole of a full file system kills the process with SIGBUS, an
+/// `fallocate` that finds no space is an error the store can answer with.
+pub const ALLOCATE_STEP_BYTES: u64 = 1 << 20;
+
 pub struct MappedFile {
     path: PathBuf,
     backing: Backing,
+    /// Bytes from the start known to have disk blocks (`reserve`): writes stay below it.
+    allocated_bytes: u64,
     /// Directories whose entries this open created (the file's own, and any directory
     /// `create_dir_all` made for it), deepest first: fsynced with the file's first sync, so a
     /// synced file cannot lose its name at a power loss. Emptied when a sync handle takes them.
@@ -63,6 +70,9 @@ impl MappedFile {
                 Ok(MappedFile {
                     path: path.to_owned(),
                     backing: Backing::Sim(mapped),
+                    // The simulated disk has no holes to fault on (ENOSPC is injected into its
+                    // writes instead).
+                    allocated_bytes: size_bytes,
                     // Simulated directories have no entries of their own: the file's name is
                     // the only one to make durable.
                     unsynced_dirs: if created {
@@ -139,6 +149,8 @@ impl MappedFile {
                 file: Arc::new(file),
                 map,
             },
+            // Unknown for a file that existed (allocating an allocated range again is cheap).
+            allocated_bytes: 0,
             unsynced_dirs,
         })
     }
@@ -156,9 +168,69 @@ impl MappedFile {
         }
     }
 
-    /// The `len` bytes at `offset`, to be written (the only way to write the file).
+    /// Makes sure the file has disk blocks for its first `end` bytes, allocating up to the
+    /// next `ALLOCATE_STEP_BYTES` boundary (at most the file's size). ENOSPC and friends come
+    /// back as errors naming the file; writes below `end` then cannot fault.
+    pub fn reserve(&mut self, end: usize) -> io::Result<()> {
+        let end = end as u64;
+        if end <= self.allocated_bytes {
+            return Ok(());
+        }
+        let (file, map) = match &self.backing {
+            Backing::Mmap { file, map } => (file, map),
+            #[cfg(test)]
+            Backing::Sim(_) => return Ok(()),
+        };
+        let size = map.len() as u64;
+        assert!(
+            end <= size,
+            "reserve past the end of {}",
+            self.path.display()
+        );
+        let target = end
+            .div_ceil(ALLOCATE_STEP_BYTES)
+            .saturating_mul(ALLOCATE_STEP_BYTES)
+            .min(size);
+        use std::os::fd::AsRawFd;
+        let from = self.allocated_bytes;
+        // SAFETY: a valid descriptor; the range lies within the file's size.
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                0,
+                from as libc::off_t,
+                (target - from) as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            let error = io::Error::last_os_error();
+            // A file system without fallocate (rare) keeps the old behaviour: nothing to
+            // reserve with.
+            if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!(
+                        "allocating {}..{target} of {}: {error}",
+                        from,
+                        self.path.display()
+                    ),
+                ));
+            }
+        }
+        self.allocated_bytes = target;
+        Ok(())
+    }
+
+    /// The `len` bytes at `offset`, to be written (the only way to write the file); they must
+    /// have been `reserve`d.
     #[inline]
     pub fn bytes_mut_range(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        debug_assert!(
+            (offset + len) as u64 <= self.allocated_bytes,
+            "write to {} at {offset}+{len} past its reserved {} bytes",
+            self.path.display(),
+            self.allocated_bytes
+        );
         match &mut self.backing {
             Backing::Mmap { map, .. } => &mut map[offset..offset + len],
             #[cfg(test)]

@@ -152,6 +152,15 @@ impl MessageStore {
             ),
             false => None,
         };
+        if let Some(q) = queue.as_deref_mut() {
+            // Its entry's disk space first: a put the ConsumeQueue cannot take (ENOSPC) is
+            // refused before its record is in the log.
+            q.prepare_next().map_err(|e| {
+                Retry::Refused(PutStatus::ServiceNotAvailable(format!(
+                    "disk full or failing: {e}"
+                )))
+            })?;
+        }
         let queue_offset = queue.as_ref().map_or(0, |q| q.max_offset());
         let store_timestamp = runtime::now_ms();
         let (start, ()) = self

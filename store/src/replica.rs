@@ -252,7 +252,12 @@ impl MessageStore {
             ),
             false => None,
         };
-        if let Some(q) = &queue {
+        if let Some(q) = queue.as_deref_mut() {
+            q.prepare_next().map_err(|e| {
+                Retry::Refused(crate::PutStatus::ServiceNotAvailable(format!(
+                    "disk full or failing: {e}"
+                )))
+            })?;
             if q.max_offset() != decoded.queue_offset as u64 {
                 return Err(Retry::Refused(crate::PutStatus::ServiceNotAvailable(
                     format!(

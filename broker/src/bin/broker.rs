@@ -257,7 +257,9 @@ fn bind_ha_listeners(
     listens: &ShardListens,
     free_ports: bool,
 ) -> Result<Vec<Option<std::net::TcpListener>>, String> {
-    if config.broker_role == BrokerRole::Slave {
+    // A slave takes no slaves; one broker name over several shards cannot be replicated (shard
+    // i pairs with shard i), so it listens for none either.
+    if config.broker_role == BrokerRole::Slave || (!config.broker_per_shard && config.shards > 1) {
         return Ok((0..config.shards).map(|_| None).collect());
     }
     let mut out = Vec::with_capacity(config.shards);

@@ -27,7 +27,16 @@ pub struct ServerConfig {
     pub connections_max: usize,
     pub first_connection_id: u64,
     pub connection_id_step: u64,
+    /// A connection that completes no request for this long is closed (RocketMQ's
+    /// `serverChannelMaxIdleTimeSeconds`, 120 s): idle peers, and peers that dribble a frame
+    /// without ever finishing it, give their socket and buffers back. `None`: never.
+    pub idle_timeout_ms: Option<u64>,
 }
+
+/// `serverChannelMaxIdleTimeSeconds` unless configured: RocketMQ's 120 s. Clients heartbeat
+/// every 30 s, brokers register every 30 s, slaves report every 5 s, and a long poll holds at
+/// most 25 s, so only dead or hostile peers reach it.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 120_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -39,6 +48,7 @@ impl Default for ServerConfig {
             connections_max: 16 * 1024,
             first_connection_id: 0,
             connection_id_step: 1,
+            idle_timeout_ms: Some(IDLE_TIMEOUT_MS_DEFAULT),
         }
     }
 }

@@ -16,7 +16,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use thruster_protocol::{
     decode_frame, encode, encode_head, response_code, RemotingCommand, SerializeType,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::config::{RequestMemory, ServerConfig};
 use crate::runtime::{
@@ -147,6 +147,7 @@ pub async fn serve_connection<P: RequestProcessor>(
         processor.clone(),
         budget,
         config.frame_max_bytes,
+        config.idle_timeout_ms,
     );
     // The writer runs as its own task so a slow peer never blocks request processing.
     let (writer_done_tx, writer_done_rx) = runtime::bounded_channel::<()>(1);
@@ -197,10 +198,14 @@ async fn read_loop<P: RequestProcessor>(
     processor: Rc<P>,
     budget: RequestBudget,
     frame_max_bytes: usize,
+    idle_timeout_ms: Option<u64>,
 ) {
     let peer = context.peer;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    // Only a whole request counts as activity: a peer dribbling bytes of a frame it never
+    // finishes is as idle as a silent one.
+    let mut last_request_ms = runtime::now_ms();
     loop {
         loop {
             let buffered_bytes = buf.len();
@@ -231,6 +236,7 @@ async fn read_loop<P: RequestProcessor>(
                 processor.response_arrived(context, request);
                 continue;
             }
+            last_request_ms = runtime::now_ms();
             let frame_bytes = buffered_bytes - buf.len();
             let Some(permit) = budget.admit(frame_bytes).await else {
                 return;
@@ -254,10 +260,25 @@ async fn read_loop<P: RequestProcessor>(
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
-        match stream.read(&mut chunk).await {
-            Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(error) => {
+        let read = match idle_timeout_ms {
+            None => Some(stream.read(&mut chunk).await),
+            Some(idle_ms) => {
+                let left_ms = (last_request_ms + idle_ms as i64 - runtime::now_ms()).max(0);
+                runtime::timeout(
+                    std::time::Duration::from_millis(left_ms as u64),
+                    stream.read(&mut chunk),
+                )
+                .await
+            }
+        };
+        match read {
+            None => {
+                info!(%peer, idle_ms = idle_timeout_ms, buffered_bytes = buf.len(), "no request within the idle timeout: closing the connection");
+                return;
+            }
+            Some(Ok(0)) => return,
+            Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Some(Err(error)) => {
                 debug!(%peer, %error, "read failed");
                 return;
             }

@@ -7,7 +7,7 @@ pub mod connection;
 pub mod failure;
 pub mod server;
 
-pub use config::{RequestMemory, ServerConfig};
+pub use config::{RequestMemory, ServerConfig, IDLE_TIMEOUT_MS_DEFAULT};
 pub use connection::{BodyPart, ConnectionContext, Reply, RequestProcessor};
 pub use failure::Failure;
 pub use server::serve;
