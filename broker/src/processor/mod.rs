@@ -19,6 +19,7 @@ pub mod reply;
 pub mod runtime_info;
 pub mod schedule;
 pub mod send;
+pub mod timer;
 pub mod transaction;
 
 use std::rc::Rc;
