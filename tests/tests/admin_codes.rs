@@ -85,3 +85,87 @@ fn query_consume_queue_lists_entries_and_what_a_group_accepts() {
     );
     assert_eq!(offsets, [0, 1, 2]);
 }
+
+#[test]
+fn consumer_status_asks_each_consumer_for_its_offsets() {
+    use thruster_client::protocol::body::admin::GetConsumerStatusBody;
+    use thruster_client::protocol::body::heartbeat::MessageQueue;
+    use thruster_client::protocol::header::admin::TopicGroupRequestHeader;
+    let broker = ServerProcess::standalone_broker(1);
+    let addr = broker.listening[1].1;
+    let mut admin = Client::connect(addr);
+    admin.create_topic("Statused", 1);
+    // A consumer on its own connection that answers GET_CONSUMER_STATUS_FROM_CLIENT.
+    let mut consumer = Client::connect(addr);
+    let heartbeat = HeartbeatData {
+        client_id: "status-client".into(),
+        consumer_data_set: vec![ConsumerData {
+            group_name: "StatusGroup".into(),
+            consume_type: "CONSUME_PASSIVELY".into(),
+            message_model: "CLUSTERING".into(),
+            consume_from_where: "CONSUME_FROM_FIRST_OFFSET".into(),
+            subscription_data_set: vec![SubscriptionData {
+                topic: "Statused".into(),
+                sub_string: "*".into(),
+                expression_type: "TAG".into(),
+                ..SubscriptionData::default()
+            }],
+            unit_mode: false,
+        }],
+        ..HeartbeatData::default()
+    };
+    let registered = consumer.invoke(
+        RemotingCommand::request(rc::HEART_BEAT, &EmptyHeader {})
+            .with_body(body::encode(&heartbeat)),
+    );
+    assert_eq!(registered.code, response_code::SUCCESS);
+    let queue = MessageQueue {
+        topic: "Statused".into(),
+        broker_name: "whatever".into(),
+        queue_id: 0,
+    };
+    let answering = queue.clone();
+    let answerer = std::thread::spawn(move || loop {
+        let request = consumer
+            .read_command()
+            .unwrap()
+            .expect("the broker's request");
+        if request.code != rc::GET_CONSUMER_STATUS_FROM_CLIENT {
+            continue; // NOTIFY_CONSUMER_IDS_CHANGED and the like
+        }
+        assert_eq!(request.ext_fields.get("group"), Some("StatusGroup"));
+        let mut answer = GetConsumerStatusBody::default();
+        answer.message_queue_table.insert(answering.clone(), 42);
+        let response = request
+            .response_to(response_code::SUCCESS, None)
+            .with_body(answer.encode());
+        consumer.send(&response).unwrap();
+        return consumer;
+    });
+    let status = admin.invoke(RemotingCommand::request(
+        rc::INVOKE_BROKER_TO_GET_CONSUMER_STATUS,
+        &TopicGroupRequestHeader {
+            topic: "Statused".into(),
+            group: "StatusGroup".into(),
+            client_addr: None,
+        },
+    ));
+    assert_eq!(status.code, response_code::SUCCESS, "{:?}", status.remark);
+    let body = GetConsumerStatusBody::decode(&status.body).unwrap();
+    assert_eq!(body.consumer_table["status-client"][&queue], 42);
+    drop(answerer.join().unwrap());
+    // A group nobody is in: refused with a reason.
+    let nobody = admin.invoke(RemotingCommand::request(
+        rc::INVOKE_BROKER_TO_GET_CONSUMER_STATUS,
+        &TopicGroupRequestHeader {
+            topic: "Statused".into(),
+            group: "Empty".into(),
+            client_addr: None,
+        },
+    ));
+    assert_eq!(nobody.code, response_code::SYSTEM_ERROR);
+    assert!(nobody
+        .remark
+        .unwrap_or_default()
+        .contains("No Any Consumer online"));
+}

@@ -299,6 +299,9 @@ impl BrokerProcessor {
             rc::GET_ALL_PRODUCER_INFO => inspect::all_producers(self, request),
             rc::QUERY_TOPIC_CONSUME_BY_WHO => inspect::consumed_by(self, request).await,
             rc::INVOKE_BROKER_TO_RESET_OFFSET => inspect::reset_offset(self, request).await,
+            rc::INVOKE_BROKER_TO_GET_CONSUMER_STATUS => {
+                consumer_calls::consumer_status(self, request).await
+            }
             rc::GET_CONSUMER_RUNNING_INFO => consumer_calls::running_info(self, request).await,
             rc::CONSUME_MESSAGE_DIRECTLY => consumer_calls::consume_directly(self, request).await,
             rc::DELETE_EXPIRED_COMMITLOG | rc::CLEAN_EXPIRED_CONSUMEQUEUE => {
