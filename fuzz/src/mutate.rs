@@ -8,7 +8,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -19,7 +19,7 @@ impl Rng {
 
     /// 0..n (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -48,7 +48,7 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>], out: &mut Vec<u8>) {
         }
         1 if len > 0 => {
             let at = rng.below(len);
-            out[at] = rng.next() as u8;
+            out[at] = rng.next_u64() as u8;
         }
         2 if len >= 4 => {
             let at = rng.below(len - 3);
@@ -58,7 +58,7 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>], out: &mut Vec<u8>) {
         3 => {
             let at = rng.below(len + 1);
             let n = 1 + rng.below(16);
-            let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             out.splice(at..at, bytes);
         }
         4 if len > 0 => {
