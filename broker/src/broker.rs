@@ -254,6 +254,7 @@ async fn start_serving(
     if shard.ha.slave().is_none() {
         crate::processor::schedule::spawn_delivery(processor.clone());
         crate::processor::transaction::spawn_check(processor.clone());
+        crate::processor::timer::spawn_wheel(processor.clone());
     }
     spawn_client_scanner(shard.clone(), config.channel_expired_timeout_ms);
     if shard.id == 0 {

@@ -145,6 +145,11 @@ pub struct BrokerConfig {
     /// `storeReplyMessageEnable`: a reply is also stored in its reply topic (besides being
     /// pushed to the requester).
     pub store_reply_message_enable: bool,
+    /// `timerWheelEnable`: serve timer messages (`TIMER_DELIVER_MS` / `TIMER_DELAY_SEC` /
+    /// `TIMER_DELAY_MS`); `false` refuses them as RocketMQ 5 does.
+    pub timer_wheel_enable: bool,
+    /// `timerMaxDelaySec`: a timer message due further ahead is refused (MESSAGE_ILLEGAL).
+    pub timer_max_delay_sec: u64,
 }
 
 impl Default for BrokerConfig {
@@ -209,6 +214,8 @@ impl Default for BrokerConfig {
             transaction_check_interval_ms: 60_000,
             reject_transaction_message: false,
             store_reply_message_enable: true,
+            timer_wheel_enable: true,
+            timer_max_delay_sec: 3 * 24 * 3600,
             shard_request_memory_bytes: SHARD_REQUEST_MEMORY_BYTES_DEFAULT,
             broker_per_shard: true,
             shard_port_step: 10,
@@ -425,6 +432,8 @@ impl BrokerConfig {
             }
             "rejectTransactionMessage" => self.reject_transaction_message = parse(key, value)?,
             "storeReplyMessageEnable" => self.store_reply_message_enable = parse(key, value)?,
+            "timerWheelEnable" => self.timer_wheel_enable = parse(key, value)?,
+            "timerMaxDelaySec" => self.timer_max_delay_sec = parse(key, value)?,
             _ if NOT_SUPPORTED_KEYS.contains(&key) => return Ok(Applied::NotSupported),
             _ => return Ok(Applied::Unknown),
         }

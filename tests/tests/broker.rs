@@ -287,8 +287,9 @@ fn parked_pulls_leave_no_mark_behind_and_are_answered_at_shutdown() {
             .parse()
             .unwrap()
     };
-    // The delayed-delivery loops wait on their schedule queues all along.
-    let levels = 18;
+    // The delayed-delivery loops (18 levels) and the timer wheel's (24 levels) wait on their
+    // queues all along.
+    let levels = 18 + 24;
     assert!(wait_until(Duration::from_secs(10), || waited_on(
         &mut setup
     ) == levels));

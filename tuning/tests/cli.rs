@@ -497,3 +497,33 @@ fn probe_with_a_small_budget_writes_valid_io_properties() {
     ]);
     assert!(!output.status.success());
 }
+
+/// `thruster-tune` as an unprivileged user: nobody when the tests run as root.
+fn tune_unprivileged(args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_thruster-tune"));
+    command.args(args);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        command.uid(65534).gid(65534);
+    }
+    command.output().expect("running thruster-tune")
+}
+
+#[test]
+fn apply_and_undo_on_the_real_host_refuse_without_root() {
+    let state = tempfile::tempdir().unwrap();
+    let state_file = state.path().join("applied.json");
+    let before = std::fs::read_to_string("/proc/sys/vm/swappiness").ok();
+    for command in ["apply", "undo"] {
+        let output = tune_unprivileged(&[command, "--state", state_file.to_str().unwrap()]);
+        assert!(!output.status.success(), "{command}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("takes root"), "{command}: {stderr}");
+    }
+    assert!(!state_file.exists());
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/swappiness").ok(),
+        before
+    );
+}

@@ -22,6 +22,8 @@ pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
 pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 /// Decisions about half messages (op records), one queue per shard.
 pub const TRANS_OP_HALF_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+/// Timer messages waiting in the wheel, one queue per level (`processor::timer`).
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 /// Half messages checked `transactionCheckMax` times without an answer.
 pub const TRANS_CHECK_MAX_TIME_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
 /// Queue count limit of one topic (each queue is a ConsumeQueue directory).
@@ -328,6 +330,7 @@ pub fn whole_on_every_shard(topic: &str) -> bool {
         || topic == TRANS_HALF_TOPIC
         || topic == TRANS_OP_HALF_TOPIC
         || topic == TRANS_CHECK_MAX_TIME_TOPIC
+        || topic == TIMER_TOPIC
         || topic == AUTO_CREATE_TOPIC_KEY_TOPIC
         || topic.starts_with(RETRY_GROUP_TOPIC_PREFIX)
         || topic.starts_with(DLQ_GROUP_TOPIC_PREFIX)

@@ -11,6 +11,7 @@ pub mod consumer_calls;
 mod dispatch;
 pub mod groups;
 pub mod inspect;
+pub mod maintenance;
 pub mod offsets;
 pub mod pull;
 pub mod query;
@@ -18,6 +19,7 @@ pub mod reply;
 pub mod runtime_info;
 pub mod schedule;
 pub mod send;
+pub mod timer;
 pub mod transaction;
 
 use std::rc::Rc;

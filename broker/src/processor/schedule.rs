@@ -29,6 +29,9 @@ use crate::runtime;
 use crate::shard::{Call, CallReply, Shard};
 use crate::store::{PutMessage, PutResult, PutStatus};
 
+/// Stored records a "was it stored already" look-up reads (copies of one message share its
+/// UNIQ_KEY, and so may other messages with the same key).
+const ALREADY_STORED_LOOKUP_MAX: usize = 64;
 /// Internal group whose "consumer offsets" are the delivery progress of each level's queue.
 pub const SCHEDULE_PROGRESS_GROUP: &str = "%SCHEDULE_PROGRESS%";
 /// How long a level's loop waits before retrying a delivery the store refused.
@@ -123,6 +126,61 @@ pub fn progress(shard: &Shard) -> Vec<(i32, i64, u64)> {
             ))
         })
         .collect()
+}
+
+/// Whether `message` (made from the stored record `source`) is stored already in its queue: a
+/// record there with `source`'s UNIQ_KEY that `matches`, stored since `source` was born. Asked
+/// of the queue's owner's index (a crash may have kept a move without its progress).
+pub async fn already_stored(
+    processor: &BrokerProcessor,
+    message: &PutMessage,
+    source: &message::DecodedRecord,
+    matches: impl Fn(&message::DecodedRecord) -> bool,
+) -> bool {
+    let Some(key) =
+        message::find_property(&source.properties, property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
+    else {
+        return false;
+    };
+    let shard = &processor.shard;
+    let owner = shard.owner_of(&message.topic, message.queue_id);
+    // The index keeps store times in whole seconds from its file's start: a second earlier.
+    let begin_ms = source.born_timestamp.min(source.store_timestamp) - 1_000;
+    let records = if owner == shard.id {
+        shard
+            .store
+            .query_by_key(
+                &message.topic,
+                key,
+                ALREADY_STORED_LOOKUP_MAX,
+                begin_ms,
+                i64::MAX,
+            )
+            .await
+            .map(|(records, _, _)| records)
+            .unwrap_or_default()
+    } else {
+        let call = Call::QueryByKey {
+            topic: message.topic.clone(),
+            key: key.to_owned(),
+            max_num: ALREADY_STORED_LOOKUP_MAX,
+            begin_ms,
+            end_ms: i64::MAX,
+        };
+        match shard.call(processor, owner, call).await {
+            CallReply::Records { records, .. } => records,
+            _ => Vec::new(),
+        }
+    };
+    records
+        .iter()
+        .filter_map(|bytes| decode_record(bytes, false).ok())
+        .any(|r| {
+            r.topic == message.topic
+                && message::find_property(&r.properties, property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
+                    == Some(key)
+                && matches(&r)
+        })
 }
 
 /// Starts the delivery loop of every level whose schedule queue this shard owns.

@@ -13,10 +13,11 @@ use thruster_protocol::header::send::{
 use thruster_protocol::message::{self, offset_msg_id, property, PROPERTY_SEPARATOR};
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 
-use super::{schedule, transaction, BrokerProcessor, Handled};
+use super::{schedule, timer, transaction, BrokerProcessor, Handled};
 use crate::ha::state::SyncOutcome;
 use crate::meta::topic_config::validate_topic_name;
 use crate::remoting::{ConnectionContext, Failure};
+use crate::runtime;
 use crate::shard::Shard;
 use crate::store::{PutMessage, PutResult, PutStatus};
 
@@ -123,11 +124,11 @@ async fn store_decoded(
     check_writeable(shard, &topic)?;
     let delay = schedule::delay_level(properties);
     let messages = messages_to_put(shard, request, &header, properties, delay, peer)?;
-    if delay.is_none()
+    let timed = delay.is_none()
         && messages
             .iter()
-            .any(|m| schedule::timer_requested(&m.properties))
-    {
+            .any(|m| schedule::timer_requested(&m.properties));
+    if timed && !shard.config.timer_wheel_enable {
         return Err(Failure::new(
             response_code::SYSTEM_ERROR,
             schedule::TIMER_NOT_ENABLED,
@@ -136,7 +137,20 @@ async fn store_decoded(
     let started = std::time::Instant::now();
     let count = messages.len() as u64;
     let reconsume_times = header.reconsume_times.unwrap_or(0);
-    let result = if transaction::is_prepared(properties, reconsume_times, delay.is_some()) {
+    let result = if timed {
+        // Waits in the timer wheel (possibly on another shard) until due.
+        let [message] = <[PutMessage; 1]>::try_from(messages).map_err(|_| {
+            Failure::new(
+                response_code::MESSAGE_ILLEGAL,
+                "a batch cannot carry timer messages",
+            )
+        })?;
+        let max_delay_sec = shard.config.timer_max_delay_sec;
+        match timer::to_timer(message.clone(), runtime::now_ms(), max_delay_sec)? {
+            Some(timed) => schedule::put_anywhere(processor, timed).await,
+            None => shard.store.put(message).await,
+        }
+    } else if transaction::is_prepared(properties, reconsume_times, delay.is_some()) {
         // Stored as a half message of this shard, invisible until committed.
         let [message] = <[PutMessage; 1]>::try_from(messages).map_err(|_| {
             Failure::new(

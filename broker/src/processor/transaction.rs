@@ -42,7 +42,7 @@ use thruster_protocol::message::{
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::{debug, error, info, warn};
 
-use super::schedule::{put_anywhere, without};
+use super::schedule::{already_stored, put_anywhere, without};
 use super::{send_to_connection, BrokerProcessor, Handled};
 use crate::meta::topic_config::{
     TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC,
@@ -50,7 +50,7 @@ use crate::meta::topic_config::{
 use crate::meta::transactions::{Lookup, Pending, TransactionTable};
 use crate::remoting::Failure;
 use crate::runtime;
-use crate::shard::{Call, CallReply, Shard};
+use crate::shard::Shard;
 use crate::store::{PutMessage, PutResult, PutStatus};
 
 /// Internal group whose consumer offsets are the transaction cursors (`MixAll`'s name).
@@ -62,9 +62,6 @@ const RECOVERY_BATCH: usize = 256;
 /// How long a decision waits for a check of the same message to finish its copy.
 const BUSY_WAIT_MAX: Duration = Duration::from_secs(3);
 const BUSY_POLL: Duration = Duration::from_millis(2);
-/// Stored records a "was it stored already" look-up reads (copies of one message share its
-/// UNIQ_KEY, and so may other messages with the same key).
-const ALREADY_STORED_LOOKUP_MAX: usize = 64;
 
 /// Whether a send is a prepared (half) transactional message: `TRAN_MSG=true`, except a
 /// retried message of a pre-4.6.1 client, which kept the property (RocketMQ's rule).
@@ -379,57 +376,6 @@ fn stored_or_failure(result: PutResult) -> Result<(), Failure> {
             Err(Failure::new(response_code::SERVICE_NOT_AVAILABLE, remark))
         }
     }
-}
-
-/// Whether `message` (made from the half record `half`) is stored already in its queue: a
-/// record there with the same UNIQ_KEY that `matches`. Asked of the queue's owner's index.
-async fn already_stored(
-    processor: &BrokerProcessor,
-    message: &PutMessage,
-    half: &DecodedRecord,
-    matches: impl Fn(&DecodedRecord) -> bool,
-) -> bool {
-    let Some(key) = find_property(&half.properties, property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX) else {
-        return false;
-    };
-    let shard = &processor.shard;
-    let owner = shard.owner_of(&message.topic, message.queue_id);
-    let begin_ms = half.born_timestamp.min(half.store_timestamp);
-    let records = if owner == shard.id {
-        shard
-            .store
-            .query_by_key(
-                &message.topic,
-                key,
-                ALREADY_STORED_LOOKUP_MAX,
-                begin_ms,
-                i64::MAX,
-            )
-            .await
-            .map(|(records, _, _)| records)
-            .unwrap_or_default()
-    } else {
-        let call = Call::QueryByKey {
-            topic: message.topic.clone(),
-            key: key.to_owned(),
-            max_num: ALREADY_STORED_LOOKUP_MAX,
-            begin_ms,
-            end_ms: i64::MAX,
-        };
-        match shard.call(processor, owner, call).await {
-            CallReply::Records { records, .. } => records,
-            _ => Vec::new(),
-        }
-    };
-    records
-        .iter()
-        .filter_map(|bytes| decode_record(bytes, false).ok())
-        .any(|r| {
-            r.topic == message.topic
-                && find_property(&r.properties, property::UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
-                    == Some(key)
-                && matches(&r)
-        })
 }
 
 /// Stores the op record of a decided (or given up) message and stops waiting for it.
