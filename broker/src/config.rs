@@ -660,7 +660,9 @@ pub fn parse_delay_levels(text: &str) -> Result<Vec<u64>, String> {
     let levels: Vec<u64> = text
         .split_whitespace()
         .map(|item| {
-            let (number, unit) = item.split_at(item.len().saturating_sub(1));
+            // The unit is the last character (not byte: "1é" must be an error, not a panic).
+            let unit_at = item.char_indices().last().map_or(0, |(at, _)| at);
+            let (number, unit) = item.split_at(unit_at);
             let factor = match unit {
                 "s" => 1_000,
                 "m" => 60_000,
@@ -813,6 +815,10 @@ mod tests {
             (1_000, 60_000, 7_200_000)
         );
         assert!(parse_delay_levels("1x").is_err());
+        assert!(
+            parse_delay_levels("1é 2€").is_err(),
+            "multi-byte units are errors, not panics"
+        );
         assert!(parse_delay_levels("").is_err());
     }
 

@@ -163,7 +163,23 @@ pub fn alloc_io_buffer(size_bytes: usize) -> IoBuffer {
     glommio::allocate_dma_buffer(size_bytes)
 }
 
-/// Runs blocking work (msync, statvfs, directory fsync) on the reactor's helper thread so the
+/// Helper threads per reactor (its blocking pool). Sends of file ranges may take all but one
+/// (`SENDFILE_SLOTS`), so a peer that stops reading can never hold up the file work
+/// (fdatasync of ConsumeQueues, checkpoints, directory syncs) that the last one is kept for.
+pub const HELPER_THREADS: usize = 4;
+/// File-range sends in flight per reactor.
+pub const SENDFILE_SLOTS: usize = HELPER_THREADS - 1;
+const _: () = assert!(SENDFILE_SLOTS >= 1 && SENDFILE_SLOTS < HELPER_THREADS);
+/// A file-range send whose peer reads nothing for this long fails (the connection closes):
+/// a consumer that stops reading holds a send slot at most this long.
+pub const SENDFILE_STALL_MS_MAX: u64 = 10_000;
+
+thread_local! {
+    static SENDFILE_PERMITS: std::rc::Rc<Semaphore> =
+        std::rc::Rc::new(Semaphore::new(SENDFILE_SLOTS as u64));
+}
+
+/// Runs blocking work (msync, statvfs, directory fsync) on the reactor's helper threads so the
 /// reactor keeps serving.
 pub async fn spawn_blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
     glommio::executor().spawn_blocking(work).await
@@ -522,8 +538,10 @@ pub type FileRange = (std::sync::Arc<std::fs::File>, u64, usize);
 
 /// Sends `ranges` in order to the socket with sendfile(2): the data goes from the page cache
 /// to the socket without passing through user space. sendfile blocks (glommio sockets are not
-/// driven by readiness), so all of a reply's ranges go in one call on the reactor's helper
-/// thread, never on the reactor itself.
+/// driven by readiness), so all of a reply's ranges go in one call on a helper thread, never
+/// on the reactor itself; at most `SENDFILE_SLOTS` such calls run at once (the last helper
+/// thread stays for file work), and one whose peer reads nothing for `SENDFILE_STALL_MS_MAX`
+/// fails.
 ///
 /// `socket_fd` is the stream's descriptor (`socket_fd`); the caller keeps the stream open and
 /// writes nothing else to it until this completes.
@@ -531,6 +549,12 @@ pub async fn send_file_ranges(
     socket_fd: std::os::fd::RawFd,
     ranges: Vec<FileRange>,
 ) -> io::Result<()> {
+    // One of the helper threads stays free for file work whatever the peers do.
+    let permits = SENDFILE_PERMITS.with(|p| p.clone());
+    let _permit = permits
+        .acquire_static_permit(1)
+        .await
+        .map_err(|e| io::Error::other(format!("sendfile slots: {e}")))?;
     spawn_blocking(move || {
         for (file, pos, len) in ranges {
             sendfile_all(socket_fd, &file, pos, len)?;
@@ -550,12 +574,14 @@ fn sendfile_all(
     let file_fd = file.as_raw_fd();
     let mut offset = pos as libc::off_t;
     let end = pos + len as u64;
+    let mut last_progress = std::time::Instant::now();
     while (offset as u64) < end {
         let remaining = (end - offset as u64) as usize;
         // SAFETY: both fds are open for the duration (the caller keeps the socket, and the
         // file is borrowed); `offset` is a valid pointer.
         let sent = unsafe { libc::sendfile(socket_fd, file_fd, &mut offset, remaining) };
         if sent > 0 {
+            last_progress = std::time::Instant::now();
             continue;
         }
         if sent == 0 {
@@ -568,13 +594,21 @@ fn sendfile_all(
         match error.kind() {
             io::ErrorKind::Interrupted => continue,
             io::ErrorKind::WouldBlock => {
+                let stalled_ms = last_progress.elapsed().as_millis() as u64;
+                if stalled_ms >= SENDFILE_STALL_MS_MAX {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("sendfile: the peer read nothing for {stalled_ms} ms"),
+                    ));
+                }
                 let mut poll = libc::pollfd {
                     fd: socket_fd,
                     events: libc::POLLOUT,
                     revents: 0,
                 };
+                let wait_ms = (SENDFILE_STALL_MS_MAX - stalled_ms).min(1_000) as i32;
                 // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut poll, 1, 1_000) };
+                unsafe { libc::poll(&mut poll, 1, wait_ms) };
             }
             _ => return Err(io::Error::new(error.kind(), format!("sendfile: {error}"))),
         }
@@ -643,7 +677,8 @@ where
     };
     let mut builder = LocalExecutorBuilder::new(placement)
         .name(&config.name)
-        .io_memory(config.io_memory_bytes);
+        .io_memory(config.io_memory_bytes)
+        .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(HELPER_THREADS));
     if config.spin_before_park_us > 0 {
         builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
     }

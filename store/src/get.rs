@@ -82,6 +82,25 @@ impl MessageStore {
             .map(ConsumeQueue::min_offset)
     }
 
+    /// Up to `count` ConsumeQueue entries of a queue from `index` (QUERY_CONSUME_QUEUE), with
+    /// the queue's min and max offsets; `None` for an unknown queue.
+    pub fn queue_entries(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        index: u64,
+        count: usize,
+    ) -> Option<(u64, u64, Vec<crate::consume_queue::CqEntry>)> {
+        let queues = self.queues.borrow();
+        let queue = queues.get(topic, queue_id)?;
+        let max = visible_max_offset(queue, self.visible.get());
+        let entries = (index..max)
+            .take(count)
+            .map_while(|offset| queue.get(offset))
+            .collect();
+        Some((queue.min_offset(), max, entries))
+    }
+
     /// Queues this store has.
     pub fn queue_ids(&self) -> Vec<(String, i32)> {
         self.queues.borrow().ids()

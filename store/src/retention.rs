@@ -20,15 +20,26 @@ const PASS_INTERVAL: Duration = Duration::from_secs(10);
 impl MessageStore {
     /// One retention pass: refuse or accept writes by disk usage, delete expired segments.
     pub async fn enforce_retention(&self, now_ms: i64, hour_of_day: u32) -> io::Result<()> {
-        let probe = self.disk_usage.borrow().clone();
-        let used = runtime::spawn_blocking(move || probe()).await?;
-        self.note_disk_usage(used);
         let at_delete_hour = self
             .config
             .delete_when
             .split(';')
             .filter_map(|h| h.trim().parse::<u32>().ok())
             .any(|h| h == hour_of_day);
+        self.retention_pass(now_ms, at_delete_hour).await
+    }
+
+    /// A retention pass now that deletes expired segments (and the queue and index files
+    /// below the new log start) whatever the hour: DELETE_EXPIRED_COMMITLOG and
+    /// CLEAN_EXPIRED_CONSUMEQUEUE, as Java's `executeDeleteFilesManually`.
+    pub async fn delete_expired_now(&self, now_ms: i64) -> io::Result<()> {
+        self.retention_pass(now_ms, true).await
+    }
+
+    async fn retention_pass(&self, now_ms: i64, at_delete_hour: bool) -> io::Result<()> {
+        let probe = self.disk_usage.borrow().clone();
+        let used = runtime::spawn_blocking(move || probe()).await?;
+        self.note_disk_usage(used);
         // As RocketMQ: past diskMaxUsedSpaceRatio expired files go at any hour; past
         // diskSpaceCleanForciblyRatio the oldest go even unexpired (one per pass here).
         let space_to_delete = used >= self.config.disk_max_used_space_ratio;

@@ -297,3 +297,70 @@ fn a_full_disk_refuses_sends_never_kills_the_broker_and_loses_nothing_acknowledg
     assert!(lost.is_empty(), "acknowledged then lost: {lost:?}");
     drop(broker);
 }
+
+#[test]
+fn a_consumer_that_never_reads_stalls_only_itself() {
+    // A small memory window: the backlog is read from the files (sendfile).
+    let ns = namesrv();
+    let settings = [
+        "memoryWindowBytes=4194304",
+        "mappedFileSizeCommitLog=8388608",
+    ];
+    let mut broker = ServerProcess::broker(ns.addr, 1, &settings);
+    let mut client = Client::connect(broker.addr);
+    client.create_topic("Cold", 1);
+    let body = "c".repeat(16 * 1024);
+    for i in 0..1024 {
+        assert_eq!(
+            send(&mut client, "Cold", 0, &format!("{i}-{body}")),
+            response_code::SUCCESS
+        );
+    }
+    // Cold pulls from the start of the queue, by a well-behaved reader: the baseline.
+    // (A pull from disk carries at most 64 KiB, RocketMQ's cold transfer limit.)
+    let cold_pulls = |reader: &mut Client| {
+        let started = Instant::now();
+        let mut offset = 0;
+        for _ in 0..64 {
+            let response = reader.invoke(thruster_tests::wire::pull_request("Cold", 0, offset, 0));
+            assert_eq!(response.code, response_code::SUCCESS);
+            let records = thruster_client::protocol::message::decode_records(&response.body, true)
+                .expect("records");
+            assert!(!records.is_empty());
+            offset += records.len() as i64;
+        }
+        started.elapsed()
+    };
+    let mut reader = Client::connect(broker.addr);
+    let baseline = cold_pulls(&mut reader);
+    // The hostile consumer: pipelines cold pulls and never reads an answer.
+    let mut hostile = Client::connect(broker.addr);
+    for i in 0..64 {
+        let request = thruster_tests::wire::pull_request("Cold", 0, (i % 32) * 32, 0);
+        hostile
+            .send(&request.with_opaque(10_000 + i as i32))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500)); // let its answers fill the socket buffers
+    let during = cold_pulls(&mut reader);
+    assert!(
+        during <= baseline * 2 + Duration::from_millis(500),
+        "cold pulls took {during:?} beside the stalled consumer, {baseline:?} before"
+    );
+    // Sends keep going, and a segment rolls (8 MiB segments; 16 MiB more).
+    for i in 0..1024 {
+        assert_eq!(
+            send(&mut client, "Cold", 0, &format!("more-{i}-{body}")),
+            response_code::SUCCESS
+        );
+    }
+    // A stop drains in its bound although the stalled consumer still holds its socket.
+    let started = Instant::now();
+    assert!(broker.stop_gracefully(), "clean stop:\n{}", broker.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    drop(hostile);
+}

@@ -148,3 +148,60 @@ fn every_java_key_is_reported_and_counters_follow_the_traffic() {
     );
     assert!((1.3..=2.05).contains(&seen), "20 sends over ~10 s: {seen}");
 }
+
+#[test]
+fn expired_commit_log_segments_go_when_asked() {
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let broker = ServerProcess::broker(
+        namesrv.addr,
+        1,
+        &[
+            "mappedFileSizeCommitLog=1048576",
+            "maxMessageSize=262144",
+            "fileReservedTime=0",
+            "deleteWhen=99",
+        ],
+    );
+    let mut client = Client::connect(broker.addr);
+    client.create_topic("Expiring", 1);
+    let body = vec![b'x'; 100 << 10];
+    for _ in 0..40 {
+        send_v2(
+            &mut client,
+            "Expiring",
+            0,
+            encode_properties([("TAGS", "t")]),
+            &body,
+        );
+    }
+    let min = |client: &mut Client| -> u64 {
+        runtime_info(client)["commitLogMinOffset"].parse().unwrap()
+    };
+    assert_eq!(
+        min(&mut client),
+        0,
+        "nothing deleted before the request (deleteWhen=99 never comes)"
+    );
+    let response = client.invoke(RemotingCommand::request(
+        thruster_client::protocol::request_code::DELETE_EXPIRED_COMMITLOG,
+        &thruster_client::protocol::header::EmptyHeader {},
+    ));
+    assert_eq!(
+        response.code,
+        response_code::SUCCESS,
+        "{:?}",
+        response.remark
+    );
+    let after = min(&mut client);
+    assert!(
+        after >= 1 << 20,
+        "whole expired segments deleted: min offset {after}"
+    );
+    // What is left is still readable from the new start.
+    let pulled = client.invoke(pull_request("Expiring", 0, 0, 0));
+    assert!(
+        [response_code::SUCCESS, response_code::PULL_OFFSET_MOVED].contains(&pulled.code),
+        "{}",
+        pulled.code
+    );
+}

@@ -1,14 +1,16 @@
 //! Requests the broker forwards to a consumer and answers with the consumer's own answer:
 //! GET_CONSUMER_RUNNING_INFO (307) and CONSUME_MESSAGE_DIRECTLY (309), as Java's
-//! `callConsumer`. The request goes to the consumer's connection on whichever shard serves it
+//! `callConsumer`, and INVOKE_BROKER_TO_GET_CONSUMER_STATUS (223), which asks every consumer of
+//! a group for its offsets (GET_CONSUMER_STATUS_FROM_CLIENT). The request goes to the consumer's connection on whichever shard serves it
 //! (`Call::AskConnection`); the answer comes back through that connection's reader
 //! (`RequestProcessor::response_arrived`), matched by (connection, opaque).
 
 use std::time::Duration;
 
-use thruster_protocol::header::admin::ConsumerClientRequestHeader;
+use thruster_protocol::body::admin::GetConsumerStatusBody;
+use thruster_protocol::header::admin::{ConsumerClientRequestHeader, TopicGroupRequestHeader};
 use thruster_protocol::message::decode_offset_msg_id;
-use thruster_protocol::{response_code, LanguageCode, RemotingCommand};
+use thruster_protocol::{request_code as rc, response_code, LanguageCode, RemotingCommand};
 
 use super::{BrokerProcessor, Handled};
 use crate::meta::clients::ConnKey;
@@ -19,8 +21,8 @@ use crate::store::config::shard_of_offset;
 
 /// Answers the broker waits for at once on one shard; past it a call is refused.
 pub const CLIENT_CALLS_MAX: usize = 1024;
-/// How long a consumer has to answer (Java's admin timeout is shorter than a client's 30 s).
-const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a consumer has to answer (Java's `invokeSync` timeout for these calls).
+const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends `command` to this shard's connection `id` and waits for the answer.
 pub async fn ask_local_connection(
@@ -188,4 +190,57 @@ pub async fn consume_directly(processor: &BrokerProcessor, request: &RemotingCom
         &client_id,
     )
     .await
+}
+
+/// INVOKE_BROKER_TO_GET_CONSUMER_STATUS: each online consumer of the group (only the one whose
+/// client id is `clientAddr`, when given, as Java reads it) is asked for its offsets in the
+/// topic; the answer maps client id to its table. Consumers that fail to answer are left out.
+pub async fn consumer_status(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let header: TopicGroupRequestHeader = request.decode_header()?;
+    let members = processor
+        .shard
+        .clients
+        .borrow()
+        .consumer_members(&header.group)
+        .map(|(_, members)| members)
+        .unwrap_or_default();
+    if members.is_empty() {
+        return Err(Failure::system(format!(
+            "No Any Consumer online in the consumer group: [{}]",
+            header.group
+        )));
+    }
+    let only = header.client_addr.as_deref().filter(|c| !c.is_empty());
+    let mut status = GetConsumerStatusBody::default();
+    for member in members {
+        if only.is_some_and(|id| id != member.client_id) {
+            continue;
+        }
+        let ask = RemotingCommand::request(
+            rc::GET_CONSUMER_STATUS_FROM_CLIENT,
+            &TopicGroupRequestHeader {
+                client_addr: None,
+                ..header.clone()
+            },
+        );
+        match ask_connection(processor, member.conn, ask).await {
+            Ok(answer) if answer.code == response_code::SUCCESS => {
+                match GetConsumerStatusBody::decode(&answer.body) {
+                    Ok(body) => {
+                        status
+                            .consumer_table
+                            .insert(member.client_id, body.message_queue_table);
+                    }
+                    Err(error) => tracing::debug!(%error, "consumer status unreadable"),
+                }
+            }
+            Ok(answer) => {
+                tracing::debug!(code = answer.code, client = %member.client_id, "consumer status refused")
+            }
+            Err(failure) => {
+                tracing::debug!(remark = %failure.remark, client = %member.client_id, "consumer status not answered")
+            }
+        }
+    }
+    Ok(request.success().with_body(status.encode()).into())
 }

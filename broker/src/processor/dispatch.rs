@@ -9,8 +9,8 @@ use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::warn;
 
 use super::{
-    admin, broker_config, client_manage, consumer_calls, groups, inspect, offsets, pull, query,
-    reply, runtime_info, schedule, send, transaction,
+    admin, broker_config, client_manage, consumer_calls, groups, inspect, maintenance, offsets,
+    pull, query, reply, runtime_info, schedule, send, transaction,
 };
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
@@ -177,6 +177,9 @@ impl CallHandler for BrokerProcessor {
                 queues,
                 unlock,
             } => client_manage::queue_locks_here(&self.shard, &group, &client_id, &queues, unlock),
+            Call::DeleteExpiredFiles => {
+                CallReply::Done(maintenance::delete_expired_here(&self.shard).await)
+            }
             Call::AskConnection { id, command } => CallReply::ClientAnswer(
                 consumer_calls::ask_local_connection(&self.shard, id, command).await,
             ),
@@ -232,7 +235,8 @@ impl BrokerProcessor {
             | rc::GET_MAX_OFFSET
             | rc::GET_MIN_OFFSET
             | rc::SEARCH_OFFSET_BY_TIMESTAMP
-            | rc::GET_EARLIEST_MSG_STORETIME => {
+            | rc::GET_EARLIEST_MSG_STORETIME
+            | rc::QUERY_CONSUME_QUEUE => {
                 // All these headers name the queue with `topic` and `queueId`.
                 let topic = request.ext_fields.get("topic").unwrap_or_default();
                 let queue_id: i32 = request
@@ -295,8 +299,14 @@ impl BrokerProcessor {
             rc::GET_ALL_PRODUCER_INFO => inspect::all_producers(self, request),
             rc::QUERY_TOPIC_CONSUME_BY_WHO => inspect::consumed_by(self, request).await,
             rc::INVOKE_BROKER_TO_RESET_OFFSET => inspect::reset_offset(self, request).await,
+            rc::INVOKE_BROKER_TO_GET_CONSUMER_STATUS => {
+                consumer_calls::consumer_status(self, request).await
+            }
             rc::GET_CONSUMER_RUNNING_INFO => consumer_calls::running_info(self, request).await,
             rc::CONSUME_MESSAGE_DIRECTLY => consumer_calls::consume_directly(self, request).await,
+            rc::DELETE_EXPIRED_COMMITLOG | rc::CLEAN_EXPIRED_CONSUMEQUEUE => {
+                maintenance::delete_expired(self, request).await
+            }
             rc::CLONE_GROUP_OFFSET => inspect::clone_group_offset(self, request).await,
             rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
                 groups::update_and_create(self, request).await
@@ -350,6 +360,7 @@ impl BrokerProcessor {
             rc::GET_MIN_OFFSET => offsets::min_offset(self, request),
             rc::SEARCH_OFFSET_BY_TIMESTAMP => offsets::search_by_timestamp(self, request).await,
             rc::GET_EARLIEST_MSG_STORETIME => offsets::earliest_store_time(self, request).await,
+            rc::QUERY_CONSUME_QUEUE => inspect::query_consume_queue(self, request),
             rc::VIEW_MESSAGE_BY_ID => query::view_message_by_id(self, request).await,
             rc::CONSUMER_SEND_MSG_BACK => schedule::send_back(self, request).await,
             rc::END_TRANSACTION => transaction::end_owned(self, request).await,

@@ -12,15 +12,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use thruster_protocol::body::admin::{
-    Connection, ConsumeStats, ConsumeStatsList, ConsumerConnection, GroupList, OffsetWrapper,
-    ProducerConnection, ProducerInfo, ProducerTableInfo, QueryConsumeTimeSpanBody, QueueTimeSpan,
-    ResetOffsetBody, TopicOffset, TopicStatsTable,
+    Connection, ConsumeQueueData, ConsumeStats, ConsumeStatsList, ConsumerConnection, GroupList,
+    OffsetWrapper, ProducerConnection, ProducerInfo, ProducerTableInfo,
+    QueryConsumeQueueResponseBody, QueryConsumeTimeSpanBody, QueueTimeSpan, ResetOffsetBody,
+    TopicOffset, TopicStatsTable,
 };
 use thruster_protocol::body::{self, MessageQueue, TopicConfig};
 use thruster_protocol::header::admin::{
     CloneGroupOffsetRequestHeader, ConsumerGroupRequestHeader, GetConsumeStatsRequestHeader,
-    ProducerGroupRequestHeader, ResetOffsetRequestHeader, TopicGroupRequestHeader,
-    TopicRequestHeader,
+    ProducerGroupRequestHeader, QueryConsumeQueueRequestHeader, ResetOffsetRequestHeader,
+    TopicGroupRequestHeader, TopicRequestHeader,
 };
 use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use tracing::{debug, info};
@@ -537,4 +538,57 @@ pub fn offsets_here(shard: &Shard, work: OffsetAdmin) -> CallReply {
                 .map_err(|full| Failure::system(full.to_string())),
         ),
     }
+}
+
+/// Entries QUERY_CONSUME_QUEUE returns at most.
+const QUERY_CONSUME_QUEUE_COUNT_MAX: usize = 1024;
+
+/// QUERY_CONSUME_QUEUE (321), on the queue's owner: raw ConsumeQueue entries from `index`, and
+/// with `consumerGroup` the group's subscription and whether each entry's tag passes it.
+pub fn query_consume_queue(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let header: QueryConsumeQueueRequestHeader = request.decode_header()?;
+    let shard = &processor.shard;
+    let count = (header.count.max(0) as usize).min(QUERY_CONSUME_QUEUE_COUNT_MAX);
+    let Some((min, max, entries)) = shard.store.queue_entries(
+        &header.topic,
+        header.queue_id,
+        header.index.max(0) as u64,
+        count,
+    ) else {
+        return Err(Failure::system(format!(
+            "{}@{} is not exist!",
+            header.queue_id, header.topic
+        )));
+    };
+    let mut body = QueryConsumeQueueResponseBody {
+        max_queue_index: max as i64,
+        min_queue_index: min as i64,
+        ..QueryConsumeQueueResponseBody::default()
+    };
+    let mut filter = None;
+    if let Some(group) = &header.consumer_group {
+        let subscription = shard
+            .clients
+            .borrow()
+            .consumer_group(group)
+            .and_then(|g| g.subscriptions.get(&header.topic).cloned());
+        match &subscription {
+            Some(data) => filter = Some(super::pull::TagFilter::from_expression(&data.sub_string)),
+            None => {
+                body.filter_data = Some(format!("{group}@{} is not online!", header.topic));
+            }
+        }
+        body.subscription_data = subscription;
+    }
+    body.queue_data = entries
+        .iter()
+        .map(|entry| ConsumeQueueData {
+            physic_offset: entry.phys_offset as i64,
+            physic_size: entry.size as i32,
+            tags_code: entry.tags_code,
+            eval: filter.as_ref().is_some_and(|f| f.accepts(entry.tags_code)),
+            ..ConsumeQueueData::default()
+        })
+        .collect();
+    Ok(request.success().with_body(body::encode(&body)).into())
 }

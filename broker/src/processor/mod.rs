@@ -11,6 +11,7 @@ pub mod consumer_calls;
 mod dispatch;
 pub mod groups;
 pub mod inspect;
+pub mod maintenance;
 pub mod offsets;
 pub mod pull;
 pub mod query;

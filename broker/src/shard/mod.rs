@@ -137,6 +137,8 @@ pub enum Call {
     },
     /// Delete a topic (shard 0 only).
     DeleteTopic(String),
+    /// Delete expired files now (`Done`).
+    DeleteExpiredFiles,
     /// Stored records matching a key in the receiver's index.
     QueryByKey {
         topic: String,

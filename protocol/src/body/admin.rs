@@ -117,6 +117,52 @@ impl ResetOffsetBody {
     }
 }
 
+/// `GetConsumerStatusBody`: a client's answer to GET_CONSUMER_STATUS_FROM_CLIENT fills
+/// `message_queue_table` (its offsets); the broker's answer to INVOKE_BROKER_TO_GET_CONSUMER_STATUS
+/// fills `consumer_table` (client id -> its table).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GetConsumerStatusBody {
+    #[serde(deserialize_with = "consumer_tables")]
+    pub consumer_table: BTreeMap<String, BTreeMap<MessageQueue, i64>>,
+    #[serde(deserialize_with = "fastjson::object_keys::deserialize")]
+    pub message_queue_table: BTreeMap<MessageQueue, i64>,
+}
+
+fn consumer_tables<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, BTreeMap<MessageQueue, i64>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Table(
+        #[serde(deserialize_with = "fastjson::object_keys::deserialize")]
+        BTreeMap<MessageQueue, i64>,
+    );
+    let tables = BTreeMap::<String, Table>::deserialize(deserializer)?;
+    Ok(tables.into_iter().map(|(k, t)| (k, t.0)).collect())
+}
+
+impl GetConsumerStatusBody {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = String::from("{\"consumerTable\":{");
+        for (i, (client, table)) in self.consumer_table.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(client).expect("a string"));
+            out.push(':');
+            fastjson::write_object_key_map(&mut out, table);
+        }
+        out.push_str("},\"messageQueueTable\":");
+        fastjson::write_object_key_map(&mut out, &self.message_queue_table);
+        out.push('}');
+        out.into_bytes()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<GetConsumerStatusBody, BodyError> {
+        decode_lenient("consumer status", body)
+    }
+}
+
 /// `Connection`: one client connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -357,6 +403,21 @@ mod tests {
             total_diff: 11,
         };
         assert_eq!(ConsumeStatsList::decode(&list.encode()).unwrap(), list);
+
+        let mut status = GetConsumerStatusBody::default();
+        status.message_queue_table.insert(mq(1), 7);
+        status
+            .consumer_table
+            .insert("client-a".into(), [(mq(2), 9)].into_iter().collect());
+        let text = String::from_utf8(status.encode()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"consumerTable":{"client-a":{{"brokerName":"b","queueId":2,"topic":"T"}:9}},"messageQueueTable":{{"brokerName":"b","queueId":1,"topic":"T"}:7}}"#
+        );
+        assert_eq!(
+            GetConsumerStatusBody::decode(text.as_bytes()).unwrap(),
+            status
+        );
     }
 
     #[test]

@@ -1,0 +1,171 @@
+//! Admin request codes thruster-admin does not send, driven frame by frame: QUERY_CONSUME_QUEUE
+//! (mqadmin queryCq) decoded with RocketMQ's field names.
+
+use thruster_client::protocol::body::admin::QueryConsumeQueueResponseBody;
+use thruster_client::protocol::body::heartbeat::{ConsumerData, HeartbeatData, SubscriptionData};
+use thruster_client::protocol::body::{self, decode_lenient};
+use thruster_client::protocol::header::admin::QueryConsumeQueueRequestHeader;
+use thruster_client::protocol::header::EmptyHeader;
+use thruster_client::protocol::message::encode_properties;
+use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
+use thruster_tests::wire::send_v2;
+use thruster_tests::{Client, ServerProcess};
+
+fn query(client: &mut Client, group: Option<&str>, index: i64, count: i32) -> RemotingCommand {
+    client.invoke(RemotingCommand::request(
+        rc::QUERY_CONSUME_QUEUE,
+        &QueryConsumeQueueRequestHeader {
+            topic: "Queued".into(),
+            queue_id: 0,
+            index,
+            count,
+            consumer_group: group.map(str::to_owned),
+        },
+    ))
+}
+
+#[test]
+fn query_consume_queue_lists_entries_and_what_a_group_accepts() {
+    let broker = ServerProcess::standalone_broker(1);
+    let mut client = Client::connect(broker.listening[1].1);
+    client.create_topic("Queued", 1);
+    let mut offsets = Vec::new();
+    for tag in ["A", "B", "A"] {
+        let sent = send_v2(
+            &mut client,
+            "Queued",
+            0,
+            encode_properties([("TAGS", tag)]),
+            b"body",
+        );
+        offsets.push(sent.queue_offset);
+    }
+    let heartbeat = HeartbeatData {
+        client_id: "cq-client".into(),
+        consumer_data_set: vec![ConsumerData {
+            group_name: "OnlyA".into(),
+            consume_type: "CONSUME_ACTIVELY".into(),
+            message_model: "CLUSTERING".into(),
+            consume_from_where: "CONSUME_FROM_FIRST_OFFSET".into(),
+            subscription_data_set: vec![SubscriptionData {
+                topic: "Queued".into(),
+                sub_string: "A".into(),
+                expression_type: "TAG".into(),
+                ..SubscriptionData::default()
+            }],
+            unit_mode: false,
+        }],
+        ..HeartbeatData::default()
+    };
+    let registered = client.invoke(
+        RemotingCommand::request(rc::HEART_BEAT, &EmptyHeader {})
+            .with_body(body::encode(&heartbeat)),
+    );
+    assert_eq!(registered.code, response_code::SUCCESS);
+
+    let answer = query(&mut client, Some("OnlyA"), 0, 10);
+    assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    let body: QueryConsumeQueueResponseBody = decode_lenient("cq", &answer.body).unwrap();
+    assert_eq!((body.min_queue_index, body.max_queue_index), (0, 3));
+    assert_eq!(body.subscription_data.unwrap().sub_string, "A");
+    let evals: Vec<bool> = body.queue_data.iter().map(|e| e.eval).collect();
+    assert_eq!(evals, [true, false, true], "tag A passes, tag B does not");
+    assert!(body
+        .queue_data
+        .windows(2)
+        .all(|w| w[1].physic_offset > w[0].physic_offset));
+    assert!(body.queue_data.iter().all(|e| e.physic_size > 4));
+    // From an index, at most `count`; an unknown group is reported, not an error.
+    let answer = query(&mut client, Some("Nobody"), 1, 1);
+    let body: QueryConsumeQueueResponseBody = decode_lenient("cq", &answer.body).unwrap();
+    assert_eq!(body.queue_data.len(), 1);
+    assert_eq!(
+        body.filter_data.as_deref(),
+        Some("Nobody@Queued is not online!")
+    );
+    assert_eq!(offsets, [0, 1, 2]);
+}
+
+#[test]
+fn consumer_status_asks_each_consumer_for_its_offsets() {
+    use thruster_client::protocol::body::admin::GetConsumerStatusBody;
+    use thruster_client::protocol::body::heartbeat::MessageQueue;
+    use thruster_client::protocol::header::admin::TopicGroupRequestHeader;
+    let broker = ServerProcess::standalone_broker(1);
+    let addr = broker.listening[1].1;
+    let mut admin = Client::connect(addr);
+    admin.create_topic("Statused", 1);
+    // A consumer on its own connection that answers GET_CONSUMER_STATUS_FROM_CLIENT.
+    let mut consumer = Client::connect(addr);
+    let heartbeat = HeartbeatData {
+        client_id: "status-client".into(),
+        consumer_data_set: vec![ConsumerData {
+            group_name: "StatusGroup".into(),
+            consume_type: "CONSUME_PASSIVELY".into(),
+            message_model: "CLUSTERING".into(),
+            consume_from_where: "CONSUME_FROM_FIRST_OFFSET".into(),
+            subscription_data_set: vec![SubscriptionData {
+                topic: "Statused".into(),
+                sub_string: "*".into(),
+                expression_type: "TAG".into(),
+                ..SubscriptionData::default()
+            }],
+            unit_mode: false,
+        }],
+        ..HeartbeatData::default()
+    };
+    let registered = consumer.invoke(
+        RemotingCommand::request(rc::HEART_BEAT, &EmptyHeader {})
+            .with_body(body::encode(&heartbeat)),
+    );
+    assert_eq!(registered.code, response_code::SUCCESS);
+    let queue = MessageQueue {
+        topic: "Statused".into(),
+        broker_name: "whatever".into(),
+        queue_id: 0,
+    };
+    let answering = queue.clone();
+    let answerer = std::thread::spawn(move || loop {
+        let request = consumer
+            .read_command()
+            .unwrap()
+            .expect("the broker's request");
+        if request.code != rc::GET_CONSUMER_STATUS_FROM_CLIENT {
+            continue; // NOTIFY_CONSUMER_IDS_CHANGED and the like
+        }
+        assert_eq!(request.ext_fields.get("group"), Some("StatusGroup"));
+        let mut answer = GetConsumerStatusBody::default();
+        answer.message_queue_table.insert(answering.clone(), 42);
+        let response = request
+            .response_to(response_code::SUCCESS, None)
+            .with_body(answer.encode());
+        consumer.send(&response).unwrap();
+        return consumer;
+    });
+    let status = admin.invoke(RemotingCommand::request(
+        rc::INVOKE_BROKER_TO_GET_CONSUMER_STATUS,
+        &TopicGroupRequestHeader {
+            topic: "Statused".into(),
+            group: "StatusGroup".into(),
+            client_addr: None,
+        },
+    ));
+    assert_eq!(status.code, response_code::SUCCESS, "{:?}", status.remark);
+    let body = GetConsumerStatusBody::decode(&status.body).unwrap();
+    assert_eq!(body.consumer_table["status-client"][&queue], 42);
+    drop(answerer.join().unwrap());
+    // A group nobody is in: refused with a reason.
+    let nobody = admin.invoke(RemotingCommand::request(
+        rc::INVOKE_BROKER_TO_GET_CONSUMER_STATUS,
+        &TopicGroupRequestHeader {
+            topic: "Statused".into(),
+            group: "Empty".into(),
+            client_addr: None,
+        },
+    ));
+    assert_eq!(nobody.code, response_code::SYSTEM_ERROR);
+    assert!(nobody
+        .remark
+        .unwrap_or_default()
+        .contains("No Any Consumer online"));
+}
