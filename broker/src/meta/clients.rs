@@ -394,6 +394,13 @@ impl ClientTable {
         Some((consumers, members))
     }
 
+    /// The members of a consumer group (none for a group nobody is in).
+    pub fn consumers_of(&self, group: &str) -> Vec<Member> {
+        self.consumer_members(group)
+            .map(|(_, members)| members)
+            .unwrap_or_default()
+    }
+
     /// The members of a producer group.
     pub fn producer_members(&self, group: &str) -> Vec<Member> {
         self.producers.get(group).map_or_else(Vec::new, |channels| {

@@ -126,15 +126,17 @@ fn consumer_connection(
         .ok_or_else(|| Failure::system(format!("The Consumer <{group}> <{client_id}> not online")))
 }
 
-/// Forwards `request` to the consumer and answers with its answer (code, remark, body).
+/// Forwards `forwarded` (the request, as a two-way request) to the consumer the request's
+/// header names and answers with the consumer's answer (code, remark, body).
 async fn call_consumer(
     processor: &BrokerProcessor,
     request: &RemotingCommand,
-    forwarded: RemotingCommand,
-    group: &str,
-    client_id: &str,
+    mut forwarded: RemotingCommand,
 ) -> Handled {
-    let conn = consumer_connection(processor, group, client_id)?;
+    let header: ConsumerClientRequestHeader = request.decode_header()?;
+    let client_id = header.client_id.unwrap_or_default();
+    forwarded.flag = 0;
+    let conn = consumer_connection(processor, &header.consumer_group, &client_id)?;
     let answer = ask_connection(processor, conn, forwarded).await?;
     let mut response = request.response_to(answer.code, answer.remark.clone());
     response.body = answer.body;
@@ -143,25 +145,13 @@ async fn call_consumer(
 
 /// GET_CONSUMER_RUNNING_INFO: the consumer's `ConsumerRunningInfo`, from the consumer.
 pub async fn running_info(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
-    let header: ConsumerClientRequestHeader = request.decode_header()?;
-    let client_id = header.client_id.clone().unwrap_or_default();
-    let mut forwarded = request.clone();
-    forwarded.flag = 0;
-    call_consumer(
-        processor,
-        request,
-        forwarded,
-        &header.consumer_group,
-        &client_id,
-    )
-    .await
+    call_consumer(processor, request, request.clone()).await
 }
 
 /// CONSUME_MESSAGE_DIRECTLY: the stored message (by its offset id) is handed to the consumer
 /// to consume now; its `ConsumeMessageDirectlyResult` is the answer.
 pub async fn consume_directly(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let header: ConsumerClientRequestHeader = request.decode_header()?;
-    let client_id = header.client_id.clone().unwrap_or_default();
     let msg_id = header.msg_id.clone().unwrap_or_default();
     let (_, offset) = decode_offset_msg_id(&msg_id)
         .ok_or_else(|| Failure::system(format!("{msg_id} is not an offset message id")))?;
@@ -178,18 +168,10 @@ pub async fn consume_directly(processor: &BrokerProcessor, request: &RemotingCom
         .await?
         .ok_or_else(|| Failure::system(format!("no message at {msg_id}")))?;
     let mut forwarded = request.clone().with_body(record.to_vec());
-    forwarded.flag = 0;
     forwarded
         .ext_fields
         .insert("brokerName", processor.shard.broker_name.clone());
-    call_consumer(
-        processor,
-        request,
-        forwarded,
-        &header.consumer_group,
-        &client_id,
-    )
-    .await
+    call_consumer(processor, request, forwarded).await
 }
 
 /// INVOKE_BROKER_TO_GET_CONSUMER_STATUS: each online consumer of the group (only the one whose
@@ -197,13 +179,7 @@ pub async fn consume_directly(processor: &BrokerProcessor, request: &RemotingCom
 /// topic; the answer maps client id to its table. Consumers that fail to answer are left out.
 pub async fn consumer_status(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let header: TopicGroupRequestHeader = request.decode_header()?;
-    let members = processor
-        .shard
-        .clients
-        .borrow()
-        .consumer_members(&header.group)
-        .map(|(_, members)| members)
-        .unwrap_or_default();
+    let members = processor.shard.clients.borrow().consumers_of(&header.group);
     if members.is_empty() {
         return Err(Failure::system(format!(
             "No Any Consumer online in the consumer group: [{}]",

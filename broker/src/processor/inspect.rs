@@ -468,12 +468,7 @@ pub async fn reset_offset(processor: &BrokerProcessor, request: &RemotingCommand
         }
     }
     let body = ResetOffsetBody { offset_table };
-    let members = shard
-        .clients
-        .borrow()
-        .consumer_members(&header.group)
-        .map(|(_, members)| members)
-        .unwrap_or_default();
+    let members = shard.clients.borrow().consumers_of(&header.group);
     if members.is_empty() {
         return Err(Failure::new(
             response_code::CONSUMER_NOT_ONLINE,
