@@ -570,7 +570,13 @@ fn a_broker_killed_under_load_restarts_at_once_on_its_ports_with_every_acknowled
     let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
     let port = thruster_tests::free_port_block(&[0, 2, 10, 12]) + 2;
     let listen = format!("listenPort={port}");
-    let broker = ServerProcess::broker(namesrv.addr, 2, &[&listen, "flushDiskType=SYNC_FLUSH"]);
+    // The HA ports (shard port + 1 by default) are not reserved here: free ones.
+    let settings = [
+        listen.as_str(),
+        "flushDiskType=SYNC_FLUSH",
+        "haListenPort=0",
+    ];
+    let broker = ServerProcess::broker(namesrv.addr, 2, &settings);
     assert_eq!(broker.addr.port(), port);
     let mut admin = Client::connect(broker.addr);
     create_topic(&mut admin, "KillLoad");
