@@ -79,17 +79,28 @@ struct Sent {
     in_flight: Option<String>,
 }
 
-/// Sends to `addr`'s queues in turn until the connection dies or `stop` is set.
-fn send_until_dead(
+/// How a sender takes a broken connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnBreak {
+    /// Stop there (the broker died under it).
+    Stop,
+    /// Connect again and go on (the broker restarts under it).
+    Reconnect,
+}
+
+/// Sends to `addr`'s queues in turn until `stop` is set (or, with `OnBreak::Stop`, the
+/// connection breaks), keeping what was acknowledged.
+fn sender(
     addr: SocketAddr,
     topic: &'static str,
     queues: i32,
     tag: String,
-    acked_total: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    counters: (Arc<AtomicUsize>, Arc<AtomicBool>),
+    on_break: OnBreak,
 ) -> std::thread::JoinHandle<Sent> {
+    let (acked_total, stop) = counters;
     std::thread::spawn(move || {
-        let mut client = Client::connect(addr);
+        let mut client: Option<Client> = None;
         let mut sent = Sent {
             acked: BTreeMap::new(),
             in_flight: None,
@@ -98,11 +109,20 @@ fn send_until_dead(
             if stop.load(Ordering::Acquire) {
                 break;
             }
+            if client.is_none() {
+                match std::net::TcpStream::connect(addr) {
+                    Ok(stream) => client = Some(Client::from_stream(stream)),
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                }
+            }
             let body = format!("{tag}-{i}");
             let request =
                 RemotingCommand::request(rc::SEND_MESSAGE_V2, &v2_header(topic, i % queues, None))
                     .with_body(body.clone().into_bytes());
-            match client.try_invoke(request) {
+            match client.as_mut().expect("connected").try_invoke(request) {
                 Ok(r) if r.code == response_code::SUCCESS => {
                     let header: SendMessageResponseHeader = r.decode_header().unwrap();
                     let (_, offset) =
@@ -111,6 +131,7 @@ fn send_until_dead(
                     acked_total.fetch_add(1, Ordering::AcqRel);
                 }
                 Ok(r) => panic!("send refused: {} {:?}", r.code, r.remark),
+                Err(_) if on_break == OnBreak::Reconnect => client = None,
                 Err(_) => {
                     sent.in_flight = Some(body);
                     break;
@@ -144,13 +165,14 @@ fn sync_master_killed_mid_stream_every_acknowledged_message_is_on_the_slave_and_
         .iter()
         .map(|(name, ids)| {
             let queues = write_queues(ns.addr, "SyncRepl", name);
-            send_until_dead(
+            let counters = (acked_total.clone(), stop.clone());
+            sender(
                 ids[&0],
                 "SyncRepl",
                 queues,
                 name.clone(),
-                acked_total.clone(),
-                stop.clone(),
+                counters,
+                OnBreak::Stop,
             )
         })
         .collect();
@@ -421,49 +443,6 @@ fn ha_addr_of(master: &ServerProcess) -> String {
     runtime_info(&mut Client::connect(master.addr))["haServerAddr"].clone()
 }
 
-/// Sends to `addr` until `stop`, reconnecting after errors (the master restarts under it);
-/// returns the acknowledged bodies.
-fn send_through_restarts(
-    addr: SocketAddr,
-    topic: &'static str,
-    queues: i32,
-    tag: String,
-    acked_total: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<BTreeSet<String>> {
-    std::thread::spawn(move || {
-        let mut acked = BTreeSet::new();
-        let mut client: Option<Client> = None;
-        for i in 0.. {
-            if stop.load(Ordering::Acquire) {
-                break;
-            }
-            if client.is_none() {
-                match std::net::TcpStream::connect(addr) {
-                    Ok(stream) => client = Some(Client::from_stream(stream)),
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(20));
-                        continue;
-                    }
-                }
-            }
-            let body = format!("{tag}-{i}");
-            let request =
-                RemotingCommand::request(rc::SEND_MESSAGE_V2, &v2_header(topic, i % queues, None))
-                    .with_body(body.clone().into_bytes());
-            match client.as_mut().expect("connected").try_invoke(request) {
-                Ok(r) if r.code == response_code::SUCCESS => {
-                    acked.insert(body);
-                    acked_total.fetch_add(1, Ordering::AcqRel);
-                }
-                Ok(r) => panic!("send refused: {} {:?}", r.code, r.remark),
-                Err(_) => client = None,
-            }
-        }
-        acked
-    })
-}
-
 /// (body, queue offset, commit log offset) of every record of `topic` at `addr`.
 fn records_at(addr: SocketAddr, topic: &str, queues: i32) -> Vec<(String, i64, i64)> {
     let mut client = Client::connect(addr);
@@ -530,13 +509,14 @@ fn slave_and_master_restarts_leave_identical_logs_with_no_gap_and_no_duplicate()
         .iter()
         .map(|(name, ids)| {
             let queues = write_queues(ns.addr, "Restarts", name);
-            send_through_restarts(
+            let counters = (acked_total.clone(), stop.clone());
+            sender(
                 ids[&0],
                 "Restarts",
                 queues,
                 name.clone(),
-                acked_total.clone(),
-                stop.clone(),
+                counters,
+                OnBreak::Reconnect,
             )
         })
         .collect();
@@ -556,7 +536,7 @@ fn slave_and_master_restarts_leave_identical_logs_with_no_gap_and_no_duplicate()
     stop.store(true, Ordering::Release);
     let acked: BTreeSet<String> = senders
         .into_iter()
-        .flat_map(|s| s.join().unwrap())
+        .flat_map(|s| s.join().unwrap().acked.into_keys())
         .collect();
     // The slave reconnects to the restarted master and catches up.
     let caught_up = wait_until(WAIT, || {

@@ -116,26 +116,7 @@ impl CommitLog {
             at = disk_end;
         }
         if at < end {
-            let first = self.chunks.partition_point(|c| c.end() <= at);
-            for chunk in self.chunks.iter().skip(first) {
-                if at >= end {
-                    break;
-                }
-                let from = (at - chunk.start) as usize;
-                let to = ((end.min(chunk.end())) - chunk.start) as usize;
-                match &chunk.data {
-                    ChunkData::Sealed(buffer) => slices.push(Slice::Shared {
-                        buffer: buffer.clone(),
-                        start: from,
-                        len: to - from,
-                    }),
-                    ChunkData::Active(buffer) => slices.push(Slice::Owned(Bytes::copy_from_slice(
-                        &buffer.as_bytes()[from..to],
-                    ))),
-                    ChunkData::Moving => unreachable!("observed mid-seal"),
-                }
-                at = chunk.start + to as u64;
-            }
+            self.memory_slices(at, end, &mut slices);
         }
         debug_assert_eq!(slices.iter().map(Slice::len).sum::<usize>(), len);
         Ok(slices)
@@ -170,10 +151,18 @@ impl CommitLog {
             });
             at = disk_end;
         }
+        self.memory_slices(at, end, &mut slices);
+        Ok(slices)
+    }
+
+    /// Adds the memory chunks' slices of `[at, end)`: sealed chunks shared, the active one
+    /// copied. Stops early at a gap, which only the padding after a BLANK leaves (it exists
+    /// on disk only).
+    fn memory_slices(&self, mut at: u64, end: u64, slices: &mut Vec<Slice>) {
         let first = self.chunks.partition_point(|c| c.end() <= at);
         for chunk in self.chunks.iter().skip(first) {
             if at >= end || chunk.start > at {
-                break; // done, or a gap: the padding after a BLANK
+                break;
             }
             let from = (at - chunk.start) as usize;
             let to = (end.min(chunk.end()) - chunk.start) as usize;
@@ -190,7 +179,6 @@ impl CommitLog {
             }
             at = chunk.start + to as u64;
         }
-        Ok(slices)
     }
 
     /// Asks the kernel to read `[pos, pos + len)` of its segment file ahead (a slave catching
