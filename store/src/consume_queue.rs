@@ -445,6 +445,11 @@ impl ConsumeQueue {
         }
         let first_file = self.files.keys().next().copied().unwrap_or(self.max_offset);
         self.min_offset = self.min_offset.max(first_file);
+        self.skip_below(log_min);
+    }
+
+    /// Moves the queue's start past entries whose records are below `log_min` (deleted).
+    pub fn skip_below(&mut self, log_min: u64) {
         while self.min_offset < self.max_offset
             && self
                 .entry(self.min_offset)

@@ -546,7 +546,7 @@ pub(crate) mod tests {
         on_reactor(move || async move {
             let mut cfg = config(&root, FlushMode::Sync);
             cfg.file_reserved_time_hours = 1;
-            let store = MessageStore::open(cfg).await.unwrap();
+            let store = MessageStore::open(cfg.clone()).await.unwrap();
             for i in 0..600 {
                 assert_eq!(
                     store
@@ -609,6 +609,18 @@ pub(crate) mod tests {
             );
             let r = store.get_messages("R", 0, min, 32, &|_| true);
             assert_eq!(r.status, GetStatus::Found);
+            store.shutdown().await.unwrap();
+            // After a restart the queue still starts where the deleted data ended (its first
+            // ConsumeQueue file may still hold entries of deleted segments).
+            drop(store);
+            let store = MessageStore::open(cfg).await.unwrap();
+            assert_eq!(
+                store.min_offset("R", 0),
+                Some(min),
+                "GET_MIN_OFFSET after a restart"
+            );
+            let r = store.get_messages("R", 0, 0, 32, &|_| true);
+            assert_eq!(r.status, GetStatus::OffsetTooSmall);
             store.shutdown().await.unwrap();
         });
     }

@@ -191,6 +191,12 @@ async fn recover_log(
     let end = log.write_pos();
     let scan_start = recover_from.min(end);
     let truncated = truncate_queues(queues, &redispatched_ends, scan_start);
+    // Segments deleted by retention leave entries in the oldest ConsumeQueue files: a queue
+    // starts past them, as it did before the restart (GET_MIN_OFFSET answered 0 otherwise).
+    let log_min = log.min_offset();
+    for queue in queues.values_mut() {
+        queue.skip_below(log_min);
+    }
     info!(
         shard = config.shard_id,
         crashed,

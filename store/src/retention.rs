@@ -59,11 +59,18 @@ impl MessageStore {
                     .and_then(|(_, ms)| *ms)
                     .is_some_and(|ms| now_ms - ms >= reserved_ms);
                 if expired {
+                    info!(segment = segment.start, reserved_hours = reserved_ms / 3_600_000, "commit log segment expired");
                     return true;
                 }
                 // Critically full: one more segment goes per pass, expired or not.
                 if forced_left > 0 {
                     forced_left -= 1;
+                    warn!(
+                        segment = segment.start,
+                        used_percent = used,
+                        clean_forcibly_ratio = self.config.disk_space_clean_forcibly_ratio,
+                        "disk critically full: deleting a commit log segment before it expired (its unconsumed messages are lost)"
+                    );
                     return true;
                 }
                 false

@@ -178,7 +178,7 @@ impl CommitLog {
                 .sum();
             self.unwritten_bytes -= dropped;
             self.chunks.retain(|c| c.segment.start != start);
-            info!(file = %segment.path().display(), "deleting expired commit log segment");
+            info!(file = %segment.path().display(), "deleting commit log segment");
         }
         self.min_offset()
     }
