@@ -590,3 +590,71 @@ async fn a_failed_message_comes_back_through_the_retry_topic() {
     );
     consumer.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_offset_reset_makes_the_push_consumer_read_again_from_there() {
+    use thruster_client::protocol::header::admin::ResetOffsetRequestHeader;
+    use thruster_client::protocol::{request_code, response_code, RemotingCommand};
+    let (namesrv, _broker) = start();
+    let ns = namesrv.addr.to_string();
+    let home = tempfile::tempdir().unwrap();
+    let topic = "NativeReset";
+    let producer = Producer::new(ProducerConfig::new("native-reset-producer", &ns).unwrap());
+    create_topic(&producer, topic).await;
+    let (consumer, got) = push_consumer(
+        &ns,
+        "reset-group",
+        topic,
+        "r",
+        MessageModel::Clustering,
+        home.path(),
+    )
+    .await;
+    wait_for("the queues assigned", || {
+        consumer
+            .assigned_queues()
+            .iter()
+            .filter(|q| q.topic == topic)
+            .count()
+            == AUTO_CREATED_QUEUES
+    })
+    .await;
+    let sent = produce(&producer, topic, "once", 20).await;
+    wait_for("20 consumed", || bodies_with(&got, "once-").len() == 20).await;
+    // mqadmin resetOffsetByTime: every broker of the topic, back to the start (timestamp 0).
+    // A broker refuses until the group has committed there (the client commits every 200 ms).
+    let route = thruster_tests::route(namesrv.addr, topic).unwrap();
+    for broker in &route.broker_datas {
+        let addr: std::net::SocketAddr = broker.master_addr().unwrap().parse().unwrap();
+        let reset = move || {
+            let request = RemotingCommand::request(
+                request_code::INVOKE_BROKER_TO_RESET_OFFSET,
+                &ResetOffsetRequestHeader {
+                    topic: topic.into(),
+                    group: "reset-group".into(),
+                    timestamp: 0,
+                    is_force: true,
+                },
+            );
+            thruster_tests::Client::connect(addr).invoke(request).code
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            thruster_tests::wait_until(Duration::from_secs(30), || {
+                reset() == response_code::SUCCESS
+            })
+        })
+        .await
+        .unwrap();
+        assert!(done, "{addr} took the reset");
+    }
+    // Every message comes again, exactly once more.
+    wait_for("20 consumed again", || {
+        bodies_with(&got, "once-").len() == 40
+    })
+    .await;
+    let again = bodies_with(&got, "once-");
+    for body in &sent {
+        assert_eq!(again.iter().filter(|(b, _)| b == body).count(), 2, "{body}");
+    }
+    consumer.shutdown().await;
+}

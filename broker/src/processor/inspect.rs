@@ -487,13 +487,30 @@ pub async fn reset_offset(processor: &BrokerProcessor, request: &RemotingCommand
     )
     .with_body(body.encode())
     .oneway();
-    for member in &members {
+    let clients = one_connection_per_client(shard.id, members);
+    for member in &clients {
         if !super::send_to_connection(processor, member.conn, notice.clone()).await {
             debug!(client = %member.client_id, "reset notice not queued (connection gone or busy)");
         }
     }
-    info!(topic = %header.topic, group = %header.group, clients = members.len(), "offsets reset");
+    info!(topic = %header.topic, group = %header.group, clients = clients.len(), "offsets reset");
     Ok(request.success().with_body(body.encode()).into())
+}
+
+/// One member per client: the client table holds every connection a client has to any of
+/// this process's shard-brokers, and a notice must reach each client once (a client told
+/// twice resets twice, and consumes twice). The connection to this shard is preferred.
+fn one_connection_per_client(shard_id: usize, members: Vec<Member>) -> Vec<Member> {
+    let mut chosen: BTreeMap<String, Member> = BTreeMap::new();
+    for member in members {
+        let replace = chosen
+            .get(&member.client_id)
+            .is_none_or(|kept| kept.conn.shard != shard_id && member.conn.shard == shard_id);
+        if replace {
+            chosen.insert(member.client_id.clone(), member);
+        }
+    }
+    chosen.into_values().collect()
 }
 
 /// CLONE_GROUP_OFFSET: copies a group's committed offsets (of one topic, or all) to another

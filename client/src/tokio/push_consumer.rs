@@ -256,6 +256,16 @@ impl PushConsumer {
                 notified.wake.notify_one();
             }
         }));
+        // An operator's offset reset (mqadmin resetOffsetByTime), told by the brokers.
+        let mut resets = inner
+            .instance
+            .server_requests(&[rc::RESET_CONSUMER_CLIENT_OFFSET]);
+        let resetting = inner.clone();
+        background.push(tokio::spawn(async move {
+            while let Some((_, command)) = resets.recv().await {
+                resetting.clone().reset_offsets(&command).await;
+            }
+        }));
         background.push(
             inner.every(inner.config.heartbeat_interval, |inner| async move {
                 if let Err(error) = inner.heartbeat().await {
@@ -764,23 +774,55 @@ impl Inner {
 
     /// Stops a queue's worker after its current batch and commits what it consumed.
     async fn stop_worker(&self, queue: &MessageQueue, worker: QueueWorker) {
-        worker.stop.store(true, Ordering::Release);
-        let mut tasks = worker.tasks.into_iter();
-        if let Some(puller) = tasks.next() {
-            // A parked pull would hold us up to `suspend`: abort it (nothing is lost: only
-            // consumed offsets are committed).
-            puller.abort();
-            let _ = puller.await;
-        }
-        for task in tasks {
-            // The puller's end closed the buffer: the consumer drains it and ends.
-            let _ = task.await;
-        }
-        let offset = worker.consumed.load(Ordering::Acquire);
+        let offset = halt(worker).await;
         self.commit(queue, offset).await;
         if self.is_orderly() {
             // Only after the commit: the next holder starts where this one ended.
             self.lock_queues(queue, true).await;
+        }
+    }
+
+    /// RESET_CONSUMER_CLIENT_OFFSET (Java's `resetOffset`): every queue of the table this
+    /// member holds stops (what it consumed is not committed), takes the given offset, and
+    /// starts again from there; the others get the offset committed for them.
+    async fn reset_offsets(self: Arc<Self>, command: &RemotingCommand) {
+        use crate::protocol::body::admin::ResetOffsetBody;
+        use crate::protocol::header::admin::ResetOffsetRequestHeader;
+        let Ok(header) = command.decode_header::<ResetOffsetRequestHeader>() else {
+            warn!("offset reset with an undecodable header ignored");
+            return;
+        };
+        if header.group != self.config.group {
+            return;
+        }
+        let body = match ResetOffsetBody::decode(&command.body) {
+            Ok(body) => body,
+            Err(error) => {
+                warn!(%error, "offset reset with an undecodable body ignored");
+                return;
+            }
+        };
+        // No rebalance meanwhile: it would restart a queue from its old offset.
+        let _rebalancing = self.rebalancing.lock().await;
+        for (queue, offset) in body.offset_table {
+            if queue.topic != header.topic {
+                continue;
+            }
+            let held = self.queues.lock().expect("queues").remove(&queue);
+            let was_held = held.is_some();
+            if let Some(worker) = held {
+                halt(worker).await;
+            }
+            self.commit(&queue, offset).await;
+            let expression = self.subscriptions().get(&queue.topic).cloned();
+            if let (true, Some(expression)) = (was_held, expression) {
+                let worker = self.clone().spawn_worker(queue.clone(), expression, offset);
+                self.queues
+                    .lock()
+                    .expect("queues")
+                    .insert(queue.clone(), worker);
+            }
+            debug!(?queue, offset, held = was_held, "offset reset");
         }
     }
 
@@ -969,4 +1011,21 @@ fn subscription(topic: &str, expression: &str, now_ms: i64) -> SubscriptionData 
         tags_set: tags.into_iter().collect(),
         topic: topic.to_owned(),
     }
+}
+
+/// Stops a queue's worker and waits for its tasks; returns its next offset to consume.
+async fn halt(worker: QueueWorker) -> i64 {
+    worker.stop.store(true, Ordering::Release);
+    let mut tasks = worker.tasks.into_iter();
+    if let Some(puller) = tasks.next() {
+        // A parked pull would hold us up to `suspend`: abort it (nothing is lost: only
+        // consumed offsets are committed).
+        puller.abort();
+        let _ = puller.await;
+    }
+    for task in tasks {
+        // The puller's end closed the buffer: the consumer drains it and ends.
+        let _ = task.await;
+    }
+    worker.consumed.load(Ordering::Acquire)
 }
