@@ -27,7 +27,7 @@ use crate::meta::topic_config::{DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX
 use crate::remoting::Failure;
 use crate::runtime;
 use crate::shard::{Call, CallReply, Shard};
-use crate::store::{PutMessage, PutResult, PutStatus};
+use crate::store::{FoundMessage, PutMessage, PutResult, PutStatus};
 
 /// Stored records a "was it stored already" look-up reads (copies of one message share its
 /// UNIQ_KEY, and so may other messages with the same key).
@@ -203,35 +203,12 @@ async fn deliver_level(processor: &BrokerProcessor, level: i32) {
     let queue_id = level - 1;
     let delay_ms = shard.config.delay_levels_ms[(level - 1) as usize] as i64;
     while !shard.is_stopping() {
-        let offset = shard
-            .offsets
-            .borrow()
-            .query(SCHEDULE_PROGRESS_GROUP, SCHEDULE_TOPIC, queue_id)
-            .unwrap_or(0)
-            .max(0) as u64;
-        let found = shard
-            .store
-            .get_messages(SCHEDULE_TOPIC, queue_id, offset, READ_BATCH, &|_| true);
-        if found.messages.is_empty() {
-            if found.next_begin_offset > offset {
-                // Entries the store skipped (removed files): move past them.
-                set_progress(shard, queue_id, found.next_begin_offset);
-                continue;
-            }
-            // Woken by the put that stores the level's next message, or at shutdown.
-            shard
-                .store
-                .wait_for_message(SCHEDULE_TOPIC, queue_id, offset)
-                .await;
+        let progress = (SCHEDULE_PROGRESS_GROUP, SCHEDULE_TOPIC, queue_id);
+        let Some(entries) = next_entries(shard, progress).await else {
             continue;
-        }
-        for entry in found.messages {
-            let record = match entry
-                .bytes()
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| decode_record(&bytes, false).map_err(|e| e.to_string()))
-            {
+        };
+        for entry in entries {
+            let record = match entry_record(&entry).await {
                 Ok(record) => record,
                 Err(error) => {
                     warn!(level, offset = entry.queue_offset, %error, "unreadable scheduled record skipped");
@@ -280,6 +257,44 @@ async fn deliver_level(processor: &BrokerProcessor, level: i32) {
 /// Sleeps for `duration`, or until the shard stops.
 async fn sleep_unless_stopped(shard: &Shard, duration: Duration) {
     shard.tasks.stop_signal().sleep(duration).await;
+}
+
+/// A delivery loop's next read of its own internal queue, whose progress is kept as the
+/// consumer offset of `(group, topic, queue_id)`: the entries from there on, or `None` after
+/// moving past entries the store skipped (removed files) or waiting for the queue to grow (woken
+/// by the put that grows it, or at shutdown); the caller then reads again.
+pub(super) async fn next_entries(
+    shard: &Shard,
+    (group, topic, queue_id): (&str, &str, i32),
+) -> Option<Vec<FoundMessage>> {
+    let offset = shard
+        .offsets
+        .borrow()
+        .query(group, topic, queue_id)
+        .unwrap_or(0)
+        .max(0) as u64;
+    let found = shard
+        .store
+        .get_messages(topic, queue_id, offset, READ_BATCH, &|_| true);
+    if !found.messages.is_empty() {
+        return Some(found.messages);
+    }
+    if found.next_begin_offset > offset {
+        let next = found.next_begin_offset as i64;
+        shard
+            .offsets
+            .borrow_mut()
+            .commit_internal(group, topic, queue_id, next);
+    } else {
+        shard.store.wait_for_message(topic, queue_id, offset).await;
+    }
+    None
+}
+
+/// The stored record of a ConsumeQueue entry, decoded (no CRC check: the store's own data).
+pub(super) async fn entry_record(entry: &FoundMessage) -> Result<message::DecodedRecord, String> {
+    let bytes = entry.bytes().await.map_err(|e| e.to_string())?;
+    decode_record(&bytes, false).map_err(|e| e.to_string())
 }
 
 fn set_progress(shard: &Shard, queue_id: i32, offset: u64) {

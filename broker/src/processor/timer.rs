@@ -22,13 +22,11 @@
 
 use std::time::Duration;
 
-use thruster_protocol::message::{
-    self, decode_record, encode_properties, parse_properties, property,
-};
+use thruster_protocol::message::{self, encode_properties, parse_properties, property};
 use thruster_protocol::response_code;
 use tracing::{debug, warn};
 
-use super::schedule::{already_stored, put_anywhere, without};
+use super::schedule::{already_stored, entry_record, next_entries, put_anywhere, without};
 use super::BrokerProcessor;
 use crate::remoting::Failure;
 use crate::runtime;
@@ -44,8 +42,6 @@ pub const BASE_MS: i64 = 25;
 pub const TIMER_LEVELS: i32 = 24;
 /// `PROPERTY_TIMER_OUT_MS`: the due time the broker computed.
 const TIMER_OUT_MS: &str = "TIMER_OUT_MS";
-/// Records looked at per read of a level.
-const READ_BATCH: usize = 32;
 /// How long a level waits before retrying a move or delivery the store refused.
 const RETRY_WAIT: Duration = Duration::from_millis(100);
 
@@ -144,33 +140,12 @@ pub fn spawn_wheel(processor: std::rc::Rc<BrokerProcessor>) {
 async fn run_level(processor: &BrokerProcessor, level: i32) {
     let shard = &processor.shard;
     while !shard.is_stopping() {
-        let offset = shard
-            .offsets
-            .borrow()
-            .query(TIMER_PROGRESS_GROUP, TIMER_TOPIC, level)
-            .unwrap_or(0)
-            .max(0) as u64;
-        let found = shard
-            .store
-            .get_messages(TIMER_TOPIC, level, offset, READ_BATCH, &|_| true);
-        if found.messages.is_empty() {
-            if found.next_begin_offset > offset {
-                set_progress(shard, level, found.next_begin_offset);
-                continue;
-            }
-            shard
-                .store
-                .wait_for_message(TIMER_TOPIC, level, offset)
-                .await;
+        let progress = (TIMER_PROGRESS_GROUP, TIMER_TOPIC, level);
+        let Some(entries) = next_entries(shard, progress).await else {
             continue;
-        }
-        for entry in found.messages {
-            let record = match entry
-                .bytes()
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|b| decode_record(&b, false).map_err(|e| e.to_string()))
-            {
+        };
+        for entry in entries {
+            let record = match entry_record(&entry).await {
                 Ok(record) => record,
                 Err(error) => {
                     warn!(level, offset = entry.queue_offset, %error, "unreadable timer record skipped");
