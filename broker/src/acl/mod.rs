@@ -242,23 +242,19 @@ accounts:
         );
         assert_eq!(check(&rules, &create, local()), Ok(()));
         // Pull: SUB on the topic (listed) and on the group (default SUB).
-        let mut pull = RemotingCommand::bare_request(rc::PULL_MESSAGE);
-        pull.ext_fields.insert("topic", "audit");
-        pull.ext_fields.insert("consumerGroup", "CG");
-        sign(
-            &mut pull,
-            &SessionCredentials::new("producer1", "secret-one"),
-        );
-        assert_eq!(check(&rules, &pull, local()), Ok(()));
-        let mut pull_orders = RemotingCommand::bare_request(rc::PULL_MESSAGE);
-        pull_orders.ext_fields.insert("topic", "orders");
-        pull_orders.ext_fields.insert("consumerGroup", "CG");
-        sign(
-            &mut pull_orders,
-            &SessionCredentials::new("producer1", "secret-one"),
-        );
+        let pull = |topic: &str| {
+            let mut pull = RemotingCommand::bare_request(rc::PULL_MESSAGE);
+            pull.ext_fields.insert("topic", topic);
+            pull.ext_fields.insert("consumerGroup", "CG");
+            sign(
+                &mut pull,
+                &SessionCredentials::new("producer1", "secret-one"),
+            );
+            pull
+        };
+        assert_eq!(check(&rules, &pull("audit"), local()), Ok(()));
         assert_eq!(
-            check(&rules, &pull_orders, local()).unwrap_err(),
+            check(&rules, &pull("orders"), local()).unwrap_err(),
             "ACL: AccessKey=producer1 has no SUB permission for topic:orders: it has PUB"
         );
     }
