@@ -3,44 +3,22 @@
 //! back is what the consumer really holds (its subscriptions, its queues and their offsets).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
 use thruster_client::tokio::{
     ConsumeFromWhere, ConsumeResult, Message, Producer, ProducerConfig, PushConsumer,
     PushConsumerConfig,
 };
 use thruster_tests::{wait_until, ServerProcess};
 
+mod common;
+use common::{admin, admin_json};
+
 const TOPIC: &str = "StatusT";
 const GROUP: &str = "StatusG";
 const MESSAGES: usize = 20;
-
-/// Runs thruster-admin; (exit ok, stdout, stderr).
-fn admin(ns: &ServerProcess, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_thruster-admin"))
-        .arg("-n")
-        .arg(ns.addr.to_string())
-        .args(args)
-        .output()
-        .expect("running thruster-admin");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn admin_json(ns: &ServerProcess, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (ok, stdout, stderr) = admin(ns, &all);
-    assert!(ok, "thruster-admin {args:?} failed: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
