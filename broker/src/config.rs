@@ -889,8 +889,12 @@ mod tests {
         config.set("shards", "2").unwrap();
         config.set("flushDiskType", "SYNC_FLUSH").unwrap();
         config.set("maxTransferCountOnMessageInDisk", "8").unwrap();
-        config.set("maxTransferBytesOnMessageInMemory", "262144").unwrap();
-        assert!(config.set("maxTransferCountOnMessageInMemory", "0").is_err());
+        config
+            .set("maxTransferBytesOnMessageInMemory", "262144")
+            .unwrap();
+        assert!(config
+            .set("maxTransferCountOnMessageInMemory", "0")
+            .is_err());
         assert!(config.set("accessMessageInMemoryMaxRatio", "101").is_err());
         let store = config.store_config(1);
         assert_eq!(store.transfer_limits.disk_count_max, 8);
