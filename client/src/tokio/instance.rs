@@ -121,6 +121,11 @@ impl ClientInstance {
         self.connection(addr).await?.invoke_oneway(request).await
     }
 
+    /// Answers a request the server at `addr` sent (over the connection it came on).
+    pub async fn respond(&self, addr: SocketAddr, response: RemotingCommand) -> ClientResult<()> {
+        self.connection(addr).await?.respond(response).await
+    }
+
     /// Asks the name servers in turn, starting with the last one that answered.
     async fn invoke_namesrv(&self, request: RemotingCommand) -> ClientResult<RemotingCommand> {
         let count = self.config.namesrv_addrs.len();
