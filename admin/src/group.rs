@@ -174,18 +174,24 @@ pub fn consumer_progress(
     ))
 }
 
-pub fn consumer_connection(ns: &NameServers, group: &str) -> Result<Output, AdminError> {
+/// The first broker of a consumer group (its retry topic's first master), as mqadmin asks.
+pub fn group_broker(ns: &NameServers, group: &str) -> Result<String, AdminError> {
     let (_, addr) = group_brokers(ns, group)?
         .into_iter()
         .next()
         .ok_or_else(|| AdminError(format!("no broker serves consumer group {group}")))?;
+    Ok(addr)
+}
+
+/// GET_CONSUMER_CONNECTION_LIST of `group` at the broker `addr`.
+pub fn consumer_connections(addr: &str, group: &str) -> Result<ConsumerConnection, AdminError> {
     let request = RemotingCommand::request(
         rc::GET_CONSUMER_CONNECTION_LIST,
         &ConsumerGroupRequestHeader {
             consumer_group: group.to_owned(),
         },
     );
-    let response = Remote::connect(&addr)?.invoke(request)?;
+    let response = Remote::connect(addr)?.invoke(request)?;
     if response.code == response_code::CONSUMER_NOT_ONLINE {
         return Err(AdminError(format!(
             "consumer group {group} has no consumer online (start one, or check the group name)"
@@ -198,7 +204,11 @@ pub fn consumer_connection(ns: &NameServers, group: &str) -> Result<Output, Admi
             response.remark.unwrap_or_default()
         )));
     }
-    let connection: ConsumerConnection = decode_lenient("consumer connection", &response.body)?;
+    Ok(decode_lenient("consumer connection", &response.body)?)
+}
+
+pub fn consumer_connection(ns: &NameServers, group: &str) -> Result<Output, AdminError> {
+    let connection = consumer_connections(&group_broker(ns, group)?, group)?;
     let mut table = Table::new(&["#ClientId", "#ClientAddr", "#Language", "#Version"]);
     for c in &connection.connection_set {
         table.row(vec![

@@ -4,6 +4,7 @@
 //! that say what to do.
 
 mod cluster;
+mod consumer_status;
 mod group;
 mod message;
 mod namesrv;
@@ -144,6 +145,22 @@ enum Command {
         #[arg(short = 'g', long = "consumerGroup")]
         group: String,
     },
+    /// What a group's consumers report of themselves: subscriptions, queues held with their
+    /// offsets and buffers, pull/consume rates (asked of each consumer through a broker).
+    #[command(name = "consumerStatus")]
+    ConsumerStatus {
+        #[arg(short = 'g', long = "consumerGroup")]
+        group: String,
+        /// One consumer's full report (else a line per consumer).
+        #[arg(short = 'i', long = "clientId")]
+        client_id: Option<String>,
+        /// Ask through this broker (default: the group's first).
+        #[arg(short = 'b', long = "brokerAddr")]
+        broker: Option<String>,
+        /// Include the consumer's task dump (mqadmin's jstack).
+        #[arg(short = 's', long = "jstack", default_value_t = false)]
+        jstack: bool,
+    },
     /// A producer group's connections (on the brokers of a topic).
     #[command(name = "producerConnection")]
     ProducerConnection {
@@ -249,6 +266,20 @@ fn run(cli: Cli) -> Result<output::Output, AdminError> {
             group::consumer_progress(&ns?, &group, topic.as_deref())
         }
         Command::ConsumerConnection { group } => group::consumer_connection(&ns?, &group),
+        Command::ConsumerStatus {
+            group,
+            client_id,
+            broker,
+            jstack,
+        } => consumer_status::consumer_status(
+            &ns?,
+            &consumer_status::StatusQuery {
+                group: &group,
+                client_id: client_id.as_deref(),
+                broker: broker.as_deref(),
+                jstack,
+            },
+        ),
         Command::ProducerConnection { group, topic } => {
             group::producer_connection(&ns?, &group, &topic)
         }

@@ -3,7 +3,6 @@
 //! against what the broker holds.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -20,29 +19,8 @@ use thruster_protocol::{request_code as rc, response_code, RemotingCommand};
 use thruster_tests::wire::{group_pull_request, send_v2, v2_header};
 use thruster_tests::{route_brokers, wait_until, Client, ServerProcess};
 
-/// Runs thruster-admin; (exit ok, stdout, stderr).
-fn admin(ns: &ServerProcess, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_thruster-admin"))
-        .arg("-n")
-        .arg(ns.addr.to_string())
-        .args(args)
-        .output()
-        .expect("running thruster-admin");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Runs thruster-admin with `--json`, expecting success; its parsed output.
-fn admin_json(ns: &ServerProcess, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (ok, stdout, stderr) = admin(ns, &all);
-    assert!(ok, "thruster-admin {args:?} failed: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
-}
+mod common;
+use common::{admin, admin_json};
 
 fn send(
     client: &mut Client,

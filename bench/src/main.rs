@@ -80,6 +80,10 @@ struct TargetCli {
     /// The broker's process id: report its CPU (from /proc) per message over the run.
     #[arg(long)]
     broker_pid: Option<u32>,
+    /// Messages a consumer asks for per pull (`maxMsgNums`; the broker caps it with its
+    /// `maxTransfer*` limits).
+    #[arg(long, default_value_t = 32)]
+    pull_batch: usize,
 }
 
 #[derive(Args, Clone)]
@@ -202,6 +206,7 @@ fn common(args: &TargetCli) -> Common {
         duration: Duration::from_secs_f64(args.duration_s),
         operations: args.messages,
         plain: args.plain,
+        pull_batch: args.pull_batch.max(1),
     }
 }
 

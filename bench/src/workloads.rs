@@ -44,6 +44,8 @@ pub struct Common {
     pub operations: Option<u64>,
     /// Route like any RocketMQ client: ignore a Thruster broker's shard map.
     pub plain: bool,
+    /// Messages a consumer asks for per pull (`maxMsgNums`; RocketMQ clients' default 32).
+    pub pull_batch: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -399,7 +401,10 @@ pub fn consume(
                     let suspend = from_tail.then_some(Duration::from_secs(1));
                     while start.elapsed() < common.duration {
                         let t0 = start.elapsed().as_micros() as u64;
-                        match client.pull(&queue, "*", offset, 32, suspend).await {
+                        match client
+                            .pull(&queue, "*", offset, common.pull_batch as i32, suspend)
+                            .await
+                        {
                             Ok(result) => {
                                 record(
                                     &mut histogram.borrow_mut(),

@@ -11,7 +11,7 @@ use thruster_protocol::FRAME_MAX_BYTES_DEFAULT;
 
 use crate::store::config::{PAGE_BYTES, SHARDS_MAX};
 use crate::store::consume_queue::ENTRY_BYTES as CQ_ENTRY_BYTES;
-use crate::store::{FlushMode, StoreConfig};
+use crate::store::{FlushMode, StoreConfig, TransferLimits};
 use thruster_tuning::io_properties::{IoProperties, StoreIoSettings};
 
 /// `shardRequestMemoryBytes` unless configured.
@@ -69,6 +69,11 @@ pub struct BrokerConfig {
     pub mapped_file_size_commit_log: u64,
     pub mapped_file_size_consume_queue: u64,
     pub max_message_size: usize,
+    /// `maxTransfer{Count,Bytes}OnMessageIn{Memory,Disk}`: what one pull may carry.
+    pub transfer_limits: TransferLimits,
+    /// `accessMessageInMemoryMaxRatio`, percent of physical memory: reads further behind the
+    /// end are cold and get the disk transfer limits.
+    pub access_message_in_memory_max_ratio: u32,
     pub delete_when: String,
     pub file_reserved_time_hours: u64,
     pub disk_max_used_space_ratio: u32,
@@ -150,6 +155,14 @@ pub struct BrokerConfig {
     pub timer_wheel_enable: bool,
     /// `timerMaxDelaySec`: a timer message due further ahead is refused (MESSAGE_ILLEGAL).
     pub timer_max_delay_sec: u64,
+    /// `aclEnable`: check every request against `aclFilePath` (RocketMQ 4.x plain ACL).
+    pub acl_enable: bool,
+    /// `aclFilePath` (Thruster's; RocketMQ: `$ROCKETMQ_HOME/conf/plain_acl.yml`): the
+    /// `plain_acl.yml`, relative to the broker's working directory unless absolute.
+    pub acl_file_path: PathBuf,
+    /// `aclReloadIntervalMs` (Thruster's; RocketMQ: 5 s fixed): how often the file's
+    /// modification time is looked at.
+    pub acl_reload_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -181,6 +194,8 @@ impl Default for BrokerConfig {
             mapped_file_size_commit_log: 1 << 30,
             mapped_file_size_consume_queue: 300_000 * 20,
             max_message_size: 4 << 20,
+            transfer_limits: TransferLimits::default(),
+            access_message_in_memory_max_ratio: 40,
             delete_when: "04".into(),
             file_reserved_time_hours: 72,
             disk_max_used_space_ratio: 75,
@@ -216,6 +231,9 @@ impl Default for BrokerConfig {
             store_reply_message_enable: true,
             timer_wheel_enable: true,
             timer_max_delay_sec: 3 * 24 * 3600,
+            acl_enable: false,
+            acl_file_path: PathBuf::from("conf/plain_acl.yml"),
+            acl_reload_interval_ms: 5_000,
             shard_request_memory_bytes: SHARD_REQUEST_MEMORY_BYTES_DEFAULT,
             broker_per_shard: true,
             shard_port_step: 10,
@@ -270,7 +288,6 @@ const NOT_SUPPORTED_KEYS: &[&str] = &[
     "enablePropertyFilter",
     "traceTopicEnable",
     "msgTraceTopicName",
-    "aclEnable",
     "sendMessageThreadPoolNums",
     "pullMessageThreadPoolNums",
     "useReentrantLockWhenPutMessage",
@@ -355,6 +372,24 @@ impl BrokerConfig {
                 self.mapped_file_size_consume_queue = parse(key, value)?
             }
             "maxMessageSize" => self.max_message_size = parse(key, value)?,
+            "maxTransferCountOnMessageInMemory" => {
+                self.transfer_limits.memory_count_max = parse_positive(key, value)?
+            }
+            "maxTransferBytesOnMessageInMemory" => {
+                self.transfer_limits.memory_bytes_max = parse_positive(key, value)?
+            }
+            "maxTransferCountOnMessageInDisk" => {
+                self.transfer_limits.disk_count_max = parse_positive(key, value)?
+            }
+            "maxTransferBytesOnMessageInDisk" => {
+                self.transfer_limits.disk_bytes_max = parse_positive(key, value)?
+            }
+            "accessMessageInMemoryMaxRatio" => {
+                self.access_message_in_memory_max_ratio = parse(key, value)?;
+                if self.access_message_in_memory_max_ratio > 100 {
+                    return Err("accessMessageInMemoryMaxRatio is a percentage (0..=100)".into());
+                }
+            }
             "deleteWhen" => self.delete_when = value.to_owned(),
             "fileReservedTime" => self.file_reserved_time_hours = parse(key, value)?,
             "diskMaxUsedSpaceRatio" => self.disk_max_used_space_ratio = parse(key, value)?,
@@ -434,6 +469,9 @@ impl BrokerConfig {
             "storeReplyMessageEnable" => self.store_reply_message_enable = parse(key, value)?,
             "timerWheelEnable" => self.timer_wheel_enable = parse(key, value)?,
             "timerMaxDelaySec" => self.timer_max_delay_sec = parse(key, value)?,
+            "aclEnable" => self.acl_enable = parse(key, value)?,
+            "aclFilePath" => self.acl_file_path = PathBuf::from(value),
+            "aclReloadIntervalMs" => self.acl_reload_interval_ms = parse(key, value)?,
             _ if NOT_SUPPORTED_KEYS.contains(&key) => return Ok(Applied::NotSupported),
             _ => return Ok(Applied::Unknown),
         }
@@ -538,6 +576,8 @@ impl BrokerConfig {
             consume_queue_entries_per_file: (self.mapped_file_size_consume_queue / CQ_ENTRY_BYTES)
                 .max(1),
             max_message_bytes: self.max_message_size,
+            transfer_limits: self.transfer_limits,
+            access_message_in_memory_max_ratio: self.access_message_in_memory_max_ratio,
             check_crc_on_recover: self.check_crc_on_recover,
             message_index_enable: self.message_index_enable,
             file_reserved_time_hours: self.file_reserved_time_hours,
@@ -609,6 +649,14 @@ where
     value
         .parse()
         .map_err(|e| format!("{key}: illegal value {value:?}: {e}"))
+}
+
+/// A count or size that must be at least 1.
+fn parse_positive(key: &str, value: &str) -> Result<usize, String> {
+    match parse::<usize>(key, value)? {
+        0 => Err(format!("{key} must be at least 1")),
+        n => Ok(n),
+    }
 }
 
 /// One `host:port` value.
@@ -853,7 +901,17 @@ mod tests {
         let mut config = BrokerConfig::default();
         config.set("shards", "2").unwrap();
         config.set("flushDiskType", "SYNC_FLUSH").unwrap();
+        config.set("maxTransferCountOnMessageInDisk", "8").unwrap();
+        config
+            .set("maxTransferBytesOnMessageInMemory", "262144")
+            .unwrap();
+        assert!(config
+            .set("maxTransferCountOnMessageInMemory", "0")
+            .is_err());
+        assert!(config.set("accessMessageInMemoryMaxRatio", "101").is_err());
         let store = config.store_config(1);
+        assert_eq!(store.transfer_limits.disk_count_max, 8);
+        assert_eq!(store.transfer_limits.memory_bytes_max, 256 << 10);
         assert_eq!((store.shard_id, store.shard_count), (1, 2));
         assert_eq!(store.flush_mode, FlushMode::Sync);
         assert!(store.prewrite_segments);

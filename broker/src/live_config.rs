@@ -136,6 +136,26 @@ pub fn properties_text(config: &BrokerConfig, live: &LiveSettings) -> String {
             c.mapped_file_size_consume_queue.to_string(),
         ),
         ("maxMessageSize", c.max_message_size.to_string()),
+        (
+            "maxTransferCountOnMessageInMemory",
+            c.transfer_limits.memory_count_max.to_string(),
+        ),
+        (
+            "maxTransferBytesOnMessageInMemory",
+            c.transfer_limits.memory_bytes_max.to_string(),
+        ),
+        (
+            "maxTransferCountOnMessageInDisk",
+            c.transfer_limits.disk_count_max.to_string(),
+        ),
+        (
+            "maxTransferBytesOnMessageInDisk",
+            c.transfer_limits.disk_bytes_max.to_string(),
+        ),
+        (
+            "accessMessageInMemoryMaxRatio",
+            c.access_message_in_memory_max_ratio.to_string(),
+        ),
         ("deleteWhen", c.delete_when.clone()),
         ("fileReservedTime", c.file_reserved_time_hours.to_string()),
         (
@@ -171,6 +191,7 @@ pub fn properties_text(config: &BrokerConfig, live: &LiveSettings) -> String {
         ("brokerTopicEnable", c.broker_topic_enable.to_string()),
         ("regionId", c.region_id.clone()),
         ("traceOn", c.trace_on.to_string()),
+        ("aclEnable", c.acl_enable.to_string()),
         (
             "flushConsumerOffsetInterval",
             c.flush_consumer_offset_interval_ms.to_string(),

@@ -8,11 +8,9 @@ use bytes::Bytes;
 use thruster_protocol::message::{self};
 
 use super::commit_log::{materialize, CommitLog};
+use super::config::TransferLimits;
 use super::consume_queue::{ConsumeQueue, CqEntry};
-use super::message_store::{
-    FoundMessage, GetResult, GetStatus, MessageStore, DISK_TRANSFER_MAX_BYTES,
-    DISK_TRANSFER_MAX_COUNT, MEMORY_TRANSFER_MAX_BYTES, MEMORY_TRANSFER_MAX_COUNT,
-};
+use super::message_store::{FoundMessage, GetResult, GetStatus, MessageStore};
 
 /// ConsumeQueue entries scanned per read at least (16000 bytes / 20).
 const SCAN_ENTRIES_MIN: u64 = 800;
@@ -61,6 +59,7 @@ impl MessageStore {
             log_min: log.min_offset(),
             visible_end,
             hot_window_bytes: self.hot_window_bytes,
+            limits: self.config.transfer_limits,
         };
         scan.collect(offset, min, max, max_count, filter)
     }
@@ -297,6 +296,7 @@ struct QueueScan<'a> {
     log_min: u64,
     visible_end: u64,
     hot_window_bytes: u64,
+    limits: TransferLimits,
 }
 
 /// What a queue entry gave.
@@ -392,10 +392,11 @@ impl QueueScan<'_> {
         // RocketMQ's rule: hot unless further behind the end than a share of physical
         // memory (then likely out of the page cache).
         let hot = self.visible_end.saturating_sub(entry.phys_offset) <= self.hot_window_bytes;
+        let limits = &self.limits;
         let (max_bytes, max_msgs) = if hot {
-            (MEMORY_TRANSFER_MAX_BYTES, MEMORY_TRANSFER_MAX_COUNT)
+            (limits.memory_bytes_max, limits.memory_count_max)
         } else {
-            (DISK_TRANSFER_MAX_BYTES, DISK_TRANSFER_MAX_COUNT)
+            (limits.disk_bytes_max, limits.disk_count_max)
         };
         count >= max_count.min(max_msgs) || bytes + entry.size as usize > max_bytes
     }

@@ -25,7 +25,7 @@ pub mod retention;
 pub mod storage;
 
 pub use commit_log::Slice;
-pub use config::{FlushMode, StoreConfig};
+pub use config::{FlushMode, StoreConfig, TransferLimits};
 pub use message_store::{
     FoundMessage, GetResult, GetStatus, MessageStore, PutMessage, PutResult, PutStatus,
 };

@@ -146,11 +146,6 @@ pub struct GetResult {
     pub messages: Vec<FoundMessage>,
 }
 
-/// Per-pull transfer limits (RocketMQ defaults).
-pub const MEMORY_TRANSFER_MAX_BYTES: usize = 256 << 10;
-pub const MEMORY_TRANSFER_MAX_COUNT: usize = 32;
-pub const DISK_TRANSFER_MAX_BYTES: usize = 64 << 10;
-pub const DISK_TRANSFER_MAX_COUNT: usize = 8;
 /// How long shutdown waits for the background tasks once stopped (each ends at its next await).
 const TASKS_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -331,6 +326,7 @@ impl MessageStore {
 pub(crate) mod tests {
     use super::*;
     use crate::commit_log::tests::on_reactor;
+    use crate::config::TransferLimits;
     use crate::runtime;
     use crate::FlushMode;
     use thruster_protocol::message;
@@ -380,6 +376,63 @@ pub(crate) mod tests {
             out.push(record.body.to_vec());
         }
         out
+    }
+
+    #[test]
+    fn a_pull_carries_no_more_than_the_limits_of_its_kind_and_the_ask() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let limits = TransferLimits {
+                memory_count_max: 5,
+                memory_bytes_max: 1 << 20,
+                disk_count_max: 3,
+                disk_bytes_max: 1 << 20,
+            };
+            let hot = StoreConfig {
+                transfer_limits: limits,
+                access_message_in_memory_max_ratio: 100,
+                ..config(&root, FlushMode::Sync)
+            };
+            let store = MessageStore::open(hot.clone()).await.unwrap();
+            let mut record_bytes = 0;
+            for i in 0..20 {
+                let r = store
+                    .put(message("T", 0, &[b'x'; 100], "", &format!("k{i}")))
+                    .await;
+                assert_eq!(r.status, PutStatus::Ok);
+                record_bytes = r.wrote_bytes;
+            }
+            let count = |store: &MessageStore, ask| {
+                store.get_messages("T", 0, 0, ask, &|_| true).messages.len()
+            };
+            assert_eq!(count(&store, 32), 5, "hot: the memory count limit");
+            assert_eq!(count(&store, 2), 2, "never more than asked");
+            store.shutdown().await.unwrap();
+            drop(store);
+            // The byte limit stops before the message that would pass it.
+            let by_bytes = StoreConfig {
+                transfer_limits: TransferLimits {
+                    memory_count_max: 100,
+                    memory_bytes_max: 3 * record_bytes + 1,
+                    ..limits
+                },
+                ..hot.clone()
+            };
+            let store = MessageStore::open(by_bytes).await.unwrap();
+            assert_eq!(count(&store, 32), 3, "hot: the memory byte limit");
+            store.shutdown().await.unwrap();
+            drop(store);
+            // Everything cold: the disk limits.
+            let cold = StoreConfig {
+                access_message_in_memory_max_ratio: 0,
+                ..hot
+            };
+            let store = MessageStore::open(cold).await.unwrap();
+            assert_eq!(count(&store, 32), 3, "cold: the disk count limit");
+            store.shutdown().await.unwrap();
+            drop(store);
+        });
     }
 
     #[test]

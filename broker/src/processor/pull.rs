@@ -25,8 +25,6 @@ use crate::store::{GetResult, GetStatus};
 /// Longest hold of a suspended pull: Java clients give up on a pull after 30 s, so the hold
 /// must end well before, whatever the client asks.
 const SUSPEND_MAX_MS: u64 = 25_000;
-/// Messages per pull, whatever the client asks (RocketMQ's hot-data limit).
-const PULL_MESSAGES_MAX: usize = 32;
 
 /// Which tag codes a pull accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +58,10 @@ pub async fn pull_owned(processor: &BrokerProcessor, request: &RemotingCommand) 
     let filter = subscription_filter(processor, &header)?;
     commit_offset_with_pull(shard, &header);
     let offset = header.queue_offset.max(0) as u64;
-    let max_count = (header.max_msg_nums.max(1) as usize).min(PULL_MESSAGES_MAX);
+    // What the client asked for, within the store's transfer limits (which the store applies
+    // per message, hot or cold, as it reads).
+    let max_count =
+        (header.max_msg_nums.max(1) as usize).min(shard.config.transfer_limits.count_max());
     let read = || {
         shard
             .store

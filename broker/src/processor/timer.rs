@@ -7,7 +7,10 @@
 //! queue (`REAL_TOPIC`, `REAL_QID`). Entering times grow along a queue, so each queue's loop
 //! only ever waits on its head: at `entered + BASE_MS·2^L` (`L ≥ 1`) the head's remaining time
 //! has dropped below its level's span and it is appended to the level that fits now; queue 0's
-//! head is delivered at its due time. A message is never delivered early; one entering queue 0
+//! head is delivered at its due time. Only queue 0 delivers (a higher level's head woken at its
+//! due time goes to queue 0): a crash can leave two copies of a move in two levels, and with one
+//! loop delivering, the look-up that finds a copy already delivered never races the delivery of
+//! the other. A message is never delivered early; one entering queue 0
 //! waits behind heads due at most `2·BASE_MS` after it entered, so it is at most that late (plus
 //! the store's put). A message moves down at most once per level (`TIMER_LEVELS` appends for
 //! the longest delay), and memory holds no timer at all: a million pending timers are records
@@ -174,7 +177,7 @@ async fn run_level(processor: &BrokerProcessor, level: i32) {
                 }
                 break;
             }
-            let next = match moved(&record, due, now_ms, shard) {
+            let next = match moved(&record, level, due, now_ms, shard.broker_addr) {
                 Some(next) => next,
                 None => {
                     warn!(
@@ -221,12 +224,14 @@ async fn run_level(processor: &BrokerProcessor, level: i32) {
     }
 }
 
-/// Where a woken record goes: its real queue when due, else the level that fits now.
+/// Where a woken record of `level` goes: its real queue when due and `level` is 0, else the
+/// level that fits now (0 when due).
 fn moved(
     record: &message::DecodedRecord,
+    level: i32,
     due: i64,
     now_ms: i64,
-    shard: &Shard,
+    store_host: std::net::SocketAddr,
 ) -> Option<PutMessage> {
     let template = PutMessage {
         flag: record.flag,
@@ -234,9 +239,9 @@ fn moved(
         born_timestamp: record.born_timestamp,
         born_host: record.born_host,
         reconsume_times: record.reconsume_times,
-        ..PutMessage::new(TIMER_TOPIC, 0, record.body.clone(), shard.broker_addr)
+        ..PutMessage::new(TIMER_TOPIC, 0, record.body.clone(), store_host)
     };
-    if due > now_ms {
+    if due > now_ms || level != 0 {
         return Some(PutMessage {
             queue_id: level_for(due - now_ms),
             properties: record.properties.clone(),
@@ -291,6 +296,45 @@ mod tests {
         }
         assert_eq!(wake_ms(0, 5, 40), 40, "level 0 waits for the due time");
         assert_eq!(wake_ms(3, 1_000, 1_000_000), 1_000 + 8 * BASE_MS);
+    }
+
+    #[test]
+    fn only_level_zero_delivers_a_due_record() {
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let record = message::DecodedRecord {
+            total_size: 0,
+            magic: 0,
+            body_crc: 0,
+            queue_id: 3,
+            flag: 0,
+            queue_offset: 0,
+            physical_offset: 0,
+            sys_flag: 0,
+            born_timestamp: 0,
+            born_host: addr,
+            store_timestamp: 0,
+            store_host: addr,
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+            body: Bytes::from_static(b"x"),
+            topic: TIMER_TOPIC.to_owned(),
+            properties: encode_properties([
+                (TIMER_OUT_MS, "1000"),
+                (property::REAL_TOPIC, "T"),
+                (property::REAL_QID, "2"),
+            ]),
+        };
+        // Due, woken on a higher level: to level 0, not to its real queue.
+        let next = moved(&record, 3, 1_000, 1_000, addr).unwrap();
+        assert_eq!((next.topic.as_str(), next.queue_id), (TIMER_TOPIC, 0));
+        assert_eq!(next.properties, record.properties);
+        // Due on level 0: to its real queue, without the wheel's properties.
+        let next = moved(&record, 0, 1_000, 1_000, addr).unwrap();
+        assert_eq!((next.topic.as_str(), next.queue_id), ("T", 2));
+        assert!(message::find_property(&next.properties, property::REAL_TOPIC).is_none());
+        // Not due: to the level that fits what is left.
+        let next = moved(&record, 0, 1_000, 1_000 - 4 * BASE_MS, addr).unwrap();
+        assert_eq!((next.topic.as_str(), next.queue_id), (TIMER_TOPIC, 2));
     }
 
     #[test]

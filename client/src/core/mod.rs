@@ -5,6 +5,7 @@
 
 pub mod allocate;
 pub mod config;
+pub mod consume_stats;
 pub mod error;
 pub mod message;
 pub mod reply;

@@ -66,7 +66,8 @@ pub fn send_retryable(code: i32) -> bool {
     )
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock time, ms since the epoch.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

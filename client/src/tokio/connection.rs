@@ -180,6 +180,14 @@ impl Connection {
         }
     }
 
+    /// Answers a request the server sent (`response` carries that request's opaque).
+    pub async fn respond(&self, response: RemotingCommand) -> ClientResult<()> {
+        self.outbound
+            .send(response)
+            .await
+            .map_err(|_| ClientError::ConnectionClosed { addr: self.addr })
+    }
+
     /// Sends a one-way request (no response is expected).
     pub async fn invoke_oneway(&self, request: RemotingCommand) -> ClientResult<()> {
         let mut request = request.oneway();

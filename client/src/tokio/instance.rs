@@ -105,18 +105,25 @@ impl ClientInstance {
     pub async fn invoke(
         &self,
         addr: SocketAddr,
-        request: RemotingCommand,
+        mut request: RemotingCommand,
         timeout: Duration,
     ) -> ClientResult<RemotingCommand> {
+        self.config.sign(&mut request);
         self.connection(addr).await?.invoke(request, timeout).await
     }
 
     pub async fn invoke_oneway(
         &self,
         addr: SocketAddr,
-        request: RemotingCommand,
+        mut request: RemotingCommand,
     ) -> ClientResult<()> {
+        self.config.sign(&mut request);
         self.connection(addr).await?.invoke_oneway(request).await
+    }
+
+    /// Answers a request the server at `addr` sent (over the connection it came on).
+    pub async fn respond(&self, addr: SocketAddr, response: RemotingCommand) -> ClientResult<()> {
+        self.connection(addr).await?.respond(response).await
     }
 
     /// Asks the name servers in turn, starting with the last one that answered.

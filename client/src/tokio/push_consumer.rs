@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
@@ -50,14 +50,17 @@ use tracing::{debug, warn};
 use super::instance::{ClientConfig, ClientInstance};
 use super::pull_consumer::PullConsumer;
 use crate::core::allocate::rebalance;
+use crate::core::consume_stats::TopicConsumeStats;
 use crate::core::error::{ClientError, ClientResult};
 use crate::core::message::MessageExt;
-use crate::core::requests::{expression_tags, PullStatus, PULL_BATCH_SIZE};
+use crate::core::requests::{expression_tags, now_ms, PullStatus, PULL_BATCH_SIZE};
 use crate::protocol::body::heartbeat::{
     ConsumerData, ConsumerListBody, HeartbeatData, LockBatchRequestBody, LockBatchResponseBody,
     MessageQueue, ProducerData, SubscriptionData,
 };
+use crate::protocol::body::running_info::{self as running, ConsumerRunningInfo, ProcessQueueInfo};
 use crate::protocol::body::{self, decode_lenient};
+use crate::protocol::header::admin::ConsumerClientRequestHeader;
 use crate::protocol::header::client::{
     ConsumerSendMsgBackRequestHeader, GetConsumerListByGroupRequestHeader,
     UnregisterClientRequestHeader,
@@ -168,6 +171,11 @@ struct Inner {
     background: Mutex<Vec<JoinHandle<()>>>,
     /// Serializes rebalances (the periodic one, notifications, shutdown).
     rebalancing: tokio::sync::Mutex<()>,
+    /// When `start` was called, ms since the epoch (running info).
+    started_ms: AtomicI64,
+    /// Recent pulls and listener calls per topic held (running info's statusTable); one entry
+    /// per subscribed topic and the retry topic, each of fixed size.
+    stats: Mutex<HashMap<String, TopicConsumeStats>>,
 }
 
 struct QueueWorker {
@@ -176,6 +184,19 @@ struct QueueWorker {
     consumed: Arc<AtomicI64>,
     committed: i64,
     tasks: Vec<JoinHandle<()>>,
+    state: Arc<QueueState>,
+}
+
+/// What the running info reports of a queue held (Java's `ProcessQueue` figures).
+struct QueueState {
+    last_pull_ms: AtomicI64,
+    last_consume_ms: AtomicI64,
+    last_lock_ms: AtomicI64,
+    /// Offset of the last message pulled into the buffer (-1: none yet).
+    pulled_max: AtomicI64,
+    /// The buffer's budgets: what is taken from them is buffered or being consumed.
+    messages_budget: Arc<Semaphore>,
+    bytes_budget: Arc<Semaphore>,
 }
 
 impl PushConsumer {
@@ -194,6 +215,8 @@ impl PushConsumer {
                 wake: Notify::new(),
                 background: Mutex::new(Vec::new()),
                 rebalancing: tokio::sync::Mutex::new(()),
+                started_ms: AtomicI64::new(0),
+                stats: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -229,6 +252,7 @@ impl PushConsumer {
         }
         *self.inner.listener.lock().expect("listener") = Some(Arc::new(listener));
         let inner = &self.inner;
+        inner.started_ms.store(now_ms(), Ordering::Release);
         inner.heartbeat().await?;
         inner.clone().rebalance().await;
         let mut background = Vec::new();
@@ -254,6 +278,19 @@ impl PushConsumer {
         background.push(tokio::spawn(async move {
             while requests.recv().await.is_some() {
                 notified.wake.notify_one();
+            }
+        }));
+        // An operator's question (mqadmin consumerStatus), forwarded by a broker.
+        let mut questions = inner
+            .instance
+            .server_requests(&[rc::GET_CONSUMER_RUNNING_INFO]);
+        let answering = inner.clone();
+        background.push(tokio::spawn(async move {
+            while let Some((addr, command)) = questions.recv().await {
+                let response = answering.answer_running_info(&command);
+                if let Err(error) = answering.instance.respond(addr, response).await {
+                    debug!(%addr, %error, "running info not answered");
+                }
             }
         }));
         // An operator's offset reset (mqadmin resetOffsetByTime), told by the brokers.
@@ -370,9 +407,7 @@ impl Inner {
     }
 
     async fn heartbeat(&self) -> ClientResult<()> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = now_ms();
         let mut subscriptions: Vec<SubscriptionData> = self
             .subscriptions()
             .into_iter()
@@ -555,6 +590,15 @@ impl Inner {
         let consumed = Arc::new(AtomicI64::new(offset));
         let messages_budget = Arc::new(Semaphore::new(self.config.queue_buffer_messages as usize));
         let bytes_budget = Arc::new(Semaphore::new(self.config.queue_buffer_bytes as usize));
+        let state = Arc::new(QueueState {
+            last_pull_ms: AtomicI64::new(0),
+            last_consume_ms: AtomicI64::new(0),
+            // An orderly worker starts only once its queue is locked.
+            last_lock_ms: AtomicI64::new(if self.is_orderly() { now_ms() } else { 0 }),
+            pulled_max: AtomicI64::new(-1),
+            messages_budget: messages_budget.clone(),
+            bytes_budget: bytes_budget.clone(),
+        });
         // Batches in the buffer are bounded by the message budget (each holds at least one).
         let (tx, mut rx) = mpsc::channel::<(Vec<MessageExt>, u32, u32)>(
             self.config.queue_buffer_messages as usize,
@@ -566,9 +610,11 @@ impl Inner {
             let queue = queue.clone();
             let messages_budget = messages_budget.clone();
             let bytes_budget = bytes_budget.clone();
+            let state = state.clone();
             tokio::spawn(async move {
                 let mut next = offset;
                 while !stop.load(Ordering::Acquire) {
+                    let began = Instant::now();
                     let result = inner
                         .pull
                         .pull(
@@ -588,8 +634,17 @@ impl Inner {
                         }
                     };
                     next = result.next_begin_offset;
+                    state.last_pull_ms.store(now_ms(), Ordering::Release);
                     if result.status != PullStatus::Found || result.messages.is_empty() {
                         continue;
+                    }
+                    // As Java, only pulls that found messages count for pullRT / pullTPS.
+                    inner.record(&queue.topic, |stats, now| {
+                        let messages = result.messages.len() as u64;
+                        stats.record_pull(now, elapsed_ms(began), messages)
+                    });
+                    if let Some(last) = result.messages.last() {
+                        state.pulled_max.store(last.queue_offset, Ordering::Release);
                     }
                     // Back-pressure: wait for room in this queue's buffer.
                     let count =
@@ -615,6 +670,7 @@ impl Inner {
             let consumed = consumed.clone();
             let stop = stop.clone();
             let queue = queue.clone();
+            let state = state.clone();
             tokio::spawn(async move {
                 while let Some((batch, count, bytes)) = rx.recv().await {
                     for message in batch {
@@ -624,6 +680,7 @@ impl Inner {
                         let next = message.queue_offset + 1;
                         inner.consume_orderly(&queue, message, &stop).await;
                         consumed.fetch_max(next, Ordering::AcqRel);
+                        state.last_consume_ms.store(now_ms(), Ordering::Release);
                     }
                     messages_budget.add_permits(count as usize);
                     bytes_budget.add_permits(bytes as usize);
@@ -634,6 +691,7 @@ impl Inner {
             let consumed = consumed.clone();
             let stop = stop.clone();
             let queue = queue.clone();
+            let state = state.clone();
             tokio::spawn(async move {
                 while let Some((mut batch, count, bytes)) = rx.recv().await {
                     let listener = inner.listener.lock().expect("listener").clone();
@@ -645,9 +703,12 @@ impl Inner {
                     loop {
                         let messages = batch.clone();
                         let listener = listener.clone();
+                        let began = Instant::now();
                         let result = tokio::task::spawn_blocking(move || listener(&messages))
                             .await
                             .unwrap_or(ConsumeResult::ReconsumeLater);
+                        inner.record_consume(&queue.topic, began, batch.len(), result);
+                        state.last_consume_ms.store(now_ms(), Ordering::Release);
                         if result == ConsumeResult::Success {
                             break;
                         }
@@ -683,6 +744,7 @@ impl Inner {
             consumed,
             committed: offset,
             tasks: vec![puller, consumer],
+            state,
         }
     }
 
@@ -701,10 +763,12 @@ impl Inner {
                 return;
             };
             let delivered = message.clone();
+            let began = Instant::now();
             let result =
                 tokio::task::spawn_blocking(move || listener(std::slice::from_ref(&delivered)))
                     .await
                     .unwrap_or(ConsumeResult::SuspendCurrentQueueAMoment);
+            self.record_consume(&queue.topic, began, 1, result);
             if result == ConsumeResult::Success {
                 return;
             }
@@ -826,6 +890,188 @@ impl Inner {
         }
     }
 
+    /// Applies `update` to `topic`'s figures at the current time.
+    fn record(&self, topic: &str, update: impl FnOnce(&mut TopicConsumeStats, i64)) {
+        let mut stats = self.stats.lock().expect("consume stats");
+        let entry = match stats.get_mut(topic) {
+            Some(entry) => entry,
+            None => stats.entry(topic.to_owned()).or_default(),
+        };
+        update(entry, now_ms());
+    }
+
+    /// One listener call of `messages` messages that began at `began`.
+    fn record_consume(&self, topic: &str, began: Instant, messages: usize, result: ConsumeResult) {
+        let rt_ms = elapsed_ms(began);
+        let (ok, failed) = match result {
+            ConsumeResult::Success => (messages as u64, 0),
+            _ => (0, messages as u64),
+        };
+        self.record(topic, |stats, now| {
+            stats.record_consume(now, rt_ms, ok, failed)
+        });
+    }
+
+    /// GET_CONSUMER_RUNNING_INFO (Java `ClientRemotingProcessor.getConsumerRunningInfo`).
+    fn answer_running_info(&self, request: &RemotingCommand) -> RemotingCommand {
+        let header = match request.decode_header::<ConsumerClientRequestHeader>() {
+            Ok(header) => header,
+            Err(error) => {
+                return request.response_to(
+                    response_code::SYSTEM_ERROR,
+                    Some(format!("running info request header: {error}")),
+                )
+            }
+        };
+        if header.consumer_group != self.config.group {
+            return request.response_to(
+                response_code::SYSTEM_ERROR,
+                Some(format!(
+                    "The Consumer Group <{}> not exist in this consumer",
+                    header.consumer_group
+                )),
+            );
+        }
+        let info = self.running_info(header.jstack_enable.unwrap_or(false));
+        request
+            .response_to(response_code::SUCCESS, None)
+            .with_body(info.encode())
+    }
+
+    /// What this consumer is doing (Java `DefaultMQPushConsumerImpl.consumerRunningInfo` and
+    /// `MQClientInstance.consumerRunningInfo`).
+    fn running_info(&self, jstack: bool) -> ConsumerRunningInfo {
+        let now = now_ms();
+        let started_ms = self.started_ms.load(Ordering::Acquire);
+        let mut topics: Vec<(String, String)> = self.subscriptions().into_iter().collect();
+        if self.config.model == MessageModel::Clustering {
+            topics.push((self.retry_topic(), "*".into()));
+        }
+        // Java's TreeSet orders SubscriptionData by `topic@subString`.
+        let mut subscription_set: Vec<SubscriptionData> = topics
+            .iter()
+            .map(|(topic, expression)| subscription(topic, expression, started_ms))
+            .collect();
+        subscription_set.sort_by_key(|s| format!("{}@{}", s.topic, s.sub_string));
+        let queues = self.queues.lock().expect("queues");
+        let mq_table = queues
+            .iter()
+            .map(|(queue, worker)| (queue.clone(), self.process_queue_info(worker)))
+            .collect();
+        let mut jstack_text = None;
+        if jstack {
+            jstack_text = Some(task_dump(&queues));
+        }
+        drop(queues);
+        let stats = self.stats.lock().expect("consume stats");
+        let status_table = topics
+            .iter()
+            .map(|(topic, _)| {
+                let status = stats.get(topic).map(|s| s.status(now)).unwrap_or_default();
+                (topic.clone(), status)
+            })
+            .collect();
+        drop(stats);
+        ConsumerRunningInfo {
+            jstack: jstack_text,
+            mq_table,
+            properties: self.running_properties(started_ms),
+            status_table,
+            subscription_set,
+        }
+    }
+
+    fn process_queue_info(&self, worker: &QueueWorker) -> ProcessQueueInfo {
+        let state = &worker.state;
+        let buffered_messages = (self.config.queue_buffer_messages as usize)
+            .saturating_sub(state.messages_budget.available_permits());
+        let buffered_bytes = (self.config.queue_buffer_bytes as usize)
+            .saturating_sub(state.bytes_budget.available_permits());
+        let next = worker.consumed.load(Ordering::Acquire);
+        let (min, max) = if buffered_messages > 0 {
+            (next, state.pulled_max.load(Ordering::Acquire))
+        } else {
+            (0, 0)
+        };
+        ProcessQueueInfo {
+            cached_msg_count: buffered_messages as i32,
+            cached_msg_max_offset: max,
+            cached_msg_min_offset: min,
+            cached_msg_size_in_mib: (buffered_bytes >> 20) as i32,
+            commit_offset: next,
+            droped: worker.stop.load(Ordering::Acquire),
+            last_consume_timestamp: state.last_consume_ms.load(Ordering::Acquire),
+            last_lock_timestamp: state.last_lock_ms.load(Ordering::Acquire),
+            last_pull_timestamp: state.last_pull_ms.load(Ordering::Acquire),
+            locked: self.is_orderly(),
+            ..ProcessQueueInfo::default()
+        }
+    }
+
+    /// Java's `MixAll.object2Properties(consumer)` for the settings this consumer has, under
+    /// Java's names, and the `PROP_*` keys.
+    fn running_properties(&self, started_ms: i64) -> BTreeMap<String, String> {
+        let config = &self.config;
+        let namesrvs: String = config
+            .client
+            .namesrv_addrs
+            .iter()
+            .map(|a| format!("{a};"))
+            .collect();
+        let model = match config.model {
+            MessageModel::Clustering => "CLUSTERING",
+            MessageModel::Broadcasting => "BROADCASTING",
+        };
+        let from = match config.consume_from {
+            ConsumeFromWhere::LastOffset => "CONSUME_FROM_LAST_OFFSET",
+            ConsumeFromWhere::FirstOffset => "CONSUME_FROM_FIRST_OFFSET",
+        };
+        let workers = self.queues.lock().expect("queues").len();
+        [
+            ("consumerGroup", config.group.clone()),
+            ("messageModel", model.to_owned()),
+            ("consumeFromWhere", from.to_owned()),
+            ("pullBatchSize", config.pull_batch_size.to_string()),
+            (
+                "pullThresholdForQueue",
+                config.queue_buffer_messages.to_string(),
+            ),
+            (
+                "pullThresholdSizeForQueue",
+                (config.queue_buffer_bytes >> 20).to_string(),
+            ),
+            ("maxReconsumeTimes", config.max_reconsume_times.to_string()),
+            (
+                "suspendCurrentQueueTimeMillis",
+                config.suspend_current_queue_time.as_millis().to_string(),
+            ),
+            (
+                "persistConsumerOffsetInterval",
+                config.offset_commit_interval.as_millis().to_string(),
+            ),
+            (
+                "heartbeatBrokerInterval",
+                config.heartbeat_interval.as_millis().to_string(),
+            ),
+            ("instanceName", config.client.instance_name.clone()),
+            ("namesrvAddr", namesrvs.trim_end_matches(';').to_owned()),
+            ("unitMode", "false".to_owned()),
+            (running::PROP_NAMESERVER_ADDR, namesrvs),
+            (running::PROP_CONSUME_TYPE, "CONSUME_PASSIVELY".to_owned()),
+            (running::PROP_CONSUME_ORDERLY, self.is_orderly().to_string()),
+            // Each held queue's listener calls run one at a time on a task of their own.
+            (running::PROP_THREADPOOL_CORE_SIZE, workers.to_string()),
+            (
+                running::PROP_CONSUMER_START_TIMESTAMP,
+                started_ms.to_string(),
+            ),
+            (running::PROP_CLIENT_VERSION, "V4_9_8".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     fn is_orderly(&self) -> bool {
         self.config.orderly && self.config.model == MessageModel::Clustering
     }
@@ -887,6 +1133,9 @@ impl Inner {
             .collect();
         for queue in held {
             if self.lock_queues(&queue, false).await.contains(&queue) {
+                if let Some(worker) = self.queues.lock().expect("queues").get(&queue) {
+                    worker.state.last_lock_ms.store(now_ms(), Ordering::Release);
+                }
                 continue;
             }
             warn!(?queue, "queue lock lost; stopping its consumption");
@@ -990,6 +1239,39 @@ fn restore_retry_topic(message: &mut MessageExt) {
             message.topic = original.clone();
         }
     }
+}
+
+fn elapsed_ms(began: Instant) -> u64 {
+    began.elapsed().as_millis() as u64
+}
+
+/// The `jstack` of the running info: Rust has no dump of other threads' stacks, so this lists
+/// the consumer's tasks (per queue: its puller and consumer, running or ended) and the
+/// answering thread's own backtrace.
+fn task_dump(queues: &HashMap<MessageQueue, QueueWorker>) -> String {
+    let mut held: Vec<_> = queues.iter().collect();
+    held.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = String::new();
+    for (queue, worker) in held {
+        for (role, task) in ["puller", "consumer"].iter().zip(&worker.tasks) {
+            let status = if task.is_finished() {
+                "ENDED"
+            } else {
+                "RUNNABLE"
+            };
+            out.push_str(&format!(
+                "\"{role} {}@{}@{}\" {status}\n",
+                queue.topic, queue.broker_name, queue.queue_id
+            ));
+        }
+    }
+    let thread = std::thread::current();
+    out.push_str(&format!(
+        "\n\"{}\" answering thread:\n{}\n",
+        thread.name().unwrap_or("unnamed"),
+        std::backtrace::Backtrace::force_capture()
+    ));
+    out
 }
 
 fn queue_key(queue: &MessageQueue) -> String {

@@ -11,6 +11,7 @@ pub mod heartbeat;
 pub mod lenient;
 pub mod offsets;
 pub mod route;
+pub mod running_info;
 pub mod subscription_group;
 pub mod topic_config;
 
