@@ -94,7 +94,13 @@ fn scraped_counters_follow_a_produce_and_consume_run_exactly() {
     let port = free_port_block(&[0]);
     let metrics_port = format!("metricsPort={port}");
     let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
-    let broker = ServerProcess::broker(namesrv.addr, 2, &[&metrics_port]);
+    // A few KiB are sent, less than flushCommitLogLeastPages: they are synced on the thorough
+    // interval (10 s by default), made short here.
+    let broker = ServerProcess::broker(
+        namesrv.addr,
+        2,
+        &[&metrics_port, "flushCommitLogThoroughInterval=1000"],
+    );
     let mut client = Client::connect(broker.addr);
     client.create_topic(TOPIC, 1);
     let shard = thruster_tests::route_brokers(namesrv.addr, TOPIC)[0].addr;
