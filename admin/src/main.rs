@@ -112,6 +112,12 @@ enum Command {
         #[arg(short = 't', long = "topic")]
         topic: String,
     },
+    /// Delete the ConsumeQueues of topics a broker no longer has (what a crash can leave).
+    #[command(name = "cleanUnusedTopic")]
+    CleanUnusedTopic {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Create or change a subscription group.
     #[command(name = "updateSubGroup")]
     UpdateSubGroup {
@@ -254,6 +260,7 @@ fn run(cli: Cli) -> Result<output::Output, AdminError> {
             },
         ),
         Command::DeleteTopic { cluster, topic } => topic::delete_topic(&ns?, &cluster, &topic),
+        Command::CleanUnusedTopic { target } => topic::clean_unused_topic(&ns, &target),
         Command::UpdateSubGroup { target, settings } => {
             group::update_sub_group(&ns, &target, &settings)
         }
