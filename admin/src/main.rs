@@ -49,6 +49,18 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// ACL account for brokers with `aclEnable` (or THRUSTER_ACCESS_KEY); every request is
+    /// signed with it, as mqadmin signs with conf/tools.yml's keys.
+    #[arg(long = "accessKey", global = true, env = "THRUSTER_ACCESS_KEY")]
+    access_key: Option<String>,
+    /// The account's secret (or THRUSTER_SECRET_KEY, which keeps it out of `ps`).
+    #[arg(
+        long = "secretKey",
+        global = true,
+        env = "THRUSTER_SECRET_KEY",
+        hide_env_values = true
+    )]
+    secret_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -235,6 +247,17 @@ enum Command {
 }
 
 fn run(cli: Cli) -> Result<output::Output, AdminError> {
+    match (cli.access_key, cli.secret_key) {
+        (Some(access_key), Some(secret_key)) => remote::sign_with(
+            thruster_protocol::acl::SessionCredentials::new(access_key, secret_key),
+        ),
+        (None, None) => {}
+        _ => {
+            return Err(AdminError(
+                "--accessKey and --secretKey go together (an ACL account has both)".into(),
+            ))
+        }
+    }
     let ns = namesrv::NameServers::new(cli.namesrv.as_deref());
     match cli.command {
         Command::ClusterList { cluster } => cluster::cluster_list(&ns?, cluster.as_deref()),

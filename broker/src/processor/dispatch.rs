@@ -35,6 +35,9 @@ impl RequestProcessor for BrokerProcessor {
                     .into(),
             );
         }
+        if let Err(refusal) = check_acl(shard, context, &request) {
+            return Some(refusal.into());
+        }
         shard.in_flight.set(shard.in_flight.get() + 1);
         let started = std::time::Instant::now();
         let result = self.route(context, &request).await;
@@ -96,6 +99,22 @@ impl RequestProcessor for BrokerProcessor {
             });
         }
     }
+}
+
+/// The ACL check (`aclEnable`), once per request, on the shard that decoded it: a refusal is
+/// NO_PERMISSION with the reason, before any handler runs.
+fn check_acl(
+    shard: &crate::shard::Shard,
+    context: &ConnectionContext,
+    request: &RemotingCommand,
+) -> Result<(), RemotingCommand> {
+    let Some(rules) = shard.acl.borrow().clone() else {
+        return Ok(());
+    };
+    crate::acl::check(&rules, request, context.peer.ip()).map_err(|remark| {
+        warn!(peer = %context.peer, code = request.code, %remark, "request refused by ACL");
+        request.error(response_code::NO_PERMISSION, remark)
+    })
 }
 
 /// Whether an answer reports a failure (for the error counters): a pull that found nothing
