@@ -203,6 +203,8 @@ pub struct MessageStore {
     pub(super) config: StoreConfig,
     pub(super) log: RefCell<CommitLog>,
     pub(super) queues: RefCell<QueueTable>,
+    /// Deleted topics whose records the log still holds: recovery does not dispatch them.
+    pub(super) deleted_topics: RefCell<super::deleted_topics::DeletedTopics>,
     /// Long-poll marks of the queues, advanced by the put that grows them.
     pub(super) heads: QueueHeads,
     pub(super) index: RefCell<IndexService>,

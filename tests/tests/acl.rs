@@ -6,13 +6,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use thruster_client::protocol::acl::{sign, SessionCredentials};
 use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
 use thruster_client::tokio::{
-    ClientConfig, ClientError, Message, Producer, ProducerConfig, PullConsumer, SendStatus,
+    ClientConfig, ClientError, ConsumeFromWhere, ConsumeResult, Message, Producer, ProducerConfig,
+    PullConsumer, PushConsumer, PushConsumerConfig, SendStatus,
 };
 use thruster_tests::cpp_client::ClientProcess;
 use thruster_tests::{wait_until, Client, ServerProcess};
@@ -26,7 +28,7 @@ const RELOAD_DEADLINE: Duration = Duration::from_secs(15);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The producer account: PUB|SUB on AclOrders, SUB only on AclAudit, nothing elsewhere;
-/// consumer groups SUB by default.
+/// consumer groups SUB by default, but none for acl-denied-cg.
 fn rules(audit_perm: &str) -> String {
     format!(
         "accounts:\n\
@@ -39,6 +41,8 @@ fn rules(audit_perm: &str) -> String {
          \x20   topicPerms:\n\
          \x20     - AclOrders=PUB|SUB\n\
          \x20     - AclAudit={audit_perm}\n\
+         \x20   groupPerms:\n\
+         \x20     - acl-denied-cg=DENY\n\
          \x20 - accessKey: {ADMIN_AK}\n\
          \x20   secretKey: {ADMIN_SK}\n\
          \x20   admin: true\n"
@@ -136,6 +140,17 @@ async fn the_native_client_signs_and_topic_permissions_hold() {
         .with_credentials(SessionCredentials::new(PRODUCER_AK, PRODUCER_SK));
     assert_eq!(pull_all(consumer_config, "acl-cg", "AclOrders").await, sent);
 
+    // A group the account may not use: its pulls are refused.
+    let denied_config = ClientConfig::new(&ns)
+        .unwrap()
+        .with_credentials(SessionCredentials::new(PRODUCER_AK, PRODUCER_SK));
+    let denied = PullConsumer::new("acl-denied-cg", denied_config);
+    let queue = denied.queues("AclOrders").await.unwrap()[0].clone();
+    assert_refused(
+        denied.pull(&queue, "*", 0, 32, None).await,
+        "AccessKey=producer-ak has no SUB permission for group:acl-denied-cg: it has DENY",
+    );
+
     // PUB on a SUB-only topic, and on a topic the account has no permission for.
     assert_refused(
         signed.send(Message::new("AclAudit", "x")).await,
@@ -178,6 +193,52 @@ async fn the_native_client_signs_and_topic_permissions_hold() {
     assert_eq!(
         pull_all(admin_config, "acl-admin-cg", "AclOrders").await,
         sent
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_push_consumer_signs_every_request() {
+    let cluster = start(&rules("SUB"));
+    let ns = cluster.namesrv.addr.to_string();
+    let credentials = SessionCredentials::new(PRODUCER_AK, PRODUCER_SK);
+    let signed = producer(&cluster, "acl-push-pg", Some((PRODUCER_AK, PRODUCER_SK)));
+    let mut sent = BTreeSet::new();
+    for i in 0..10 {
+        let body = format!("push-{i}");
+        signed
+            .send(Message::new("AclOrders", body.clone()))
+            .await
+            .unwrap();
+        sent.insert(body);
+    }
+    // Heartbeats, consumer lists, offsets, pulls, offset commits: all signed, none refused.
+    let mut config = PushConsumerConfig::new("acl-push-cg", &ns).unwrap();
+    config.client = config.client.with_credentials(credentials);
+    config.consume_from = ConsumeFromWhere::FirstOffset;
+    let consumer = PushConsumer::new(config);
+    consumer.subscribe("AclOrders", "*");
+    let received: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let sink = received.clone();
+    consumer
+        .start(move |messages| {
+            let mut sink = sink.lock().unwrap();
+            for m in messages {
+                sink.insert(String::from_utf8(m.body.to_vec()).unwrap());
+            }
+            ConsumeResult::Success
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + CLIENT_TIMEOUT;
+    while *received.lock().unwrap() != sent && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    consumer.shutdown().await;
+    assert_eq!(*received.lock().unwrap(), sent);
+    assert!(
+        !cluster.broker.log().contains("request refused by ACL"),
+        "{}",
+        cluster.broker.log()
     );
 }
 
@@ -283,6 +344,16 @@ fn white_listed_addresses_need_no_signature() {
     );
     let info = RemotingCommand::bare_request(rc::GET_BROKER_RUNTIME_INFO);
     assert_eq!(client.invoke(info).code, response_code::SUCCESS);
+    // The native client without credentials, to a topic no account may use.
+    let unsigned = producer(&cluster, "acl-white-pg", None);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result = runtime
+        .block_on(unsigned.send(Message::new("AclElsewhere", "white")))
+        .unwrap();
+    assert_eq!(result.status, SendStatus::SendOk);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 //! accounts:
 //!   - accessKey: RocketMQ          # longer than 6 characters
 //!     secretKey: 12345678          # longer than 6 characters
-//!     whiteRemoteAddress: ""       # this account's requests from here need no signature
+//!     whiteRemoteAddress: ""       # its requests from here: no signature, no permission check
 //!     admin: false                 # may create/delete topics and groups, change config
 //!     defaultTopicPerm: DENY       # PUB, SUB, PUB|SUB, SUB|PUB or DENY (missing: DENY)
 //!     defaultGroupPerm: SUB

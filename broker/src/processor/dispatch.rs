@@ -199,6 +199,12 @@ impl CallHandler for BrokerProcessor {
             Call::DeleteExpiredFiles => {
                 CallReply::Done(maintenance::delete_expired_here(&self.shard).await)
             }
+            Call::DeleteTopicQueues(topic) => {
+                CallReply::Done(maintenance::delete_topic_queues_here(&self.shard, &topic).await)
+            }
+            Call::CleanUnusedTopics => {
+                CallReply::Done(maintenance::clean_unused_topics_here(&self.shard).await)
+            }
             Call::AskConnection { id, command } => CallReply::ClientAnswer(
                 consumer_calls::ask_local_connection(&self.shard, id, command).await,
             ),
@@ -326,6 +332,7 @@ impl BrokerProcessor {
             rc::DELETE_EXPIRED_COMMITLOG | rc::CLEAN_EXPIRED_CONSUMEQUEUE => {
                 maintenance::delete_expired(self, request).await
             }
+            rc::CLEAN_UNUSED_TOPIC => maintenance::clean_unused_topics(self, request).await,
             rc::CLONE_GROUP_OFFSET => inspect::clone_group_offset(self, request).await,
             rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
                 groups::update_and_create(self, request).await

@@ -140,6 +140,12 @@ pub enum Call {
     DeleteTopic(String),
     /// Delete expired files now (`Done`).
     DeleteExpiredFiles,
+    /// Delete the receiver's ConsumeQueues of a deleted topic (`Done`, once the files are
+    /// gone).
+    DeleteTopicQueues(String),
+    /// Delete the receiver's ConsumeQueues of every topic not in its copy of the topic table,
+    /// system topics aside (`Done`).
+    CleanUnusedTopics,
     /// Stored records matching a key in the receiver's index.
     QueryByKey {
         topic: String,
