@@ -318,7 +318,7 @@ fn a_consumer_that_never_reads_stalls_only_itself() {
         );
     }
     // Cold pulls from the start of the queue, by a well-behaved reader: the baseline.
-    // (A pull from disk carries at most 64 KiB, RocketMQ's cold transfer limit.)
+    // (A pull from disk carries at most 32 messages here, within `maxTransferBytesOnMessageInDisk`.)
     let cold_pulls = |reader: &mut Client| {
         let started = Instant::now();
         let mut offset = 0;
