@@ -244,11 +244,13 @@ async fn start_serving(
     let (listeners, own_addr) = shard_listeners(config, shard.id, start.broker_addr, listen)?;
     assert!(listeners.len() as u64 <= LISTENERS_MAX);
     let request_memory = RequestMemory::new(config.shard_request_memory_bytes);
+    let receive_memory = RequestMemory::new(config.shard_receive_buffer_bytes);
     for (i, listener) in listeners.into_iter().enumerate() {
         let server_config = ServerConfig {
             first_connection_id: i as u64,
             connection_id_step: LISTENERS_MAX,
             request_memory: Some(request_memory.clone()),
+            receive_memory: Some(receive_memory.clone()),
             idle_timeout_ms: Some(config.server_channel_max_idle_ms),
             ..ServerConfig::default()
         };

@@ -17,6 +17,10 @@ use thruster_tuning::io_properties::{IoProperties, StoreIoSettings};
 /// `shardRequestMemoryBytes` unless configured.
 pub const SHARD_REQUEST_MEMORY_BYTES_DEFAULT: usize = 256 << 20;
 const _: () = assert!(SHARD_REQUEST_MEMORY_BYTES_DEFAULT >= FRAME_MAX_BYTES_DEFAULT);
+/// `shardReceiveBufferBytes` unless configured: eight largest frames being received at once
+/// per shard (frames up to 64 KiB need none of it).
+pub const SHARD_RECEIVE_BUFFER_BYTES_DEFAULT: usize = 128 << 20;
+const _: () = assert!(SHARD_RECEIVE_BUFFER_BYTES_DEFAULT >= FRAME_MAX_BYTES_DEFAULT);
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -125,6 +129,10 @@ pub struct BrokerConfig {
     /// `shardRequestMemoryBytes`: request frames each shard holds while processing them, over
     /// all its connections (each connection also has its own bound); readers wait past it.
     pub shard_request_memory_bytes: usize,
+    /// `shardReceiveBufferBytes`: bytes of partly received frames larger than 64 KiB each
+    /// shard buffers at once, over all its connections; a connection whose frame does not fit
+    /// is not read until it does (or its idle timeout closes it).
+    pub shard_receive_buffer_bytes: usize,
     /// `metricsPort`: where the Prometheus endpoint (`GET /metrics`) listens; 0 (default): no
     /// endpoint.
     pub metrics_port: u16,
@@ -235,6 +243,7 @@ impl Default for BrokerConfig {
             acl_file_path: PathBuf::from("conf/plain_acl.yml"),
             acl_reload_interval_ms: 5_000,
             shard_request_memory_bytes: SHARD_REQUEST_MEMORY_BYTES_DEFAULT,
+            shard_receive_buffer_bytes: SHARD_RECEIVE_BUFFER_BYTES_DEFAULT,
             broker_per_shard: true,
             shard_port_step: 10,
             shard_listen_port_base: 0,
@@ -451,6 +460,14 @@ impl BrokerConfig {
                 if self.shard_request_memory_bytes < FRAME_MAX_BYTES_DEFAULT {
                     return Err(format!(
                         "shardRequestMemoryBytes must hold the largest frame ({FRAME_MAX_BYTES_DEFAULT} bytes)"
+                    ));
+                }
+            }
+            "shardReceiveBufferBytes" => {
+                self.shard_receive_buffer_bytes = parse(key, value)?;
+                if self.shard_receive_buffer_bytes < FRAME_MAX_BYTES_DEFAULT {
+                    return Err(format!(
+                        "shardReceiveBufferBytes must hold the largest frame ({FRAME_MAX_BYTES_DEFAULT} bytes)"
                     ));
                 }
             }

@@ -215,6 +215,10 @@ pub fn properties_text(config: &BrokerConfig, live: &LiveSettings) -> String {
             "shardRequestMemoryBytes",
             c.shard_request_memory_bytes.to_string(),
         ),
+        (
+            "shardReceiveBufferBytes",
+            c.shard_receive_buffer_bytes.to_string(),
+        ),
     ];
     if let Some(bytes) = c.memory_window_bytes {
         pairs.push(("memoryWindowBytes", bytes.to_string()));

@@ -4,6 +4,7 @@
 //! tasks, timers, TCP sockets, bounded local channels and semaphores. glommio is barely
 //! maintained; swapping it means rewriting this module, not the broker.
 
+pub mod memory;
 pub mod tasks;
 pub mod watermark;
 

@@ -472,3 +472,206 @@ fn async_flush_acknowledged_sends_survive_a_kill_9_of_the_broker() {
     }
     assert!(total_acked >= 5_000, "{total_acked} sends acknowledged");
 }
+
+/// The process's resident memory (`VmRSS` of /proc/<pid>/status), in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("a VmRSS line");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in kB");
+    kib << 10
+}
+
+const MIB: u64 = 1 << 20;
+/// The largest frame (16 MiB, counting its length field).
+const FRAME_MAX_BYTES: usize = 16 << 20;
+
+/// Connections that each announce a 16 MiB frame and send `sent_bytes` of it, then stall:
+/// each writer thread returns whether its bytes were all taken (by the broker or the socket
+/// buffers) within a few seconds. The streams stay open until dropped.
+struct SlowFrames {
+    /// Held open (closed when dropped).
+    _streams: Vec<std::net::TcpStream>,
+    writers: Vec<std::thread::JoinHandle<bool>>,
+}
+
+impl SlowFrames {
+    fn open(addrs: &[std::net::SocketAddr], count: usize, sent_bytes: usize) -> SlowFrames {
+        let mut streams = Vec::new();
+        let mut writers = Vec::new();
+        for i in 0..count {
+            let stream = std::net::TcpStream::connect(addrs[i % addrs.len()]).unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            streams.push(stream);
+            writers.push(std::thread::spawn(move || {
+                use std::io::Write;
+                writer
+                    .set_write_timeout(Some(Duration::from_secs(3)))
+                    .unwrap();
+                let mut frame = ((FRAME_MAX_BYTES - 4) as u32).to_be_bytes().to_vec();
+                frame.resize(4 + sent_bytes, b'x');
+                writer.write_all(&frame).is_ok()
+            }));
+        }
+        SlowFrames {
+            _streams: streams,
+            writers,
+        }
+    }
+
+    /// Waits for every writer; returns how many sent all their bytes.
+    fn finished(&mut self) -> usize {
+        self.writers
+            .drain(..)
+            .map(|w| w.join().unwrap())
+            .filter(|&all| all)
+            .count()
+    }
+}
+
+/// A broker with a topic on both shards, a client to each shard, and its baseline RSS after
+/// some traffic.
+fn broker_for_memory_tests(
+    ns: &ServerProcess,
+    settings: &[&str],
+) -> (ServerProcess, Vec<std::net::SocketAddr>, Vec<Client>, u64) {
+    let broker = ServerProcess::broker(ns.addr, 2, settings);
+    Client::connect(broker.addr).create_topic("Memory", 4);
+    let addrs: Vec<_> = thruster_tests::route_brokers(ns.addr, "Memory")
+        .iter()
+        .map(|b| b.addr)
+        .collect();
+    let mut clients: Vec<Client> = addrs.iter().map(|a| Client::connect(*a)).collect();
+    for i in 0..200 {
+        for client in &mut clients {
+            assert_eq!(
+                send(client, "Memory", i % 2, &format!("warm-{i}")),
+                response_code::SUCCESS
+            );
+        }
+    }
+    let baseline = rss_bytes(broker.pid());
+    (broker, addrs, clients, baseline)
+}
+
+#[test]
+fn partial_16_mib_frames_stay_within_the_receive_budget_and_others_are_served() {
+    // 48 connections each send 8 MiB of a 16 MiB frame and stall: unbounded, 384 MiB of
+    // buffers; with 32 MiB of receive budget per shard, two such frames per shard are read
+    // and the rest wait in the kernel's socket buffers.
+    let ns = namesrv();
+    let (mut broker, addrs, mut clients, baseline) =
+        broker_for_memory_tests(&ns, &["shardReceiveBufferBytes=33554432"]);
+    let mut slow = SlowFrames::open(&addrs, 48, 8 << 20);
+    let mut rss_max = 0;
+    let mut i = 0;
+    let writers_done = loop {
+        // A normal client is served meanwhile, on both shards.
+        for client in &mut clients {
+            let started = Instant::now();
+            assert_eq!(
+                send(client, "Memory", 0, &format!("meanwhile-{i}")),
+                response_code::SUCCESS
+            );
+            assert!(started.elapsed() < Duration::from_secs(2));
+        }
+        i += 1;
+        rss_max = rss_max.max(rss_bytes(broker.pid()));
+        if slow.writers.iter().all(|w| w.is_finished()) {
+            break slow.finished();
+        }
+    };
+    // Once the writers are done, what the broker buffers no longer grows: measure again.
+    for _ in 0..20 {
+        rss_max = rss_max.max(rss_bytes(broker.pid()));
+        for client in &mut clients {
+            assert_eq!(send(client, "Memory", 1, "after"), response_code::SUCCESS);
+        }
+    }
+    eprintln!(
+        "baseline {} MiB, at most {} MiB with 48 stalled 16 MiB frames ({writers_done} of 48 \
+         writers sent their 8 MiB)",
+        baseline / MIB,
+        rss_max / MIB
+    );
+    assert!(
+        writers_done < 48,
+        "some writers were held back (the broker stopped reading them)"
+    );
+    // Budget: 2 shards x 32 MiB; each connection's own small buffers (64 KiB + a read) on top.
+    assert!(
+        rss_max <= baseline + 64 * MIB + 64 * MIB,
+        "RSS {} MiB, baseline {} MiB",
+        rss_max / MIB,
+        baseline / MIB
+    );
+    drop(slow);
+    assert!(broker.is_running());
+}
+
+#[test]
+fn memory_of_ended_connections_goes_back_to_the_system() {
+    let ns = namesrv();
+    let (mut broker, addrs, mut clients, baseline) = broker_for_memory_tests(&ns, &[]);
+    // 16 connections with 12 MiB of a 16 MiB frame each: within the default budget (128 MiB
+    // per shard), so all of it is buffered.
+    let mut slow = SlowFrames::open(&addrs, 16, 12 << 20);
+    assert_eq!(slow.finished(), 16, "every partial frame was taken");
+    let pid = broker.pid();
+    let grown = thruster_tests::wait_until(Duration::from_secs(10), || {
+        rss_bytes(pid) >= baseline + 150 * MIB
+    });
+    let held = rss_bytes(pid);
+    assert!(
+        grown,
+        "the partial frames are buffered: RSS {} MiB, baseline {} MiB",
+        held / MIB,
+        baseline / MIB
+    );
+    drop(slow);
+    let bound = baseline + 64 * MIB;
+    let returned = thruster_tests::wait_until(Duration::from_secs(10), || rss_bytes(pid) <= bound);
+    let after_close = rss_bytes(pid);
+    assert!(
+        returned,
+        "RSS {} MiB after the connections closed (held {} MiB, baseline {} MiB)",
+        after_close / MIB,
+        held / MIB,
+        baseline / MIB
+    );
+    // Connect/close churn, each connection leaving a partial frame behind: RSS stays.
+    for round in 0..3 {
+        let mut churn = SlowFrames::open(&addrs, 500, 256 << 10);
+        churn.finished();
+        drop(churn);
+        for client in &mut clients {
+            assert_eq!(
+                send(client, "Memory", 0, &format!("churn-{round}")),
+                response_code::SUCCESS
+            );
+        }
+    }
+    let settled = thruster_tests::wait_until(Duration::from_secs(10), || rss_bytes(pid) <= bound);
+    let after_churn = rss_bytes(pid);
+    eprintln!(
+        "baseline {} MiB, {} MiB holding 16 partial frames, {} MiB after they closed, {} MiB \
+         after 1 500 connections came and went",
+        baseline / MIB,
+        held / MIB,
+        after_close / MIB,
+        after_churn / MIB
+    );
+    assert!(
+        settled,
+        "RSS {} MiB after the churn, baseline {} MiB",
+        after_churn / MIB,
+        baseline / MIB
+    );
+    assert!(broker.is_running());
+}

@@ -43,6 +43,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    thruster_broker::runtime::memory::return_large_frees_to_the_system();
     thruster_broker::logging::init("info");
     let args = Args::parse();
     match run(args) {

@@ -40,6 +40,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    thruster_broker::runtime::memory::return_large_frees_to_the_system();
     thruster_broker::logging::init("info");
     let args = Args::parse();
     if args.scan_interval_ms == 0 || args.broker_expire_ms == 0 {

@@ -1,5 +1,5 @@
-//! Limits of one server (accept loop and its connections), and the request-memory budget its
-//! connections share.
+//! Limits of one server (accept loop and its connections), and the memory budgets its
+//! connections share (frames being received, requests being processed).
 
 use std::rc::Rc;
 
@@ -10,6 +10,12 @@ use thruster_protocol::FRAME_MAX_BYTES_DEFAULT;
 /// answered); its reader stops reading past it.
 pub const CONNECTION_REQUEST_BYTES_MAX_DEFAULT: usize = 64 << 20;
 const _: () = assert!(CONNECTION_REQUEST_BYTES_MAX_DEFAULT >= FRAME_MAX_BYTES_DEFAULT);
+
+/// A frame up to this many bytes (length field included) is received without a reservation
+/// of the shared receive budget: each connection may buffer that much (plus one socket read)
+/// on its own, so small requests never wait behind large partial frames. A larger frame's
+/// buffer is allocated once, at its announced size, after its reservation.
+pub const RECEIVE_UNRESERVED_BYTES_MAX: usize = 64 << 10;
 
 /// Limits of one server.
 #[derive(Debug, Clone)]
@@ -23,6 +29,12 @@ pub struct ServerConfig {
     /// Request bytes being processed across all connections that share this budget (one per
     /// shard in the broker); `None`: only the per-connection bound.
     pub request_memory: Option<RequestMemory>,
+    /// Bytes of partly received frames across all connections that share this budget (one
+    /// per shard in the broker, `shardReceiveBufferBytes`): a frame larger than
+    /// `RECEIVE_UNRESERVED_BYTES_MAX` is read only once its announced length is reserved here;
+    /// until then its connection is not read (back-pressure, up to the idle timeout). `None`:
+    /// only the frame limit bounds a connection's buffer.
+    pub receive_memory: Option<RequestMemory>,
     /// Open connections; further ones are closed at once.
     pub connections_max: usize,
     pub first_connection_id: u64,
@@ -45,6 +57,7 @@ impl Default for ServerConfig {
             in_flight_per_connection_max: 1024,
             in_flight_bytes_per_connection_max: CONNECTION_REQUEST_BYTES_MAX_DEFAULT,
             request_memory: None,
+            receive_memory: None,
             connections_max: 16 * 1024,
             first_connection_id: 0,
             connection_id_step: 1,
@@ -57,12 +70,14 @@ impl ServerConfig {
     /// A frame larger than a budget could never be admitted: its reader would wait forever.
     pub fn validate(&self) -> Result<(), String> {
         let shared_bytes_max = self.request_memory.as_ref().map(RequestMemory::bytes_max);
+        let receive_bytes_max = self.receive_memory.as_ref().map(RequestMemory::bytes_max);
         for (what, bytes_max) in [
             (
                 "in-flight bytes per connection",
                 Some(self.in_flight_bytes_per_connection_max),
             ),
             ("shared request memory", shared_bytes_max),
+            ("shared receive buffer memory", receive_bytes_max),
         ] {
             if let Some(bytes_max) = bytes_max.filter(|b| *b < self.frame_max_bytes) {
                 return Err(format!(

@@ -18,7 +18,7 @@ use thruster_protocol::{
 };
 use tracing::{debug, info, warn};
 
-use super::config::{RequestMemory, ServerConfig};
+use super::config::{RequestMemory, ServerConfig, RECEIVE_UNRESERVED_BYTES_MAX};
 use crate::runtime::{
     self, IoBuffer, LocalSender, Semaphore, SharedStream, StaticPermit, TcpStream,
 };
@@ -141,11 +141,12 @@ pub async fn serve_connection<P: RequestProcessor>(
         connection_bytes: RequestMemory::new(config.in_flight_bytes_per_connection_max),
         shared_bytes: config.request_memory.clone(),
     };
+    let receive = ReceiveBuffer::new(config.receive_memory.clone());
     let reader = read_loop(
         SharedStream(stream.clone()),
         &context,
         processor.clone(),
-        budget,
+        (budget, receive),
         config.frame_max_bytes,
         config.idle_timeout_ms,
     );
@@ -164,6 +165,8 @@ pub async fn serve_connection<P: RequestProcessor>(
     if let Ok(stream) = Rc::try_unwrap(stream) {
         runtime::shutdown(&stream.into_inner()).await;
     }
+    // Its buffers are freed: the pages go back to the system (one trim per burst of closes).
+    runtime::memory::trim_freed_memory_soon();
 }
 
 /// What one connection's requests may hold while they are processed: a count, and bytes of
@@ -192,24 +195,106 @@ impl RequestBudget {
     }
 }
 
+/// A connection's receive buffer: whole frames are split off it (without copying) and what
+/// stays is at most one partial frame. A partial frame larger than
+/// `RECEIVE_UNRESERVED_BYTES_MAX` is read only while it holds a reservation of its announced
+/// length in the shard's receive budget, into a buffer allocated once at that length; once
+/// the frame is whole the reservation goes (the request budget counts it from then on) and
+/// the buffer goes with the request, so an idle connection keeps only a small one.
+struct ReceiveBuffer {
+    buf: BytesMut,
+    shared: Option<RequestMemory>,
+    /// The head frame's reservation, while it is being received.
+    reserved: Option<StaticPermit>,
+    /// Waiting for the budget (not reading): why a timeout then closes the connection.
+    waiting_for_room: bool,
+}
+
+impl ReceiveBuffer {
+    fn new(shared: Option<RequestMemory>) -> ReceiveBuffer {
+        ReceiveBuffer {
+            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            shared,
+            reserved: None,
+            waiting_for_room: false,
+        }
+    }
+
+    /// The head frame's length as announced by its length field (counting the field).
+    fn announced_bytes(&self) -> Option<usize> {
+        let field: [u8; 4] = self.buf.get(..4)?.try_into().ok()?;
+        Some(4 + u32::from_be_bytes(field) as usize)
+    }
+
+    /// Makes room for the next read: for a large partial frame, first its reservation (waits
+    /// while the shard's budget is taken: the peer is not read meanwhile) and one buffer of
+    /// its size; otherwise a read's worth. `None`: the budget was closed.
+    async fn make_room(&mut self) -> Option<()> {
+        let large = self
+            .announced_bytes()
+            .filter(|&bytes| bytes > RECEIVE_UNRESERVED_BYTES_MAX);
+        match (large, &self.shared) {
+            (Some(bytes), Some(shared)) if self.reserved.is_none() => {
+                self.waiting_for_room = true;
+                let permit = shared.reserve(bytes.min(shared.bytes_max())).await?;
+                self.waiting_for_room = false;
+                self.reserved = Some(permit);
+                self.reallocate(bytes);
+            }
+            (Some(bytes), None) if self.buf.capacity() < bytes => self.reallocate(bytes),
+            _ => {
+                if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES / 4 {
+                    self.buf.reserve(READ_CHUNK_BYTES);
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Moves the buffered bytes into a buffer of `capacity` bytes (a frame's exact size:
+    /// growing by doubling would copy it again and again and leave the allocator freed
+    /// blocks of every size on the way).
+    fn reallocate(&mut self, capacity: usize) {
+        let mut bigger = BytesMut::with_capacity(capacity.max(self.buf.len()));
+        bigger.extend_from_slice(&self.buf);
+        self.buf = bigger;
+    }
+
+    /// The head frame was split off: its reservation is returned to the caller (to drop once
+    /// the request budget has taken the frame), and a large buffer no longer holding a large
+    /// frame is replaced by a small one.
+    fn frame_taken(&mut self) -> Option<StaticPermit> {
+        if self.buf.capacity() > 2 * READ_CHUNK_BYTES
+            && self
+                .announced_bytes()
+                .is_none_or(|bytes| bytes <= RECEIVE_UNRESERVED_BYTES_MAX)
+        {
+            let mut small = BytesMut::with_capacity(READ_CHUNK_BYTES.max(self.buf.len()));
+            small.extend_from_slice(&self.buf);
+            self.buf = small;
+        }
+        self.reserved.take()
+    }
+}
+
 async fn read_loop<P: RequestProcessor>(
     mut stream: SharedStream<TcpStream>,
     context: &ConnectionContext,
     processor: Rc<P>,
-    budget: RequestBudget,
+    (budget, mut receive): (RequestBudget, ReceiveBuffer),
     frame_max_bytes: usize,
     idle_timeout_ms: Option<u64>,
 ) {
     let peer = context.peer;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     // Only a whole request counts as activity: a peer dribbling bytes of a frame it never
     // finishes is as idle as a silent one.
     let mut last_request_ms = runtime::now_ms();
     loop {
         loop {
+            let buf = &mut receive.buf;
             let buffered_bytes = buf.len();
-            let frame = match decode_frame(&mut buf, frame_max_bytes) {
+            let frame = match decode_frame(buf, frame_max_bytes) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(error) => {
@@ -217,6 +302,8 @@ async fn read_loop<P: RequestProcessor>(
                     return;
                 }
             };
+            let frame_bytes = buffered_bytes - buf.len();
+            let received = receive.frame_taken();
             let request = match frame.into_command() {
                 Ok(request) => request,
                 Err(error) => {
@@ -237,10 +324,10 @@ async fn read_loop<P: RequestProcessor>(
                 continue;
             }
             last_request_ms = runtime::now_ms();
-            let frame_bytes = buffered_bytes - buf.len();
             let Some(permit) = budget.admit(frame_bytes).await else {
                 return;
             };
+            drop(received);
             let processor = processor.clone();
             let context = context.clone();
             runtime::spawn_detached(async move {
@@ -257,28 +344,31 @@ async fn read_loop<P: RequestProcessor>(
                 drop(permit);
             });
         }
-        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
-            buf.reserve(READ_CHUNK_BYTES);
-        }
+        // Room (a large frame's reservation may wait), then a read; both within the idle
+        // timeout.
+        let step = async {
+            receive.make_room().await?;
+            Some(stream.read(&mut chunk).await)
+        };
         let read = match idle_timeout_ms {
-            None => Some(stream.read(&mut chunk).await),
+            None => Some(step.await),
             Some(idle_ms) => {
                 let left_ms = (last_request_ms + idle_ms as i64 - runtime::now_ms()).max(0);
-                runtime::timeout(
-                    std::time::Duration::from_millis(left_ms as u64),
-                    stream.read(&mut chunk),
-                )
-                .await
+                runtime::timeout(std::time::Duration::from_millis(left_ms as u64), step).await
             }
         };
         match read {
-            None => {
-                info!(%peer, idle_ms = idle_timeout_ms, buffered_bytes = buf.len(), "no request within the idle timeout: closing the connection");
+            None if receive.waiting_for_room => {
+                info!(%peer, idle_ms = idle_timeout_ms, announced_bytes = receive.announced_bytes(), "no room in the shard's receive budget for this frame within the idle timeout: closing the connection");
                 return;
             }
-            Some(Ok(0)) => return,
-            Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Some(Err(error)) => {
+            None => {
+                info!(%peer, idle_ms = idle_timeout_ms, buffered_bytes = receive.buf.len(), "no request within the idle timeout: closing the connection");
+                return;
+            }
+            Some(None) | Some(Some(Ok(0))) => return,
+            Some(Some(Ok(n))) => receive.buf.extend_from_slice(&chunk[..n]),
+            Some(Some(Err(error))) => {
                 debug!(%peer, %error, "read failed");
                 return;
             }
