@@ -100,6 +100,8 @@ impl MessageStore {
             deleted_topics: RefCell::new(DeletedTopics::default()),
             index: RefCell::new(index),
             flushed: Watermark::new(end),
+            written: Watermark::new(end),
+            write_out_planned_to: Cell::new(end),
             appended: Watermark::new(end),
             visible: Watermark::new(end),
             flush_requests: Watermark::new(0),
@@ -118,6 +120,7 @@ impl MessageStore {
                 sync_failed: RefCell::new(None),
                 queue_sync_failed: Cell::new(false),
                 shutting_down: Cell::new(false),
+                stopped: Cell::new(false),
             },
             disk_usage: RefCell::new(std::sync::Arc::new(move || {
                 super::disk_usage::disk_used_percent(&root)
@@ -138,9 +141,8 @@ impl MessageStore {
         self.spawn_background("flusher", flush_loop);
         self.spawn_background("segment-preparer", prepare_loop);
         self.spawn_background("checkpointer", checkpoint_loop);
-        if self.config.flush_mode == FlushMode::Sync {
-            self.spawn_background("clock", clock_loop);
-        }
+        // Both modes: puts wait (for the flush, or for the write) with a deadline.
+        self.spawn_background("clock", clock_loop);
     }
 }
 
