@@ -241,6 +241,38 @@ mod tests {
         assert!(!verify(&request, "other"));
     }
 
+    proptest::proptest! {
+        /// Signed with a secret: verified with it, refused with another, refused once any
+        /// signed value or the body changes; whatever the fields (keys and values of any
+        /// characters) and body.
+        #[test]
+        fn a_signature_covers_every_field_and_the_body(
+            fields in proptest::collection::btree_map(".{1,8}", ".{0,8}", 0..8),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            secret in ".{1,16}",
+            changed in 0usize..9,
+        ) {
+            let mut request = RemotingCommand::bare_request(request_code::SEND_MESSAGE)
+                .with_body(body.clone());
+            for (k, v) in &fields {
+                request.ext_fields.insert(k.as_str(), v.as_str());
+            }
+            sign(&mut request, &SessionCredentials::new("access", secret.as_str()));
+            proptest::prop_assert!(verify(&request, &secret));
+            let other = format!("{secret}x");
+            proptest::prop_assert!(!verify(&request, &other));
+            let mut tampered = request.clone();
+            match fields.keys().nth(changed).filter(|k| k.as_str() != SIGNATURE) {
+                Some(key) => {
+                    let value = format!("{}!", tampered.ext_fields.get(key).unwrap_or_default());
+                    tampered.ext_fields.insert(key.as_str(), value);
+                }
+                None => tampered.body = [&body[..], b"!"].concat().into(),
+            }
+            proptest::prop_assert!(!verify(&tampered, &secret));
+        }
+    }
+
     #[test]
     fn debug_hides_the_secret() {
         let shown = format!("{:?}", SessionCredentials::new("key", "very-secret"));
