@@ -395,7 +395,8 @@ pub(super) async fn prepare_loop(store: std::rc::Weak<MessageStore>, stop: StopS
             log.segment_start_of(log.write_pos()) + s.config.segment_bytes / 2
         };
         let half_used = s.log.borrow().write_pos() >= half_point;
-        if !s.log.borrow().has_next_segment() && (wanted || half_used) {
+        let due = !s.log.borrow().has_next_segment() && (wanted || half_used);
+        if due && (wanted || s.may_prepare_ahead()) {
             served_rolls = s.segments_rolled.get();
             let (settings, start) = {
                 let log = s.log.borrow();
@@ -426,24 +427,50 @@ pub(super) async fn prepare_loop(store: std::rc::Weak<MessageStore>, stop: StopS
             }
         }
         // Woken by a writer that needs the next segment, by the writer crossing the active
-        // segment's half, or by the stop.
+        // segment's half, or (that point passed) by the writer moving into the next segment,
+        // whose own half is then waited for; or by the stop.
         let (rolled_mark, appended) = (&s.segments_rolled, &s.appended);
         let half_reached = half_used || s.log.borrow().has_next_segment();
+        // (past the active segment's end: a put now writes into the next one)
+        let wake_at = match half_reached {
+            true => half_point - s.config.segment_bytes / 2 + s.config.segment_bytes + 1,
+            false => half_point,
+        };
         futures_lite::future::or(
             futures_lite::future::or(
                 async {
                     rolled_mark.wait_for(rolled + 1).await;
                 },
                 async {
-                    if half_reached {
-                        std::future::pending::<()>().await;
-                    }
-                    appended.wait_for(half_point).await;
+                    appended.wait_for(wake_at).await;
                 },
             ),
             stop.wait(),
         )
         .await;
+    }
+}
+
+impl MessageStore {
+    /// Whether a segment may be prepared before a writer needs it: not once the disk is past
+    /// `diskMaxUsedSpaceRatio`, where a segment's worth of allocation or zeros (on a restart,
+    /// right away) could push it over `diskSpaceCleanForciblyRatio` and delete unconsumed
+    /// data; a writer that needs the segment still gets it. Reads the usage last measured (at
+    /// open, before the preparer starts, then by every retention pass): the preparer never
+    /// waits for a measure, so a writer waiting for a segment never does either.
+    fn may_prepare_ahead(&self) -> bool {
+        match self.state.disk_used_percent.get() {
+            Some(used) if used >= self.config.disk_max_used_space_ratio => {
+                self.count(|stats| stats.segments_not_prepared_ahead += 1);
+                info!(
+                    used_percent = used,
+                    max_used_ratio = self.config.disk_max_used_space_ratio,
+                    "disk nearly full: the next commit log segment is prepared when a write needs it, not ahead"
+                );
+                false
+            }
+            _ => true,
+        }
     }
 }
 

@@ -162,6 +162,9 @@ pub struct StoreStats {
     pub window_waits: u64,
     /// Puts that waited for the next segment to be prepared.
     pub segment_waits: u64,
+    /// Times the next segment was not prepared ahead because the disk was past
+    /// `diskMaxUsedSpaceRatio`.
+    pub segments_not_prepared_ahead: u64,
     /// Async write-out: chunk writes completed, and their summed time from start to the
     /// store seeing the completion (which includes waiting for the reactor to reap it).
     pub chunk_writes: u64,
@@ -178,6 +181,8 @@ pub struct StoreStats {
 
 pub(super) struct State {
     pub(super) disk_full: Cell<bool>,
+    /// The store's file system's used share as retention last measured it (`None`: not yet).
+    pub(super) disk_used_percent: Cell<Option<u32>>,
     /// Why preparing the next segment failed (ENOSPC, typically); cleared when one is prepared.
     /// Puts that need that segment meanwhile are refused with it.
     pub(super) segment_error: RefCell<Option<String>>,
@@ -725,6 +730,73 @@ pub(crate) mod tests {
             assert_eq!(
                 store.get_messages("V", 0, 0, 1, &|_| true).status,
                 GetStatus::Found
+            );
+            store.shutdown().await.unwrap();
+        });
+    }
+
+    /// Polls `condition` every 5 ms until it holds or 10 s pass.
+    async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            runtime::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    #[test]
+    fn a_nearly_full_disk_gets_no_segment_ahead_and_writes_still_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let store = MessageStore::open(config(&root, FlushMode::Sync))
+                .await
+                .unwrap();
+            // Past diskMaxUsedSpaceRatio (75), below the warning level (90): writes go on.
+            let used = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(80));
+            let probe = used.clone();
+            store.set_disk_usage_probe(std::sync::Arc::new(move || {
+                Ok(probe.load(std::sync::atomic::Ordering::Relaxed))
+            }));
+            let segment_bytes = store.config.segment_bytes;
+            let put = |i: usize| message("N", 0, format!("n{i}").repeat(100).as_bytes(), "", "");
+            store.refresh_disk_usage().await.unwrap();
+            let mut i = 0;
+            while store.log.borrow().write_pos() < segment_bytes / 2 + 1024 {
+                assert_eq!(store.put(put(i)).await.status, PutStatus::Ok);
+                i += 1;
+            }
+            assert!(
+                eventually(|| store.stats().segments_not_prepared_ahead > 0).await,
+                "the preparer looked at the disk"
+            );
+            assert!(
+                !store.log.borrow().has_next_segment(),
+                "nothing prepared ahead"
+            );
+            // A write that needs the next segment still gets it.
+            while store.log.borrow().segments().count() < 2 {
+                assert_eq!(store.put(put(i)).await.status, PutStatus::Ok);
+                i += 1;
+            }
+            assert!(
+                store.stats().segment_waits > 0,
+                "the roll waited for its segment"
+            );
+            // With room again, the next one is prepared ahead once this one is half used.
+            used.store(50, std::sync::atomic::Ordering::Relaxed);
+            store.refresh_disk_usage().await.unwrap();
+            let second = segment_bytes;
+            while store.log.borrow().write_pos() < second + segment_bytes / 2 + 1024 {
+                assert_eq!(store.put(put(i)).await.status, PutStatus::Ok);
+                i += 1;
+            }
+            assert!(
+                eventually(|| store.log.borrow().has_next_segment()).await,
+                "prepared ahead"
             );
             store.shutdown().await.unwrap();
         });

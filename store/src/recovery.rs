@@ -8,7 +8,7 @@ use std::io;
 use std::rc::Rc;
 
 use thruster_protocol::message::{self};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::checkpoint::Checkpoint;
 use super::commit_log::{CommitLog, CommitLogSettings};
@@ -79,6 +79,11 @@ impl MessageStore {
         *store.deleted_topics.borrow_mut() = deleted_topics;
         // Everything recovered is durable: record that before serving.
         store.sync_queues_and_checkpoint().await?;
+        // The disk usage before the segment preparer starts: on a nearly full disk it must not
+        // prepare a segment ahead (see `may_prepare_ahead`).
+        if let Err(e) = store.refresh_disk_usage().await {
+            warn!(error = %e, "measuring disk usage failed");
+        }
         store.start_background_tasks();
         Ok(store)
     }
@@ -115,6 +120,7 @@ impl MessageStore {
             tasks: TaskRegistry::new(format!("store-{}", config.shard_id)),
             state: State {
                 disk_full: Cell::new(false),
+                disk_used_percent: Cell::new(None),
                 segment_error: RefCell::new(None),
                 flush_error: RefCell::new(None),
                 sync_failed: RefCell::new(None),

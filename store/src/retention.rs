@@ -36,10 +36,17 @@ impl MessageStore {
         self.retention_pass(now_ms, true).await
     }
 
-    async fn retention_pass(&self, now_ms: i64, at_delete_hour: bool) -> io::Result<()> {
+    /// Measures the disk usage (on the helper thread) and acts on it: refuse or accept
+    /// writes, prepare segments ahead or not. Returns it.
+    pub async fn refresh_disk_usage(&self) -> io::Result<u32> {
         let probe = self.disk_usage.borrow().clone();
         let used = runtime::spawn_blocking(move || probe()).await?;
         self.note_disk_usage(used);
+        Ok(used)
+    }
+
+    async fn retention_pass(&self, now_ms: i64, at_delete_hour: bool) -> io::Result<()> {
+        let used = self.refresh_disk_usage().await?;
         // As RocketMQ: past diskMaxUsedSpaceRatio expired files go at any hour; past
         // diskSpaceCleanForciblyRatio the oldest go even unexpired (one per pass here).
         let space_to_delete = used >= self.config.disk_max_used_space_ratio;
@@ -85,6 +92,7 @@ impl MessageStore {
     }
 
     fn note_disk_usage(&self, used_percent: u32) {
+        self.state.disk_used_percent.set(Some(used_percent));
         let full = used_percent >= self.config.disk_space_warning_level_ratio;
         if full != self.state.disk_full.get() {
             if full {
