@@ -1,6 +1,7 @@
 //! The topic table. Shard 0 is its only writer (creation, auto-creation, persistence to
 //! `config/topics.json`); every other shard keeps a read-only copy, updated by message.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use thruster_protocol::body::{perm, DataVersion, TopicConfig, TopicConfigSerializeWrapper};
@@ -26,6 +27,8 @@ pub const TRANS_OP_HALF_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
 pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 /// Half messages checked `transactionCheckMax` times without an answer.
 pub const TRANS_CHECK_MAX_TIME_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
+/// Where RocketMQ clients send message traces by default (`msgTraceTopicName`).
+pub const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
 /// Queue count limit of one topic (each queue is a ConsumeQueue directory).
 pub const QUEUE_NUMS_MAX: i32 = 1024;
 
@@ -55,6 +58,34 @@ impl TableEntry for TopicConfig {
                 .sum::<usize>()
             + TOPIC_OVERHEAD_BYTES
     }
+}
+
+/// GET_SYSTEM_TOPIC_LIST_FROM_BROKER: the topics that are the broker's own, as Java lists
+/// them (its fixed set plus what it creates at start: cluster, broker name, reply topic),
+/// with Thruster's timer topic; mqadmin exportMetadata leaves these out.
+pub fn system_topics(config: &BrokerConfig) -> BTreeSet<String> {
+    let fixed = [
+        AUTO_CREATE_TOPIC_KEY_TOPIC,
+        SCHEDULE_TOPIC,
+        BENCHMARK_TOPIC,
+        TRANS_HALF_TOPIC,
+        TRACE_TOPIC,
+        TRANS_OP_HALF_TOPIC,
+        TRANS_CHECK_MAX_TIME_TOPIC,
+        SELF_TEST_TOPIC,
+        OFFSET_MOVED_EVENT,
+        TIMER_TOPIC,
+    ];
+    let mut topics: BTreeSet<String> = fixed.iter().map(|t| (*t).to_owned()).collect();
+    topics.insert(config.broker_cluster_name.clone());
+    topics.insert(config.broker_name.clone());
+    topics.insert(reply_topic(config));
+    topics
+}
+
+/// The cluster's request-reply topic, `<brokerClusterName>_REPLY_TOPIC`, created at start.
+fn reply_topic(config: &BrokerConfig) -> String {
+    format!("{}_REPLY_TOPIC", config.broker_cluster_name)
 }
 
 #[derive(Debug, Clone)]
@@ -107,11 +138,7 @@ impl TopicTable {
         ));
         add(TopicConfig::new(OFFSET_MOVED_EVENT, 1, perm::READ_WRITE));
         add(TopicConfig::new(SCHEDULE_TOPIC, 18, perm::READ_WRITE));
-        add(TopicConfig::new(
-            format!("{}_REPLY_TOPIC", config.broker_cluster_name),
-            1,
-            perm::READ_WRITE,
-        ));
+        add(TopicConfig::new(reply_topic(config), 1, perm::READ_WRITE));
         table.topics.bump_version(now_ms);
         table
     }
@@ -373,6 +400,13 @@ mod tests {
         assert_eq!(table.get(SCHEDULE_TOPIC).unwrap().read_queue_nums, 18);
         assert!(table.get("b1").is_some());
         assert!(table.get("DefaultCluster_REPLY_TOPIC").is_some());
+        // every topic created at start is listed as the broker's own
+        let created = table.stored_wrapper().topic_config_table;
+        let system = system_topics(&config());
+        for topic in created.keys() {
+            assert!(system.contains(topic), "{topic} not in {system:?}");
+        }
+        assert!(system.contains(TRACE_TOPIC) && system.contains(TRANS_HALF_TOPIC));
     }
 
     #[test]
