@@ -49,6 +49,18 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// ACL account for brokers with `aclEnable` (or THRUSTER_ACCESS_KEY); every request is
+    /// signed with it, as mqadmin signs with conf/tools.yml's keys.
+    #[arg(long = "accessKey", global = true, env = "THRUSTER_ACCESS_KEY")]
+    access_key: Option<String>,
+    /// The account's secret (or THRUSTER_SECRET_KEY, which keeps it out of `ps`).
+    #[arg(
+        long = "secretKey",
+        global = true,
+        env = "THRUSTER_SECRET_KEY",
+        hide_env_values = true
+    )]
+    secret_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -111,6 +123,12 @@ enum Command {
         cluster: String,
         #[arg(short = 't', long = "topic")]
         topic: String,
+    },
+    /// Delete the ConsumeQueues of topics a broker no longer has (what a crash can leave).
+    #[command(name = "cleanUnusedTopic")]
+    CleanUnusedTopic {
+        #[command(flatten)]
+        target: Target,
     },
     /// Create or change a subscription group.
     #[command(name = "updateSubGroup")]
@@ -229,6 +247,17 @@ enum Command {
 }
 
 fn run(cli: Cli) -> Result<output::Output, AdminError> {
+    match (cli.access_key, cli.secret_key) {
+        (Some(access_key), Some(secret_key)) => remote::sign_with(
+            thruster_protocol::acl::SessionCredentials::new(access_key, secret_key),
+        ),
+        (None, None) => {}
+        _ => {
+            return Err(AdminError(
+                "--accessKey and --secretKey go together (an ACL account has both)".into(),
+            ))
+        }
+    }
     let ns = namesrv::NameServers::new(cli.namesrv.as_deref());
     match cli.command {
         Command::ClusterList { cluster } => cluster::cluster_list(&ns?, cluster.as_deref()),
@@ -254,6 +283,7 @@ fn run(cli: Cli) -> Result<output::Output, AdminError> {
             },
         ),
         Command::DeleteTopic { cluster, topic } => topic::delete_topic(&ns?, &cluster, &topic),
+        Command::CleanUnusedTopic { target } => topic::clean_unused_topic(&ns, &target),
         Command::UpdateSubGroup { target, settings } => {
             group::update_sub_group(&ns, &target, &settings)
         }

@@ -3,15 +3,26 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use thruster_protocol::acl::{sign, SessionCredentials};
 use thruster_protocol::{decode_frame, encode, RemotingCommand, FRAME_MAX_BYTES_DEFAULT};
 
 use crate::AdminError;
 
 /// How long a connection attempt and each response may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The ACL account every request is signed with (`--accessKey`/`--secretKey`): one per run
+/// of the command, set once before any request, so it is not threaded through every command.
+static CREDENTIALS: OnceLock<SessionCredentials> = OnceLock::new();
+
+/// Signs every request from now on with `credentials`.
+pub fn sign_with(credentials: SessionCredentials) {
+    let _ = CREDENTIALS.set(credentials);
+}
 
 pub struct Remote {
     addr: String,
@@ -50,6 +61,9 @@ impl Remote {
             |e: &dyn std::fmt::Display| AdminError(format!("talking to {}: {e}", self.addr));
         request.opaque = self.next_opaque;
         self.next_opaque += 1;
+        if let Some(credentials) = CREDENTIALS.get() {
+            sign(&mut request, credentials);
+        }
         let mut wire = BytesMut::new();
         encode(&request, &mut wire).map_err(|e| failed(&e))?;
         self.stream.write_all(&wire).map_err(|e| failed(&e))?;
@@ -83,8 +97,14 @@ impl Remote {
     ) -> Result<RemotingCommand, AdminError> {
         let response = self.invoke(request)?;
         if response.code != thruster_protocol::response_code::SUCCESS {
+            let hint = match (response.code, CREDENTIALS.get()) {
+                (thruster_protocol::response_code::NO_PERMISSION, None) => {
+                    " (the broker checks ACL: give --accessKey and --secretKey)"
+                }
+                _ => "",
+            };
             return Err(AdminError(format!(
-                "{what} at {}: code {} {}",
+                "{what} at {}: code {} {}{hint}",
                 self.addr,
                 response.code,
                 response.remark.unwrap_or_default()

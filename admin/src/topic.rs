@@ -1,9 +1,10 @@
-//! topicList, topicRoute, topicStatus, updateTopic, deleteTopic.
+//! topicList, topicRoute, topicStatus, updateTopic, deleteTopic, cleanUnusedTopic.
 
 use serde_json::{json, Value};
 use thruster_protocol::body::admin::TopicStatsTable;
 use thruster_protocol::body::JsonStyle;
 use thruster_protocol::header::admin::{CreateTopicRequestHeader, TopicRequestHeader};
+use thruster_protocol::header::EmptyHeader;
 use thruster_protocol::{request_code as rc, RemotingCommand};
 
 use crate::namesrv::{targets, NameServers};
@@ -124,4 +125,20 @@ pub fn delete_topic(ns: &NameServers, cluster: &str, topic: &str) -> Result<Outp
         text,
         json!({ "topic": topic, "cluster": cluster, "brokers": brokers }),
     ))
+}
+
+/// CLEAN_UNUSED_TOPIC on each broker: the ConsumeQueues of topics a broker no longer has.
+pub fn clean_unused_topic(
+    ns: &Result<NameServers, AdminError>,
+    target: &Target,
+) -> Result<Output, AdminError> {
+    let mut text = String::new();
+    let mut brokers = Vec::new();
+    for (_, addr) in targets(ns, target)? {
+        let request = RemotingCommand::request(rc::CLEAN_UNUSED_TOPIC, &EmptyHeader {});
+        Remote::connect(&addr)?.call(request, "cleaning unused topics")?;
+        text.push_str(&format!("clean unused topics on {addr} success.\n"));
+        brokers.push(addr);
+    }
+    Ok(Output::text(text, json!({ "brokers": brokers })))
 }

@@ -130,6 +130,7 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
         start.shard_addrs.clone(),
         start.ha_addrs.clone(),
     ));
+    start_acl(config, &shard)?;
     let processor = Rc::new(BrokerProcessor {
         shard: shard.clone(),
     });
@@ -142,6 +143,27 @@ async fn open_shard(start: &ShardStart) -> io::Result<(Rc<Shard>, Rc<BrokerProce
     }
     info!(shard = id, shards = start.shard_count, "shard open");
     Ok((shard, processor))
+}
+
+/// With `aclEnable`, takes the rules of `aclFilePath` (a file that cannot be read or parsed
+/// stops the start, naming the problem); shard 0 watches the file for changes.
+fn start_acl(config: &BrokerConfig, shard: &Rc<Shard>) -> io::Result<()> {
+    if !config.acl_enable {
+        return Ok(());
+    }
+    let path = config.acl_file_path.clone();
+    let (rules, stamp) = crate::acl::watch::load(&path)
+        .map_err(|e| io::Error::other(format!("aclEnable=true, but the ACL file: {e}")))?;
+    if shard.id == 0 {
+        info!(path = %path.display(), accounts = rules.accounts.len(), "ACL enabled");
+        let interval = Duration::from_millis(config.acl_reload_interval_ms.max(1));
+        shard.tasks.spawn(
+            "acl-watcher",
+            crate::acl::watch::run(shard.clone(), path, stamp, interval),
+        );
+    }
+    *shard.acl.borrow_mut() = Some(Arc::new(rules));
+    Ok(())
 }
 
 /// A master serves its slaves on the HA listener; a slave runs its copying and metadata

@@ -155,6 +155,14 @@ pub struct BrokerConfig {
     pub timer_wheel_enable: bool,
     /// `timerMaxDelaySec`: a timer message due further ahead is refused (MESSAGE_ILLEGAL).
     pub timer_max_delay_sec: u64,
+    /// `aclEnable`: check every request against `aclFilePath` (RocketMQ 4.x plain ACL).
+    pub acl_enable: bool,
+    /// `aclFilePath` (Thruster's; RocketMQ: `$ROCKETMQ_HOME/conf/plain_acl.yml`): the
+    /// `plain_acl.yml`, relative to the broker's working directory unless absolute.
+    pub acl_file_path: PathBuf,
+    /// `aclReloadIntervalMs` (Thruster's; RocketMQ: 5 s fixed): how often the file's
+    /// modification time is looked at.
+    pub acl_reload_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -223,6 +231,9 @@ impl Default for BrokerConfig {
             store_reply_message_enable: true,
             timer_wheel_enable: true,
             timer_max_delay_sec: 3 * 24 * 3600,
+            acl_enable: false,
+            acl_file_path: PathBuf::from("conf/plain_acl.yml"),
+            acl_reload_interval_ms: 5_000,
             shard_request_memory_bytes: SHARD_REQUEST_MEMORY_BYTES_DEFAULT,
             broker_per_shard: true,
             shard_port_step: 10,
@@ -277,7 +288,6 @@ const NOT_SUPPORTED_KEYS: &[&str] = &[
     "enablePropertyFilter",
     "traceTopicEnable",
     "msgTraceTopicName",
-    "aclEnable",
     "sendMessageThreadPoolNums",
     "pullMessageThreadPoolNums",
     "useReentrantLockWhenPutMessage",
@@ -459,6 +469,9 @@ impl BrokerConfig {
             "storeReplyMessageEnable" => self.store_reply_message_enable = parse(key, value)?,
             "timerWheelEnable" => self.timer_wheel_enable = parse(key, value)?,
             "timerMaxDelaySec" => self.timer_max_delay_sec = parse(key, value)?,
+            "aclEnable" => self.acl_enable = parse(key, value)?,
+            "aclFilePath" => self.acl_file_path = PathBuf::from(value),
+            "aclReloadIntervalMs" => self.acl_reload_interval_ms = parse(key, value)?,
             _ if NOT_SUPPORTED_KEYS.contains(&key) => return Ok(Applied::NotSupported),
             _ => return Ok(Applied::Unknown),
         }

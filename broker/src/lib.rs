@@ -1,5 +1,6 @@
 //! Thruster broker and name server.
 
+pub mod acl;
 pub mod broker;
 pub mod config;
 pub mod ha;

@@ -194,6 +194,7 @@ pub fn properties_text(config: &BrokerConfig, live: &LiveSettings) -> String {
         ("brokerTopicEnable", c.broker_topic_enable.to_string()),
         ("regionId", c.region_id.clone()),
         ("traceOn", c.trace_on.to_string()),
+        ("aclEnable", c.acl_enable.to_string()),
         (
             "flushConsumerOffsetInterval",
             c.flush_consumer_offset_interval_ms.to_string(),

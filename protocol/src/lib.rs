@@ -4,6 +4,7 @@
 //! Byte layouts are documented once, at the type that encodes them. This crate depends on no
 //! runtime and on nothing of the broker or the client; both of them depend on it.
 
+pub mod acl;
 pub mod batch;
 pub mod binary_header;
 pub mod body;

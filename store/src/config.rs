@@ -277,6 +277,12 @@ impl StoreConfig {
         self.root_dir.join(format!("checkpoint-{}", self.shard_id))
     }
 
+    /// Topics deleted while their records are still in the log (`topic_removal`).
+    pub fn deleted_topics_path(&self) -> PathBuf {
+        self.root_dir
+            .join(format!("deleted-topics-{}", self.shard_id))
+    }
+
     pub fn abort_path(&self) -> PathBuf {
         self.root_dir.join(format!("abort-{}", self.shard_id))
     }

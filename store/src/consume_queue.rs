@@ -115,6 +115,19 @@ impl QueueTable {
         self.topics.values_mut().flat_map(HashMap::values_mut)
     }
 
+    /// Takes every queue of `topic` out of the table.
+    pub fn remove_topic(&mut self, topic: &str) -> Vec<ConsumeQueue> {
+        self.topics
+            .remove(topic)
+            .map(|queues| queues.into_values().collect())
+            .unwrap_or_default()
+    }
+
+    /// The topics with queues in the table.
+    pub fn topics(&self) -> Vec<String> {
+        self.topics.keys().cloned().collect()
+    }
+
     /// Every (topic, queue id), sorted.
     pub fn ids(&self) -> Vec<(String, i32)> {
         let mut ids: Vec<_> = self
@@ -429,6 +442,15 @@ impl ConsumeQueue {
 
     /// After commitlog segments below `log_min` were deleted: drops files whose entries all
     /// point below it and moves the min offset to the first entry at or above it.
+    /// Hands every file of the queue, then its directory, to `doomed`: the queue is gone
+    /// (its topic was deleted).
+    pub fn destroy(self, doomed: &mut super::doomed::Doomed) {
+        for file in self.files.into_values() {
+            doomed.paths.push(file.unmap());
+        }
+        doomed.dirs.push(self.dir);
+    }
+
     pub fn delete_below(&mut self, log_min: u64, doomed: &mut super::doomed::Doomed) {
         while self.files.len() > 1 {
             let (&first, _) = self.files.iter().next().expect("non-empty");

@@ -18,6 +18,11 @@ pub struct Doomed {
     /// too.
     pub paths: Vec<PathBuf>,
     pub handles: Vec<std::sync::Arc<std::fs::File>>,
+    /// Directories the deletion of those files empties (a deleted topic's queue directories,
+    /// then its own), removed after them, deepest first as listed. One that still holds
+    /// something stays (with one broker name, another shard's queues of the topic share its
+    /// directory; the last shard to delete its queues removes it).
+    pub dirs: Vec<PathBuf>,
 }
 
 impl Doomed {
@@ -33,9 +38,10 @@ impl Doomed {
                 for file in files {
                     storage.remove_file(&file)?;
                 }
+                self.dirs.clear(); // the simulated disk has names, no directories
             }
         }
-        if self.paths.is_empty() {
+        if self.paths.is_empty() && self.dirs.is_empty() {
             return Ok(());
         }
         runtime::spawn_blocking(move || {
@@ -45,8 +51,30 @@ impl Doomed {
                 })?;
             }
             drop(self.handles);
+            for dir in &self.dirs {
+                remove_empty_dir(dir)?;
+            }
             Ok(())
         })
         .await
+    }
+}
+
+/// Removes `dir` if it exists and is empty.
+fn remove_empty_dir(dir: &std::path::Path) -> io::Result<()> {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("removing {}: {e}", dir.display()),
+        )),
     }
 }

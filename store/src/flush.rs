@@ -60,15 +60,15 @@ impl MessageStore {
                 });
                 s.writes_in_flight.set(s.writes_in_flight.get() - 1);
                 match result {
-                    Ok(()) => s
-                        .log
-                        .borrow_mut()
-                        .complete_chunk_write(start, written, &segment),
+                    Ok(()) => {
+                        s.log
+                            .borrow_mut()
+                            .complete_chunk_write(start, written, &segment);
+                        s.advance_written();
+                    }
                     Err(e) => {
                         s.log.borrow_mut().abort_chunk_write(start);
-                        error!(error = %e, "commit log write-out failed; will retry");
-                        *s.state.flush_error.borrow_mut() = Some(e.to_string());
-                        s.flushed.wake_all();
+                        s.write_failed(&e);
                     }
                 }
                 s.written_out.advance(s.written_out.get() + 1);
@@ -77,6 +77,63 @@ impl MessageStore {
                     s.start_chunk_writes();
                 }
             });
+        }
+    }
+
+    /// Moves `written` to the log's first byte not yet written (answering the ASYNC_FLUSH
+    /// puts below it).
+    fn advance_written(&self) {
+        let written = self.log.borrow().written_pos();
+        self.written.advance(written);
+    }
+
+    /// A write-out failed: its data is still in memory and is written again (the flusher
+    /// plans it anew); until then puts are refused, and the puts waiting for it are answered
+    /// with the error now (`wait_reached`).
+    fn write_failed(&self, e: &io::Error) {
+        error!(error = %e, "commit log write-out failed; will retry");
+        *self.state.flush_error.borrow_mut() = Some(e.to_string());
+        self.write_out_planned_to.set(self.written.get());
+        self.written.wake_all();
+        self.flushed.wake_all();
+    }
+
+    /// ASYNC_FLUSH: writes (no fdatasync) everything appended and not yet being written: one
+    /// write per dirty chunk, the partial tail block copied. Every put that arrived before it
+    /// is answered by this one write-out (group commit). Returns whether it succeeded.
+    async fn write_out_once(&self) -> bool {
+        let appended = self.appended.get();
+        let Some(mut plan) = self.log.borrow_mut().plan_write_out() else {
+            self.write_out_planned_to.set(appended);
+            return true;
+        };
+        self.write_out_planned_to.set(plan.target);
+        let started = std::time::Instant::now();
+        let result = plan.execute_bounded(self.config.writes_in_flight_max).await;
+        self.count(|stats| {
+            stats.write_outs += 1;
+            stats.write_out_us += started.elapsed().as_micros() as u64;
+        });
+        match result {
+            Ok(()) => {
+                self.log.borrow_mut().complete_flush(&plan);
+                self.advance_written();
+                self.written_out.advance(self.written_out.get() + 1);
+                // A write error is over once a write succeeds (a failed fdatasync is not:
+                // `sync_failed` keeps refusing, and `flush_once` keeps failing).
+                if self.state.sync_failed.borrow().is_none()
+                    && self.state.flush_error.borrow_mut().take().is_some()
+                {
+                    info!("commit log write-out recovered");
+                }
+                true
+            }
+            Err(e) => {
+                self.log.borrow_mut().abort_flush(&plan);
+                self.written_out.advance(self.written_out.get() + 1);
+                self.write_failed(&e);
+                false
+            }
         }
     }
 
@@ -90,6 +147,7 @@ impl MessageStore {
         };
         let started = std::time::Instant::now();
         if let Err(e) = plan.execute_bounded(self.config.writes_in_flight_max).await {
+            self.log.borrow_mut().abort_flush(&plan);
             if plan.sync_failed() {
                 *self.state.sync_failed.borrow_mut() = Some(format!(
                     "{e}; writes refused until the broker restarts (data since the last \
@@ -99,6 +157,7 @@ impl MessageStore {
             return Err(e);
         }
         self.log.borrow_mut().complete_flush(&plan);
+        self.advance_written();
         self.written_out.advance(self.written_out.get() + 1);
         self.last_flush_ms.set(runtime::now_ms());
         let flushed_bytes = plan.target - self.flushed.get();
@@ -209,8 +268,9 @@ async fn gather_group(s: &MessageStore) {
     }
 }
 
-/// ASYNC_FLUSH: keeps the write-out going and waits for a reason to fdatasync; returns whether
-/// one is due, having let the pipelined writes finish (fdatasync must cover them).
+/// ASYNC_FLUSH: keeps the write-out going (sealed chunks pipelined as they fill; whatever
+/// puts are waiting for, written as one group) and waits for a reason to fdatasync; returns
+/// whether one is due, having let the pipelined writes finish (fdatasync must cover them).
 async fn wait_for_async_flush(s: &Rc<MessageStore>, stop: &StopSignal) -> bool {
     // Stream sealed chunks to the disk as they fill, a few writes always in flight
     // (big writes, no copy, no sync); fdatasync on the interval or when asked.
@@ -219,6 +279,18 @@ async fn wait_for_async_flush(s: &Rc<MessageStore>, stop: &StopSignal) -> bool {
     // previous flush ran is still pending and makes this wait return at once.
     let served = s.flush_requests_served.get();
     wait_for_flush_work(s, stop, served).await;
+    if stop.is_set() {
+        return false;
+    }
+    if s.appended.get() > s.write_out_planned_to.get() {
+        // Puts wait for this write (they are answered once their bytes are in the kernel's
+        // hands): let the ones already runnable join it first, as under SYNC_FLUSH.
+        gather_group(s).await;
+        if !s.write_out_once().await {
+            stop.sleep(FLUSH_RETRY_WAIT).await;
+            return false;
+        }
+    }
     if !sync_due(s, served) {
         return false;
     }
@@ -231,20 +303,20 @@ async fn wait_for_async_flush(s: &Rc<MessageStore>, stop: &StopSignal) -> bool {
     true
 }
 
-/// ASYNC_FLUSH: waits for a chunk's worth of appends, a finished write-out, a flush request
-/// past `served`, or the flush interval (at most 200 ms), whichever comes first.
+/// ASYNC_FLUSH: waits for an append past the last write-out's plan (a put waits for its
+/// write), a finished write-out, a flush request past `served`, or the flush interval (at most
+/// 200 ms), whichever comes first.
 async fn wait_for_flush_work(s: &MessageStore, stop: &StopSignal, served: u64) {
     let appended = &s.appended;
     let requests = &s.flush_requests;
     let written_out = &s.written_out;
-    let seen = appended.get();
+    let planned_to = s.write_out_planned_to.get();
     let seen_written = written_out.get();
-    let chunk_bytes = s.config.chunk_bytes as u64;
     let interval = Duration::from_millis(s.config.flush_interval_ms.min(200));
     futures_lite::future::or(
         futures_lite::future::or(
             async {
-                appended.wait_for(seen + chunk_bytes).await;
+                appended.wait_for(planned_to + 1).await;
             },
             async {
                 written_out.wait_for(seen_written + 1).await;

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod commit_log;
 pub mod config;
 pub mod consume_queue;
+pub mod deleted_topics;
 pub mod disk_usage;
 pub mod dispatch;
 pub mod doomed;
@@ -23,6 +24,7 @@ pub mod recovery;
 pub mod replica;
 pub mod retention;
 pub mod storage;
+pub mod topic_removal;
 
 pub use commit_log::Slice;
 pub use config::{FlushMode, StoreConfig, TransferLimits};

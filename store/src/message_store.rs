@@ -166,6 +166,10 @@ pub struct StoreStats {
     /// store seeing the completion (which includes waiting for the reactor to reap it).
     pub chunk_writes: u64,
     pub chunk_write_us: u64,
+    /// ASYNC_FLUSH: write-outs of what puts wait for (one per group of puts), and their
+    /// summed time.
+    pub write_outs: u64,
+    pub write_out_us: u64,
     /// Each flush of the CommitLog: its time (µs, write and sync) and its group's size (bytes
     /// made durable by that one flush).
     pub flush_latency: crate::latency::Histogram,
@@ -190,17 +194,29 @@ pub(super) struct State {
     /// (the next start re-dispatches from the last good one, which rewrites the entries).
     pub(super) queue_sync_failed: Cell<bool>,
     pub(super) shutting_down: Cell<bool>,
+    /// The background tasks were stopped (shutdown's end, or `abandon`): nothing advances
+    /// `written` or `flushed` any more, so a put still waiting on them is answered at once.
+    pub(super) stopped: Cell<bool>,
 }
 
 pub struct MessageStore {
     pub(super) config: StoreConfig,
     pub(super) log: RefCell<CommitLog>,
     pub(super) queues: RefCell<QueueTable>,
+    /// Deleted topics whose records the log still holds: recovery does not dispatch them.
+    pub(super) deleted_topics: RefCell<super::deleted_topics::DeletedTopics>,
     /// Long-poll marks of the queues, advanced by the put that grows them.
     pub(super) heads: QueueHeads,
     pub(super) index: RefCell<IndexService>,
     /// CommitLog bytes made durable.
     pub(super) flushed: Watermark,
+    /// CommitLog bytes written to the files (write completed, maybe not synced: in the
+    /// kernel's hands, so they survive a crash of the process). ASYNC_FLUSH puts are answered
+    /// once it passes them.
+    pub(super) written: Watermark,
+    /// ASYNC_FLUSH: `appended` when the flusher last planned a write-out; appends past it wake
+    /// the flusher for the next one (reset to `written` when a write fails, so it is redone).
+    pub(super) write_out_planned_to: Cell<u64>,
     /// CommitLog bytes appended (wakes the flusher).
     pub(super) appended: Watermark,
     /// Readable end of the CommitLog (flushed under SYNC_FLUSH, appended under ASYNC_FLUSH).
@@ -216,7 +232,7 @@ pub struct MessageStore {
     /// Bumped when a segment is consumed (wakes the preparer) and when one is ready.
     pub(super) segments_rolled: Watermark,
     pub(super) segments_ready: Watermark,
-    /// Coarse wall clock (ms), ticked by `clock_loop` under SYNC_FLUSH: waiting puts take their
+    /// Coarse wall clock (ms), ticked by `clock_loop`: waiting puts take their
     /// FLUSH_DISK_TIMEOUT deadline from it. One timer per shard instead of one per put (a
     /// timer per put cost an io_uring timeout and a cancel each, which halved group commits).
     pub(super) clock_ms: Watermark,
@@ -293,6 +309,11 @@ impl MessageStore {
     async fn stop_tasks(&self) {
         self.tasks.stop();
         let _ = self.tasks.join(TASKS_JOIN_TIMEOUT).await;
+        // Puts still waiting for a write or a flush would wait for ever (and their deadline's
+        // clock has stopped too): they are answered now.
+        self.state.stopped.set(true);
+        self.written.wake_all();
+        self.flushed.wake_all();
     }
 
     /// Test support: stop like a crashed process, without flushing or checkpointing. What was

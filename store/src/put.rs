@@ -1,6 +1,6 @@
 //! The put path: admission (refusals, the back-pressure ticket queue), encoding the records
-//! straight into the CommitLog's active chunk, inline dispatch, and under SYNC_FLUSH the wait
-//! for the group commit that covers them.
+//! straight into the CommitLog's active chunk, inline dispatch, and the wait for the group
+//! commit that covers them (its write under ASYNC_FLUSH, its flush under SYNC_FLUSH).
 
 use thruster_protocol::message::{self, body_crc, RecordRef};
 use tracing::error;
@@ -10,6 +10,7 @@ use super::config::FlushMode;
 use super::dispatch::{dispatch_to, dispatches_to_queue, queue_entry, DispatchRecord};
 use super::message_store::{MessageStore, PutMessage, PutResult, PutStatus};
 use crate::runtime;
+use crate::runtime::watermark::Watermark;
 
 impl MessageStore {
     pub(super) fn refusal(&self) -> Option<PutStatus> {
@@ -268,36 +269,47 @@ impl MessageStore {
         Ok(())
     }
 
-    /// What the put answers: under SYNC_FLUSH, after the group commit that covers `end`, or
-    /// FLUSH_DISK_TIMEOUT at the deadline (read from the shard's coarse clock, not a timer per
-    /// put); under ASYNC_FLUSH at once.
+    /// What the put answers: under SYNC_FLUSH after the group commit that covers `end`
+    /// (durable: survives a power loss), under ASYNC_FLUSH after the write that covers it
+    /// (in the kernel's hands: survives a crash of the process); FLUSH_DISK_TIMEOUT at the
+    /// deadline (`syncFlushTimeout`, read from the shard's coarse clock, not a timer per put).
+    /// Many puts share one write either way (group commit).
     async fn acknowledgement(&self, end: u64, store_timestamp: i64) -> PutStatus {
-        if self.config.flush_mode != FlushMode::Sync {
-            return PutStatus::Ok;
-        }
+        let (mark, what) = match self.config.flush_mode {
+            FlushMode::Sync => (&self.flushed, "flush"),
+            FlushMode::Async => (&self.written, "write"),
+        };
         let deadline_ms = store_timestamp.max(0) as u64 + self.config.sync_flush_timeout_ms;
-        let flushed =
-            futures_lite::future::or(async { Some(self.wait_flushed(end).await) }, async {
+        let reached =
+            futures_lite::future::or(async { Some(self.wait_reached(mark, end).await) }, async {
                 self.clock_ms.wait_for(deadline_ms).await;
                 None
             })
             .await;
-        match flushed {
+        match reached {
             Some(Ok(())) => PutStatus::Ok,
-            Some(Err(e)) => PutStatus::ServiceNotAvailable(format!("commit log flush failed: {e}")),
+            Some(Err(e)) => {
+                PutStatus::ServiceNotAvailable(format!("commit log {what} failed: {e}"))
+            }
             None => PutStatus::FlushDiskTimeout,
         }
     }
 
-    pub(super) async fn wait_flushed(&self, end: u64) -> Result<(), String> {
+    /// Waits until `mark` (`flushed` or `written`) reaches `end`; fails as soon as a write or
+    /// flush fails (its waiters are woken, `Watermark::wake_all`) or the store's tasks have
+    /// stopped (nothing would advance it any more).
+    pub(super) async fn wait_reached(&self, mark: &Watermark, end: u64) -> Result<(), String> {
         loop {
-            if self.flushed.get() >= end {
+            if mark.get() >= end {
                 return Ok(());
             }
             if let Some(e) = self.state.flush_error.borrow().clone() {
                 return Err(e);
             }
-            self.flushed.wait_for(end).await;
+            if self.state.stopped.get() {
+                return Err("the store stopped before it was written".into());
+            }
+            mark.wait_for(end).await;
         }
     }
 

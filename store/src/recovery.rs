@@ -14,6 +14,7 @@ use super::checkpoint::Checkpoint;
 use super::commit_log::{CommitLog, CommitLogSettings};
 use super::config::{shard_base_offset, FlushMode, StoreConfig};
 use super::consume_queue::{ConsumeQueue, QueueTable};
+use super::deleted_topics::DeletedTopics;
 use super::dispatch::{dispatch, dispatches_to_queue};
 use super::flush::{checkpoint_loop, clock_loop, flush_loop, prepare_loop};
 use super::index_file::IndexService;
@@ -40,6 +41,7 @@ impl MessageStore {
         let checkpoint = Checkpoint::load(&config.storage, &config.checkpoint_path())?;
         let start = recovery_start(&config, checkpoint, crashed);
         let mut queues = open_queues(&config)?;
+        let deleted_topics = DeletedTopics::load(&config)?;
         let mut index = IndexService::open(
             &config.storage,
             &config.index_dir(),
@@ -57,7 +59,15 @@ impl MessageStore {
             }
             index.assume_unsynced();
         }
-        let log = recover_log(&config, start, crashed, &mut queues, &mut index).await?;
+        let log = recover_log(
+            &config,
+            start,
+            crashed,
+            &mut queues,
+            &mut index,
+            &deleted_topics,
+        )
+        .await?;
         let store = Rc::new(MessageStore::recovered(
             config,
             lock,
@@ -66,6 +76,7 @@ impl MessageStore {
             queues,
             index,
         ));
+        *store.deleted_topics.borrow_mut() = deleted_topics;
         // Everything recovered is durable: record that before serving.
         store.sync_queues_and_checkpoint().await?;
         store.start_background_tasks();
@@ -86,8 +97,11 @@ impl MessageStore {
         MessageStore {
             log: RefCell::new(log),
             queues: RefCell::new(queues),
+            deleted_topics: RefCell::new(DeletedTopics::default()),
             index: RefCell::new(index),
             flushed: Watermark::new(end),
+            written: Watermark::new(end),
+            write_out_planned_to: Cell::new(end),
             appended: Watermark::new(end),
             visible: Watermark::new(end),
             flush_requests: Watermark::new(0),
@@ -106,6 +120,7 @@ impl MessageStore {
                 sync_failed: RefCell::new(None),
                 queue_sync_failed: Cell::new(false),
                 shutting_down: Cell::new(false),
+                stopped: Cell::new(false),
             },
             disk_usage: RefCell::new(std::sync::Arc::new(move || {
                 super::disk_usage::disk_used_percent(&root)
@@ -126,9 +141,8 @@ impl MessageStore {
         self.spawn_background("flusher", flush_loop);
         self.spawn_background("segment-preparer", prepare_loop);
         self.spawn_background("checkpointer", checkpoint_loop);
-        if self.config.flush_mode == FlushMode::Sync {
-            self.spawn_background("clock", clock_loop);
-        }
+        // Both modes: puts wait (for the flush, or for the write) with a deadline.
+        self.spawn_background("clock", clock_loop);
     }
 }
 
@@ -180,13 +194,14 @@ async fn recover_log(
     crashed: bool,
     queues: &mut QueueTable,
     index: &mut IndexService,
+    deleted_topics: &DeletedTopics,
 ) -> io::Result<CommitLog> {
     let RecoveryStart {
         recover_from,
         known_durable,
     } = start;
     let (log, redispatched, redispatched_ends) =
-        replay_log(config, recover_from, queues, index).await?;
+        replay_log(config, recover_from, queues, index, deleted_topics).await?;
     log.rewrite_durably(known_durable).await?;
     let end = log.write_pos();
     let scan_start = recover_from.min(end);
@@ -219,6 +234,7 @@ async fn replay_log(
     recover_from: u64,
     queues: &mut QueueTable,
     index: &mut IndexService,
+    deleted_topics: &DeletedTopics,
 ) -> io::Result<(CommitLog, u64, RedispatchedEnds)> {
     let settings = CommitLogSettings {
         dir: config.commit_log_dir(),
@@ -241,6 +257,9 @@ async fn replay_log(
             let Ok(record) = message::decode_record(bytes, false) else {
                 return;
             };
+            if deleted_topics.covers(&record.topic, pos) {
+                return; // the topic was deleted after this record: its queues stay gone
+            }
             redispatched += 1;
             if let Err(e) = dispatch(
                 config,

@@ -168,11 +168,15 @@ impl MessageStore {
             }
         }
         let end = self.log.borrow().write_pos();
-        if self.config.flush_mode == FlushMode::Sync && end > self.flushed.get() {
-            self.wait_flushed(end)
-                .await
-                .map_err(ReplicaError::Refused)?;
-        }
+        // As a put: the next request acknowledges these bytes to the master, so they must be
+        // flushed (SYNC_FLUSH) or at least written (ASYNC_FLUSH) first.
+        let mark = match self.config.flush_mode {
+            FlushMode::Sync => &self.flushed,
+            FlushMode::Async => &self.written,
+        };
+        self.wait_reached(mark, end)
+            .await
+            .map_err(ReplicaError::Refused)?;
         for (topic, queue_id, queue_end) in &woken {
             self.heads.advance(topic, *queue_id, *queue_end);
         }

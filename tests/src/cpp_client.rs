@@ -77,10 +77,17 @@ pub struct ClientProcess {
 
 impl ClientProcess {
     pub fn start(args: &[&str]) -> ClientProcess {
+        ClientProcess::start_with_env(args, &[])
+    }
+
+    /// `start` with extra environment variables (e.g. the driver's ACL credentials,
+    /// `THRUSTER_ACL_ACCESS_KEY` and `THRUSTER_ACL_SECRET_KEY`).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ClientProcess {
         let home = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(python())
             .arg(script())
             .args(args)
+            .envs(env.iter().copied())
             .env("HOME", home.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

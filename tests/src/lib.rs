@@ -60,6 +60,26 @@ pub fn binary(name: &str) -> PathBuf {
 pub mod cpp_client;
 pub mod wire;
 
+/// UPDATE_AND_CREATE_TOPIC with `queues` read and write queues, read-write, from TBW102.
+pub fn create_topic_request(topic: &str, queues: i32) -> RemotingCommand {
+    use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
+    RemotingCommand::request(
+        thruster_client::protocol::request_code::UPDATE_AND_CREATE_TOPIC,
+        &CreateTopicRequestHeader {
+            topic: topic.into(),
+            default_topic: "TBW102".into(),
+            read_queue_nums: queues,
+            write_queue_nums: queues,
+            perm: 6,
+            topic_filter_type: "SINGLE_TAG".into(),
+            topic_sys_flag: None,
+            order: false,
+            attributes: None,
+            force: None,
+        },
+    )
+}
+
 /// A server process started for one test; killed when dropped.
 pub struct ServerProcess {
     name: String,
@@ -289,23 +309,8 @@ impl Client {
     /// Sends `request` with a fresh opaque and returns the response with that opaque.
     /// UPDATE_AND_CREATE_TOPIC with `queues` read and write queues; panics unless it succeeds.
     pub fn create_topic(&mut self, topic: &str, queues: i32) {
-        use thruster_client::protocol::header::admin::CreateTopicRequestHeader;
-        use thruster_client::protocol::{request_code, response_code};
-        let response = self.invoke(RemotingCommand::request(
-            request_code::UPDATE_AND_CREATE_TOPIC,
-            &CreateTopicRequestHeader {
-                topic: topic.into(),
-                default_topic: "TBW102".into(),
-                read_queue_nums: queues,
-                write_queue_nums: queues,
-                perm: 6,
-                topic_filter_type: "SINGLE_TAG".into(),
-                topic_sys_flag: None,
-                order: false,
-                attributes: None,
-                force: None,
-            },
-        ));
+        use thruster_client::protocol::response_code;
+        let response = self.invoke(create_topic_request(topic, queues));
         assert_eq!(
             response.code,
             response_code::SUCCESS,

@@ -1,10 +1,11 @@
 //! Reliability against a hostile world: restarts at once on the same ports, clients that
 //! misbehave, inputs built to hurt.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use thruster_client::protocol::{request_code as rc, response_code, RemotingCommand};
-use thruster_tests::wire::{pull_records, v2_header};
+use thruster_tests::wire::{pull_records, runtime_info, v2_header};
 use thruster_tests::{Client, ServerProcess};
 
 fn namesrv() -> ServerProcess {
@@ -317,7 +318,7 @@ fn a_consumer_that_never_reads_stalls_only_itself() {
         );
     }
     // Cold pulls from the start of the queue, by a well-behaved reader: the baseline.
-    // (A pull from disk carries at most 64 KiB, RocketMQ's cold transfer limit.)
+    // (A pull from disk carries at most 32 messages here, within `maxTransferBytesOnMessageInDisk`.)
     let cold_pulls = |reader: &mut Client| {
         let started = Instant::now();
         let mut offset = 0;
@@ -363,4 +364,111 @@ fn a_consumer_that_never_reads_stalls_only_itself() {
         started.elapsed()
     );
     drop(hostile);
+}
+
+#[test]
+fn async_flush_acknowledged_sends_survive_a_kill_9_of_the_broker() {
+    // ASYNC_FLUSH answers a send once its bytes are written to the file (not synced): a crash
+    // of the process, unlike a power loss, must lose nothing acknowledged. Several producers
+    // per shard, so puts share write-outs (group commit) when the SIGKILL lands.
+    const PRODUCERS_PER_SHARD: usize = 4;
+    let ns = namesrv();
+    // Fixed ports, as a supervisor restarts it: shard 0 on `port`, shard 1 on `port + 10`
+    // (their VIP ports 2 below); free HA ports.
+    let port = thruster_tests::free_port_block(&[0, 2, 10, 12]) + 2;
+    let listen = format!("listenPort={port}");
+    let settings = [
+        listen.as_str(),
+        "flushDiskType=ASYNC_FLUSH",
+        "haListenPort=0",
+    ];
+    let broker = ServerProcess::broker(ns.addr, 2, &settings);
+    Client::connect(broker.addr).create_topic("AsyncKill", 8);
+    let brokers = thruster_tests::route_brokers(ns.addr, "AsyncKill");
+    assert_eq!(brokers.len(), 2, "a broker per shard");
+    let body_pad = "a".repeat(400);
+    let producers: Vec<_> = brokers
+        .iter()
+        .enumerate()
+        .flat_map(|(shard, b)| (0..PRODUCERS_PER_SHARD).map(move |p| (shard, p, b.clone())))
+        .map(|(shard, p, b)| {
+            let pad = body_pad.clone();
+            std::thread::spawn(move || {
+                // Until the connection dies: what was acknowledged, per queue, and the one
+                // send in flight then (stored or not, never acknowledged).
+                let mut client = Client::connect(b.addr);
+                let mut acked = vec![BTreeSet::new(); b.write_queues as usize];
+                for i in 0.. {
+                    let queue = (i + p as i32) % b.write_queues;
+                    let body = format!("s{shard}-p{p}-{i}-{pad}");
+                    let request = RemotingCommand::request(
+                        rc::SEND_MESSAGE_V2,
+                        &v2_header("AsyncKill", queue, None),
+                    )
+                    .with_body(body.clone().into_bytes());
+                    match client.try_invoke(request) {
+                        Ok(r) if r.code == response_code::SUCCESS => {
+                            acked[queue as usize].insert(body);
+                        }
+                        Ok(r) => panic!("send refused before the kill: {} {:?}", r.code, r.remark),
+                        Err(_) => return (shard, acked, body),
+                    }
+                }
+                unreachable!("the loop ends when the broker dies")
+            })
+        })
+        .collect();
+    let mut watcher = Client::connect(broker.addr);
+    let loaded = thruster_tests::wait_until(Duration::from_secs(60), || {
+        let put: u64 = runtime_info(&mut watcher)["msgPutTotalTodayNow"]
+            .parse()
+            .unwrap();
+        put >= 5_000
+    });
+    assert!(loaded, "shard 0 stored 5 000 messages under load");
+    drop(watcher);
+    // SIGKILL mid-stream, then the same program, arguments and store at once.
+    let broker = broker.restart();
+    assert_eq!(broker.addr.port(), port, "back on the same port");
+    let mut acked_per_shard: Vec<Vec<BTreeSet<String>>> = vec![Vec::new(); brokers.len()];
+    let mut in_flight = vec![BTreeSet::new(); brokers.len()];
+    for producer in producers {
+        let (shard, acked, body) = producer.join().unwrap();
+        in_flight[shard].insert(body);
+        let shard_acked = &mut acked_per_shard[shard];
+        shard_acked.resize(acked.len(), BTreeSet::new());
+        for (queue, bodies) in acked.into_iter().enumerate() {
+            shard_acked[queue].extend(bodies);
+        }
+    }
+    let mut total_acked = 0;
+    for (shard, b) in brokers.iter().enumerate() {
+        let mut client = Client::connect(b.addr);
+        for queue in 0..b.write_queues {
+            let bodies: Vec<String> = pull_records(&mut client, "AsyncKill", queue)
+                .into_iter()
+                .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
+                .collect();
+            let stored: BTreeSet<String> = bodies.iter().cloned().collect();
+            assert_eq!(stored.len(), bodies.len(), "no message stored twice");
+            let acked = &acked_per_shard[shard][queue as usize];
+            total_acked += acked.len();
+            let lost: Vec<_> = acked
+                .difference(&stored)
+                .map(|b| &b[..b.find("-a").unwrap()])
+                .collect();
+            assert!(
+                lost.is_empty(),
+                "shard {shard} queue {queue}: {} of {} acknowledged sends lost: {lost:?}",
+                lost.len(),
+                acked.len()
+            );
+            let unacked: Vec<_> = stored.difference(acked).collect();
+            assert!(
+                unacked.iter().all(|b| in_flight[shard].contains(*b)),
+                "shard {shard} queue {queue}: stored but never sent or acknowledged: {unacked:?}"
+            );
+        }
+    }
+    assert!(total_acked >= 5_000, "{total_acked} sends acknowledged");
 }

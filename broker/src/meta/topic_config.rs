@@ -363,6 +363,28 @@ pub fn whole_on_every_shard(topic: &str) -> bool {
         || topic.starts_with(DLQ_GROUP_TOPIC_PREFIX)
 }
 
+/// RocketMQ's `RMQ_SYS_TRACE_TOPIC` (message traces).
+pub const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
+/// Every topic named so is the system's (RocketMQ's `TopicValidator.SYSTEM_TOPIC_PREFIX`).
+pub const SYSTEM_TOPIC_PREFIX: &str = "rmq_sys_";
+
+/// RocketMQ's `TopicValidator.isSystemTopic`: what CLEAN_UNUSED_TOPIC never removes.
+pub fn is_system_topic(topic: &str) -> bool {
+    [
+        AUTO_CREATE_TOPIC_KEY_TOPIC,
+        SCHEDULE_TOPIC,
+        BENCHMARK_TOPIC,
+        TRANS_HALF_TOPIC,
+        TRACE_TOPIC,
+        TRANS_OP_HALF_TOPIC,
+        TRANS_CHECK_MAX_TIME_TOPIC,
+        SELF_TEST_TOPIC,
+        OFFSET_MOVED_EVENT,
+    ]
+    .contains(&topic)
+        || topic.starts_with(SYSTEM_TOPIC_PREFIX)
+}
+
 /// `config/topics.json`.
 pub fn topics_path(config: &BrokerConfig) -> PathBuf {
     config.config_dir().join("topics.json")

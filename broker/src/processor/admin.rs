@@ -166,9 +166,10 @@ pub fn all_topic_config(processor: &BrokerProcessor, request: &RemotingCommand) 
 const UNDELETABLE_TOPICS: &[&str] = &[SCHEDULE_TOPIC, AUTO_CREATE_TOPIC_KEY_TOPIC];
 
 /// DELETE_TOPIC_IN_BROKER (215): the topic leaves the table (shard 0 writes, every shard's copy
-/// follows) and every shard forgets its consumer offsets. Its ConsumeQueue files stay until
-/// retention removes the CommitLog they point into; the name servers learn of the deletion
-/// from DELETE_TOPIC_IN_NAMESRV, as with RocketMQ (mqadmin deleteTopic sends both).
+/// follows), every shard forgets its consumer offsets and deletes its ConsumeQueues of the
+/// topic (files and directories), then the answer goes. The CommitLog records stay until
+/// retention removes their segments; the name servers learn of the deletion from
+/// DELETE_TOPIC_IN_NAMESRV, as with RocketMQ (mqadmin deleteTopic sends both).
 pub async fn delete_topic(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let header: TopicRequestHeader = request.decode_header()?;
     let shard = &processor.shard;
@@ -185,7 +186,8 @@ pub async fn delete_topic(processor: &BrokerProcessor, request: &RemotingCommand
     }
 }
 
-/// Shard 0's side of a topic deletion: table, every shard's copy and offsets, `topics.json`.
+/// Shard 0's side of a topic deletion: table, every shard's copy and offsets, `topics.json`,
+/// then every shard's ConsumeQueues of the topic.
 pub async fn delete_topic_here(processor: &BrokerProcessor, topic: &str) -> Result<(), Failure> {
     let shard = &processor.shard;
     assert_eq!(shard.id, 0, "shard 0 writes the topic table");
@@ -194,9 +196,31 @@ pub async fn delete_topic_here(processor: &BrokerProcessor, topic: &str) -> Resu
             "topic[{topic}] is the broker's own and can not be deleted"
         )));
     }
+    // The name becomes a directory name below: nothing but a valid topic name goes there.
+    validate_topic_name(topic)?;
+    // As Java, the queues go whether or not the table still holds the topic: a cluster-wide
+    // delete reaches every shard-broker, and the first one removed the topic for all.
+    remove_from_table(processor, topic).await?;
+    for to in 0..shard.count {
+        let call = Call::DeleteTopicQueues(topic.to_owned());
+        match shard.call(processor, to, call).await {
+            CallReply::Done(result) => result?,
+            _ => {
+                return Err(Failure::new(
+                    response_code::SERVICE_NOT_AVAILABLE,
+                    format!("shard {to} is not available to delete its queues of {topic}"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes `topic` out of the table (every shard's copy, their offsets, `topics.json`); deleting
+/// what is not there succeeds.
+async fn remove_from_table(processor: &BrokerProcessor, topic: &str) -> Result<(), Failure> {
+    let shard = &processor.shard;
     if !shard.topics.borrow_mut().remove(topic, runtime::now_ms()) {
-        // As Java: deleting what is not there succeeds (a cluster-wide delete reaches every
-        // shard-broker, and the first one removed the topic for all).
         return Ok(());
     }
     shard.offsets.borrow_mut().remove_topic(topic);

@@ -35,6 +35,9 @@ impl RequestProcessor for BrokerProcessor {
                     .into(),
             );
         }
+        if let Err(refusal) = check_acl(shard, context, &request) {
+            return Some(refusal.into());
+        }
         shard.in_flight.set(shard.in_flight.get() + 1);
         let started = std::time::Instant::now();
         let result = self.route(context, &request).await;
@@ -96,6 +99,22 @@ impl RequestProcessor for BrokerProcessor {
             });
         }
     }
+}
+
+/// The ACL check (`aclEnable`), once per request, on the shard that decoded it: a refusal is
+/// NO_PERMISSION with the reason, before any handler runs.
+fn check_acl(
+    shard: &crate::shard::Shard,
+    context: &ConnectionContext,
+    request: &RemotingCommand,
+) -> Result<(), RemotingCommand> {
+    let Some(rules) = shard.acl.borrow().clone() else {
+        return Ok(());
+    };
+    crate::acl::check(&rules, request, context.peer.ip()).map_err(|remark| {
+        warn!(peer = %context.peer, code = request.code, %remark, "request refused by ACL");
+        request.error(response_code::NO_PERMISSION, remark)
+    })
 }
 
 /// Whether an answer reports a failure (for the error counters): a pull that found nothing
@@ -179,6 +198,12 @@ impl CallHandler for BrokerProcessor {
             } => client_manage::queue_locks_here(&self.shard, &group, &client_id, &queues, unlock),
             Call::DeleteExpiredFiles => {
                 CallReply::Done(maintenance::delete_expired_here(&self.shard).await)
+            }
+            Call::DeleteTopicQueues(topic) => {
+                CallReply::Done(maintenance::delete_topic_queues_here(&self.shard, &topic).await)
+            }
+            Call::CleanUnusedTopics => {
+                CallReply::Done(maintenance::clean_unused_topics_here(&self.shard).await)
             }
             Call::AskConnection { id, command } => CallReply::ClientAnswer(
                 consumer_calls::ask_local_connection(&self.shard, id, command).await,
@@ -307,6 +332,7 @@ impl BrokerProcessor {
             rc::DELETE_EXPIRED_COMMITLOG | rc::CLEAN_EXPIRED_CONSUMEQUEUE => {
                 maintenance::delete_expired(self, request).await
             }
+            rc::CLEAN_UNUSED_TOPIC => maintenance::clean_unused_topics(self, request).await,
             rc::CLONE_GROUP_OFFSET => inspect::clone_group_offset(self, request).await,
             rc::GET_SYSTEM_TOPIC_LIST_FROM_BROKER => inspect::system_topics(self, request),
             rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {

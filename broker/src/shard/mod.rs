@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 pub use thruster_protocol::shard::owner_of;
 
+use crate::acl::config::AclRules;
 use crate::config::BrokerConfig;
 use crate::ha::state::{MasterAddrs, ShardHa};
 use crate::live_config::LiveSettings;
@@ -139,6 +140,12 @@ pub enum Call {
     DeleteTopic(String),
     /// Delete expired files now (`Done`).
     DeleteExpiredFiles,
+    /// Delete the receiver's ConsumeQueues of a deleted topic (`Done`, once the files are
+    /// gone).
+    DeleteTopicQueues(String),
+    /// Delete the receiver's ConsumeQueues of every topic not in its copy of the topic table,
+    /// system topics aside (`Done`).
+    CleanUnusedTopics,
     /// Stored records matching a key in the receiver's index.
     QueryByKey {
         topic: String,
@@ -309,6 +316,8 @@ pub enum MeshMessage {
     TopicDeleted(String),
     /// The runtime-changeable settings changed (UPDATE_BROKER_CONFIG).
     SettingsChanged(LiveSettings),
+    /// Shard 0 reloaded the ACL file (`acl::watch`).
+    AclChanged(Arc<AclRules>),
     /// Shard 0 learned where this (slave) shard's master is, from a name server.
     HaMaster(MasterAddrs),
     /// A slave shard copied records of a topic it does not know: shard 0 syncs topics now.
@@ -336,6 +345,8 @@ pub struct Shard {
     pub config: Arc<BrokerConfig>,
     /// The runtime-changeable settings (UPDATE_BROKER_CONFIG), the same on every shard.
     pub live: Cell<LiveSettings>,
+    /// The ACL rules in force (`aclEnable`); `None`: no check. Shard 0 reloads them.
+    pub acl: RefCell<Option<Arc<AclRules>>>,
     pub store: Rc<MessageStore>,
     /// The address clients know this shard by and the store host of its records:
     /// `brokerIP1:listenPort` in one-name mode, the shard's own port with a broker per shard.
@@ -428,6 +439,7 @@ impl Shard {
             id,
             count,
             live: Cell::new(LiveSettings::of(&config)),
+            acl: RefCell::new(None),
             config,
             store,
             broker_addr,
@@ -661,6 +673,7 @@ impl Shard {
                     self.offsets.borrow_mut().remove_topic(&topic);
                 }
                 MeshMessage::SettingsChanged(settings) => self.apply_settings(settings),
+                MeshMessage::AclChanged(rules) => *self.acl.borrow_mut() = Some(rules),
                 MeshMessage::HaMaster(addrs) => self.learn_master(addrs),
                 MeshMessage::HaSyncWanted => self.want_metadata_sync_here(),
                 MeshMessage::GroupChanged { name, config } => {

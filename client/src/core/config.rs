@@ -4,6 +4,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use super::error::{ClientError, ClientResult};
+use crate::protocol::acl::{self, SessionCredentials};
+use crate::protocol::RemotingCommand;
 
 /// Settings shared by producers and consumers.
 #[derive(Debug, Clone)]
@@ -24,6 +26,9 @@ pub struct ClientConfig {
     /// `heartbeatBrokerInterval`: how often producers that must be reachable by brokers
     /// (transaction checks, replies) say so (RocketMQ: 30 s).
     pub heartbeat_interval: Duration,
+    /// ACL account (`AclClientRPCHook`): when set, every request is signed with it
+    /// (`AccessKey`, `Signature`), name server requests too, as the Java client does.
+    pub credentials: Option<SessionCredentials>,
 }
 
 impl ClientConfig {
@@ -54,7 +59,21 @@ impl ClientConfig {
             instance_name: format!("{}", std::process::id()),
             shard_aware: true,
             heartbeat_interval: Duration::from_secs(30),
+            credentials: None,
         })
+    }
+
+    pub fn with_credentials(mut self, credentials: SessionCredentials) -> ClientConfig {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Signs `request` with the configured credentials, if any; the front ends call this on
+    /// every request they send, last, so the signature covers the header as sent.
+    pub fn sign(&self, request: &mut RemotingCommand) {
+        if let Some(credentials) = &self.credentials {
+            acl::sign(request, credentials);
+        }
     }
 
     pub fn with_instance_name(mut self, name: impl Into<String>) -> ClientConfig {

@@ -111,9 +111,10 @@ impl Client {
     async fn invoke(
         &self,
         addr: SocketAddr,
-        request: RemotingCommand,
+        mut request: RemotingCommand,
         timeout: Duration,
     ) -> ClientResult<RemotingCommand> {
+        self.config.sign(&mut request);
         self.connection(addr).await?.invoke(request, timeout).await
     }
 
@@ -259,7 +260,8 @@ impl Client {
         self.rotation.set(rotation.wrapping_add(1));
         let queue = targets.pick(rotation, None);
         let addr = self.queue_addr(targets.addr_of(&queue)?, &queue).await;
-        let request = send_request(&self.group, message, &queue, &self.ids.next());
+        let mut request = send_request(&self.group, message, &queue, &self.ids.next());
+        self.config.sign(&mut request);
         self.connection(addr).await?.invoke_oneway(request).await
     }
 

@@ -105,17 +105,19 @@ impl ClientInstance {
     pub async fn invoke(
         &self,
         addr: SocketAddr,
-        request: RemotingCommand,
+        mut request: RemotingCommand,
         timeout: Duration,
     ) -> ClientResult<RemotingCommand> {
+        self.config.sign(&mut request);
         self.connection(addr).await?.invoke(request, timeout).await
     }
 
     pub async fn invoke_oneway(
         &self,
         addr: SocketAddr,
-        request: RemotingCommand,
+        mut request: RemotingCommand,
     ) -> ClientResult<()> {
+        self.config.sign(&mut request);
         self.connection(addr).await?.invoke_oneway(request).await
     }
 

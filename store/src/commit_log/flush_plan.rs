@@ -229,12 +229,47 @@ impl CommitLog {
     }
 
     /// The writes that make everything appended so far durable (ending with fdatasync);
-    /// `None` when nothing is dirty.
+    /// `None` when nothing is dirty. No pipelined write-out may be in flight (the fdatasync
+    /// must cover every write before it).
     pub fn plan_flush(&mut self) -> Option<FlushPlan> {
         if self.write_pos == self.flushed_pos {
             return None;
         }
+        debug_assert!(
+            self.chunks.iter().all(|c| !c.writing),
+            "a durable flush is planned while a write-out is in flight"
+        );
         Some(self.plan(true))
+    }
+
+    /// ASYNC_FLUSH: the writes (no fdatasync) that put everything appended so far, and not
+    /// already being written, in the files (the kernel's hands: it then survives a crash of the
+    /// process); `None` when nothing is left to write. The chunks it covers are marked
+    /// `writing` until `complete_flush` or `abort_flush`, so the pipelined write-out never
+    /// writes them at the same time.
+    pub fn plan_write_out(&mut self) -> Option<FlushPlan> {
+        self.chunks
+            .iter()
+            .any(|c| c.flushed < c.written && !c.writing)
+            .then(|| self.plan(false))
+    }
+
+    /// Where the first byte not yet written to the files is (written, maybe not synced):
+    /// everything below it was handed to the kernel by a completed write.
+    pub fn written_pos(&self) -> u64 {
+        self.chunks
+            .iter()
+            .find(|c| c.flushed < c.written)
+            .map_or(self.write_pos, |c| c.start + c.flushed as u64)
+    }
+
+    /// A plan's writes failed: its chunks will be written again.
+    pub fn abort_flush(&mut self, plan: &FlushPlan) {
+        for (start, _) in &plan.marks {
+            if let Some(chunk) = self.chunks.iter_mut().find(|c| c.start == *start) {
+                chunk.writing = false;
+            }
+        }
     }
 
     fn plan(&mut self, sync: bool) -> FlushPlan {
@@ -250,8 +285,10 @@ impl CommitLog {
             marks: Vec::new(),
             sync_failed: false,
         };
+        // Chunks a pipelined write-out is writing are left to it (never two writes of one
+        // chunk at once; a durable plan has none, see `plan_flush`).
         let dirty: Vec<usize> = (0..self.chunks.len())
-            .filter(|&i| self.chunks[i].flushed < self.chunks[i].written)
+            .filter(|&i| self.chunks[i].flushed < self.chunks[i].written && !self.chunks[i].writing)
             .collect();
         for &i in &dirty {
             let chunk = &self.chunks[i];
@@ -259,6 +296,7 @@ impl CommitLog {
                 plan.synced.push(chunk.segment.clone());
             }
             plan.marks.push((chunk.start, chunk.written));
+            self.chunks[i].writing = true;
         }
         // O_DSYNC segments make every write durable on its own, with a device cache flush
         // each: a group commit spanning several chunks of a segment goes out as one write.
@@ -356,6 +394,7 @@ impl CommitLog {
             if let Some(chunk) = self.chunks.iter_mut().find(|c| c.start == *start) {
                 self.unwritten_bytes -= flushed.saturating_sub(chunk.flushed) as u64;
                 chunk.flushed = chunk.flushed.max(*flushed);
+                chunk.writing = false;
             }
         }
         if plan.sync {

@@ -14,6 +14,8 @@
 //!   of its 512-byte sectors (a device writing a request's sectors in any order). After a crash
 //!   every file reads as its durable bytes, and handles opened before it fail with EIO (the old
 //!   process is gone: a late write of its must not land on the new disk).
+//! - **A process crash** ([`SimDisk::crash_process`], `kill -9`): nothing is lost, synced or
+//!   not; only the old handles fail.
 //! - **Directory entries**: creating and removing files changes the names at once, durably only
 //!   at `sync_dir` of their directory; at a crash a random prefix of the unsynced name changes
 //!   survives (journaling file systems commit metadata in order). A file whose name is lost is
@@ -85,6 +87,7 @@ pub struct SimStats {
     pub writes: u64,
     pub syncs: u64,
     pub crashes: u64,
+    pub process_crashes: u64,
     pub writes_kept: u64,
     pub writes_dropped: u64,
     pub writes_torn: u64,
@@ -307,6 +310,16 @@ impl SimDisk {
             }
         }
         s.names = s.durable_names.clone();
+    }
+
+    /// A crash of the process only (`kill -9`), not of the machine: every completed write and
+    /// name change is still there (the kernel's page cache and the device keep them, synced or
+    /// not, and may still lose them at a later power loss); handles opened before it fail from
+    /// now on. Writes never half-done here: each completes at once (see the module doc).
+    pub fn crash_process(&self) {
+        let mut s = self.state();
+        s.stats.process_crashes += 1;
+        s.generation += 1;
     }
 
     pub(crate) fn open(self: &Arc<Self>, path: &Path, dsync: bool) -> io::Result<SimFile> {
