@@ -27,8 +27,6 @@ pub const TRANS_OP_HALF_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
 pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 /// Half messages checked `transactionCheckMax` times without an answer.
 pub const TRANS_CHECK_MAX_TIME_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
-/// Where RocketMQ clients send message traces by default (`msgTraceTopicName`).
-pub const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
 /// Queue count limit of one topic (each queue is a ConsumeQueue directory).
 pub const QUEUE_NUMS_MAX: i32 = 1024;
 
@@ -64,19 +62,11 @@ impl TableEntry for TopicConfig {
 /// them (its fixed set plus what it creates at start: cluster, broker name, reply topic),
 /// with Thruster's timer topic; mqadmin exportMetadata leaves these out.
 pub fn system_topics(config: &BrokerConfig) -> BTreeSet<String> {
-    let fixed = [
-        AUTO_CREATE_TOPIC_KEY_TOPIC,
-        SCHEDULE_TOPIC,
-        BENCHMARK_TOPIC,
-        TRANS_HALF_TOPIC,
-        TRACE_TOPIC,
-        TRANS_OP_HALF_TOPIC,
-        TRANS_CHECK_MAX_TIME_TOPIC,
-        SELF_TEST_TOPIC,
-        OFFSET_MOVED_EVENT,
-        TIMER_TOPIC,
-    ];
-    let mut topics: BTreeSet<String> = fixed.iter().map(|t| (*t).to_owned()).collect();
+    let mut topics: BTreeSet<String> = JAVA_SYSTEM_TOPICS
+        .iter()
+        .chain(&[TIMER_TOPIC])
+        .map(|t| (*t).to_owned())
+        .collect();
     topics.insert(config.broker_cluster_name.clone());
     topics.insert(config.broker_name.clone());
     topics.insert(reply_topic(config));
@@ -368,21 +358,23 @@ pub const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
 /// Every topic named so is the system's (RocketMQ's `TopicValidator.SYSTEM_TOPIC_PREFIX`).
 pub const SYSTEM_TOPIC_PREFIX: &str = "rmq_sys_";
 
+/// RocketMQ's `TopicValidator.SYSTEM_TOPIC_SET` as it starts (a Java broker adds the topics it
+/// creates at start: [`system_topics`]).
+const JAVA_SYSTEM_TOPICS: [&str; 9] = [
+    AUTO_CREATE_TOPIC_KEY_TOPIC,
+    SCHEDULE_TOPIC,
+    BENCHMARK_TOPIC,
+    TRANS_HALF_TOPIC,
+    TRACE_TOPIC,
+    TRANS_OP_HALF_TOPIC,
+    TRANS_CHECK_MAX_TIME_TOPIC,
+    SELF_TEST_TOPIC,
+    OFFSET_MOVED_EVENT,
+];
+
 /// RocketMQ's `TopicValidator.isSystemTopic`: what CLEAN_UNUSED_TOPIC never removes.
 pub fn is_system_topic(topic: &str) -> bool {
-    [
-        AUTO_CREATE_TOPIC_KEY_TOPIC,
-        SCHEDULE_TOPIC,
-        BENCHMARK_TOPIC,
-        TRANS_HALF_TOPIC,
-        TRACE_TOPIC,
-        TRANS_OP_HALF_TOPIC,
-        TRANS_CHECK_MAX_TIME_TOPIC,
-        SELF_TEST_TOPIC,
-        OFFSET_MOVED_EVENT,
-    ]
-    .contains(&topic)
-        || topic.starts_with(SYSTEM_TOPIC_PREFIX)
+    JAVA_SYSTEM_TOPICS.contains(&topic) || topic.starts_with(SYSTEM_TOPIC_PREFIX)
 }
 
 /// `config/topics.json`.
