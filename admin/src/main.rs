@@ -10,6 +10,7 @@ mod message;
 mod namesrv;
 mod output;
 mod remote;
+mod stats;
 mod topic;
 
 use clap::{Args, Parser, Subcommand};
@@ -222,6 +223,16 @@ enum Command {
         #[arg(short = 'f', long = "force", default_value_t = true, action = clap::ArgAction::Set)]
         force: bool,
     },
+    /// Per topic and consumer group: backlog, TPS in and out (last minute), messages in and out
+    /// (last day), from the brokers' stats items.
+    #[command(name = "statsAll")]
+    StatsAll {
+        /// Only topics with traffic in the last day.
+        #[arg(short = 'a', long = "activeTopic", default_value_t = false)]
+        active: bool,
+        #[arg(short = 't', long = "topic")]
+        topic: Option<String>,
+    },
     /// A broker's runtime information.
     #[command(name = "brokerStatus")]
     BrokerStatus {
@@ -324,6 +335,7 @@ fn run(cli: Cli) -> Result<output::Output, AdminError> {
             timestamp,
             force,
         } => group::reset_offset_by_time(&ns?, &group, &topic, &timestamp, force),
+        Command::StatsAll { active, topic } => stats::stats_all(&ns?, topic.as_deref(), active),
         Command::BrokerStatus { target } => cluster::broker_status(&ns, &target),
         Command::GetBrokerConfig { target } => cluster::get_broker_config(&ns, &target),
         Command::UpdateBrokerConfig { target, key, value } => {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
 use thruster_client::tokio::{
     ConsumeFromWhere, ConsumeResult, Message, Producer, ProducerConfig, PushConsumer,
     PushConsumerConfig,
@@ -64,6 +65,7 @@ fn consumer_status_shows_what_a_native_push_consumer_holds() {
     let consumed = Arc::new(AtomicUsize::new(0));
     let mut config = PushConsumerConfig::new(GROUP, &ns_addr).unwrap();
     config.consume_from = ConsumeFromWhere::FirstOffset;
+    config.offset_commit_interval = Duration::from_millis(200);
     let consumer = PushConsumer::new(config);
     consumer.subscribe(TOPIC, "TagA || TagB");
     let before_start = now_ms();
@@ -190,6 +192,29 @@ fn consumer_status_shows_what_a_native_push_consumer_holds() {
     // A client id that is not in the group: the broker's reason.
     let (ok, _, stderr) = admin(&ns, &["consumerStatus", "-g", GROUP, "-i", "nobody@1"]);
     assert!(!ok && stderr.contains("not online"), "{stderr}");
+
+    // statsAll: the brokers' stats items count every message in and out; once the consumer
+    // has committed, nothing is left behind. With -a only topics with traffic show.
+    let mut row = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            row = admin_json(&ns, &["statsAll", "-t", TOPIC])[0].clone();
+            row["accumulation"] == 0
+        }),
+        "{row}"
+    );
+    assert_eq!(row["group"], GROUP);
+    assert_eq!(row["inMsg24Hour"], MESSAGES as i64, "{row}");
+    assert_eq!(row["outMsg24Hour"], MESSAGES as i64, "{row}");
+    assert!(row["inTps"].as_f64().unwrap() > 0.0);
+    let active = admin_json(&ns, &["statsAll", "-a"]);
+    let topics: BTreeSet<&str> = active
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(topics, [TOPIC].into());
 
     runtime.block_on(consumer.shutdown());
 }

@@ -240,3 +240,114 @@ fn export_commands_get_the_config_keys_and_system_topics_they_read() {
     assert_eq!(list.topic_list, expected);
     assert_eq!(list.broker_addr, None);
 }
+
+/// VIEW_BROKER_STATS_DATA of one item: (code, remark, the data when found).
+fn stats_data(
+    client: &mut Client,
+    name: &str,
+    key: &str,
+) -> (
+    i32,
+    Option<String>,
+    Option<thruster_client::protocol::body::admin::BrokerStatsData>,
+) {
+    use thruster_client::protocol::header::admin::ViewBrokerStatsDataRequestHeader;
+    let response = client.invoke(RemotingCommand::request(
+        rc::VIEW_BROKER_STATS_DATA,
+        &ViewBrokerStatsDataRequestHeader {
+            stats_name: name.into(),
+            stats_key: key.into(),
+        },
+    ));
+    let data = (response.code == response_code::SUCCESS)
+        .then(|| decode_lenient("broker stats data", &response.body).expect("BrokerStatsData"));
+    (response.code, response.remark, data)
+}
+
+/// Sums over the minute, the hour and the day.
+fn sums(data: &thruster_client::protocol::body::admin::BrokerStatsData) -> [i64; 3] {
+    [
+        data.stats_minute.sum,
+        data.stats_hour.sum,
+        data.stats_day.sum,
+    ]
+}
+
+#[test]
+fn broker_stats_data_sums_what_was_sent_pulled_and_sent_back() {
+    use thruster_client::protocol::header::client::ConsumerSendMsgBackRequestHeader;
+    use thruster_client::protocol::message::decode_records;
+    use thruster_tests::wire::group_pull_request;
+    let broker = ServerProcess::standalone_broker(1);
+    let mut client = Client::connect(broker.listening[1].1);
+    client.create_topic("Statsd", 1);
+    for i in 0..5 {
+        let body = format!("message {i}").repeat(i + 1);
+        send_v2(
+            &mut client,
+            "Statsd",
+            0,
+            encode_properties([]),
+            body.as_bytes(),
+        );
+    }
+    let pulled = client.invoke(group_pull_request("StatsG", "Statsd", 0, 0, 0));
+    assert_eq!(pulled.code, response_code::SUCCESS);
+    let records = decode_records(&pulled.body, true).unwrap();
+    assert_eq!(records.len(), 5);
+    // The stored records, as pulled: what the sends wrote and the pull carried.
+    let stored_bytes = pulled.body.len() as i64;
+
+    let (_, _, puts) = stats_data(&mut client, "TOPIC_PUT_NUMS", "Statsd");
+    let puts = puts.expect("the topic's item");
+    assert_eq!(sums(&puts), [5, 5, 5]);
+    assert_eq!(puts.stats_minute.avgpt, 1.0, "one message per send");
+    assert!(puts.stats_minute.tps > 0.0);
+    let (_, _, size) = stats_data(&mut client, "TOPIC_PUT_SIZE", "Statsd");
+    assert_eq!(sums(&size.unwrap()), [stored_bytes; 3]);
+    let (_, _, gets) = stats_data(&mut client, "GROUP_GET_NUMS", "Statsd@StatsG");
+    let gets = gets.expect("the group's item");
+    assert_eq!(sums(&gets), [5, 5, 5]);
+    assert_eq!(gets.stats_day.avgpt, 5.0, "five messages in one pull");
+    let (_, _, got_size) = stats_data(&mut client, "GROUP_GET_SIZE", "Statsd@StatsG");
+    assert_eq!(sums(&got_size.unwrap()), [stored_bytes; 3]);
+    let (_, _, broker_puts) = stats_data(&mut client, "BROKER_PUT_NUMS", "DefaultCluster");
+    assert_eq!(sums(&broker_puts.unwrap()), [5, 5, 5]);
+    let (_, _, broker_gets) = stats_data(&mut client, "BROKER_GET_NUMS", "DefaultCluster");
+    assert_eq!(sums(&broker_gets.unwrap()), [5, 5, 5]);
+
+    // A consumer gives two messages back: counted under its retry topic and group.
+    for record in &records[..2] {
+        let back = client.invoke(RemotingCommand::request(
+            rc::CONSUMER_SEND_MSG_BACK,
+            &ConsumerSendMsgBackRequestHeader {
+                offset: record.physical_offset,
+                group: "StatsG".into(),
+                delay_level: 0,
+                origin_msg_id: None,
+                origin_topic: Some("Statsd".into()),
+                unit_mode: None,
+                max_reconsume_times: None,
+                broker_name: None,
+            },
+        ));
+        assert_eq!(back.code, response_code::SUCCESS, "{:?}", back.remark);
+    }
+    let (_, _, backs) = stats_data(&mut client, "SNDBCK_PUT_NUMS", "%RETRY%StatsG@StatsG");
+    assert_eq!(sums(&backs.unwrap()), [2, 2, 2]);
+
+    // Unknown items: Java's SYSTEM_ERROR and remark.
+    for (name, key) in [
+        ("TOPIC_PUT_NUMS", "Nope"),
+        ("NO_SUCH_STATS", "Statsd"),
+        ("GROUP_GET_NUMS", "Statsd"),
+        ("BROKER_PUT_NUMS", "OtherCluster"),
+    ] {
+        let (code, remark, _) = stats_data(&mut client, name, key);
+        assert_eq!(code, response_code::SYSTEM_ERROR);
+        assert_eq!(
+            remark.as_deref(),
+            Some(format!("The stats <{name}> <{key}> not exist").as_str())
+        );
+    }
+}

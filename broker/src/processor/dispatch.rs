@@ -10,7 +10,7 @@ use tracing::warn;
 
 use super::{
     admin, broker_config, client_manage, consumer_calls, groups, inspect, maintenance, offsets,
-    pull, query, reply, runtime_info, schedule, send, transaction,
+    pull, query, reply, runtime_info, schedule, send, stats_data, transaction,
 };
 use super::{notify_consumer_ids_changed, BrokerProcessor, Handled};
 use crate::remoting::{ConnectionContext, Failure, Reply, RequestProcessor};
@@ -189,6 +189,9 @@ impl CallHandler for BrokerProcessor {
                 stats.schedule_progress = schedule::progress(&self.shard);
                 CallReply::Stats(Box::new(stats))
             }
+            Call::StatsItem { name, key } => {
+                CallReply::StatsItem(stats_data::item_here(&self.shard, &name, &key))
+            }
             Call::Put(message) => CallReply::Put(self.shard.store.put(message).await),
             Call::QueueLocks {
                 group,
@@ -333,6 +336,7 @@ impl BrokerProcessor {
                 maintenance::delete_expired(self, request).await
             }
             rc::CLEAN_UNUSED_TOPIC => maintenance::clean_unused_topics(self, request).await,
+            rc::VIEW_BROKER_STATS_DATA => stats_data::view(self, request).await,
             rc::CLONE_GROUP_OFFSET => inspect::clone_group_offset(self, request).await,
             rc::GET_SYSTEM_TOPIC_LIST_FROM_BROKER => inspect::system_topics(self, request),
             rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {

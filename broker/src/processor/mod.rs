@@ -19,6 +19,7 @@ pub mod reply;
 pub mod runtime_info;
 pub mod schedule;
 pub mod send;
+pub mod stats_data;
 pub mod timer;
 pub mod transaction;
 

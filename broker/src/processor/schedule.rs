@@ -382,7 +382,12 @@ pub async fn send_back(processor: &BrokerProcessor, request: &RemotingCommand) -
         born_timestamp: record.born_timestamp,
         born_host: record.born_host,
         reconsume_times: record.reconsume_times + 1,
-        ..PutMessage::new(topic, queue_id, record.body.clone(), shard.broker_addr)
+        ..PutMessage::new(
+            topic.clone(),
+            queue_id,
+            record.body.clone(),
+            shard.broker_addr,
+        )
     };
     let message = if dead {
         message
@@ -396,7 +401,10 @@ pub async fn send_back(processor: &BrokerProcessor, request: &RemotingCommand) -
     };
     let result = put_anywhere(processor, message).await;
     match result.status {
-        PutStatus::Ok | PutStatus::FlushDiskTimeout => Ok(request.success().into()),
+        PutStatus::Ok | PutStatus::FlushDiskTimeout => {
+            (shard.meter.borrow_mut()).send_back(&topic, &header.group);
+            Ok(request.success().into())
+        }
         PutStatus::MessageIllegal(remark) | PutStatus::ServiceNotAvailable(remark) => {
             Err(Failure::new(response_code::SYSTEM_ERROR, remark))
         }

@@ -156,6 +156,8 @@ pub enum Call {
     },
     /// The receiver's counters.
     Stats,
+    /// One of the receiver's stats items (VIEW_BROKER_STATS_DATA): its name and key.
+    StatsItem { name: String, key: String },
     /// Store a message in a queue the receiver owns (delayed delivery, retries).
     Put(crate::store::PutMessage),
     /// LOCK_BATCH_MQ (`unlock` false) or UNLOCK_BATCH_MQ (shard 0 only).
@@ -223,6 +225,8 @@ pub enum CallReply {
         index_last_update_offset: u64,
     },
     Stats(Box<ShardStats>),
+    /// A stats item's minute, hour and day (`None`: the receiver has no such item).
+    StatsItem(Option<crate::stats::windows::ItemFigures>),
     Locked(std::collections::BTreeSet<MessageQueue>),
     Put(crate::store::PutResult),
     /// Whether a `ToConnection` request was queued on the connection.

@@ -8,14 +8,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+pub mod series;
+pub mod windows;
+
+pub use series::{OTHER, SERIES_MAX};
+use windows::{ItemFigures, Lookup, StatsWindows};
+
 pub use crate::store::latency::Histogram;
 
-/// Distinct topics, (topic, group) pairs and request codes one shard keeps series for; past
-/// it, new ones are counted under [`OTHER`] (clients choose names and codes, so the maps are
-/// bounded).
-pub const SERIES_MAX: usize = 4096;
-/// The label counted past [`SERIES_MAX`].
-pub const OTHER: &str = "__other__";
 /// Seconds of one-second samples kept: RocketMQ's longest TPS window (10 min) and one more.
 pub const SAMPLES_MAX: usize = 601;
 /// RocketMQ's TPS windows, in seconds.
@@ -204,6 +204,8 @@ pub struct ShardMeter {
     /// Local day (days since the epoch, local time) of the last sample.
     day: Option<i64>,
     rate_base: RateBase,
+    /// RocketMQ's stats items (VIEW_BROKER_STATS_DATA).
+    windows: StatsWindows,
 }
 
 /// A key of a bounded series map: `key` itself while there is room, else `other`.
@@ -238,6 +240,7 @@ impl ShardMeter {
             OTHER.to_owned()
         })
         .add(Flow { messages, bytes });
+        self.windows.put(topic, messages, bytes);
         counts.put_latency.observe(elapsed_us);
         counts.put_distribution[distribution_bucket(elapsed_us / 1_000)] += 1;
     }
@@ -254,6 +257,7 @@ impl ShardMeter {
                 (OTHER.to_owned(), OTHER.to_owned())
             })
             .add(Flow { messages, bytes });
+            self.windows.get(topic, group, messages, bytes);
         }
         counts.get_time_max_us = counts.get_time_max_us.max(elapsed_us);
     }
@@ -264,6 +268,16 @@ impl ShardMeter {
         stats.count += 1;
         stats.errors += u64::from(failed);
         stats.latency.observe(elapsed_us);
+    }
+
+    /// A message of `group` sent back into `topic` (its retry or dead-letter topic).
+    pub fn send_back(&mut self, topic: &str, group: &str) {
+        self.windows.send_back(topic, group);
+    }
+
+    /// One stats item's minute, hour and day as of `now_ms` (`None`: this shard has none).
+    pub fn stats_item(&self, lookup: Lookup, now_ms: i64) -> Option<ItemFigures> {
+        self.windows.figures(lookup, now_ms)
     }
 
     pub fn get_found(&self) -> u64 {
@@ -291,6 +305,7 @@ impl ShardMeter {
         }
         self.day = Some(day);
         self.update_rates(now_ms);
+        self.windows.sample(now_ms);
         if self.samples.len() == SAMPLES_MAX {
             self.samples.pop_front();
         }
