@@ -170,6 +170,77 @@ fn consumer_status_asks_each_consumer_for_its_offsets() {
         .contains("No Any Consumer online"));
 }
 
+/// mqadmin exportConfigs reads these keys from every master's GET_BROKER_CONFIG and fails with
+/// a NullPointerException on a missing one; exportMetadata and exportMetrics ask every master
+/// for GET_SYSTEM_TOPIC_LIST_FROM_BROKER (305). Asked of the second shard-broker.
+#[test]
+fn export_commands_get_the_config_keys_and_system_topics_they_read() {
+    let broker = ServerProcess::standalone_broker(2);
+    let mut client = Client::connect(broker.listening[1].1);
+    let answer = client.invoke(RemotingCommand::request(
+        rc::GET_BROKER_CONFIG,
+        &EmptyHeader {},
+    ));
+    assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    let text = String::from_utf8(answer.body.to_vec()).unwrap();
+    let config: std::collections::BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .collect();
+    for key in [
+        "brokerClusterName",
+        "brokerId",
+        "brokerName",
+        "brokerRole",
+        "fileReservedTime",
+        "filterServerNums",
+        "flushDiskType",
+        "maxMessageSize",
+        "messageDelayLevel",
+        "msgTraceTopicName",
+        "slaveReadEnable",
+        "traceOn",
+        "traceTopicEnable",
+        "useTLS",
+        "autoCreateTopicEnable",
+        "autoCreateSubscriptionGroup",
+    ] {
+        assert!(config.contains_key(key), "{key} missing from {text}");
+    }
+    assert_eq!(config["brokerRole"], "ASYNC_MASTER");
+    assert_eq!(config["slaveReadEnable"], "false");
+
+    let answer = client.invoke(RemotingCommand::request(
+        rc::GET_SYSTEM_TOPIC_LIST_FROM_BROKER,
+        &EmptyHeader {},
+    ));
+    assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    let list: body::TopicList = decode_lenient("system topics", &answer.body).unwrap();
+    let (cluster, name) = (config["brokerClusterName"], config["brokerName"]);
+    let mut expected: std::collections::BTreeSet<String> = [
+        "TBW102",
+        "SCHEDULE_TOPIC_XXXX",
+        "BenchmarkTest",
+        "RMQ_SYS_TRANS_HALF_TOPIC",
+        "RMQ_SYS_TRACE_TOPIC",
+        "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+        "TRANS_CHECK_MAX_TIME_TOPIC",
+        "SELF_TEST_TOPIC",
+        "OFFSET_MOVED_EVENT",
+        "rmq_sys_wheel_timer",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    expected.extend([
+        cluster.to_owned(),
+        name.to_owned(),
+        format!("{cluster}_REPLY_TOPIC"),
+    ]);
+    assert_eq!(list.topic_list, expected);
+    assert_eq!(list.broker_addr, None);
+}
+
 /// VIEW_BROKER_STATS_DATA of one item: (code, remark, the data when found).
 fn stats_data(
     client: &mut Client,

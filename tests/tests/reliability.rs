@@ -328,7 +328,8 @@ fn a_consumer_that_never_reads_stalls_only_itself() {
             let records = thruster_client::protocol::message::decode_records(&response.body, true)
                 .expect("records");
             assert!(!records.is_empty());
-            offset += records.len() as i64;
+            // Round the queue's 1024 messages again, still from the files.
+            offset = (offset + records.len() as i64) % 1024;
         }
         started.elapsed()
     };

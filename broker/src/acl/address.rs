@@ -223,6 +223,19 @@ mod tests {
         assert!(!matches("127.0.0.*", "::1"));
     }
 
+    proptest::proptest! {
+        /// Any text is a pattern or an error, never a panic; a pattern answers for any peer.
+        #[test]
+        fn any_text_parses_or_fails_cleanly(
+            text in "[0-9.*{},:a-f -]{0,24}|.{0,24}",
+            peer in proptest::prelude::any::<[u8; 4]>(),
+        ) {
+            if let Ok(pattern) = AddressPattern::parse(&text) {
+                let _ = pattern.matches(IpAddr::from(peer));
+            }
+        }
+    }
+
     #[test]
     fn bad_patterns_are_errors() {
         for bad in [

@@ -256,6 +256,22 @@ accounts:
             .matches("192.168.1.20".parse().unwrap()));
     }
 
+    proptest::proptest! {
+        /// Any text, and the sample with any byte range cut out: rules or an error, never a
+        /// panic.
+        #[test]
+        fn any_file_parses_or_fails_cleanly(
+            text in ".{0,64}",
+            cut in (0usize..ROCKETMQ_SAMPLE.len(), 0usize..64),
+        ) {
+            let _ = AclRules::parse(&text);
+            let (from, len) = cut;
+            let to = (from + len).min(ROCKETMQ_SAMPLE.len());
+            let damaged = format!("{}{}", &ROCKETMQ_SAMPLE[..from], &ROCKETMQ_SAMPLE[to..]);
+            let _ = AclRules::parse(&damaged);
+        }
+    }
+
     #[test]
     fn empty_files_have_no_rules() {
         assert_eq!(AclRules::parse("").expect("empty"), AclRules::default());

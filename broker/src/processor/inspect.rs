@@ -2,7 +2,8 @@
 //! clients: GET_TOPIC_STATS_INFO (202), GET_CONSUME_STATS (208), GET_BROKER_CONSUME_STATS
 //! (317), QUERY_CONSUME_TIME_SPAN (303), GET_CONSUMER_CONNECTION_LIST (203),
 //! GET_PRODUCER_CONNECTION_LIST (204), GET_ALL_PRODUCER_INFO (328), QUERY_TOPIC_CONSUME_BY_WHO
-//! (300), INVOKE_BROKER_TO_RESET_OFFSET (222) and CLONE_GROUP_OFFSET (314).
+//! (300), INVOKE_BROKER_TO_RESET_OFFSET (222), CLONE_GROUP_OFFSET (314) and
+//! GET_SYSTEM_TOPIC_LIST_FROM_BROKER (305).
 //!
 //! A shard answers for the broker its clients see (`Shard::broker_shards`): with a broker per
 //! shard its own queues, in one-name mode every shard's, each asked for the queues it owns
@@ -17,7 +18,7 @@ use thruster_protocol::body::admin::{
     QueryConsumeQueueResponseBody, QueryConsumeTimeSpanBody, QueueTimeSpan, ResetOffsetBody,
     TopicOffset, TopicStatsTable,
 };
-use thruster_protocol::body::{self, MessageQueue, TopicConfig};
+use thruster_protocol::body::{self, MessageQueue, TopicConfig, TopicList};
 use thruster_protocol::header::admin::{
     CloneGroupOffsetRequestHeader, ConsumerGroupRequestHeader, GetConsumeStatsRequestHeader,
     ProducerGroupRequestHeader, QueryConsumeQueueRequestHeader, ResetOffsetRequestHeader,
@@ -28,6 +29,7 @@ use tracing::{debug, info};
 
 use super::{BrokerProcessor, Handled};
 use crate::meta::clients::Member;
+use crate::meta::topic_config;
 use crate::remoting::Failure;
 use crate::shard::{owner_of, Call, CallReply, OffsetAdmin, QueueState, Shard};
 
@@ -603,4 +605,14 @@ pub fn query_consume_queue(processor: &BrokerProcessor, request: &RemotingComman
         })
         .collect();
     Ok(request.success().with_body(body::encode(&body)).into())
+}
+
+/// GET_SYSTEM_TOPIC_LIST_FROM_BROKER: the broker's own topics (`TopicList`, no address), as
+/// Java's; mqadmin exportMetadata and exportMetrics ask every master for them.
+pub fn system_topics(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let list = TopicList {
+        broker_addr: None,
+        topic_list: topic_config::system_topics(&processor.shard.config),
+    };
+    Ok(request.success().with_body(body::encode(&list)).into())
 }
