@@ -351,3 +351,84 @@ fn broker_stats_data_sums_what_was_sent_pulled_and_sent_back() {
         );
     }
 }
+
+#[test]
+fn a_shard_broker_lists_the_connections_made_to_it() {
+    use thruster_client::protocol::body::admin::{ConsumerConnection, ProducerConnection};
+    use thruster_client::protocol::body::heartbeat::ProducerData;
+    use thruster_client::protocol::header::admin::{
+        ConsumerGroupRequestHeader, ProducerGroupRequestHeader,
+    };
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let broker = ServerProcess::broker(namesrv.addr, 2, &[]);
+    let mut shard0 = Client::connect(broker.addr);
+    shard0.create_topic("Listed", 2);
+    let brokers = thruster_tests::route_brokers(namesrv.addr, "Listed");
+    assert_eq!(brokers.len(), 2, "a broker per shard");
+    let mut shard1 = Client::connect(brokers[1].addr);
+    // One client, connected to both shard-brokers; another to shard-broker 0 only.
+    let heartbeat = |client_id: &str| {
+        let data = HeartbeatData {
+            client_id: client_id.into(),
+            consumer_data_set: vec![ConsumerData {
+                group_name: "ListedG".into(),
+                consume_type: "CONSUME_PASSIVELY".into(),
+                message_model: "CLUSTERING".into(),
+                consume_from_where: "CONSUME_FROM_FIRST_OFFSET".into(),
+                subscription_data_set: vec![SubscriptionData {
+                    topic: "Listed".into(),
+                    sub_string: "*".into(),
+                    expression_type: "TAG".into(),
+                    ..SubscriptionData::default()
+                }],
+                unit_mode: false,
+            }],
+            producer_data_set: vec![ProducerData {
+                group_name: "ListedP".into(),
+            }],
+            ..HeartbeatData::default()
+        };
+        RemotingCommand::request(rc::HEART_BEAT, &EmptyHeader {}).with_body(body::encode(&data))
+    };
+    let mut only0 = Client::connect(broker.addr);
+    for (client, id) in [
+        (&mut shard0, "both"),
+        (&mut shard1, "both"),
+        (&mut only0, "only-0"),
+    ] {
+        assert_eq!(client.invoke(heartbeat(id)).code, response_code::SUCCESS);
+    }
+    let consumers = |client: &mut Client| -> Vec<String> {
+        let answer = client.invoke(RemotingCommand::request(
+            rc::GET_CONSUMER_CONNECTION_LIST,
+            &ConsumerGroupRequestHeader {
+                consumer_group: "ListedG".into(),
+            },
+        ));
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+        let list: ConsumerConnection = decode_lenient("connections", &answer.body).unwrap();
+        list.connection_set
+            .into_iter()
+            .map(|c| c.client_id)
+            .collect()
+    };
+    let producers = |client: &mut Client| -> Vec<String> {
+        let answer = client.invoke(RemotingCommand::request(
+            rc::GET_PRODUCER_CONNECTION_LIST,
+            &ProducerGroupRequestHeader {
+                producer_group: "ListedP".into(),
+            },
+        ));
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+        let list: ProducerConnection = decode_lenient("connections", &answer.body).unwrap();
+        list.connection_set
+            .into_iter()
+            .map(|c| c.client_id)
+            .collect()
+    };
+    // Each lists the connections made to it, once each, as a Java broker does.
+    assert_eq!(consumers(&mut shard0), ["both", "only-0"]);
+    assert_eq!(consumers(&mut shard1), ["both"]);
+    assert_eq!(producers(&mut shard0), ["both", "only-0"]);
+    assert_eq!(producers(&mut shard1), ["both"]);
+}

@@ -199,6 +199,7 @@ impl CallHandler for BrokerProcessor {
                 queues,
                 unlock,
             } => client_manage::queue_locks_here(&self.shard, &group, &client_id, &queues, unlock),
+            Call::Barrier => CallReply::Done(Ok(())),
             Call::DeleteExpiredFiles => {
                 CallReply::Done(maintenance::delete_expired_here(&self.shard).await)
             }

@@ -301,6 +301,19 @@ pub async fn consume_time_span(processor: &BrokerProcessor, request: &RemotingCo
     Ok(request.success().with_body(body).into())
 }
 
+/// The members whose connection this broker holds: with a broker per shard, the connections
+/// to this shard-broker only (the client table holds every connection of the process, and a
+/// client connects to each shard-broker), as a Java broker lists the connections made to it.
+fn held_by_this_broker<'a>(
+    shard: &Shard,
+    members: &'a [Member],
+) -> impl Iterator<Item = &'a Member> {
+    let shards = shard.broker_shards();
+    members
+        .iter()
+        .filter(move |m| shards.contains(&m.conn.shard))
+}
+
 fn connection(member: &Member) -> Connection {
     Connection {
         client_addr: member.info.addr.clone(),
@@ -315,9 +328,14 @@ fn connection(member: &Member) -> Connection {
 pub fn consumer_connections(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let header: ConsumerGroupRequestHeader = request.decode_header()?;
     let clients = processor.shard.clients.borrow();
-    let Some((group, members)) = clients
+    let shard = &processor.shard;
+    let Some((group, connection_set)) = clients
         .consumer_members(&header.consumer_group)
-        .filter(|(_, members)| !members.is_empty())
+        .map(|(group, members)| {
+            let held = held_by_this_broker(shard, &members).map(connection);
+            (group, held.collect::<BTreeSet<_>>())
+        })
+        .filter(|(_, held)| !held.is_empty())
     else {
         return Err(Failure::new(
             response_code::CONSUMER_NOT_ONLINE,
@@ -325,7 +343,7 @@ pub fn consumer_connections(processor: &BrokerProcessor, request: &RemotingComma
         ));
     };
     let body = body::encode(&ConsumerConnection {
-        connection_set: members.iter().map(connection).collect(),
+        connection_set,
         consume_from_where: group.consume_from_where.clone(),
         consume_type: group.consume_type.clone(),
         message_model: group.message_model.clone(),
@@ -337,11 +355,16 @@ pub fn consumer_connections(processor: &BrokerProcessor, request: &RemotingComma
 /// GET_PRODUCER_CONNECTION_LIST.
 pub fn producer_connections(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let header: ProducerGroupRequestHeader = request.decode_header()?;
-    let members = processor
-        .shard
-        .clients
-        .borrow()
-        .producer_members(&header.producer_group);
+    let shard = &processor.shard;
+    let members: Vec<Member> = held_by_this_broker(
+        shard,
+        &shard
+            .clients
+            .borrow()
+            .producer_members(&header.producer_group),
+    )
+    .cloned()
+    .collect();
     if members.is_empty() {
         return Err(Failure::system(format!(
             "the producer group[{}] not exist",
