@@ -42,38 +42,17 @@ FLUSH=${FLUSH:-ASYNC_FLUSH}
 PORT_BASE=${PORT_BASE:-38000}
 BIN=${THRUSTER_BIN:-target/release/thruster-broker}
 TOPIC=JavaCompare
-WORK=$(mktemp -d /tmp/java-compare.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_init java-compare
 
 declare -A NAMESRV BROKER_PID CLUSTER
-wait_for() { # FILE PATTERN PID WHAT
-    for _ in $(seq 600); do
-        grep -q "$2" "$1" 2>/dev/null && return 0
-        kill -0 "$3" 2>/dev/null || { echo "$4 exited:" >&2; tail -20 "$1" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "$4 did not start in 60 s" >&2
-    exit 1
-}
-
 start_thruster() { # NAME NAMESRV_PORT LISTEN_PORT [--set k=v ...]
     local name=$1 ns_port=$2 port=$3
     shift 3
-    mkdir -p "$WORK/$name"
-    "$BIN" --standalone --namesrv-listen "127.0.0.1:$ns_port" --set "listenPort=$port" \
-        --set "storePathRootDir=$WORK/$name/store" --set "flushDiskType=$FLUSH" \
-        --set mappedFileSizeCommitLog=268435456 "$@" >"$WORK/$name/stdout" 2>"$WORK/$name/broker.log" &
-    local pid=$!
-    PIDS+=("$pid")
-    wait_for "$WORK/$name/stdout" "thruster-broker listening" "$pid" "$name"
+    start_broker "$name" "$BIN" --standalone --namesrv-listen "127.0.0.1:$ns_port" \
+        --set "listenPort=$port" --set "flushDiskType=$FLUSH" "$@"
     NAMESRV[$name]=127.0.0.1:$ns_port
-    BROKER_PID[$name]=$pid
+    BROKER_PID[$name]=$LAST_PID
     CLUSTER[$name]=DefaultCluster
 }
 
