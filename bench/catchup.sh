@@ -25,34 +25,17 @@ PULL_BATCH=${PULL_BATCH:-1024}
 ROUNDS=${ROUNDS:-3}
 SHARDS=${SHARDS:-2}
 BIN=${BIN:-target/release}
-WORK=$(mktemp -d /tmp/thruster-catchup.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_init catchup
 
 # start NAME NAMESRV_PORT LISTEN_PORT [--set k=v ...]: appends "NAME=NAMESRV@PID" to TARGETS
 TARGETS=()
 start() {
     local name=$1 ns_port=$2 port=$3
     shift 3
-    mkdir -p "$WORK/$name"
-    "$BIN/thruster-broker" --standalone --namesrv-listen "127.0.0.1:$ns_port" \
-        --set "listenPort=$port" --set "storePathRootDir=$WORK/$name/store" \
-        --set "shards=$SHARDS" --set mappedFileSizeCommitLog=268435456 "$@" \
-        >"$WORK/$name/stdout" 2>"$WORK/$name/broker.log" &
-    local pid=$!
-    PIDS+=("$pid")
-    for _ in $(seq 100); do
-        grep -q "thruster-broker listening" "$WORK/$name/stdout" 2>/dev/null && break
-        kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name/broker.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    grep -q "thruster-broker listening" "$WORK/$name/stdout" || { echo "$name did not start" >&2; exit 1; }
-    TARGETS+=("$name=127.0.0.1:$ns_port@$pid")
+    start_broker "$name" "$BIN/thruster-broker" --standalone \
+        --namesrv-listen "127.0.0.1:$ns_port" --set "listenPort=$port" --set "shards=$SHARDS" "$@"
+    TARGETS+=("$name=127.0.0.1:$ns_port@$LAST_PID")
 }
 
 start thruster 47876 47911

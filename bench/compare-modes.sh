@@ -30,35 +30,18 @@ ROUNDS=${ROUNDS:-3}
 DURATION_S=${DURATION_S:-10}
 FLUSH=${FLUSH:-ASYNC_FLUSH}
 WORKLOADS=${WORKLOADS:-sync batch cpp}
-BIN=target/release
-WORK=$(mktemp -d /tmp/thruster-compare.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+BIN=${BIN:-target/release}
+. bench/lib.sh
+bench_init compare
 
 # start NAME BINARY NAMESRV_PORT LISTEN_PORT [--set k=v ...]: prints "NAME=NAMESRV@PID"
 TARGETS=()
 start() {
     local name=$1 binary=$2 ns_port=$3 port=$4
     shift 4
-    mkdir -p "$WORK/$name"
-    "$binary" --standalone --namesrv-listen "127.0.0.1:$ns_port" \
-        --set "listenPort=$port" --set "storePathRootDir=$WORK/$name/store" \
-        --set "flushDiskType=$FLUSH" --set mappedFileSizeCommitLog=268435456 "$@" \
-        >"$WORK/$name/stdout" 2>"$WORK/$name/broker.log" &
-    local pid=$!
-    PIDS+=("$pid")
-    for _ in $(seq 100); do
-        grep -q "thruster-broker listening" "$WORK/$name/stdout" 2>/dev/null && break
-        kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name/broker.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    grep -q "thruster-broker listening" "$WORK/$name/stdout" || { echo "$name did not start" >&2; exit 1; }
-    TARGETS+=("$name=127.0.0.1:$ns_port@$pid")
+    start_broker "$name" "$binary" --standalone --namesrv-listen "127.0.0.1:$ns_port" \
+        --set "listenPort=$port" --set "flushDiskType=$FLUSH" "$@"
+    TARGETS+=("$name=127.0.0.1:$ns_port@$LAST_PID")
 }
 
 MODES=${MODES:-per-shard one-shard one-name}

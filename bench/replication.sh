@@ -22,33 +22,14 @@ FLUSH=${FLUSH:-ASYNC_FLUSH}
 CATCHUP_MIB=${CATCHUP_MIB:-1024}
 PARTS=${PARTS:-produce catchup}
 BIN=${BIN:-target/release}
-WORK=$(mktemp -d /tmp/thruster-replication.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_init replication
 
-# broker NAME STDOUT_WAIT_LINE ARGS...: starts a broker, waits for its listening line.
-LAST_PID=
+# broker NAME ARGS...: a broker with this run's flush mode, started by lib.sh's start_broker.
 broker() {
     local name=$1
     shift
-    mkdir -p "$WORK/$name"
-    "$BIN/thruster-broker" --set "storePathRootDir=$WORK/$name/store" \
-        --set "flushDiskType=$FLUSH" --set mappedFileSizeCommitLog=268435456 "$@" \
-        >"$WORK/$name/stdout" 2>"$WORK/$name/broker.log" &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-    for _ in $(seq 100); do
-        grep -q "thruster-broker listening" "$WORK/$name/stdout" 2>/dev/null && return
-        kill -0 "$LAST_PID" 2>/dev/null || { cat "$WORK/$name/broker.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "$name did not start" >&2
-    exit 1
+    start_broker "$name" "$BIN/thruster-broker" --set "flushDiskType=$FLUSH" "$@"
 }
 
 # runtime KEY ADDR: one key of GET_BROKER_RUNTIME_INFO.

@@ -21,6 +21,33 @@ const TOPIC: &str = "StatusT";
 const GROUP: &str = "StatusG";
 const MESSAGES: usize = 20;
 
+/// The first broker of the group (its retry topic's route), as thruster-admin finds it.
+fn broker_addr_of(ns: &ServerProcess) -> String {
+    let route = admin_json(ns, &["topicRoute", "-t", &format!("%RETRY%{GROUP}")]);
+    route["brokerDatas"][0]["brokerAddrs"]["0"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a master in {route}"))
+        .to_owned()
+}
+
+/// INVOKE_BROKER_TO_GET_CONSUMER_STATUS of GROUP in TOPIC, through the broker at `addr`.
+fn consumer_offsets(addr: &str) -> thruster_client::protocol::body::admin::GetConsumerStatusBody {
+    use thruster_client::protocol::body::admin::GetConsumerStatusBody;
+    use thruster_client::protocol::header::admin::TopicGroupRequestHeader;
+    use thruster_client::protocol::{request_code as rc, RemotingCommand};
+    let mut client = thruster_tests::Client::connect(addr.parse().unwrap());
+    let response = client.invoke(RemotingCommand::request(
+        rc::INVOKE_BROKER_TO_GET_CONSUMER_STATUS,
+        &TopicGroupRequestHeader {
+            topic: TOPIC.into(),
+            group: GROUP.into(),
+            client_addr: None,
+        },
+    ));
+    assert_eq!(response.code, 0, "{:?}", response.remark);
+    GetConsumerStatusBody::decode(&response.body).unwrap()
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -188,6 +215,28 @@ fn consumer_status_shows_what_a_native_push_consumer_holds() {
         assert!(text.contains(&line), "{line} in {text}");
     }
     assert!(text.contains("#Consumer Subscription#") && text.contains("TagA || TagB"));
+
+    // INVOKE_BROKER_TO_GET_CONSUMER_STATUS (mqadmin getConsumerStatus): the broker asks the
+    // consumer, which answers with the offsets of the topic's queues it holds.
+    let statuses = consumer_offsets(&broker_addr_of(&ns));
+    let mine = &statuses.consumer_table[&client_id];
+    let expected: BTreeMap<(String, i32), i64> = consumer
+        .assigned_queues()
+        .into_iter()
+        .filter(|q| q.topic == TOPIC)
+        .map(|q| {
+            let sent_here = sent
+                .get(&(q.broker_name.clone(), q.queue_id))
+                .copied()
+                .unwrap_or(0);
+            ((q.broker_name, q.queue_id), sent_here)
+        })
+        .collect();
+    let answered: BTreeMap<(String, i32), i64> = mine
+        .iter()
+        .map(|(q, offset)| ((q.broker_name.clone(), q.queue_id), *offset))
+        .collect();
+    assert_eq!(answered, expected);
 
     // A client id that is not in the group: the broker's reason.
     let (ok, _, stderr) = admin(&ns, &["consumerStatus", "-g", GROUP, "-i", "nobody@1"]);

@@ -160,6 +160,9 @@ fn deleted_topics_leave_no_consume_queues() {
     let fresh = bodies("new", 4);
     assert_eq!(send_all(&runtime, &ns, "GoneT", &fresh), [0, 0, 0, 0]);
     assert_eq!(stored(&ns, "GoneT"), 4);
+    // Its stats items went with it: the day's count is the new topic's.
+    let stats = admin_json(&ns, &["statsAll", "-t", "GoneT"]);
+    assert_eq!(stats[0]["inMsg24Hour"], 4, "{stats}");
     let received = Arc::new(Mutex::new(Vec::new()));
     let mut config = PushConsumerConfig::new("CleanupG", &ns.addr.to_string()).unwrap();
     config.consume_from = ConsumeFromWhere::FirstOffset;

@@ -4,6 +4,7 @@
 //! started with and changes only with a restart (`broker.conf`).
 
 use crate::config::BrokerConfig;
+use crate::meta::topic_config::TRACE_TOPIC;
 use crate::store::FlushMode;
 
 /// Keys UPDATE_BROKER_CONFIG may change while the broker runs.
@@ -104,6 +105,8 @@ pub fn properties_text(config: &BrokerConfig, live: &LiveSettings) -> String {
         ("brokerClusterName", c.broker_cluster_name.clone()),
         ("brokerName", c.broker_name.clone()),
         ("brokerId", c.broker_id.to_string()),
+        ("brokerRole", c.broker_role.as_str().to_owned()),
+        ("slaveReadEnable", c.slave_read_enable.to_string()),
         ("namesrvAddr", namesrv.join(";")),
         ("brokerIP1", c.broker_ip1.to_string()),
         ("bindAddress", c.bind_address.to_string()),
@@ -220,6 +223,16 @@ pub fn properties_text(config: &BrokerConfig, live: &LiveSettings) -> String {
             c.shard_receive_buffer_bytes.to_string(),
         ),
     ];
+    // Keys of Java's broker that Thruster has no setting for, with what Thruster does: mqadmin
+    // exportConfigs reads them from every master and fails on a missing one. No filter
+    // servers and no TLS listener; no trace topic of the broker's own (`traceTopicEnable` is
+    // accepted and ignored), so clients trace to RocketMQ's default topic.
+    pairs.extend([
+        ("filterServerNums", "0".to_owned()),
+        ("useTLS", "false".to_owned()),
+        ("traceTopicEnable", "false".to_owned()),
+        ("msgTraceTopicName", TRACE_TOPIC.to_owned()),
+    ]);
     if let Some(bytes) = c.memory_window_bytes {
         pairs.push(("memoryWindowBytes", bytes.to_string()));
     }
@@ -266,6 +279,14 @@ mod tests {
         };
         let text = properties_text(&config, &live);
         assert!(text.contains("autoCreateTopicEnable=false\n"), "{text}");
+        // mqadmin exportConfigs reads these (tests/tests/admin_codes.rs has its whole list)
+        for line in [
+            "\nbrokerRole=ASYNC_MASTER\n",
+            "\nuseTLS=false\n",
+            "\nfilterServerNums=0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing: {text}");
+        }
         let mut back = BrokerConfig::default();
         for (key, value) in parse_properties(&text) {
             back.set(&key, &value).unwrap();

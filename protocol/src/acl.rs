@@ -8,6 +8,10 @@
 //! nothing between them, followed by the body bytes. The signature is
 //! `base64(HmacSHA1(secretKey as UTF-8, content))`, put in the `Signature` field.
 //!
+//! Neither the keys nor the boundaries between values are signed (RocketMQ's design):
+//! `a=12, b=3` and `a=1, b=23` sign alike. Nor is a request bound to a time, so a captured
+//! one can be replayed. RocketMQ 4.x's ACL has both properties; compatibility keeps them.
+//!
 //! The broker leaves `_UNIQUE_KEY_QUERY` out of the content (`PlainAccessValidator.parse`)
 //! while Java clients sign it; [`verify`] accepts either reading.
 

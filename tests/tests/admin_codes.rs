@@ -170,6 +170,77 @@ fn consumer_status_asks_each_consumer_for_its_offsets() {
         .contains("No Any Consumer online"));
 }
 
+/// mqadmin exportConfigs reads these keys from every master's GET_BROKER_CONFIG and fails with
+/// a NullPointerException on a missing one; exportMetadata and exportMetrics ask every master
+/// for GET_SYSTEM_TOPIC_LIST_FROM_BROKER (305). Asked of the second shard-broker.
+#[test]
+fn export_commands_get_the_config_keys_and_system_topics_they_read() {
+    let broker = ServerProcess::standalone_broker(2);
+    let mut client = Client::connect(broker.listening[1].1);
+    let answer = client.invoke(RemotingCommand::request(
+        rc::GET_BROKER_CONFIG,
+        &EmptyHeader {},
+    ));
+    assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    let text = String::from_utf8(answer.body.to_vec()).unwrap();
+    let config: std::collections::BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .collect();
+    for key in [
+        "brokerClusterName",
+        "brokerId",
+        "brokerName",
+        "brokerRole",
+        "fileReservedTime",
+        "filterServerNums",
+        "flushDiskType",
+        "maxMessageSize",
+        "messageDelayLevel",
+        "msgTraceTopicName",
+        "slaveReadEnable",
+        "traceOn",
+        "traceTopicEnable",
+        "useTLS",
+        "autoCreateTopicEnable",
+        "autoCreateSubscriptionGroup",
+    ] {
+        assert!(config.contains_key(key), "{key} missing from {text}");
+    }
+    assert_eq!(config["brokerRole"], "ASYNC_MASTER");
+    assert_eq!(config["slaveReadEnable"], "false");
+
+    let answer = client.invoke(RemotingCommand::request(
+        rc::GET_SYSTEM_TOPIC_LIST_FROM_BROKER,
+        &EmptyHeader {},
+    ));
+    assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+    let list: body::TopicList = decode_lenient("system topics", &answer.body).unwrap();
+    let (cluster, name) = (config["brokerClusterName"], config["brokerName"]);
+    let mut expected: std::collections::BTreeSet<String> = [
+        "TBW102",
+        "SCHEDULE_TOPIC_XXXX",
+        "BenchmarkTest",
+        "RMQ_SYS_TRANS_HALF_TOPIC",
+        "RMQ_SYS_TRACE_TOPIC",
+        "RMQ_SYS_TRANS_OP_HALF_TOPIC",
+        "TRANS_CHECK_MAX_TIME_TOPIC",
+        "SELF_TEST_TOPIC",
+        "OFFSET_MOVED_EVENT",
+        "rmq_sys_wheel_timer",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    expected.extend([
+        cluster.to_owned(),
+        name.to_owned(),
+        format!("{cluster}_REPLY_TOPIC"),
+    ]);
+    assert_eq!(list.topic_list, expected);
+    assert_eq!(list.broker_addr, None);
+}
+
 /// VIEW_BROKER_STATS_DATA of one item: (code, remark, the data when found).
 fn stats_data(
     client: &mut Client,
@@ -279,4 +350,85 @@ fn broker_stats_data_sums_what_was_sent_pulled_and_sent_back() {
             Some(format!("The stats <{name}> <{key}> not exist").as_str())
         );
     }
+}
+
+#[test]
+fn a_shard_broker_lists_the_connections_made_to_it() {
+    use thruster_client::protocol::body::admin::{ConsumerConnection, ProducerConnection};
+    use thruster_client::protocol::body::heartbeat::ProducerData;
+    use thruster_client::protocol::header::admin::{
+        ConsumerGroupRequestHeader, ProducerGroupRequestHeader,
+    };
+    let namesrv = ServerProcess::start("thruster-namesrv", &["--listen", "127.0.0.1:0"]);
+    let broker = ServerProcess::broker(namesrv.addr, 2, &[]);
+    let mut shard0 = Client::connect(broker.addr);
+    shard0.create_topic("Listed", 2);
+    let brokers = thruster_tests::route_brokers(namesrv.addr, "Listed");
+    assert_eq!(brokers.len(), 2, "a broker per shard");
+    let mut shard1 = Client::connect(brokers[1].addr);
+    // One client, connected to both shard-brokers; another to shard-broker 0 only.
+    let heartbeat = |client_id: &str| {
+        let data = HeartbeatData {
+            client_id: client_id.into(),
+            consumer_data_set: vec![ConsumerData {
+                group_name: "ListedG".into(),
+                consume_type: "CONSUME_PASSIVELY".into(),
+                message_model: "CLUSTERING".into(),
+                consume_from_where: "CONSUME_FROM_FIRST_OFFSET".into(),
+                subscription_data_set: vec![SubscriptionData {
+                    topic: "Listed".into(),
+                    sub_string: "*".into(),
+                    expression_type: "TAG".into(),
+                    ..SubscriptionData::default()
+                }],
+                unit_mode: false,
+            }],
+            producer_data_set: vec![ProducerData {
+                group_name: "ListedP".into(),
+            }],
+            ..HeartbeatData::default()
+        };
+        RemotingCommand::request(rc::HEART_BEAT, &EmptyHeader {}).with_body(body::encode(&data))
+    };
+    let mut only0 = Client::connect(broker.addr);
+    for (client, id) in [
+        (&mut shard0, "both"),
+        (&mut shard1, "both"),
+        (&mut only0, "only-0"),
+    ] {
+        assert_eq!(client.invoke(heartbeat(id)).code, response_code::SUCCESS);
+    }
+    let consumers = |client: &mut Client| -> Vec<String> {
+        let answer = client.invoke(RemotingCommand::request(
+            rc::GET_CONSUMER_CONNECTION_LIST,
+            &ConsumerGroupRequestHeader {
+                consumer_group: "ListedG".into(),
+            },
+        ));
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+        let list: ConsumerConnection = decode_lenient("connections", &answer.body).unwrap();
+        list.connection_set
+            .into_iter()
+            .map(|c| c.client_id)
+            .collect()
+    };
+    let producers = |client: &mut Client| -> Vec<String> {
+        let answer = client.invoke(RemotingCommand::request(
+            rc::GET_PRODUCER_CONNECTION_LIST,
+            &ProducerGroupRequestHeader {
+                producer_group: "ListedP".into(),
+            },
+        ));
+        assert_eq!(answer.code, response_code::SUCCESS, "{:?}", answer.remark);
+        let list: ProducerConnection = decode_lenient("connections", &answer.body).unwrap();
+        list.connection_set
+            .into_iter()
+            .map(|c| c.client_id)
+            .collect()
+    };
+    // Each lists the connections made to it, once each, as a Java broker does.
+    assert_eq!(consumers(&mut shard0), ["both", "only-0"]);
+    assert_eq!(consumers(&mut shard1), ["both"]);
+    assert_eq!(producers(&mut shard0), ["both", "only-0"]);
+    assert_eq!(producers(&mut shard1), ["both"]);
 }

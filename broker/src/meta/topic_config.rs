@@ -1,6 +1,7 @@
 //! The topic table. Shard 0 is its only writer (creation, auto-creation, persistence to
 //! `config/topics.json`); every other shard keeps a read-only copy, updated by message.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use thruster_protocol::body::{perm, DataVersion, TopicConfig, TopicConfigSerializeWrapper};
@@ -57,6 +58,26 @@ impl TableEntry for TopicConfig {
     }
 }
 
+/// GET_SYSTEM_TOPIC_LIST_FROM_BROKER: the topics that are the broker's own, as Java lists
+/// them (its fixed set plus what it creates at start: cluster, broker name, reply topic),
+/// with Thruster's timer topic; mqadmin exportMetadata leaves these out.
+pub fn system_topics(config: &BrokerConfig) -> BTreeSet<String> {
+    let mut topics: BTreeSet<String> = JAVA_SYSTEM_TOPICS
+        .iter()
+        .chain(&[TIMER_TOPIC])
+        .map(|t| (*t).to_owned())
+        .collect();
+    topics.insert(config.broker_cluster_name.clone());
+    topics.insert(config.broker_name.clone());
+    topics.insert(reply_topic(config));
+    topics
+}
+
+/// The cluster's request-reply topic, `<brokerClusterName>_REPLY_TOPIC`, created at start.
+fn reply_topic(config: &BrokerConfig) -> String {
+    format!("{}_REPLY_TOPIC", config.broker_cluster_name)
+}
+
 #[derive(Debug, Clone)]
 pub struct TopicTable {
     topics: BoundedTable<TopicConfig>,
@@ -107,11 +128,7 @@ impl TopicTable {
         ));
         add(TopicConfig::new(OFFSET_MOVED_EVENT, 1, perm::READ_WRITE));
         add(TopicConfig::new(SCHEDULE_TOPIC, 18, perm::READ_WRITE));
-        add(TopicConfig::new(
-            format!("{}_REPLY_TOPIC", config.broker_cluster_name),
-            1,
-            perm::READ_WRITE,
-        ));
+        add(TopicConfig::new(reply_topic(config), 1, perm::READ_WRITE));
         table.topics.bump_version(now_ms);
         table
     }
@@ -341,21 +358,23 @@ pub const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
 /// Every topic named so is the system's (RocketMQ's `TopicValidator.SYSTEM_TOPIC_PREFIX`).
 pub const SYSTEM_TOPIC_PREFIX: &str = "rmq_sys_";
 
+/// RocketMQ's `TopicValidator.SYSTEM_TOPIC_SET` as it starts (a Java broker adds the topics it
+/// creates at start: [`system_topics`]).
+const JAVA_SYSTEM_TOPICS: [&str; 9] = [
+    AUTO_CREATE_TOPIC_KEY_TOPIC,
+    SCHEDULE_TOPIC,
+    BENCHMARK_TOPIC,
+    TRANS_HALF_TOPIC,
+    TRACE_TOPIC,
+    TRANS_OP_HALF_TOPIC,
+    TRANS_CHECK_MAX_TIME_TOPIC,
+    SELF_TEST_TOPIC,
+    OFFSET_MOVED_EVENT,
+];
+
 /// RocketMQ's `TopicValidator.isSystemTopic`: what CLEAN_UNUSED_TOPIC never removes.
 pub fn is_system_topic(topic: &str) -> bool {
-    [
-        AUTO_CREATE_TOPIC_KEY_TOPIC,
-        SCHEDULE_TOPIC,
-        BENCHMARK_TOPIC,
-        TRANS_HALF_TOPIC,
-        TRACE_TOPIC,
-        TRANS_OP_HALF_TOPIC,
-        TRANS_CHECK_MAX_TIME_TOPIC,
-        SELF_TEST_TOPIC,
-        OFFSET_MOVED_EVENT,
-    ]
-    .contains(&topic)
-        || topic.starts_with(SYSTEM_TOPIC_PREFIX)
+    JAVA_SYSTEM_TOPICS.contains(&topic) || topic.starts_with(SYSTEM_TOPIC_PREFIX)
 }
 
 /// `config/topics.json`.
@@ -395,6 +414,13 @@ mod tests {
         assert_eq!(table.get(SCHEDULE_TOPIC).unwrap().read_queue_nums, 18);
         assert!(table.get("b1").is_some());
         assert!(table.get("DefaultCluster_REPLY_TOPIC").is_some());
+        // every topic created at start is listed as the broker's own
+        let created = table.stored_wrapper().topic_config_table;
+        let system = system_topics(&config());
+        for topic in created.keys() {
+            assert!(system.contains(topic), "{topic} not in {system:?}");
+        }
+        assert!(system.contains(TRACE_TOPIC) && system.contains(TRANS_HALF_TOPIC));
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub async fn upsert_topic(
     shard.topic_deltas.borrow_mut().push(config.clone());
     let announced = config.clone();
     shard
-        .broadcast(|| MeshMessage::TopicChanged(announced.clone()))
+        .broadcast_applied(processor, || MeshMessage::TopicChanged(announced.clone()))
         .await;
     let version = shard.topics_changed.get() + 1;
     shard.topics_changed.advance(version);

@@ -199,6 +199,7 @@ impl CallHandler for BrokerProcessor {
                 queues,
                 unlock,
             } => client_manage::queue_locks_here(&self.shard, &group, &client_id, &queues, unlock),
+            Call::Barrier => CallReply::Done(Ok(())),
             Call::DeleteExpiredFiles => {
                 CallReply::Done(maintenance::delete_expired_here(&self.shard).await)
             }
@@ -338,6 +339,7 @@ impl BrokerProcessor {
             rc::CLEAN_UNUSED_TOPIC => maintenance::clean_unused_topics(self, request).await,
             rc::VIEW_BROKER_STATS_DATA => stats_data::view(self, request).await,
             rc::CLONE_GROUP_OFFSET => inspect::clone_group_offset(self, request).await,
+            rc::GET_SYSTEM_TOPIC_LIST_FROM_BROKER => inspect::system_topics(self, request),
             rc::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
                 groups::update_and_create(self, request).await
             }

@@ -110,7 +110,7 @@ pub async fn upsert_here(
         return Ok(Some(config));
     }
     info!(group = %config.group_name, ?config, auto_created = if_absent, "subscription group stored");
-    announce(shard, &config.group_name, Some(config.clone())).await;
+    announce(processor, &config.group_name, Some(config.clone())).await;
     persisted_table(shard).changed_and_persisted().await?;
     Ok(Some(config))
 }
@@ -127,14 +127,20 @@ pub async fn delete_here(
         return Ok(None);
     }
     info!(group, "subscription group deleted");
-    announce(shard, group, None).await;
+    announce(processor, group, None).await;
     persisted_table(shard).changed_and_persisted().await?;
     Ok(None)
 }
 
-async fn announce(shard: &Shard, name: &str, config: Option<SubscriptionGroupConfig>) {
-    shard
-        .broadcast(|| MeshMessage::GroupChanged {
+/// Tells every shard, and returns once each has the change.
+async fn announce(
+    processor: &BrokerProcessor,
+    name: &str,
+    config: Option<SubscriptionGroupConfig>,
+) {
+    processor
+        .shard
+        .broadcast_applied(processor, || MeshMessage::GroupChanged {
             name: name.to_owned(),
             config: config.clone(),
         })

@@ -2,7 +2,8 @@
 //! clients: GET_TOPIC_STATS_INFO (202), GET_CONSUME_STATS (208), GET_BROKER_CONSUME_STATS
 //! (317), QUERY_CONSUME_TIME_SPAN (303), GET_CONSUMER_CONNECTION_LIST (203),
 //! GET_PRODUCER_CONNECTION_LIST (204), GET_ALL_PRODUCER_INFO (328), QUERY_TOPIC_CONSUME_BY_WHO
-//! (300), INVOKE_BROKER_TO_RESET_OFFSET (222) and CLONE_GROUP_OFFSET (314).
+//! (300), INVOKE_BROKER_TO_RESET_OFFSET (222), CLONE_GROUP_OFFSET (314) and
+//! GET_SYSTEM_TOPIC_LIST_FROM_BROKER (305).
 //!
 //! A shard answers for the broker its clients see (`Shard::broker_shards`): with a broker per
 //! shard its own queues, in one-name mode every shard's, each asked for the queues it owns
@@ -17,7 +18,7 @@ use thruster_protocol::body::admin::{
     QueryConsumeQueueResponseBody, QueryConsumeTimeSpanBody, QueueTimeSpan, ResetOffsetBody,
     TopicOffset, TopicStatsTable,
 };
-use thruster_protocol::body::{self, MessageQueue, TopicConfig};
+use thruster_protocol::body::{self, MessageQueue, TopicConfig, TopicList};
 use thruster_protocol::header::admin::{
     CloneGroupOffsetRequestHeader, ConsumerGroupRequestHeader, GetConsumeStatsRequestHeader,
     ProducerGroupRequestHeader, QueryConsumeQueueRequestHeader, ResetOffsetRequestHeader,
@@ -28,6 +29,7 @@ use tracing::{debug, info};
 
 use super::{BrokerProcessor, Handled};
 use crate::meta::clients::Member;
+use crate::meta::topic_config;
 use crate::remoting::Failure;
 use crate::shard::{owner_of, Call, CallReply, OffsetAdmin, QueueState, Shard};
 
@@ -299,6 +301,19 @@ pub async fn consume_time_span(processor: &BrokerProcessor, request: &RemotingCo
     Ok(request.success().with_body(body).into())
 }
 
+/// The members whose connection this broker holds: with a broker per shard, the connections
+/// to this shard-broker only (the client table holds every connection of the process, and a
+/// client connects to each shard-broker), as a Java broker lists the connections made to it.
+fn held_by_this_broker<'a>(
+    shard: &Shard,
+    members: &'a [Member],
+) -> impl Iterator<Item = &'a Member> {
+    let shards = shard.broker_shards();
+    members
+        .iter()
+        .filter(move |m| shards.contains(&m.conn.shard))
+}
+
 fn connection(member: &Member) -> Connection {
     Connection {
         client_addr: member.info.addr.clone(),
@@ -313,9 +328,14 @@ fn connection(member: &Member) -> Connection {
 pub fn consumer_connections(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let header: ConsumerGroupRequestHeader = request.decode_header()?;
     let clients = processor.shard.clients.borrow();
-    let Some((group, members)) = clients
+    let shard = &processor.shard;
+    let Some((group, connection_set)) = clients
         .consumer_members(&header.consumer_group)
-        .filter(|(_, members)| !members.is_empty())
+        .map(|(group, members)| {
+            let held = held_by_this_broker(shard, &members).map(connection);
+            (group, held.collect::<BTreeSet<_>>())
+        })
+        .filter(|(_, held)| !held.is_empty())
     else {
         return Err(Failure::new(
             response_code::CONSUMER_NOT_ONLINE,
@@ -323,7 +343,7 @@ pub fn consumer_connections(processor: &BrokerProcessor, request: &RemotingComma
         ));
     };
     let body = body::encode(&ConsumerConnection {
-        connection_set: members.iter().map(connection).collect(),
+        connection_set,
         consume_from_where: group.consume_from_where.clone(),
         consume_type: group.consume_type.clone(),
         message_model: group.message_model.clone(),
@@ -335,11 +355,16 @@ pub fn consumer_connections(processor: &BrokerProcessor, request: &RemotingComma
 /// GET_PRODUCER_CONNECTION_LIST.
 pub fn producer_connections(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
     let header: ProducerGroupRequestHeader = request.decode_header()?;
-    let members = processor
-        .shard
-        .clients
-        .borrow()
-        .producer_members(&header.producer_group);
+    let shard = &processor.shard;
+    let members: Vec<Member> = held_by_this_broker(
+        shard,
+        &shard
+            .clients
+            .borrow()
+            .producer_members(&header.producer_group),
+    )
+    .cloned()
+    .collect();
     if members.is_empty() {
         return Err(Failure::system(format!(
             "the producer group[{}] not exist",
@@ -603,4 +628,14 @@ pub fn query_consume_queue(processor: &BrokerProcessor, request: &RemotingComman
         })
         .collect();
     Ok(request.success().with_body(body::encode(&body)).into())
+}
+
+/// GET_SYSTEM_TOPIC_LIST_FROM_BROKER: the broker's own topics (`TopicList`, no address), as
+/// Java's; mqadmin exportMetadata and exportMetrics ask every master for them.
+pub fn system_topics(processor: &BrokerProcessor, request: &RemotingCommand) -> Handled {
+    let list = TopicList {
+        broker_addr: None,
+        topic_list: topic_config::system_topics(&processor.shard.config),
+    };
+    Ok(request.success().with_body(body::encode(&list)).into())
 }

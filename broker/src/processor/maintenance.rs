@@ -60,8 +60,9 @@ async fn on_broker_shards(
     Ok(())
 }
 
-/// This shard's ConsumeQueues of a deleted topic.
+/// This shard's ConsumeQueues of a deleted topic (and its stats items).
 pub async fn delete_topic_queues_here(shard: &Shard, topic: &str) -> Result<(), Failure> {
+    shard.meter.borrow_mut().forget_topic(topic);
     let queues = shard
         .store
         .delete_topic(topic)

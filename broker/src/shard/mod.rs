@@ -140,6 +140,10 @@ pub enum Call {
     DeleteTopic(String),
     /// Delete expired files now (`Done`).
     DeleteExpiredFiles,
+    /// Nothing to do: answered `Done`, which says every message sent to the receiver before
+    /// it was applied (the mesh keeps order between two shards, and table changes are applied
+    /// as they are received). See [`Shard::broadcast_applied`].
+    Barrier,
     /// Delete the receiver's ConsumeQueues of a deleted topic (`Done`, once the files are
     /// gone).
     DeleteTopicQueues(String),
@@ -626,6 +630,28 @@ impl Shard {
         for to in (0..self.count).filter(|&s| s != self.id) {
             if self.senders.send_to(to, make()).await.is_err() {
                 debug!(shard = self.id, to, "broadcast to a stopped shard dropped");
+            }
+        }
+    }
+
+    /// [`Shard::broadcast`], answered once every other shard has applied the message: an
+    /// operator's change (a topic, a subscription group) is in force on every shard when the
+    /// request that made it is answered, as on a one-process RocketMQ broker.
+    pub async fn broadcast_applied<H: CallHandler>(
+        &self,
+        handler: &H,
+        make: impl Fn() -> MeshMessage,
+    ) {
+        self.broadcast(make).await;
+        for to in (0..self.count).filter(|&s| s != self.id) {
+            if !matches!(
+                self.call(handler, to, Call::Barrier).await,
+                CallReply::Done(_)
+            ) {
+                debug!(
+                    shard = self.id,
+                    to, "barrier to a stopped shard not answered"
+                );
             }
         }
     }

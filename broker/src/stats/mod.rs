@@ -275,6 +275,11 @@ impl ShardMeter {
         self.windows.send_back(topic, group);
     }
 
+    /// Forgets a deleted topic's stats items.
+    pub fn forget_topic(&mut self, topic: &str) {
+        self.windows.forget_topic(topic);
+    }
+
     /// One stats item's minute, hour and day as of `now_ms` (`None`: this shard has none).
     pub fn stats_item(&self, lookup: Lookup, now_ms: i64) -> Option<ItemFigures> {
         self.windows.figures(lookup, now_ms)

@@ -278,6 +278,13 @@ impl StatsWindows {
         item(&mut self.send_backs, key, other_pair, clock).add(1, [1, 0]);
     }
 
+    /// Drops a deleted topic's items (Java's `onTopicDeleted`): a re-created topic counts anew.
+    pub fn forget_topic(&mut self, topic: &str) {
+        self.topics.remove(topic);
+        self.groups.retain(|(t, _), _| t != topic);
+        self.send_backs.retain(|(t, _), _| t != topic);
+    }
+
     /// Takes the snapshots that are due (called every second).
     pub fn sample(&mut self, now_ms: i64) {
         if self.clock_ms == 0 {
@@ -385,6 +392,12 @@ mod tests {
         let back = windows.figures(Lookup::of("SNDBCK_PUT_NUMS", "%RETRY%g@g").unwrap(), 0);
         assert_eq!(back.unwrap()[0].sum, 1);
         assert!(windows.figures(Lookup::Topic("T", 0), 0).is_none());
+        windows.put("T", 1, 1);
+        windows.get("U", "g", 1, 1);
+        windows.forget_topic("T");
+        assert!(windows.figures(Lookup::Topic("T", 0), 0).is_none());
+        assert!(windows.figures(Lookup::Group("T", "g", 0), 0).is_none());
+        assert!(windows.figures(Lookup::Group("U", "g", 0), 0).is_some());
     }
 
     #[test]

@@ -280,14 +280,20 @@ impl PushConsumer {
                 notified.wake.notify_one();
             }
         }));
-        // An operator's question (mqadmin consumerStatus), forwarded by a broker.
-        let mut questions = inner
-            .instance
-            .server_requests(&[rc::GET_CONSUMER_RUNNING_INFO]);
+        // An operator's questions (mqadmin consumerStatus, getConsumerStatus), forwarded by a
+        // broker.
+        let mut questions = inner.instance.server_requests(&[
+            rc::GET_CONSUMER_RUNNING_INFO,
+            rc::GET_CONSUMER_STATUS_FROM_CLIENT,
+        ]);
         let answering = inner.clone();
         background.push(tokio::spawn(async move {
             while let Some((addr, command)) = questions.recv().await {
-                let response = answering.answer_running_info(&command);
+                let response = if command.code == rc::GET_CONSUMER_RUNNING_INFO {
+                    answering.answer_running_info(&command)
+                } else {
+                    answering.answer_consumer_status(&command)
+                };
                 if let Err(error) = answering.instance.respond(addr, response).await {
                     debug!(%addr, %error, "running info not answered");
                 }
@@ -936,6 +942,34 @@ impl Inner {
         request
             .response_to(response_code::SUCCESS, None)
             .with_body(info.encode())
+    }
+
+    /// GET_CONSUMER_STATUS_FROM_CLIENT (Java `getConsumeStatus`): the next offset of each queue
+    /// of the topic this consumer holds; nothing for another group.
+    fn answer_consumer_status(&self, request: &RemotingCommand) -> RemotingCommand {
+        use crate::protocol::body::admin::GetConsumerStatusBody;
+        use crate::protocol::header::admin::TopicGroupRequestHeader;
+        let header = match request.decode_header::<TopicGroupRequestHeader>() {
+            Ok(header) => header,
+            Err(error) => {
+                return request.response_to(
+                    response_code::SYSTEM_ERROR,
+                    Some(format!("consumer status request header: {error}")),
+                )
+            }
+        };
+        let mut body = GetConsumerStatusBody::default();
+        if header.group == self.config.group {
+            let queues = self.queues.lock().expect("queues");
+            body.message_queue_table = queues
+                .iter()
+                .filter(|(queue, _)| queue.topic == header.topic)
+                .map(|(queue, worker)| (queue.clone(), worker.consumed.load(Ordering::Acquire)))
+                .collect();
+        }
+        request
+            .response_to(response_code::SUCCESS, None)
+            .with_body(body.encode())
     }
 
     /// What this consumer is doing (Java `DefaultMQPushConsumerImpl.consumerRunningInfo` and
