@@ -676,3 +676,40 @@ fn memory_of_ended_connections_goes_back_to_the_system() {
     );
     assert!(broker.is_running());
 }
+
+#[test]
+fn frames_waiting_for_the_receive_budget_are_closed_at_the_idle_timeout() {
+    // One shard, 16 MiB of receive budget: one stalled 16 MiB frame takes it all, six more
+    // wait unread. None waits for ever: each connection is closed at its idle timeout,
+    // waiting or not (one that gets the budget as another closes is closed at its own), and
+    // everyone else is served meanwhile.
+    let ns = namesrv();
+    let broker = ServerProcess::broker(
+        ns.addr,
+        1,
+        &[
+            "shardReceiveBufferBytes=16777216",
+            "serverChannelMaxIdleTimeSeconds=1",
+        ],
+    );
+    let mut client = Client::connect(broker.addr);
+    client.create_topic("Budget", 1);
+    let mut holder = SlowFrames::open(&[broker.addr], 1, 1 << 20);
+    assert_eq!(holder.finished(), 1);
+    let mut waiting = SlowFrames::open(&[broker.addr], 6, 1 << 20);
+    waiting.finished();
+    for stream in holder._streams.iter_mut().chain(&mut waiting._streams) {
+        assert!(
+            closed_within(stream, Duration::from_secs(10)),
+            "a connection holding or waiting for the budget was closed"
+        );
+    }
+    assert!(broker
+        .log()
+        .contains("idle timeout: closing the connection"));
+    let mut fresh = Client::connect(broker.addr);
+    assert_eq!(
+        send(&mut fresh, "Budget", 0, "served"),
+        response_code::SUCCESS
+    );
+}

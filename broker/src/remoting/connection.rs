@@ -632,5 +632,25 @@ mod tests {
         };
         let error = config.validate().unwrap_err();
         assert!(error.contains("largest frame"), "{error}");
+        let config = ServerConfig {
+            frame_max_bytes: FRAME_MAX_BYTES,
+            receive_memory: Some(RequestMemory::new(FRAME_MAX_BYTES - 1)),
+            ..ServerConfig::default()
+        };
+        let error = config.validate().unwrap_err();
+        assert!(error.contains("receive buffer"), "{error}");
+    }
+
+    #[test]
+    fn large_frames_are_received_within_the_shared_receive_budget() {
+        // Three connections pipelining 1 MiB frames through a receive budget of one frame:
+        // each large frame is read only while it holds the budget, and all are answered.
+        let config = || ServerConfig {
+            frame_max_bytes: FRAME_MAX_BYTES,
+            receive_memory: Some(RequestMemory::new(FRAME_MAX_BYTES)),
+            ..ServerConfig::default()
+        };
+        let (_, answered) = run(config, 3);
+        assert_eq!(answered, 3 * REQUESTS_PER_CONNECTION);
     }
 }
