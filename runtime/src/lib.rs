@@ -181,9 +181,40 @@ thread_local! {
 }
 
 /// Runs blocking work (msync, statvfs, directory fsync) on the reactor's helper threads so the
-/// reactor keeps serving.
+/// reactor keeps serving. A panic in `work` is raised again in the awaiting task: glommio 0.9
+/// would leave that task waiting for ever and lose the helper thread (glommio issue #37).
 pub async fn spawn_blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
-    glommio::executor().spawn_blocking(work).await
+    let caught = glommio::executor()
+        .spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)))
+        .await;
+    caught.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+}
+
+#[cfg(test)]
+mod blocking_tests {
+    use super::*;
+    use futures_lite::FutureExt;
+
+    #[test]
+    fn a_panicking_blocking_call_reaches_its_caller_and_the_helpers_stay() {
+        let (panicked, hung, after) = run_reactor(ReactorConfig::new("blocking-test"), || async {
+            let (mut panicked, mut hung) = (0, 0);
+            let deadline = Duration::from_secs(10);
+            // More panics than the reactor has helper threads: none is lost to them.
+            for _ in 0..8 {
+                let call = spawn_blocking(|| -> u32 { panic!("helper work failed") });
+                match timeout(deadline, std::panic::AssertUnwindSafe(call).catch_unwind()).await {
+                    Some(Err(_)) => panicked += 1,
+                    Some(Ok(_)) => {}
+                    None => hung += 1,
+                }
+            }
+            let after = timeout(deadline, spawn_blocking(|| 42)).await;
+            (panicked, hung, after)
+        })
+        .unwrap();
+        assert_eq!((panicked, hung, after), (8, 0, Some(42)));
+    }
 }
 
 /// A file opened with O_DIRECT, read and written through io_uring. Errors name the file and
