@@ -57,6 +57,11 @@ pub struct StoreConfig {
     pub consume_queue_entries_per_file: u64,
     /// `flushIntervalConsumeQueue`: ConsumeQueue / IndexFile msync and checkpoint interval.
     pub flush_consume_queue_interval_ms: u64,
+    /// `flushConsumeQueueLeastPages`: a checkpoint pass syncs a ConsumeQueue once this many
+    /// 4 KiB pages of it were written since its last sync...
+    pub flush_consume_queue_least_pages: u64,
+    /// `flushConsumeQueueThoroughInterval`: ...or once its oldest unsynced write is this old.
+    pub flush_consume_queue_thorough_interval_ms: u64,
     /// `maxMessageSize`: largest record accepted.
     pub max_message_bytes: usize,
     /// `checkCRCOnRecover`.
@@ -145,6 +150,8 @@ impl StoreConfig {
             sync_flush_timeout_ms: 5_000,
             consume_queue_entries_per_file: 300_000,
             flush_consume_queue_interval_ms: 1_000,
+            flush_consume_queue_least_pages: 2,
+            flush_consume_queue_thorough_interval_ms: 60_000,
             max_message_bytes: 4 << 20,
             check_crc_on_recover: true,
             message_index_enable: true,

@@ -13,7 +13,9 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use super::config::PAGE_BYTES;
 use super::mapped_file::{MappedFile, SyncHandle};
 use super::storage::Storage;
 
@@ -153,6 +155,45 @@ pub struct ConsumeQueue {
     max_offset: u64,
     /// Files written since the last sync (by first entry).
     dirty: std::collections::BTreeSet<u64>,
+    /// Since when the queue has writes no sync covers (`None`: none).
+    unsynced: Option<Unsynced>,
+}
+
+/// A queue's writes since its last sync: what decides when a checkpoint pass syncs it, and how
+/// far back the checkpoint must stay while it does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unsynced {
+    /// The lowest CommitLog position of an entry written since the sync: the checkpoint's
+    /// `recover_from` stays at or below it until the queue is synced.
+    first_pos: u64,
+    /// When the first of those writes happened (a monotonic clock: a wall clock set back
+    /// must not keep a queue unsynced).
+    since: Instant,
+    /// The queue's end (entries) at that first write: the dirty pages are counted from it.
+    from_entry: u64,
+    /// Written where the count from `from_entry` says nothing (a cut tail, a failed sync, a
+    /// crash): due at the next pass, and `first_pos` is 0 (nothing of it is known durable).
+    forced: bool,
+}
+
+/// When a checkpoint pass syncs a queue's files (RocketMQ's `flushConsumeQueueLeastPages` and
+/// `flushConsumeQueueThoroughInterval`): syncing every written queue every pass costs one
+/// fdatasync (a device flush) and one write fault per queue and second, which grows with the
+/// number of queues written, not with the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPolicy {
+    /// Synced once this many 4 KiB pages were written since its last sync.
+    pub least_pages: u64,
+    /// Synced once its oldest unsynced write is this old.
+    pub thorough_interval: Duration,
+}
+
+impl SyncPolicy {
+    /// Every queue with a write is due (shutdown, recovery, explicit checkpoints).
+    pub const ALL: SyncPolicy = SyncPolicy {
+        least_pages: 0,
+        thorough_interval: Duration::ZERO,
+    };
 }
 
 impl ConsumeQueue {
@@ -180,6 +221,7 @@ impl ConsumeQueue {
             min_offset: 0,
             max_offset: 0,
             dirty: Default::default(),
+            unsynced: None,
         };
         if storage.dir_exists(&queue.dir) {
             for name in storage.list_dir(&queue.dir)? {
@@ -329,7 +371,30 @@ impl ConsumeQueue {
         let (file, at) = self.slot(offset)?;
         entry.encode(file.bytes_mut_range(at, ENTRY_BYTES as usize));
         self.dirty.insert(first);
+        match &mut self.unsynced {
+            // Fillers (position 0) point nowhere: the real entry after them carries the position.
+            Some(u) if !entry.is_filler() => u.first_pos = u.first_pos.min(entry.phys_offset),
+            Some(_) => {}
+            None => {
+                self.unsynced = Some(Unsynced {
+                    first_pos: if entry.is_filler() { u64::MAX } else { entry.phys_offset },
+                    since: Instant::now(),
+                    from_entry: offset,
+                    forced: false,
+                })
+            }
+        }
         Ok(())
+    }
+
+    /// Marks the queue due at the next pass, with nothing of it known durable.
+    fn force_unsynced(&mut self) {
+        self.unsynced = Some(Unsynced {
+            first_pos: 0,
+            since: self.unsynced.map_or_else(Instant::now, |u| u.since),
+            from_entry: self.max_offset,
+            forced: true,
+        });
     }
 
     /// The file that holds `offset` (opened or created) and the entry's byte position in it,
@@ -397,6 +462,7 @@ impl ConsumeQueue {
                     Ok(()) => {
                         file.bytes_mut_range(at, ENTRY_BYTES as usize).fill(0);
                         self.dirty.insert(first);
+                        self.force_unsynced();
                     }
                     Err(e) => tracing::warn!(error = %e, "a cut ConsumeQueue entry left as it was"),
                 }
@@ -418,6 +484,9 @@ impl ConsumeQueue {
     /// Marks every file dirty (after a failed sync, nothing taken is known durable).
     pub fn mark_all_dirty(&mut self) {
         self.dirty.extend(self.files.keys().copied());
+        if !self.dirty.is_empty() {
+            self.force_unsynced();
+        }
     }
 
     /// After a crash: every file (data and name, and the queue's directories) is synced by
@@ -430,8 +499,28 @@ impl ConsumeQueue {
         self.mark_all_dirty();
     }
 
+    /// When the queue is due under `policy` at `now`: `Some(since)` (when its oldest unsynced
+    /// write happened, which orders the due queues), `None` when it has nothing to sync or is
+    /// not due yet.
+    pub fn sync_due(&self, policy: SyncPolicy, now: Instant) -> Option<Instant> {
+        let u = self.unsynced?;
+        let pages = |entries: u64| entries * ENTRY_BYTES / PAGE_BYTES;
+        let dirty_pages = pages(self.max_offset).saturating_sub(pages(u.from_entry)) + 1;
+        (u.forced
+            || dirty_pages >= policy.least_pages
+            || now.saturating_duration_since(u.since) >= policy.thorough_interval)
+            .then_some(u.since)
+    }
+
+    /// The lowest CommitLog position of an entry written since the last sync (`None`: all
+    /// synced): a checkpoint that leaves the queue unsynced recovers from there at most.
+    pub fn unsynced_from(&self) -> Option<u64> {
+        self.unsynced.map(|u| u.first_pos)
+    }
+
     /// Sync handles of files written since the last call.
     pub fn take_dirty(&mut self) -> Vec<SyncHandle> {
+        self.unsynced = None;
         let dirty = std::mem::take(&mut self.dirty);
         self.files
             .iter_mut()

@@ -4,13 +4,14 @@
 
 use std::io;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
 use super::checkpoint::Checkpoint;
 use super::commit_log::{self};
 use super::config::FlushMode;
+use super::consume_queue::{ConsumeQueue, SyncPolicy};
 use super::mapped_file;
 use super::message_store::MessageStore;
 use crate::runtime;
@@ -22,6 +23,11 @@ const FLUSH_RETRY_WAIT: Duration = Duration::from_millis(200);
 const SEGMENT_RETRY_WAIT: Duration = Duration::from_millis(500);
 /// The clock ticks this many times per `syncFlushTimeout` (at most every 100 ms).
 const CLOCK_TICKS_PER_TIMEOUT: u64 = 20;
+/// ConsumeQueues a periodic checkpoint pass syncs at most (each an fdatasync, a device flush,
+/// on the helper thread): past it the longest-unsynced go first and the checkpoint stays
+/// behind the others. 10 000 queues each written within `flushConsumeQueueThoroughInterval`
+/// (60 s) need 167 per one-second pass.
+pub const QUEUE_SYNCS_PER_PASS_MAX: usize = 512;
 
 impl MessageStore {
     pub(super) fn request_flush(&self) {
@@ -176,14 +182,27 @@ impl MessageStore {
         Ok(true)
     }
 
+    /// Syncs every written ConsumeQueue and the index, then writes the checkpoint: shutdown,
+    /// recovery and explicit checkpoints.
     pub(super) async fn sync_queues_and_checkpoint(&self) -> io::Result<()> {
-        // Everything below `recover_from` is durable in the log, and was dispatched (inline)
+        self.checkpoint_pass(SyncPolicy::ALL, usize::MAX).await
+    }
+
+    /// One checkpoint pass: syncs the ConsumeQueues `policy` says are due (the longest
+    /// unsynced first, at most `queues_max` of them) and the index, then writes a checkpoint
+    /// that recovers from the first entry a queue left unsynced still holds (or from what is
+    /// flushed, if none).
+    pub(super) async fn checkpoint_pass(
+        &self,
+        policy: SyncPolicy,
+        queues_max: usize,
+    ) -> io::Result<()> {
+        // Everything below `flushed` is durable in the log, and was dispatched (inline)
         // before this point, so syncing the dirty queue and index files makes it durable there.
-        let recover_from = self.flushed.get();
-        let mut handles = Vec::new();
-        for queue in self.queues.borrow_mut().values_mut() {
-            handles.extend(queue.take_dirty());
-        }
+        let log_flushed = self.flushed.get();
+        let (handles, synced_queues, unsynced_from) = self.take_due_queues(policy, queues_max);
+        let recover_from = log_flushed.min(unsynced_from);
+        let mut handles = handles;
         handles.extend(self.index.borrow_mut().sync_handles());
         if let Err(e) = mapped_file::sync_all(handles).await {
             // Files whose dirtiness was taken are not known durable: sync them all next time.
@@ -205,13 +224,46 @@ impl MessageStore {
             logics_msg_timestamp: now,
             index_msg_timestamp: now,
             recover_from,
+            log_flushed,
         };
         checkpoint
             .store(&self.config.storage, &self.config.checkpoint_path())
             .await?;
         self.last_checkpoint.set(checkpoint);
         self.last_checkpoint_ms.set(now);
+        self.count(|stats| stats.queue_syncs += synced_queues as u64);
         Ok(())
+    }
+
+    /// Takes the sync handles of the queues due under `policy` (the longest unsynced first,
+    /// at most `queues_max`); returns them, how many queues they cover, and the lowest
+    /// CommitLog position a queue left unsynced holds an entry for (`u64::MAX`: none).
+    fn take_due_queues(
+        &self,
+        policy: SyncPolicy,
+        queues_max: usize,
+    ) -> (Vec<mapped_file::SyncHandle>, usize, u64) {
+        let now = Instant::now();
+        let mut queues = self.queues.borrow_mut();
+        let mut due: Vec<(Instant, &mut ConsumeQueue)> = queues
+            .values_mut()
+            .filter_map(|q| q.sync_due(policy, now).map(|since| (since, q)))
+            .collect();
+        if due.len() > queues_max {
+            due.select_nth_unstable_by_key(queues_max, |(since, _)| *since);
+            due.truncate(queues_max);
+        }
+        let synced = due.len();
+        let mut handles = Vec::new();
+        for (_, queue) in due {
+            handles.extend(queue.take_dirty());
+        }
+        let unsynced_from = queues
+            .values_mut()
+            .filter_map(|q| q.unsynced_from())
+            .min()
+            .unwrap_or(u64::MAX);
+        (handles, synced, unsynced_from)
     }
 }
 
@@ -492,7 +544,13 @@ pub(super) async fn checkpoint_loop(store: std::rc::Weak<MessageStore>, stop: St
         if runtime::now_ms() - s.last_checkpoint_ms.get() < interval {
             continue;
         }
-        if let Err(e) = s.sync_queues_and_checkpoint().await {
+        let policy = SyncPolicy {
+            least_pages: s.config.flush_consume_queue_least_pages,
+            thorough_interval: Duration::from_millis(
+                s.config.flush_consume_queue_thorough_interval_ms,
+            ),
+        };
+        if let Err(e) = s.checkpoint_pass(policy, QUEUE_SYNCS_PER_PASS_MAX).await {
             warn!(error = %e, "consume queue sync / checkpoint failed");
         }
     }

@@ -177,6 +177,8 @@ pub struct StoreStats {
     /// made durable by that one flush).
     pub flush_latency: crate::latency::Histogram,
     pub flush_group_bytes: crate::latency::Histogram,
+    /// ConsumeQueues synced by checkpoint passes (each one fdatasync per written file).
+    pub queue_syncs: u64,
 }
 
 pub(super) struct State {
@@ -439,6 +441,65 @@ pub(crate) mod tests {
             assert_eq!(count(&store, 32), 3, "cold: the disk count limit");
             store.shutdown().await.unwrap();
             drop(store);
+        });
+    }
+
+    #[test]
+    fn a_checkpoint_pass_syncs_the_due_queues_and_recovers_from_the_oldest_unsynced_entry() {
+        use crate::consume_queue::SyncPolicy;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        on_reactor(move || async move {
+            let config = StoreConfig {
+                // No periodic pass during the test: the test runs them.
+                flush_consume_queue_interval_ms: 3_600_000,
+                ..config(&root, FlushMode::Sync)
+            };
+            let store = MessageStore::open(config).await.unwrap();
+            // One entry in each of 20 queues (the oldest writes), then 300 entries (6000
+            // bytes, two pages) in one more.
+            let mut first_pos = Vec::new();
+            for i in 0..20 {
+                let r = store.put(message(&format!("T{i}"), 0, b"x", "", "")).await;
+                assert_eq!(r.status, PutStatus::Ok);
+                first_pos.push(r.phys_offsets[0]);
+            }
+            for _ in 0..300 {
+                let r = store.put(message("Busy", 0, b"y", "", "")).await;
+                assert_eq!(r.status, PutStatus::Ok);
+            }
+            let flushed = store.flushed.get();
+            let syncs = |store: &MessageStore| store.stats().queue_syncs;
+            let before = syncs(&store);
+            let periodic = SyncPolicy {
+                least_pages: 2,
+                thorough_interval: Duration::from_secs(3600),
+            };
+            store.checkpoint_pass(periodic, 512).await.unwrap();
+            assert_eq!(syncs(&store) - before, 1, "only the queue with two pages written");
+            let checkpoint = store.last_checkpoint.get();
+            assert_eq!(checkpoint.log_flushed, flushed);
+            assert_eq!(
+                checkpoint.recover_from, first_pos[0],
+                "recovery re-dispatches from the oldest entry no sync covers"
+            );
+            // Every queue due, at most 5 a pass: the longest unsynced go first.
+            let old = SyncPolicy {
+                least_pages: 2,
+                thorough_interval: Duration::ZERO,
+            };
+            store.checkpoint_pass(old, 5).await.unwrap();
+            assert_eq!(syncs(&store) - before, 6);
+            assert_eq!(store.last_checkpoint.get().recover_from, first_pos[5]);
+            // A full checkpoint syncs the rest: recovery starts where the log is flushed.
+            store.sync_queues_and_checkpoint().await.unwrap();
+            assert_eq!(syncs(&store) - before, 21);
+            let checkpoint = store.last_checkpoint.get();
+            assert_eq!((checkpoint.recover_from, checkpoint.log_flushed), (flushed, flushed));
+            // Nothing written since: nothing to sync.
+            store.sync_queues_and_checkpoint().await.unwrap();
+            assert_eq!(syncs(&store) - before, 21);
+            store.shutdown().await.unwrap();
         });
     }
 

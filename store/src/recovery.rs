@@ -180,7 +180,8 @@ fn recovery_start(
 ) -> RecoveryStart {
     let base = shard_base_offset(config.shard_id);
     let mut recover_from = checkpoint.map_or(base, |c| c.recover_from.max(base));
-    let known_durable = recover_from;
+    // The log is durable below `log_flushed`; the queues only below `recover_from`.
+    let known_durable = checkpoint.map_or(base, |c| c.log_flushed.max(base));
     if crashed {
         // After a crash, validate the whole segment holding the checkpoint (as RocketMQ
         // rescans whole files): damage anywhere in the newest data is found and cut there.

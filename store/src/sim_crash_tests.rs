@@ -36,6 +36,7 @@ use thruster_protocol::message;
 use super::commit_log::tests::on_reactor;
 use super::message_store::{GetStatus, MessageStore, PutMessage, PutStatus};
 use super::storage::sim::{Faults, Rng, SimDisk, SimStats};
+use super::consume_queue::SyncPolicy;
 use super::storage::Storage;
 use super::{FlushMode, StoreConfig};
 
@@ -455,9 +456,20 @@ async fn run_seed(seed: u64, root: std::path::PathBuf) -> Result<Outcome, String
                     model.all_durable();
                 }
             }
-            75..=82 => {
+            75..=78 => {
                 let result = store.sync_queues_and_checkpoint().await;
                 trace!(step, "checkpoint: {result:?}");
+            }
+            79..=82 => {
+                // A periodic pass: only some queues synced (by pages written, at most a few),
+                // the checkpoint held back by the others.
+                let policy = SyncPolicy {
+                    least_pages: 1 + rng.below(3),
+                    thorough_interval: Duration::from_secs(3600),
+                };
+                let queues_max = rng.below(4) as usize;
+                let result = store.checkpoint_pass(policy, queues_max).await;
+                trace!(step, "partial checkpoint of at most {queues_max} queues: {result:?}");
             }
             83..=89 => {
                 let result = store.shutdown().await;
