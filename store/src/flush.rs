@@ -24,10 +24,12 @@ const SEGMENT_RETRY_WAIT: Duration = Duration::from_millis(500);
 /// The clock ticks this many times per `syncFlushTimeout` (at most every 100 ms).
 const CLOCK_TICKS_PER_TIMEOUT: u64 = 20;
 /// ConsumeQueues a periodic checkpoint pass syncs at most (each an fdatasync, a device flush,
-/// on the helper thread): past it the longest-unsynced go first and the checkpoint stays
-/// behind the others. 10 000 queues each written within `flushConsumeQueueThoroughInterval`
-/// (60 s) need 167 per one-second pass.
-pub const QUEUE_SYNCS_PER_PASS_MAX: usize = 512;
+/// on the helper thread), so queues created or written together (a thousand topics created at
+/// once) do not all come due in one pass and flood the device the CommitLog writes to: past it
+/// the longest unsynced go first and the checkpoint stays behind the others. 10 000 queues of
+/// a shard each written within `flushConsumeQueueThoroughInterval` (60 s) need 167 per
+/// one-second pass; past 15 000 such queues per shard the checkpoint falls behind.
+pub const QUEUE_SYNCS_PER_PASS_MAX: usize = 256;
 
 impl MessageStore {
     pub(super) fn request_flush(&self) {
