@@ -236,9 +236,13 @@ impl ShardMeter {
             counts.put_failures += messages;
             return;
         }
-        bounded(&mut counts.put_by_topic, topic.to_owned(), || {
-            OTHER.to_owned()
-        })
+        // Looked up by `&str` first: the key is allocated only for a new topic, not per send.
+        match counts.put_by_topic.get_mut(topic) {
+            Some(flow) => flow,
+            None => bounded(&mut counts.put_by_topic, topic.to_owned(), || {
+                OTHER.to_owned()
+            }),
+        }
         .add(Flow { messages, bytes });
         self.windows.put(topic, messages, bytes);
         counts.put_latency.observe(elapsed_us);

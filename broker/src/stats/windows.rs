@@ -253,13 +253,17 @@ impl StatsWindows {
     /// A client send of `messages` records, `bytes` stored.
     pub fn put(&mut self, topic: &str, messages: u64, bytes: u64) {
         let clock = self.clock_ms;
-        item(
-            &mut self.topics,
-            topic.to_owned(),
-            || OTHER.to_owned(),
-            clock,
-        )
-        .add(1, [messages, bytes]);
+        // Looked up by `&str` first: the key is allocated only for a new topic, not per send.
+        let item = match self.topics.get_mut(topic) {
+            Some(item) => item,
+            None => item(
+                &mut self.topics,
+                topic.to_owned(),
+                || OTHER.to_owned(),
+                clock,
+            ),
+        };
+        item.add(1, [messages, bytes]);
         self.broker_put.add(0, [messages, 0]);
     }
 
