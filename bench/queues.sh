@@ -108,24 +108,35 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # Auto-creation: a steady open-loop producer on the existing topic Q while another producer's
-# first sends create CREATE new topics (8 sync senders); then the same steady run alone.
+# first sends create CREATE new topics (8 sync senders); before it, the same steady load alone;
+# after it, once more from 50 s after the creation began (when the new queues' first syncs come
+# due: flushConsumeQueueThoroughInterval, 60 s).
+steady() { # LABEL DURATION_S NAMESRV: the steady producer in the background; STEADY_PID
+    "$BIN/thruster-bench" produce --plain --namesrv "$3" --topic Q --mode sync --producers 64 \
+        --rate "$STEADY_RATE" --duration-s "$2" --label "$1" --out "$WORK/steady" \
+        >"$WORK/steady.txt" &
+    STEADY_PID=$!
+}
+steady_done() {
+    wait "$STEADY_PID"
+    sed -n 2p "$WORK/steady.txt"
+    python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))[0]))' \
+        "$WORK/steady/summary.json" >>"$OUT/runs.jsonl"
+}
 if ((CREATE > 0)); then
     for t in "${TARGETS[@]}"; do
         read -r name ns pid port <<<"$t"
-        steady_s=$((DURATION_S * 2))
-        "$BIN/thruster-bench" produce --plain --namesrv "$ns" --topic Q --mode sync \
-            --producers 64 --rate "$STEADY_RATE" --duration-s "$steady_s" \
-            --label "$name steady during creation" --out "$WORK/steady" >"$WORK/steady.txt" &
-        local_steady=$!
+        steady "$name steady alone" 20 "$ns"
+        steady_done
+        began=$SECONDS
+        steady "$name steady during creation" 20 "$ns"
         sleep 2
         run "$name create $CREATE topics" "$ns" "$pid" --topic "New$RANDOM" --topics "$CREATE" \
             --mode sync --producers 8 --messages "$CREATE" --duration-s 120
-        wait "$local_steady"
-        sed -n 2p "$WORK/steady.txt"
-        python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))[0]))' \
-            "$WORK/steady/summary.json" >>"$OUT/runs.jsonl"
-        run "$name steady alone" "$ns" "$pid" --topic Q --mode sync --producers 64 \
-            --rate "$STEADY_RATE" --duration-s "$steady_s"
+        steady_done
+        sleep $((50 - (SECONDS - began) > 0 ? 50 - (SECONDS - began) : 0))
+        steady "$name steady 50-80 s after creation" 30 "$ns"
+        steady_done
     done
 fi
 
