@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Catch-up consume, readers and brokers side by side: this build's bench reader (`after`) and,
 # with BEFORE_BIN, another build's (`before`), each reading the same backlog from a Thruster
-# broker (this build's defaults) and, with JAVA_PEER_RUN, from Apache RocketMQ 4.9.8's broker,
-# in alternating rounds, at each message size; loopback TCP measured in the same run.
+# broker of this build (`thruster`, defaults), of the other build (`thruster-before`, when
+# BEFORE_BIN has a thruster-broker) and, with JAVA_PEER_RUN, from Apache RocketMQ 4.9.8's broker
+# (`java`), in alternating rounds, at each message size; loopback TCP measured in the same run.
 #
 #   bench/catchup-compare.sh [OUT_DIR]          (default bench/results/catchup/compare)
 #
@@ -15,7 +16,8 @@
 #   BIN            this build (thruster-broker, thruster-bench)               [target/release]
 #   BEFORE_BIN     the other build's directory (its thruster-bench)           [none]
 #   JAVA_PEER_RUN  the Java peer's run helper (bench/results/java/README.md)  [none: no Java]
-#   PORT_BASE      ports BASE+1/11 (Thruster), BASE+101/111 (Java)            [52000]
+#   PORT_BASE      ports BASE+1/11 (Thruster), BASE+101/111 (Java),
+#                  BASE+201/211 (thruster-before)                             [52000]
 #
 # Output in OUT_DIR: results.tsv (size round reader broker MB/s broker_cores
 # broker_cpu_ms_per_GB line), summary.txt (medians, ratios against Java and loopback), runs.log
@@ -45,11 +47,18 @@ start_broker thruster "$BIN/thruster-broker" --standalone \
 NAMESRV[thruster]=127.0.0.1:$((PORT_BASE + 1))
 BROKER_PID[thruster]=$LAST_PID
 BROKERS=thruster
+if [ -n "${BEFORE_BIN:-}" ] && [ -x "$BEFORE_BIN/thruster-broker" ]; then
+    start_broker thruster-before "$BEFORE_BIN/thruster-broker" --standalone \
+        --namesrv-listen "127.0.0.1:$((PORT_BASE + 201))" --set "listenPort=$((PORT_BASE + 211))"
+    NAMESRV[thruster-before]=127.0.0.1:$((PORT_BASE + 201))
+    BROKER_PID[thruster-before]=$LAST_PID
+    BROKERS="$BROKERS thruster-before"
+fi
 if [ -n "${JAVA_PEER_RUN:-}" ]; then
     start_java_broker java $((PORT_BASE + 101)) $((PORT_BASE + 111)) ASYNC_FLUSH
     NAMESRV[java]=127.0.0.1:$((PORT_BASE + 101))
     BROKER_PID[java]=$LAST_PID
-    BROKERS="thruster java"
+    BROKERS="$BROKERS java"
 fi
 mkdir -p "$OUT"
 : >"$OUT/runs.log"
