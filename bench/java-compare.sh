@@ -60,31 +60,9 @@ start_thruster() { # NAME NAMESRV_PORT LISTEN_PORT [--set k=v ...]
 }
 
 start_java() { # NAMESRV_PORT BROKER_PORT
-    local ns_port=$1 port=$2 d=$WORK/java
-    mkdir -p "$d/home" "$d/store" # RMQ_HOME: the peer's logs land under this run's temp dir
-    echo "listenPort=$ns_port" >"$d/namesrv.conf"
-    cat >"$d/broker.conf" <<EOF
-brokerClusterName=JavaCluster
-brokerName=java-broker
-brokerId=0
-namesrvAddr=127.0.0.1:$ns_port
-listenPort=$port
-brokerIP1=127.0.0.1
-storePathRootDir=$d/store
-storePathCommitLog=$d/store/commitlog
-flushDiskType=$FLUSH
-mappedFileSizeCommitLog=268435456
-autoCreateTopicEnable=true
-EOF
-    RMQ_HOME=$d/home "$RUN" namesrv -c "$d/namesrv.conf" >"$d/namesrv.out" 2>&1 &
-    PIDS+=("$!")
-    wait_for "$d/namesrv.out" "boot success" "$!" "java namesrv"
-    RMQ_HOME=$d/home HEAP=${JAVA_HEAP:-1g} "$RUN" broker -c "$d/broker.conf" >"$d/broker.out" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    wait_for "$d/broker.out" "boot success" "$pid" "java broker"
-    NAMESRV[java]=127.0.0.1:$ns_port
-    BROKER_PID[java]=$pid
+    start_java_broker java "$1" "$2" "$FLUSH" "${JAVA_HEAP:-1g}"
+    NAMESRV[java]=127.0.0.1:$1
+    BROKER_PID[java]=$LAST_PID
     CLUSTER[java]=JavaCluster
 }
 
