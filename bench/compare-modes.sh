@@ -15,6 +15,7 @@
 #   ROUNDS        rounds per workload                                         [3]
 #   DURATION_S    seconds per run                                             [10]
 #   FLUSH         ASYNC_FLUSH or SYNC_FLUSH                                   [ASYNC_FLUSH]
+#   PORT_OFFSET   added to every port below, to run beside other brokers      [0]
 #   WORKLOADS     space-separated, from: sync batch async cpp                 [sync batch cpp]
 #                 sync:  thruster-bench --plain, 8 synchronous producers
 #                 batch: thruster-bench --plain, batches of 32, 4 producers
@@ -31,13 +32,14 @@ DURATION_S=${DURATION_S:-10}
 FLUSH=${FLUSH:-ASYNC_FLUSH}
 WORKLOADS=${WORKLOADS:-sync batch cpp}
 BIN=${BIN:-target/release}
+PORT_OFFSET=${PORT_OFFSET:-0}
 . bench/lib.sh
 bench_init compare
 
 # start NAME BINARY NAMESRV_PORT LISTEN_PORT [--set k=v ...]: prints "NAME=NAMESRV@PID"
 TARGETS=()
 start() {
-    local name=$1 binary=$2 ns_port=$3 port=$4
+    local name=$1 binary=$2 ns_port=$(($3 + PORT_OFFSET)) port=$(($4 + PORT_OFFSET))
     shift 4
     start_broker "$name" "$binary" --standalone --namesrv-listen "127.0.0.1:$ns_port" \
         --set "listenPort=$port" --set "flushDiskType=$FLUSH" "$@"

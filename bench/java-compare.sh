@@ -8,8 +8,9 @@
 #
 # The run helper must accept: `namesrv -c FILE`, `broker -c FILE`, and `java-class CLASS ARGS` for
 # SyncProducer / BatchProducer, which take `-n NAMESRV -t TOPIC -c THREADS [-b BATCH] -d SECONDS
-# -w WARMUP_SECONDS -pid BROKER_PID` and print one line with `msg/s=` and `brokerCpuUsPerMsg=`
-# (utime+stime of the broker pid from /proc/<pid>/stat over the timed window, after the warm-up).
+# -w WARMUP_SECONDS -pid BROKER_PID` and print one line with `msg/s=`, `brokerCpuUsPerMsg=`
+# (utime+stime of the broker pid from /proc/<pid>/stat over the timed window, after the warm-up)
+# and `clientCpuUsPerMsg=` (the same for the load program's own process).
 # See bench/results/java/README.md for where that install comes from.
 #
 # Environment:
@@ -25,7 +26,9 @@
 #                  (Thruster), BASE+2001/2011 (Thruster shards=1)  [38000]
 #
 # Output in OUT_DIR, per flush mode: results-FLUSH.tsv (workload round target msg_per_s
-# cpu_us_per_msg line), summary-FLUSH.txt (per-round ratios against the Java broker),
+# cpu_us_per_msg client_cpu_us_per_msg line), summary-FLUSH.txt (per-round ratios against the
+# Java broker, and the client's ceiling: the msg/s the host's cores would give if the broker
+# cost nothing, nproc / client CPU per message),
 # runs-FLUSH.log (every program's whole output) and load-FLUSH.txt (uptime before and after).
 # Needs: cargo build --release -p thruster-broker (or THRUSTER_BIN=path).
 set -euo pipefail
@@ -57,31 +60,9 @@ start_thruster() { # NAME NAMESRV_PORT LISTEN_PORT [--set k=v ...]
 }
 
 start_java() { # NAMESRV_PORT BROKER_PORT
-    local ns_port=$1 port=$2 d=$WORK/java
-    mkdir -p "$d/home" "$d/store" # RMQ_HOME: the peer's logs land under this run's temp dir
-    echo "listenPort=$ns_port" >"$d/namesrv.conf"
-    cat >"$d/broker.conf" <<EOF
-brokerClusterName=JavaCluster
-brokerName=java-broker
-brokerId=0
-namesrvAddr=127.0.0.1:$ns_port
-listenPort=$port
-brokerIP1=127.0.0.1
-storePathRootDir=$d/store
-storePathCommitLog=$d/store/commitlog
-flushDiskType=$FLUSH
-mappedFileSizeCommitLog=268435456
-autoCreateTopicEnable=true
-EOF
-    RMQ_HOME=$d/home "$RUN" namesrv -c "$d/namesrv.conf" >"$d/namesrv.out" 2>&1 &
-    PIDS+=("$!")
-    wait_for "$d/namesrv.out" "boot success" "$!" "java namesrv"
-    RMQ_HOME=$d/home HEAP=${JAVA_HEAP:-1g} "$RUN" broker -c "$d/broker.conf" >"$d/broker.out" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    wait_for "$d/broker.out" "boot success" "$pid" "java broker"
-    NAMESRV[java]=127.0.0.1:$ns_port
-    BROKER_PID[java]=$pid
+    start_java_broker java "$1" "$2" "$FLUSH" "${JAVA_HEAP:-1g}"
+    NAMESRV[java]=127.0.0.1:$1
+    BROKER_PID[java]=$LAST_PID
     CLUSTER[java]=JavaCluster
 }
 
@@ -107,7 +88,7 @@ done
 echo "load before: $(uptime)" | tee "$OUT/load-$FLUSH.txt"
 
 RESULTS=$OUT/results-$FLUSH.tsv
-printf 'workload\tround\ttarget\tmsg_per_s\tcpu_us_per_msg\tline\n' >"$RESULTS"
+printf 'workload\tround\ttarget\tmsg_per_s\tcpu_us_per_msg\tclient_cpu_us_per_msg\tline\n' >"$RESULTS"
 : >"$OUT/runs-$FLUSH.log" # every program's whole output (errors included)
 for workload in $WORKLOADS; do
     case $workload in
@@ -123,7 +104,9 @@ for workload in $WORKLOADS; do
                 grep -E '^(sync|batch) threads=' | tail -1) || true
             rate=$(sed -n 's/.*msg\/s=\([0-9.]*\).*/\1/p' <<<"$line")
             cpu=$(sed -n 's/.*brokerCpuUsPerMsg=\([0-9.n\/a]*\).*/\1/p' <<<"$line")
-            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$round" "$t" "${rate:-0}" "${cpu:-?}" "$line" \
+            client=$(sed -n 's/.*clientCpuUsPerMsg=\([0-9.n\/a]*\).*/\1/p' <<<"$line")
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$workload" "$round" "$t" "${rate:-0}" "${cpu:-?}" \
+                "${client:-?}" "$line" \
                 | tee -a "$RESULTS"
         done
     done
@@ -131,7 +114,8 @@ done
 echo "load after: $(uptime)" | tee -a "$OUT/load-$FLUSH.txt"
 
 # per-round ratios against the Java broker (when it ran)
-awk -F'\t' 'NR > 1 { rate[$1" "$2" "$3] = $4; cpu[$1" "$2" "$3] = $5; key[$1" "$2] = 1; t[$3] = 1 }
+awk -F'\t' -v cores="$(nproc)" 'NR > 1 { rate[$1" "$2" "$3] = $4; cpu[$1" "$2" "$3] = $5
+        client[$1" "$2" "$3] = $6; key[$1" "$2] = 1; t[$3] = 1 }
     END {
         for (k in key) {
             base = rate[k" java"]
@@ -139,6 +123,11 @@ awk -F'\t' 'NR > 1 { rate[$1" "$2" "$3] = $4; cpu[$1" "$2" "$3] = $5; key[$1" "$
                 r = rate[k" "name]
                 printf "%s %-16s %9.0f msg/s %7s us/msg", k, name, r, cpu[k" "name]
                 if (base > 0) printf "  x%.2f of java", r / base
+                c = client[k" "name]
+                if (c > 0) {
+                    printf "  client %s us/msg, ceiling %.0f msg/s", c, cores * 1e6 / c
+                    if (base > 0) printf " (x%.2f of java)", cores * 1e6 / c / base
+                }
                 printf "\n"
             }
         }

@@ -401,8 +401,9 @@ pub fn consume(
                     let suspend = from_tail.then_some(Duration::from_secs(1));
                     while start.elapsed() < common.duration {
                         let t0 = start.elapsed().as_micros() as u64;
+                        // Read in place: a bulk reader needs the bodies, not every field.
                         match client
-                            .pull(&queue, "*", offset, common.pull_batch as i32, suspend)
+                            .pull_view(&queue, "*", offset, common.pull_batch as i32, suspend)
                             .await
                         {
                             Ok(result) => {
@@ -412,7 +413,7 @@ pub fn consume(
                                     start.elapsed().as_micros() as u64,
                                 );
                                 let got: u64 =
-                                    result.messages.iter().map(|m| m.body.len() as u64).sum();
+                                    result.messages.iter().map(|m| m.body_bytes() as u64).sum();
                                 bytes.set(bytes.get() + got);
                                 progress.fetch_add(result.messages.len() as u64, Ordering::Relaxed);
                                 offset = result.next_begin_offset;

@@ -105,7 +105,8 @@ pub struct BrokerConfig {
     pub server_channel_max_idle_ms: u64,
     /// Reactors (shards); each owns some queues and one CommitLog shard.
     pub shards: usize,
-    /// Pin shard `i` to CPU `i` (when there are enough CPUs).
+    /// Pin shard `i` to the `i`-th CPU this process may run on (its affinity mask), when there
+    /// are enough of them.
     pub pin_shards: bool,
     /// I/O memory each reactor registers with io_uring.
     pub io_memory_bytes: usize,

@@ -30,8 +30,8 @@
 //! limited to 127 bytes), and IPv4 hosts whenever the address is IPv4 (C++ clients assume it).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
 
 use bytes::{Buf, BufMut, Bytes};
 use thiserror::Error;
@@ -390,110 +390,196 @@ fn take_host(buf: &mut &[u8], v6: bool) -> SocketAddr {
     SocketAddr::new(ip, buf.get_i32() as u16)
 }
 
-/// Decodes and validates the record at the start of `bytes` (which may hold more after it).
-/// Checks magic, the length arithmetic and, if `check_crc`, the body CRC; never panics.
-pub fn decode_record(bytes: &Bytes, check_crc: bool) -> Result<DecodedRecord, RecordError> {
-    let RecordStart::Message { total_size } = peek_record(bytes)? else {
-        return Err(RecordError::BadMagic(MAGIC_BLANK as u32));
-    };
-    if total_size > bytes.len() {
-        return Err(RecordError::Truncated {
-            needed: total_size,
-            available: bytes.len(),
-        });
-    }
-    let record = &bytes[..total_size];
-    let short = |needed: usize| RecordError::Truncated {
-        needed,
-        available: total_size,
-    };
-    if total_size < 48 {
-        return Err(short(48));
-    }
-    let mut buf = &record[4..];
-    let magic = buf.get_i32();
-    let body_crc = buf.get_i32();
-    let queue_id = buf.get_i32();
-    let flag = buf.get_i32();
-    let queue_offset = buf.get_i64();
-    let physical_offset = buf.get_i64();
-    let sys_flag = buf.get_i32();
-    let born_timestamp = buf.get_i64();
-    let born_v6 = sys_flag & sys_flag::BORNHOST_V6 != 0;
-    let store_v6 = sys_flag & sys_flag::STOREHOST_V6 != 0;
-    let hosts = if born_v6 { 20 } else { 8 } + if store_v6 { 20 } else { 8 };
-    // Fixed fields after BORNTIMESTAMP: hosts + store ts 8 + reconsume 4 + prepared 8 + body len 4.
-    let fixed_rest = hosts + 8 + 4 + 8 + 4;
-    if buf.len() < fixed_rest {
-        return Err(short(48 + fixed_rest));
-    }
-    let born_host = take_host(&mut buf, born_v6);
-    let store_timestamp = buf.get_i64();
-    let store_host = take_host(&mut buf, store_v6);
-    let reconsume_times = buf.get_i32();
-    let prepared_transaction_offset = buf.get_i64();
-    let body_len = usize::try_from(buf.get_i32()).map_err(|_| RecordError::NegativeLength)?;
-    let topic_len_bytes = if magic == MAGIC_V2 { 2 } else { 1 };
-    if buf.len() < body_len + topic_len_bytes {
-        return Err(short(total_size - buf.len() + body_len + topic_len_bytes));
-    }
-    let body_start = total_size - buf.len();
-    buf.advance(body_len);
-    let topic_len = if magic == MAGIC_V2 {
-        usize::from(buf.get_u16())
-    } else {
-        usize::from(buf.get_u8())
-    };
-    if buf.len() < topic_len + 2 {
-        return Err(short(total_size - buf.len() + topic_len + 2));
-    }
-    let topic = std::str::from_utf8(&buf[..topic_len])
-        .map_err(|_| RecordError::NotUtf8("topic"))?
-        .to_owned();
-    buf.advance(topic_len);
-    let properties_len = usize::try_from(buf.get_i16()).map_err(|_| RecordError::NegativeLength)?;
-    if buf.len() < properties_len {
-        return Err(short(total_size - buf.len() + properties_len));
-    }
-    let properties = std::str::from_utf8(&buf[..properties_len])
-        .map_err(|_| RecordError::NotUtf8("properties"))?
-        .to_owned();
-    buf.advance(properties_len);
-    if !buf.is_empty() {
-        return Err(RecordError::SizeMismatch {
-            total: total_size,
-            computed: total_size - buf.len(),
-        });
-    }
-    let body = bytes.slice(body_start..body_start + body_len);
-    if check_crc {
-        let computed = self::body_crc(&body);
-        if computed != body_crc {
-            return Err(RecordError::CrcMismatch {
-                stored: body_crc,
-                computed,
+/// A validated record read in place: the fixed fields decoded, the body, topic and
+/// properties left where they are in the shared buffer (no copy, no allocation; a consumer
+/// that needs only some of them pays for those). [`decode_record`] is this plus owned strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView {
+    pub magic: i32,
+    pub body_crc: i32,
+    pub queue_id: i32,
+    pub flag: i32,
+    pub queue_offset: i64,
+    pub physical_offset: i64,
+    pub sys_flag: i32,
+    pub born_timestamp: i64,
+    pub born_host: SocketAddr,
+    pub store_timestamp: i64,
+    pub store_host: SocketAddr,
+    pub reconsume_times: i32,
+    pub prepared_transaction_offset: i64,
+    /// The whole record (TOTALSIZE bytes).
+    record: Bytes,
+    body: Range<usize>,
+    topic: Range<usize>,
+    properties: Range<usize>,
+}
+
+impl RecordView {
+    /// Decodes and validates the record at the start of `bytes` (which may hold more after
+    /// it). Checks magic, the length arithmetic, that topic and properties are UTF-8 and, if
+    /// `check_crc`, the body CRC; never panics.
+    pub fn decode(bytes: &Bytes, check_crc: bool) -> Result<RecordView, RecordError> {
+        let RecordStart::Message { total_size } = peek_record(bytes)? else {
+            return Err(RecordError::BadMagic(MAGIC_BLANK as u32));
+        };
+        if total_size > bytes.len() {
+            return Err(RecordError::Truncated {
+                needed: total_size,
+                available: bytes.len(),
             });
         }
+        let record = &bytes[..total_size];
+        let short = |needed: usize| RecordError::Truncated {
+            needed,
+            available: total_size,
+        };
+        if total_size < 48 {
+            return Err(short(48));
+        }
+        let mut buf = &record[4..];
+        let magic = buf.get_i32();
+        let body_crc = buf.get_i32();
+        let queue_id = buf.get_i32();
+        let flag = buf.get_i32();
+        let queue_offset = buf.get_i64();
+        let physical_offset = buf.get_i64();
+        let sys_flag = buf.get_i32();
+        let born_timestamp = buf.get_i64();
+        let born_v6 = sys_flag & sys_flag::BORNHOST_V6 != 0;
+        let store_v6 = sys_flag & sys_flag::STOREHOST_V6 != 0;
+        let hosts = if born_v6 { 20 } else { 8 } + if store_v6 { 20 } else { 8 };
+        // Fixed fields after BORNTIMESTAMP: hosts + store ts 8 + reconsume 4 + prepared 8 + body len 4.
+        let fixed_rest = hosts + 8 + 4 + 8 + 4;
+        if buf.len() < fixed_rest {
+            return Err(short(48 + fixed_rest));
+        }
+        let born_host = take_host(&mut buf, born_v6);
+        let store_timestamp = buf.get_i64();
+        let store_host = take_host(&mut buf, store_v6);
+        let reconsume_times = buf.get_i32();
+        let prepared_transaction_offset = buf.get_i64();
+        let body_len = usize::try_from(buf.get_i32()).map_err(|_| RecordError::NegativeLength)?;
+        let topic_len_bytes = if magic == MAGIC_V2 { 2 } else { 1 };
+        if buf.len() < body_len + topic_len_bytes {
+            return Err(short(total_size - buf.len() + body_len + topic_len_bytes));
+        }
+        let body_start = total_size - buf.len();
+        buf.advance(body_len);
+        let topic_len = if magic == MAGIC_V2 {
+            usize::from(buf.get_u16())
+        } else {
+            usize::from(buf.get_u8())
+        };
+        if buf.len() < topic_len + 2 {
+            return Err(short(total_size - buf.len() + topic_len + 2));
+        }
+        let topic_start = total_size - buf.len();
+        std::str::from_utf8(&buf[..topic_len]).map_err(|_| RecordError::NotUtf8("topic"))?;
+        buf.advance(topic_len);
+        let properties_len =
+            usize::try_from(buf.get_i16()).map_err(|_| RecordError::NegativeLength)?;
+        if buf.len() < properties_len {
+            return Err(short(total_size - buf.len() + properties_len));
+        }
+        let properties_start = total_size - buf.len();
+        std::str::from_utf8(&buf[..properties_len])
+            .map_err(|_| RecordError::NotUtf8("properties"))?;
+        buf.advance(properties_len);
+        if !buf.is_empty() {
+            return Err(RecordError::SizeMismatch {
+                total: total_size,
+                computed: total_size - buf.len(),
+            });
+        }
+        let body = body_start..body_start + body_len;
+        if check_crc {
+            let computed = self::body_crc(&record[body.clone()]);
+            if computed != body_crc {
+                return Err(RecordError::CrcMismatch {
+                    stored: body_crc,
+                    computed,
+                });
+            }
+        }
+        Ok(RecordView {
+            magic,
+            body_crc,
+            queue_id,
+            flag,
+            queue_offset,
+            physical_offset,
+            sys_flag,
+            born_timestamp,
+            born_host,
+            store_timestamp,
+            store_host,
+            reconsume_times,
+            prepared_transaction_offset,
+            record: bytes.slice(..total_size),
+            body,
+            topic: topic_start..topic_start + topic_len,
+            properties: properties_start..properties_start + properties_len,
+        })
     }
-    Ok(DecodedRecord {
-        total_size,
-        magic,
-        body_crc,
-        queue_id,
-        flag,
-        queue_offset,
-        physical_offset,
-        sys_flag,
-        born_timestamp,
-        born_host,
-        store_timestamp,
-        store_host,
-        reconsume_times,
-        prepared_transaction_offset,
-        body,
-        topic,
-        properties,
-    })
+
+    /// TOTALSIZE.
+    pub fn total_size(&self) -> usize {
+        self.record.len()
+    }
+
+    /// The body, sharing the record's buffer.
+    pub fn body(&self) -> Bytes {
+        self.record.slice(self.body.clone())
+    }
+
+    pub fn body_bytes(&self) -> usize {
+        self.body.len()
+    }
+
+    pub fn topic(&self) -> &str {
+        self.text(&self.topic)
+    }
+
+    /// The properties string (see [`find_property`] and [`parse_properties`]).
+    pub fn properties(&self) -> &str {
+        self.text(&self.properties)
+    }
+
+    /// Checked UTF-8 when decoded, so the check here cannot fail (it is kept instead of an
+    /// unchecked conversion; for ASCII it is a few nanoseconds).
+    fn text(&self, range: &Range<usize>) -> &str {
+        std::str::from_utf8(&self.record[range.clone()]).unwrap_or_default()
+    }
+
+    /// The record with owned topic and properties.
+    pub fn to_decoded(&self) -> DecodedRecord {
+        DecodedRecord {
+            total_size: self.total_size(),
+            magic: self.magic,
+            body_crc: self.body_crc,
+            queue_id: self.queue_id,
+            flag: self.flag,
+            queue_offset: self.queue_offset,
+            physical_offset: self.physical_offset,
+            sys_flag: self.sys_flag,
+            born_timestamp: self.born_timestamp,
+            born_host: self.born_host,
+            store_timestamp: self.store_timestamp,
+            store_host: self.store_host,
+            reconsume_times: self.reconsume_times,
+            prepared_transaction_offset: self.prepared_transaction_offset,
+            body: self.body(),
+            topic: self.topic().to_owned(),
+            properties: self.properties().to_owned(),
+        }
+    }
+}
+
+/// Decodes and validates the record at the start of `bytes` (which may hold more after it),
+/// with owned topic and properties: [`RecordView::decode`] then [`RecordView::to_decoded`].
+pub fn decode_record(bytes: &Bytes, check_crc: bool) -> Result<DecodedRecord, RecordError> {
+    RecordView::decode(bytes, check_crc).map(|view| view.to_decoded())
 }
 
 impl DecodedRecord {
@@ -510,24 +596,45 @@ impl DecodedRecord {
 
 /// Decodes every record of a pull/query body (records back to back).
 pub fn decode_records(body: &Bytes, check_crc: bool) -> Result<Vec<DecodedRecord>, RecordError> {
-    let mut records = Vec::new();
+    record_views(body, check_crc)
+        .map(|view| view.map(|view| view.to_decoded()))
+        .collect()
+}
+
+/// The records of a pull/query body (records back to back), each read in place; stops after
+/// the first error.
+pub fn record_views(
+    body: &Bytes,
+    check_crc: bool,
+) -> impl Iterator<Item = Result<RecordView, RecordError>> + '_ {
     let mut at = 0;
-    while at < body.len() {
-        let record = decode_record(&body.slice(at..), check_crc)?;
-        at += record.total_size;
-        records.push(record);
-    }
-    Ok(records)
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || at >= body.len() {
+            return None;
+        }
+        let view = RecordView::decode(&body.slice(at..), check_crc);
+        match &view {
+            Ok(view) => at += view.total_size(),
+            Err(_) => failed = true,
+        }
+        Some(view)
+    })
 }
 
 /// offsetMsgId: store host address + port (4 bytes) + commitlog offset (8 bytes), uppercase hex.
 pub fn offset_msg_id(store_host: SocketAddr, physical_offset: i64) -> String {
-    let mut raw = Vec::with_capacity(28);
-    put_host(&mut raw, &store_host);
-    raw.put_i64(physical_offset);
-    let mut out = String::with_capacity(raw.len() * 2);
-    for byte in raw {
-        let _ = write!(out, "{byte:02X}");
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut raw = [0u8; 28];
+    let mut dst = &mut raw[..];
+    put_host(&mut dst, &store_host);
+    dst.put_i64(physical_offset);
+    let unused = dst.len();
+    let raw_len = raw.len() - unused;
+    let mut out = String::with_capacity(raw_len * 2);
+    for byte in &raw[..raw_len] {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xF)]));
     }
     out
 }
@@ -644,6 +751,55 @@ mod tests {
         assert!(decode_record(&Bytes::from(bad_size), true).is_err());
     }
 
+    /// A pull body of several records (IPv4 and IPv6 hosts, a compressed-flag body, a batch's
+    /// records back to back) read in place gives exactly the eager decode's records.
+    #[test]
+    fn views_give_the_eager_records() {
+        let props = encode_properties([("TAGS", "TagA"), ("UNIQ_KEY", "ABC")]);
+        let mut body = Vec::new();
+        for (i, v6) in [false, true, false, false].into_iter().enumerate() {
+            let payload = vec![i as u8; 10 + i * 100];
+            let record = RecordRef {
+                queue_offset: 42 + i as i64,
+                ..sample(&payload, "TopicTest", &props, v6)
+            };
+            body.extend_from_slice(&encoded(&record));
+        }
+        let body = Bytes::from(body);
+        let eager = decode_records(&body, true).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..4).map(|i| vec![i as u8; 10 + i * 100]).collect();
+        let views: Vec<RecordView> = record_views(&body, true).collect::<Result<_, _>>().unwrap();
+        assert_eq!(views.len(), 4);
+        for ((view, record), payload) in views.iter().zip(&eager).zip(&payloads) {
+            assert_eq!(&view.to_decoded(), record);
+            assert_eq!(view.body(), payload[..]);
+            assert_eq!(
+                view.born_host.is_ipv6(),
+                view.sys_flag & sys_flag::BORNHOST_V6 != 0
+            );
+            assert_eq!(view.topic(), "TopicTest");
+            assert_eq!(view.properties(), props);
+            assert_eq!(view.body(), record.body);
+            assert_eq!(view.body_bytes(), record.body.len());
+            assert_eq!(view.total_size(), record.total_size);
+        }
+        assert_eq!(
+            views.iter().map(|v| v.queue_offset).collect::<Vec<_>>(),
+            [42, 43, 44, 45]
+        );
+        // A corrupt body in the third record (IPv4 hosts: the body starts at 88): the views
+        // stop there with the eager decode's error.
+        let mut corrupt = body.to_vec();
+        corrupt[eager[0].total_size + eager[1].total_size + 90] ^= 1;
+        let corrupt = Bytes::from(corrupt);
+        let views: Vec<_> = record_views(&corrupt, true).collect();
+        assert_eq!(views.len(), 3);
+        assert!(views[0].is_ok() && views[1].is_ok());
+        let error = views[2].clone().unwrap_err();
+        assert!(matches!(error, RecordError::CrcMismatch { .. }), "{error}");
+        assert_eq!(error, decode_records(&corrupt, true).unwrap_err());
+    }
+
     #[test]
     fn properties_and_hashes_follow_java() {
         let text = "TAGS\u{1}TagA\u{2}KEYS\u{1}k1 k2\u{2}x\u{1}\u{2}\u{1}y\u{2}TAGS\u{1}TagB\u{2}";
@@ -675,7 +831,10 @@ mod tests {
             Some(("127.0.0.1:10911".parse().unwrap(), 0x1234))
         );
         let v6 = offset_msg_id("[::1]:10911".parse().unwrap(), 7);
-        assert_eq!(v6.len(), 56);
+        assert_eq!(
+            v6,
+            "0000000000000000000000000000000100002A9F0000000000000007"
+        );
         assert_eq!(decode_offset_msg_id(&v6).unwrap().1, 7);
         assert_eq!(decode_offset_msg_id("XYZ"), None);
         assert_eq!(

@@ -42,8 +42,8 @@ pub struct ReactorConfig {
     /// more than an 8 MiB `RLIMIT_MEMLOCK` allows for an unprivileged process.
     pub io_memory_bytes: usize,
     /// Poll this long with nothing to do before sleeping. Sleeping and waking costs a
-    /// context switch and, in glommio, a `membarrier` (an IPI to every core of the process)
-    /// per sleep; polling costs the core. 0: sleep at once.
+    /// context switch per sleep (a fence since glommio is vendored without its `membarrier`,
+    /// third_party/README.md); polling costs the core. 0: sleep at once.
     pub spin_before_park_us: u64,
 }
 
@@ -56,6 +56,26 @@ impl ReactorConfig {
             spin_before_park_us: 0,
         }
     }
+}
+
+/// The CPUs this process may run on (its affinity mask, as `taskset` or a cgroup's cpuset
+/// leaves it), ascending. Reactors are pinned to these, so a broker started on cores 2–3 keeps
+/// off cores 0–1 (where an operator put the clients, say).
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size_bytes = std::mem::size_of::<libc::cpu_set_t>();
+    if unsafe { libc::sched_getaffinity(0, size_bytes, &mut set) } != 0 {
+        return Err(io::Error::other(format!(
+            "sched_getaffinity: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    let cpu_count_max = size_bytes * 8;
+    // SAFETY: every index is below the set's size in bits.
+    Ok((0..cpu_count_max)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
 }
 
 /// Runs `make_future()` on a new reactor thread and waits for its result.

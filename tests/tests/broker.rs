@@ -1086,3 +1086,66 @@ fn a_clean_stop_under_load_keeps_every_acknowledged_message() {
         );
     }
 }
+
+/// `Cpus_allowed_list` of the reactor thread of `shard` (glommio names it `shard-<i>-<executor
+/// id>`; the reactor's four helper threads, started after it, carry the same name).
+fn reactor_cpus(pid: u32, shard: usize) -> Option<String> {
+    let prefix = format!("shard-{shard}-");
+    let mut tids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task dir")
+        .flatten()
+        .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    let reactor = tids.into_iter().find(|tid| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+            .is_ok_and(|comm| comm.starts_with(&prefix))
+    })?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{reactor}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|cpus| cpus.trim().to_owned())
+}
+
+/// Sets the calling thread's CPU mask to `cpus` (a child spawned from it inherits the mask);
+/// returns the mask it had.
+fn set_thread_cpus(cpus: &[usize]) -> libc::cpu_set_t {
+    let size_bytes = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: zeroed cpu_set_t values are valid empty sets; the calls write within their size.
+    unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(libc::sched_getaffinity(0, size_bytes, &mut old), 0);
+        let mut new: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut new);
+        }
+        assert_eq!(libc::sched_setaffinity(0, size_bytes, &new), 0);
+        old
+    }
+}
+
+#[test]
+fn shards_are_pinned_within_the_cpus_the_broker_was_given() {
+    // An operator who starts the broker on some cores (taskset, a cpuset) keeps the others for
+    // something else, a load generator say: shard i goes to the i-th allowed CPU, not to CPU i.
+    let allowed = thruster_broker::runtime::allowed_cpus().expect("allowed CPUs");
+    let last = *allowed.last().expect("some CPU");
+    // Spawned from a thread of our own, so the test runner's threads keep their masks.
+    let broker = std::thread::spawn(move || {
+        let old = set_thread_cpus(&[last]);
+        let broker = ServerProcess::standalone_broker(1);
+        // SAFETY: restores the mask read above.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &old);
+        }
+        broker
+    })
+    .join()
+    .expect("starting the broker");
+    assert_eq!(
+        reactor_cpus(broker.pid(), 0).as_deref(),
+        Some(last.to_string().as_str()),
+        "shard-0 of a broker started on CPU {last} (allowed here: {allowed:?})"
+    );
+}

@@ -511,6 +511,82 @@ fn the_glommio_front_end_sends_and_pulls_on_owner_shards() {
     assert_eq!(broker_hops(&broker), before, "no request crossed cores");
 }
 
+/// Pulls answered with frames far larger than the glommio front end's 64 KiB read chunk (read
+/// straight into place) give every message exactly as sent, and the in-place view of each one
+/// holds what the decoding pull gives for it.
+#[test]
+fn large_pulls_read_in_place_hold_what_was_sent() {
+    let (namesrv, _broker) = start();
+    let ns = namesrv.addr.to_string();
+    const MESSAGES: usize = 60;
+    let body_of = |i: usize| format!("{i:04}-").repeat(5_000).into_bytes(); // 25 KB
+    let (sent, pulled) =
+        thruster_client::glommio::run_on_reactor(None, 1 << 20, move || async move {
+            let client = thruster_client::glommio::Client::new(
+                ClientConfig::new(&ns).unwrap(),
+                "large-group",
+            );
+            let mut sent = BTreeSet::new();
+            for i in 0..MESSAGES {
+                let message = Message::new("LargePulls", body_of(i))
+                    .with_tags(["even", "odd"][i % 2])
+                    .with_key(format!("key-{i}"));
+                let result = client.send(&message).await.unwrap();
+                assert_eq!(result.status, SendStatus::SendOk);
+                sent.insert((result.msg_id, i));
+            }
+            let mut pulled = BTreeSet::new();
+            let mut largest_frame_bytes = 0;
+            for queue in client.queues("LargePulls").await.unwrap() {
+                let mut offset = 0;
+                loop {
+                    let view = client
+                        .pull_view(&queue, "*", offset, 1024, None)
+                        .await
+                        .unwrap();
+                    let eager = client.pull(&queue, "*", offset, 1024, None).await.unwrap();
+                    assert_eq!(view.status, eager.status);
+                    assert_eq!(view.next_begin_offset, eager.next_begin_offset);
+                    assert_eq!(view.messages.len(), eager.messages.len());
+                    largest_frame_bytes = largest_frame_bytes.max(
+                        view.messages
+                            .iter()
+                            .map(|m| m.record().total_size())
+                            .sum::<usize>(),
+                    );
+                    for (view, ext) in view.messages.iter().zip(&eager.messages) {
+                        assert_eq!(view.msg_id(), ext.msg_id);
+                        assert_eq!(view.offset_msg_id(), ext.offset_msg_id);
+                        assert_eq!(view.queue_offset(), ext.queue_offset);
+                        assert_eq!(view.body(), ext.body);
+                        assert_eq!(view.properties(), ext.properties);
+                        assert_eq!(view.keys(), ext.keys());
+                        let i: usize = std::str::from_utf8(&view.body()[..4])
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        assert_eq!(view.body(), body_of(i), "message {i}");
+                        assert_eq!(view.tags(), Some(["even", "odd"][i % 2]));
+                        assert_eq!(view.keys(), [format!("key-{i}")]);
+                        pulled.insert((view.msg_id().into_owned(), i));
+                    }
+                    offset = view.next_begin_offset;
+                    if view.status != PullStatus::Found {
+                        break;
+                    }
+                }
+            }
+            assert!(
+                largest_frame_bytes > 2 * 64 * 1024,
+                "some pull carried several read chunks ({largest_frame_bytes} bytes)"
+            );
+            (sent, pulled)
+        })
+        .unwrap();
+    assert_eq!(sent.len(), MESSAGES);
+    assert_eq!(pulled, sent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_name_server_is_skipped_for_a_live_one() {
     let (namesrv, _broker) = start();

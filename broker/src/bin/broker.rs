@@ -117,7 +117,8 @@ fn run(args: Args) -> Result<(), String> {
     );
     let broker_addr = config.broker_addr();
     let shard_count = config.shards;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus =
+        runtime::allowed_cpus().map_err(|e| format!("finding the CPUs to pin shards to: {e}"))?;
     let config = Arc::new(config);
     let stop = Arc::new(AtomicBool::new(false));
     let mesh = runtime::mesh(shard_count, MESH_CHANNEL_CAPACITY);
@@ -150,7 +151,7 @@ fn run(args: Args) -> Result<(), String> {
             ha_addrs: ha_addrs.clone(),
         };
         let reactor = ReactorConfig {
-            cpu: (config.pin_shards && shard_count <= cpus).then_some(i),
+            cpu: (config.pin_shards && shard_count <= cpus.len()).then(|| cpus[i]),
             io_memory_bytes: config.io_memory_bytes,
             spin_before_park_us: config.shard_spin_before_park_us,
             ..ReactorConfig::new(format!("shard-{i}"))

@@ -85,6 +85,51 @@ impl BodyPart {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// `next` appended to this part when it continues it: the next range of the same buffer
+    /// or file. Else `next` is handed back.
+    fn absorb(&mut self, next: BodyPart) -> Option<BodyPart> {
+        match (self, next) {
+            (
+                BodyPart::Buffer { buffer, start, len },
+                BodyPart::Buffer {
+                    buffer: next_buffer,
+                    start: next_start,
+                    len: next_len,
+                },
+            ) if Rc::ptr_eq(buffer, &next_buffer) && *start + *len == next_start => {
+                *len += next_len;
+                None
+            }
+            (
+                BodyPart::File { file, pos, len },
+                BodyPart::File {
+                    file: next_file,
+                    pos: next_pos,
+                    len: next_len,
+                },
+            ) if std::sync::Arc::ptr_eq(file, &next_file) && *pos + *len as u64 == next_pos => {
+                *len += next_len;
+                None
+            }
+            (_, next) => Some(next),
+        }
+    }
+}
+
+/// Adjacent ranges of the same chunk or file as one part: a pull's records come one part
+/// each, and back to back they are one write (or one sendfile range) instead of a copy or a
+/// write per record.
+fn coalesce(parts: Vec<BodyPart>) -> Vec<BodyPart> {
+    let mut merged: Vec<BodyPart> = Vec::with_capacity(parts.len());
+    for part in parts {
+        let rest = match merged.last_mut() {
+            Some(last) => last.absorb(part),
+            None => Some(part),
+        };
+        merged.extend(rest);
+    }
+    merged
 }
 
 /// A frame to write: the command (with the start of its body, often empty), then `tail`.
@@ -435,20 +480,11 @@ async fn write_with_tail(
     encode_head(&reply.command, body_bytes, out).map_err(|e| e.to_string())?;
     out.extend_from_slice(&reply.command.body);
     // File ranges wait here until something else must be written, so one helper-thread
-    // call sends all adjacent ones (a pull of 32 cold messages is one hop, not 32).
+    // call sends all of them (a pull of 32 cold messages is one hop, not 32).
     let mut files: Vec<runtime::FileRange> = Vec::new();
-    for part in reply.tail {
+    for part in coalesce(reply.tail) {
         if let BodyPart::File { file, pos, len } = part {
-            match files.last_mut() {
-                // Adjacent in the same file: one range.
-                Some((last, last_pos, last_len))
-                    if std::sync::Arc::ptr_eq(last, &file)
-                        && *last_pos + *last_len as u64 == pos =>
-                {
-                    *last_len += len;
-                }
-                _ => files.push((file, pos, len)),
-            }
+            files.push((file, pos, len));
             continue;
         }
         if !files.is_empty() {
@@ -504,6 +540,78 @@ mod tests {
     const FRAME_MAX_BYTES: usize = 1_500_000;
     const BODY_BYTES: usize = 1 << 20;
     const REQUESTS_PER_CONNECTION: usize = 10;
+
+    /// A pull's parts: back-to-back ranges of one chunk or one file become one part; a gap,
+    /// another chunk or file, or a copied part in between keeps them apart; bytes are in order.
+    #[test]
+    fn adjacent_ranges_coalesce() {
+        let chunk = Rc::new(runtime::alloc_io_buffer_long_lived(4096));
+        let other = Rc::new(runtime::alloc_io_buffer_long_lived(4096));
+        let file = std::sync::Arc::new(tempfile::tempfile().unwrap());
+        let other_file = std::sync::Arc::new(tempfile::tempfile().unwrap());
+        let buffer = |buffer: &Rc<IoBuffer>, start, len| BodyPart::Buffer {
+            buffer: buffer.clone(),
+            start,
+            len,
+        };
+        let range = |file: &std::sync::Arc<std::fs::File>, pos, len| BodyPart::File {
+            file: file.clone(),
+            pos,
+            len,
+        };
+        let parts = vec![
+            buffer(&chunk, 0, 100),
+            buffer(&chunk, 100, 50),
+            buffer(&chunk, 150, 10),
+            buffer(&chunk, 200, 10), // gap
+            buffer(&other, 210, 10), // another chunk
+            BodyPart::Bytes(Bytes::from_static(b"copy")),
+            buffer(&other, 220, 10), // after a copied part
+            range(&file, 0, 1000),
+            range(&file, 1000, 24),
+            range(&other_file, 1024, 10),
+            range(&other_file, 2000, 10),
+        ];
+        let describe = |parts: &[BodyPart]| -> Vec<(char, u64, usize)> {
+            parts
+                .iter()
+                .map(|part| match part {
+                    BodyPart::Bytes(bytes) => ('b', 0, bytes.len()),
+                    BodyPart::Buffer { buffer, start, len } => (
+                        if Rc::ptr_eq(buffer, &chunk) { 'c' } else { 'o' },
+                        *start as u64,
+                        *len,
+                    ),
+                    BodyPart::File { file: f, pos, len } => (
+                        if std::sync::Arc::ptr_eq(f, &file) {
+                            'f'
+                        } else {
+                            'g'
+                        },
+                        *pos,
+                        *len,
+                    ),
+                })
+                .collect()
+        };
+        let total: usize = parts.iter().map(BodyPart::len).sum();
+        let merged = coalesce(parts);
+        assert_eq!(
+            describe(&merged),
+            [
+                ('c', 0, 160),
+                ('c', 200, 10),
+                ('o', 210, 10),
+                ('b', 0, 4),
+                ('o', 220, 10),
+                ('f', 0, 1024),
+                ('g', 1024, 10),
+                ('g', 2000, 10),
+            ]
+        );
+        assert_eq!(merged.iter().map(BodyPart::len).sum::<usize>(), total);
+        assert!(coalesce(Vec::new()).is_empty());
+    }
 
     /// Holds every request a while and records how many were being processed at once.
     struct Holding {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 
 use super::error::{ClientError, ClientResult};
-use super::message::{Message, MessageExt};
+use super::message::{Message, MessageExt, MessageView};
 use crate::protocol::batch::{encode_entry, BatchEntry};
 use crate::protocol::body::heartbeat::MessageQueue;
 use crate::protocol::header::pull::{
@@ -15,7 +15,7 @@ use crate::protocol::header::pull::{
 };
 use crate::protocol::header::send::{SendMessageRequestHeaderV2, SendMessageResponseHeader};
 use crate::protocol::header::CommandHeader;
-use crate::protocol::message::{decode_records, property, sys_flag};
+use crate::protocol::message::{property, record_views, sys_flag};
 use crate::protocol::{request_code as rc, response_code, RemotingCommand};
 
 /// The subscription-expression parser lives in the protocol crate; the broker uses it too.
@@ -219,13 +219,32 @@ pub enum PullStatus {
     OffsetIllegal,
 }
 
+/// What a pull got: messages as `MessageExt` (every field decoded) or, from the `*_view`
+/// pulls, as `MessageView` (read in place from the response, fields decoded on demand).
 #[derive(Debug, Clone)]
-pub struct PullResult {
+pub struct PullResult<M = MessageExt> {
     pub status: PullStatus,
     pub next_begin_offset: i64,
     pub min_offset: i64,
     pub max_offset: i64,
-    pub messages: Vec<MessageExt>,
+    pub messages: Vec<M>,
+}
+
+impl PullResult<MessageView> {
+    /// The same result with every message decoded.
+    pub fn into_message_ext(self) -> PullResult {
+        PullResult {
+            status: self.status,
+            next_begin_offset: self.next_begin_offset,
+            min_offset: self.min_offset,
+            max_offset: self.max_offset,
+            messages: self
+                .messages
+                .iter()
+                .map(MessageView::to_message_ext)
+                .collect(),
+        }
+    }
 }
 
 /// PULL_MESSAGE: up to `max` messages of `queue` matching `expression` from `offset`; the
@@ -274,6 +293,16 @@ pub fn parse_pull_response(
     response: RemotingCommand,
     expression: &str,
 ) -> ClientResult<PullResult> {
+    parse_pull_response_view(addr, response, expression).map(PullResult::into_message_ext)
+}
+
+/// [`parse_pull_response`] without decoding: each found record is validated and read in place
+/// (no allocation per message), and filtered by exact tag.
+pub fn parse_pull_response_view(
+    addr: SocketAddr,
+    response: RemotingCommand,
+    expression: &str,
+) -> ClientResult<PullResult<MessageView>> {
     let status = match response.code {
         response_code::SUCCESS => PullStatus::Found,
         response_code::PULL_NOT_FOUND => PullStatus::NoNewMessage,
@@ -284,16 +313,16 @@ pub fn parse_pull_response(
     let header: PullMessageResponseHeader = response_header(addr, &response)?;
     let mut messages = Vec::new();
     if status == PullStatus::Found {
-        let records = decode_records(&response.body, false).map_err(|e| ClientError::Protocol {
-            addr,
-            reason: format!("pull body: {e}"),
-        })?;
         let filter = TagFilter::new(expression);
-        messages = records
-            .into_iter()
-            .map(MessageExt::from_record)
-            .filter(|m| filter.accepts(m.tags()))
-            .collect();
+        for record in record_views(&response.body, false) {
+            let message = MessageView::new(record.map_err(|e| ClientError::Protocol {
+                addr,
+                reason: format!("pull body: {e}"),
+            })?);
+            if filter.accepts(message.tags()) {
+                messages.push(message);
+            }
+        }
     }
     Ok(PullResult {
         status,
@@ -331,6 +360,7 @@ mod tests {
     use super::*;
     use crate::protocol::header::CommandHeader;
     use crate::protocol::message::find_property;
+    use bytes::Bytes;
 
     fn queue() -> MessageQueue {
         MessageQueue {
@@ -371,6 +401,68 @@ mod tests {
         .unwrap();
         assert_eq!(batch.code, rc::SEND_BATCH_MESSAGE);
         assert!(batch_request("g", &[], &queue(), &[]).is_err());
+    }
+
+    /// The in-place pull and the decoding pull keep the same messages (exact tag filter) with
+    /// the same fields, and refuse the same corrupt body.
+    #[test]
+    fn view_and_decoded_pulls_agree() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let response = |body: Bytes| {
+            let request = RemotingCommand::bare_request(rc::PULL_MESSAGE);
+            let mut response = request.success().with_header(&PullMessageResponseHeader {
+                suggest_which_broker_id: 0,
+                next_begin_offset: 45,
+                min_offset: 0,
+                max_offset: 45,
+                offset_delta: None,
+                topic_sys_flag: None,
+                group_sys_flag: None,
+                forbidden_type: None,
+            });
+            response.body = body;
+            response
+        };
+        let body = crate::core::message::tests::pull_body();
+        for expression in ["*", "TagA", "TagB || TagC", "TagC"] {
+            let eager = parse_pull_response(addr, response(body.clone()), expression).unwrap();
+            let view = parse_pull_response_view(addr, response(body.clone()), expression).unwrap();
+            assert_eq!(
+                (view.status, view.next_begin_offset, view.max_offset),
+                (eager.status, eager.next_begin_offset, eager.max_offset)
+            );
+            assert_eq!(
+                view.messages
+                    .iter()
+                    .map(|m| m.queue_offset())
+                    .collect::<Vec<_>>(),
+                eager
+                    .messages
+                    .iter()
+                    .map(|m| m.queue_offset)
+                    .collect::<Vec<_>>()
+            );
+            for (view, ext) in view.messages.iter().zip(&eager.messages) {
+                assert_eq!(view.msg_id(), ext.msg_id);
+                assert_eq!(view.body(), ext.body);
+            }
+        }
+        let tag_a = parse_pull_response_view(addr, response(body.clone()), "TagA").unwrap();
+        assert_eq!(
+            tag_a
+                .messages
+                .iter()
+                .map(|m| m.queue_offset())
+                .collect::<Vec<_>>(),
+            [40, 43, 44]
+        );
+        let mut corrupt = body.to_vec();
+        corrupt[body.len() - 3] = 0xFF; // not UTF-8, in the last record's properties
+        let corrupt = Bytes::from(corrupt);
+        let eager = parse_pull_response(addr, response(corrupt.clone()), "*").unwrap_err();
+        let view = parse_pull_response_view(addr, response(corrupt), "*").unwrap_err();
+        assert_eq!(eager.to_string(), view.to_string());
+        assert!(view.to_string().contains("not UTF-8"), "{view}");
     }
 
     #[test]

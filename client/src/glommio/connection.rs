@@ -100,6 +100,19 @@ impl Connection {
                         Err(_) => break 'read,
                     }
                 }
+                if let Some(frame_bytes) = large_frame_bytes(&buf) {
+                    // Straight into place, in as few reads as the socket allows: a pull's
+                    // megabyte is not copied again from a small chunk.
+                    let mut filled = buf.len();
+                    buf.resize(frame_bytes, 0);
+                    while filled < frame_bytes {
+                        match reader.read(&mut buf[filled..]).await {
+                            Ok(0) | Err(_) => break 'read,
+                            Ok(n) => filled += n,
+                        }
+                    }
+                    continue;
+                }
                 match reader.read(&mut chunk).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -168,6 +181,14 @@ impl Connection {
             .await
             .map_err(|_| ClientError::ConnectionClosed { addr: self.addr })
     }
+}
+
+/// The size of the frame at the head of `buf` when it is incomplete and larger than a read
+/// chunk (`decode_frame` has checked it against the frame limit and reserved room for it).
+fn large_frame_bytes(buf: &[u8]) -> Option<usize> {
+    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    let frame_bytes = u32::from_be_bytes(prefix) as usize + 4;
+    (frame_bytes > buf.len() && frame_bytes > READ_CHUNK_BYTES).then_some(frame_bytes)
 }
 
 /// `future`'s output, or `None` after `timeout`.

@@ -18,9 +18,9 @@ pub use shared_stream::SharedStream;
 
 use crate::core::config::ClientConfig;
 use crate::core::error::{ClientError, ClientResult};
-use crate::core::message::Message;
+use crate::core::message::{Message, MessageView};
 use crate::core::requests::{
-    batch_request, parse_pull_response, parse_send_response, pull_request, send_request,
+    batch_request, parse_pull_response_view, parse_send_response, pull_request, send_request,
     send_retryable, PullResult, SendResult, AUTO_CREATE_TOPIC,
 };
 use crate::core::route::{parse_route_response, route_request, PublishTargets, TopicRoute};
@@ -279,6 +279,21 @@ impl Client {
         max: i32,
         suspend: Option<Duration>,
     ) -> ClientResult<PullResult> {
+        self.pull_view(queue, expression, offset, max, suspend)
+            .await
+            .map(PullResult::into_message_ext)
+    }
+
+    /// [`Client::pull`] with the messages read in place (`MessageView`: no allocation per
+    /// message, fields decoded on demand), for bulk consumers.
+    pub async fn pull_view(
+        &self,
+        queue: &MessageQueue,
+        expression: &str,
+        offset: i64,
+        max: i32,
+        suspend: Option<Duration>,
+    ) -> ClientResult<PullResult<MessageView>> {
         let route = self.route(&queue.topic).await?;
         let broker: SocketAddr = route
             .master_of(&queue.broker_name)
@@ -300,6 +315,6 @@ impl Client {
         );
         let timeout = self.config.request_timeout + suspend.unwrap_or_default();
         let response = self.invoke(addr, request, timeout).await?;
-        parse_pull_response(addr, response, expression)
+        parse_pull_response_view(addr, response, expression)
     }
 }

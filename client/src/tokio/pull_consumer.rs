@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use super::instance::{expect_success, ClientConfig, ClientInstance};
 use crate::core::error::ClientResult;
-use crate::core::requests::{parse_pull_response, pull_request, response_header, PullResult};
+use crate::core::message::MessageView;
+use crate::core::requests::{
+    parse_pull_response, parse_pull_response_view, pull_request, response_header, PullResult,
+};
 use crate::protocol::body::heartbeat::MessageQueue;
 use crate::protocol::header::offset::{
     GetMaxOffsetRequestHeader, GetMinOffsetRequestHeader, OffsetResponseHeader,
@@ -80,6 +83,37 @@ impl PullConsumer {
         suspend: Option<Duration>,
         commit_offset: Option<i64>,
     ) -> ClientResult<PullResult> {
+        let (addr, response) = self
+            .invoke_pull(queue, expression, offset, max, suspend, commit_offset)
+            .await?;
+        parse_pull_response(addr, response, expression)
+    }
+
+    /// `pull` with the messages read in place (`MessageView`: no allocation per message,
+    /// fields decoded on demand), for bulk consumers.
+    pub async fn pull_view(
+        &self,
+        queue: &MessageQueue,
+        expression: &str,
+        offset: i64,
+        max: i32,
+        suspend: Option<Duration>,
+    ) -> ClientResult<PullResult<MessageView>> {
+        let (addr, response) = self
+            .invoke_pull(queue, expression, offset, max, suspend, None)
+            .await?;
+        parse_pull_response_view(addr, response, expression)
+    }
+
+    async fn invoke_pull(
+        &self,
+        queue: &MessageQueue,
+        expression: &str,
+        offset: i64,
+        max: i32,
+        suspend: Option<Duration>,
+        commit_offset: Option<i64>,
+    ) -> ClientResult<(SocketAddr, RemotingCommand)> {
         let suspend_ms = suspend.map_or(0, |d| d.as_millis() as i64);
         let request = pull_request(
             &self.group,
@@ -93,7 +127,7 @@ impl PullConsumer {
         let addr = self.addr(queue).await?;
         let timeout = self.timeout() + suspend.unwrap_or_default();
         let response = self.instance.invoke(addr, request, timeout).await?;
-        parse_pull_response(addr, response, expression)
+        Ok((addr, response))
     }
 
     /// The group's committed offset for `queue`; `None` when it never committed one.
