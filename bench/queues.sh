@@ -45,9 +45,9 @@ start() {
         --set "listenPort=$port"
     TARGETS+=("$name 127.0.0.1:$ns_port $LAST_PID $port")
 }
-start new "$BIN/thruster-broker" 31876 31911
+start new "$BIN/thruster-broker" 21876 21911
 if [[ -n "${BASE_BIN:-}" ]]; then
-    start base "$BASE_BIN" 32876 32911
+    start base "$BASE_BIN" 22876 22911
 fi
 mkdir -p "$OUT"
 : >"$OUT/runs.jsonl"

@@ -377,7 +377,11 @@ impl ConsumeQueue {
             Some(_) => {}
             None => {
                 self.unsynced = Some(Unsynced {
-                    first_pos: if entry.is_filler() { u64::MAX } else { entry.phys_offset },
+                    first_pos: if entry.is_filler() {
+                        u64::MAX
+                    } else {
+                        entry.phys_offset
+                    },
                     since: Instant::now(),
                     from_entry: offset,
                     forced: false,

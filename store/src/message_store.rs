@@ -476,7 +476,11 @@ pub(crate) mod tests {
                 thorough_interval: Duration::from_secs(3600),
             };
             store.checkpoint_pass(periodic, 512).await.unwrap();
-            assert_eq!(syncs(&store) - before, 1, "only the queue with two pages written");
+            assert_eq!(
+                syncs(&store) - before,
+                1,
+                "only the queue with two pages written"
+            );
             let checkpoint = store.last_checkpoint.get();
             assert_eq!(checkpoint.log_flushed, flushed);
             assert_eq!(
@@ -495,7 +499,10 @@ pub(crate) mod tests {
             store.sync_queues_and_checkpoint().await.unwrap();
             assert_eq!(syncs(&store) - before, 21);
             let checkpoint = store.last_checkpoint.get();
-            assert_eq!((checkpoint.recover_from, checkpoint.log_flushed), (flushed, flushed));
+            assert_eq!(
+                (checkpoint.recover_from, checkpoint.log_flushed),
+                (flushed, flushed)
+            );
             // Nothing written since: nothing to sync.
             store.sync_queues_and_checkpoint().await.unwrap();
             assert_eq!(syncs(&store) - before, 21);

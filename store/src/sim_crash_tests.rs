@@ -34,9 +34,9 @@ use bytes::Bytes;
 use thruster_protocol::message;
 
 use super::commit_log::tests::on_reactor;
+use super::consume_queue::SyncPolicy;
 use super::message_store::{GetStatus, MessageStore, PutMessage, PutStatus};
 use super::storage::sim::{Faults, Rng, SimDisk, SimStats};
-use super::consume_queue::SyncPolicy;
 use super::storage::Storage;
 use super::{FlushMode, StoreConfig};
 
@@ -469,7 +469,10 @@ async fn run_seed(seed: u64, root: std::path::PathBuf) -> Result<Outcome, String
                 };
                 let queues_max = rng.below(4) as usize;
                 let result = store.checkpoint_pass(policy, queues_max).await;
-                trace!(step, "partial checkpoint of at most {queues_max} queues: {result:?}");
+                trace!(
+                    step,
+                    "partial checkpoint of at most {queues_max} queues: {result:?}"
+                );
             }
             83..=89 => {
                 let result = store.shutdown().await;
