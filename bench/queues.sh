@@ -65,6 +65,12 @@ for t in "${TARGETS[@]}"; do
             >/dev/null
 done
 
+# record DIR: the summary a run wrote in DIR, one line of runs.jsonl
+record() {
+    python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))[0]))' \
+        "$1/summary.json" >>"$OUT/runs.jsonl"
+}
+
 # run LABEL NAMESRV PID thruster-bench-produce-args...: one run, its summary to runs.jsonl
 run() {
     local label=$1 ns=$2 pid=$3
@@ -73,8 +79,7 @@ run() {
     rm -rf "$dir"
     "$BIN/thruster-bench" produce --plain --namesrv "$ns" --broker-pid "$pid" --label "$label" \
         --out "$dir" "$@" | sed -n 2p
-    python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))[0]))' \
-        "$dir/summary.json" >>"$OUT/runs.jsonl"
+    record "$dir"
 }
 
 workload_args() {
@@ -120,8 +125,7 @@ steady() { # LABEL DURATION_S NAMESRV: the steady producer in the background; ST
 steady_done() {
     wait "$STEADY_PID"
     sed -n 2p "$WORK/steady.txt"
-    python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))[0]))' \
-        "$WORK/steady/summary.json" >>"$OUT/runs.jsonl"
+    record "$WORK/steady"
 }
 if ((CREATE > 0)); then
     for t in "${TARGETS[@]}"; do
