@@ -229,7 +229,10 @@ impl StorageFile {
         match self {
             StorageFile::Direct(file) => file.write_at(buffer, pos).await,
             #[cfg(test)]
-            StorageFile::Sim(file) => file.write_at(buffer.as_bytes(), pos),
+            StorageFile::Sim(file) => {
+                file.in_flight().await;
+                file.write_at(buffer.as_bytes(), pos)
+            }
         }
     }
 
@@ -239,7 +242,10 @@ impl StorageFile {
         match self {
             StorageFile::Direct(file) => file.write_shared_at(buffer, pos).await,
             #[cfg(test)]
-            StorageFile::Sim(file) => file.write_at(buffer.as_bytes(), pos),
+            StorageFile::Sim(file) => {
+                file.in_flight().await;
+                file.write_at(buffer.as_bytes(), pos)
+            }
         }
     }
 

@@ -31,9 +31,12 @@
 //!   without making them durable, as Linux reports a writeback error once and drops the dirty
 //!   state. Reads still see them until a crash (the device's cache still answers).
 //!
-//! Not modelled: silent corruption of durable data (bit rot, misdirected writes), latency and
-//! concurrency (every operation completes at once, so in-flight writes never overlap in time;
-//! reordering is only in what survives a crash), partial reads.
+//! - **Writes in flight**: a write through `StorageFile` spends 0 to 3 reactor turns in flight
+//!   before it lands (drawn), so writes issued together complete in any order, and a crash can
+//!   come while some are in flight.
+//!
+//! Not modelled: silent corruption of durable data (bit rot, misdirected writes), latency in
+//! time (other operations complete at once), partial reads.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -439,6 +442,16 @@ impl SimFile {
             )));
         }
         Ok(s)
+    }
+
+    /// A write's time in flight: 0 to 3 turns of the reactor, drawn, so writes in flight
+    /// together complete in any order and a crash may find some still in flight (they never
+    /// land: the handle is dead by then).
+    pub async fn in_flight(&self) {
+        let turns = self.disk.state().rng.below(4);
+        for _ in 0..turns {
+            futures_lite::future::yield_now().await;
+        }
     }
 
     pub fn write_at(&self, bytes: &[u8], pos: u64) -> io::Result<()> {
