@@ -70,6 +70,12 @@ pub struct BrokerConfig {
     pub flush_interval_commit_log_ms: u64,
     pub flush_commit_log_least_pages: u64,
     pub flush_commit_log_thorough_interval_ms: u64,
+    /// `flushIntervalConsumeQueue`, `flushConsumeQueueLeastPages`,
+    /// `flushConsumeQueueThoroughInterval`: the checkpoint pass and which ConsumeQueues it
+    /// syncs (`store::consume_queue::SyncPolicy`).
+    pub flush_interval_consume_queue_ms: u64,
+    pub flush_consume_queue_least_pages: u64,
+    pub flush_consume_queue_thorough_interval_ms: u64,
     pub mapped_file_size_commit_log: u64,
     pub mapped_file_size_consume_queue: u64,
     pub max_message_size: usize,
@@ -200,6 +206,9 @@ impl Default for BrokerConfig {
             flush_interval_commit_log_ms: 500,
             flush_commit_log_least_pages: 4,
             flush_commit_log_thorough_interval_ms: 10_000,
+            flush_interval_consume_queue_ms: 1_000,
+            flush_consume_queue_least_pages: 2,
+            flush_consume_queue_thorough_interval_ms: 60_000,
             mapped_file_size_commit_log: 1 << 30,
             mapped_file_size_consume_queue: 300_000 * 20,
             max_message_size: 4 << 20,
@@ -374,6 +383,15 @@ impl BrokerConfig {
             "flushCommitLogLeastPages" => self.flush_commit_log_least_pages = parse(key, value)?,
             "flushCommitLogThoroughInterval" => {
                 self.flush_commit_log_thorough_interval_ms = parse(key, value)?
+            }
+            "flushIntervalConsumeQueue" => {
+                self.flush_interval_consume_queue_ms = parse::<u64>(key, value)?.max(1)
+            }
+            "flushConsumeQueueLeastPages" => {
+                self.flush_consume_queue_least_pages = parse(key, value)?
+            }
+            "flushConsumeQueueThoroughInterval" => {
+                self.flush_consume_queue_thorough_interval_ms = parse(key, value)?
             }
             "mappedFileSizeCommitLog" | "mapedFileSizeCommitLog" => {
                 self.mapped_file_size_commit_log = parse(key, value)?
@@ -590,6 +608,9 @@ impl BrokerConfig {
             flush_interval_ms: self.flush_interval_commit_log_ms,
             flush_least_bytes: self.flush_commit_log_least_pages * PAGE_BYTES,
             flush_thorough_interval_ms: self.flush_commit_log_thorough_interval_ms,
+            flush_consume_queue_interval_ms: self.flush_interval_consume_queue_ms,
+            flush_consume_queue_least_pages: self.flush_consume_queue_least_pages,
+            flush_consume_queue_thorough_interval_ms: self.flush_consume_queue_thorough_interval_ms,
             sync_flush_timeout_ms: self.sync_flush_timeout_ms,
             consume_queue_entries_per_file: (self.mapped_file_size_consume_queue / CQ_ENTRY_BYTES)
                 .max(1),
@@ -902,6 +923,24 @@ mod tests {
         let store = config.store_config(0);
         assert_eq!(store.flush_least_bytes, 8 * PAGE_BYTES);
         assert_eq!(store.flush_thorough_interval_ms, 3000);
+        let defaults = (
+            store.flush_consume_queue_interval_ms,
+            store.flush_consume_queue_least_pages,
+            store.flush_consume_queue_thorough_interval_ms,
+        );
+        assert_eq!(defaults, (1000, 2, 60_000), "RocketMQ's defaults");
+        for (key, value) in [
+            ("flushIntervalConsumeQueue", "500"),
+            ("flushConsumeQueueLeastPages", "4"),
+            ("flushConsumeQueueThoroughInterval", "30000"),
+        ] {
+            assert_eq!(config.set(key, value), Ok(Applied::Used), "{key}");
+        }
+        let store = config.store_config(1);
+        assert_eq!(store.flush_consume_queue_interval_ms, 500);
+        assert_eq!(store.flush_consume_queue_least_pages, 4);
+        assert_eq!(store.flush_consume_queue_thorough_interval_ms, 30_000);
+        assert!(config.set("flushConsumeQueueLeastPages", "-1").is_err());
         assert_eq!(
             config.set("autoCreateSubscriptionGroup", "true"),
             Ok(Applied::Used)

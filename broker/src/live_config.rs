@@ -131,6 +131,18 @@ pub fn properties_text(config: &BrokerConfig, live: &LiveSettings) -> String {
             c.flush_commit_log_thorough_interval_ms.to_string(),
         ),
         (
+            "flushIntervalConsumeQueue",
+            c.flush_interval_consume_queue_ms.to_string(),
+        ),
+        (
+            "flushConsumeQueueLeastPages",
+            c.flush_consume_queue_least_pages.to_string(),
+        ),
+        (
+            "flushConsumeQueueThoroughInterval",
+            c.flush_consume_queue_thorough_interval_ms.to_string(),
+        ),
+        (
             "mappedFileSizeCommitLog",
             c.mapped_file_size_commit_log.to_string(),
         ),
