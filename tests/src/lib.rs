@@ -233,6 +233,40 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// SIGSTOP, then waits until every thread of the process is stopped: `kill` returns
+    /// before the signal takes effect, and a thread running on another core may go on for a
+    /// moment (answering a peer, say).
+    pub fn pause(&self) {
+        let pid = self.pid();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+        let stopped = wait_until(Duration::from_secs(10), || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return false;
+            };
+            tasks.flatten().all(|task| {
+                std::fs::read_to_string(task.path().join("stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+                        Some(state == "T")
+                    })
+                    .unwrap_or(false)
+            })
+        });
+        assert!(
+            stopped,
+            "{} (pid {pid}) did not stop after SIGSTOP",
+            self.name
+        );
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGCONT) };
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

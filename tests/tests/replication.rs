@@ -306,8 +306,7 @@ fn an_async_slave_falls_behind_visibly_and_catches_up_to_zero() {
     Client::connect(master.addr).create_topic("AsyncRepl", 2);
     replicating(ns.addr, "AsyncRepl", 1);
     // Paused, the slave cannot copy: the burst shows as lag on the master.
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(slave.pid() as libc::pid_t, libc::SIGSTOP) };
+    slave.pause();
     let mut client = Client::connect(master.addr);
     let body = vec![b'x'; 16 * 1024];
     for i in 0..640 {
@@ -325,8 +324,7 @@ fn an_async_slave_falls_behind_visibly_and_catches_up_to_zero() {
         lag >= 640 * 16 * 1024,
         "masterSlaveDiff shows the burst: {lag}"
     );
-    // SAFETY: as above.
-    unsafe { libc::kill(slave.pid() as libc::pid_t, libc::SIGCONT) };
+    slave.resume();
     assert!(
         wait_until(WAIT, || diff(master.addr) == 0),
         "the slave caught up"
