@@ -16,6 +16,7 @@
 # Environment:
 #   JAVA_PEER_RUN  the Java peer's run helper (required)
 #   TARGETS        from: java thruster thruster-1shard thruster-unpinned (pinShards=false)
+#                  thruster-onename (brokerPerShard=false: one broker name, hops to owners)
 #                                                                 [java thruster thruster-1shard]
 #   WORKLOADS      from: sync (8 threads) batch (32 x 4 threads)  [sync batch]
 #   ROUNDS         rounds; each round runs every target once      [2]
@@ -25,7 +26,7 @@
 #   JAVA_HEAP      Java broker heap (-Xms/-Xmx)                   [1g]
 #   PORT_BASE      ports used: BASE+1 (Java namesrv), BASE+11 (Java broker), BASE+1001/1011
 #                  (Thruster), BASE+2001/2011 (Thruster shards=1), BASE+3001/3011
-#                  (Thruster unpinned)                             [38000]
+#                  (Thruster unpinned), BASE+4001/4011 (one name)   [38000]
 #
 # Output in OUT_DIR, per flush mode: results-FLUSH.tsv (workload round target msg_per_s
 # cpu_us_per_msg client_cpu_us_per_msg line), summary-FLUSH.txt (per-round ratios against the
@@ -75,6 +76,8 @@ for t in $TARGETS; do
     thruster-1shard) start_thruster thruster-1shard $((PORT_BASE + 2001)) $((PORT_BASE + 2011)) --set shards=1 ;;
     thruster-unpinned) start_thruster thruster-unpinned $((PORT_BASE + 3001)) $((PORT_BASE + 3011)) \
         --set pinShards=false ;;
+    thruster-onename) start_thruster thruster-onename $((PORT_BASE + 4001)) $((PORT_BASE + 4011)) \
+        --set brokerPerShard=false ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
     esac
 done
